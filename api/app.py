@@ -1,0 +1,63 @@
+"""Application factory."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any
+
+from flask import Flask
+
+from api.celery_client import celery_init_app
+from api.errors import register_error_handlers
+from lookalike.blobs import BlobStore
+from lookalike.schema import vector_size
+from lookalike.settings import Settings
+from lookalike.store import VectorStore, open_store
+
+
+class StoreHandle:
+    """Opens the vector store on first use, so the app starts even while Qdrant is down."""
+
+    def __init__(self, settings: Settings, store: VectorStore | None) -> None:
+        self._settings = settings
+        self._store = store
+        self._ready = False
+        self._lock = threading.Lock()
+
+    def get(self) -> VectorStore:
+        with self._lock:
+            if self._store is None:
+                self._store = open_store(self._settings)
+            if not self._ready:
+                self._store.ensure_collection(vector_size(self._settings.model))
+                self._ready = True
+            return self._store
+
+
+def create_app(
+    settings: Settings | None = None,
+    *,
+    store: VectorStore | None = None,
+    config: dict[str, Any] | None = None,
+) -> Flask:
+    """Build the API. `store` lets the embedded default share one open shard with its worker."""
+    settings = settings or Settings.from_env()
+    app = Flask(__name__)
+    # Room for the form fields beside the image.
+    app.config["MAX_CONTENT_LENGTH"] = (
+        settings.max_upload_bytes + settings.max_metadata_bytes + 4096
+    )
+    app.config["JSON_SORT_KEYS"] = False
+    app.config.update(config or {})
+    app.extensions["lookalike.settings"] = settings
+    app.extensions["lookalike.store"] = StoreHandle(settings, store)
+    app.extensions["lookalike.blobs"] = BlobStore(settings.image_dir)
+    celery_init_app(app, settings)
+    register_error_handlers(app)
+
+    from api.routes import bp
+
+    app.register_blueprint(bp)
+    logging.getLogger(__name__).debug("API created (embedded broker: %s)", settings.embedded_broker)
+    return app

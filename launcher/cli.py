@@ -1,0 +1,63 @@
+"""`lookalike` command: serve the API (embedded default or API-only), build the model cache."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from lookalike.settings import Settings, SettingsError
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="lookalike", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve", help="serve the API (and, with no Redis configured, a worker)")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--threads", type=int, default=8, help="HTTP server threads")
+    build = sub.add_parser("build-model", help="convert the pretrained weights into the cache")
+    build.add_argument("--model", default=None, help="default: LOOKALIKE_MODEL")
+    args = parser.parse_args(argv)
+
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        settings = Settings.from_env()
+    except SettingsError as exc:
+        print(f"configuration error: {exc}", file=sys.stderr)
+        return 2
+
+    if args.command == "build-model":
+        from worker.model import build_model_cache
+
+        files = build_model_cache(args.model or settings.model, settings.model_dir)
+        print(f"model cache ready: {files}")
+        return 0
+
+    from waitress import serve as waitress_serve
+
+    if settings.embedded_broker:
+        from launcher.embedded import start_embedded
+
+        service = start_embedded(settings)
+        app = service.app
+        mode = f"embedded (in-process worker, qdrant-edge at {settings.qdrant_path})"
+    else:
+        from api import create_app
+
+        service = None
+        app = create_app(settings)
+        mode = "API only (workers consume from Redis)"
+    print(f"lookalike serving on http://{args.host}:{args.port}/  [{mode}]", flush=True)
+    try:
+        waitress_serve(app, host=args.host, port=args.port, threads=args.threads)
+    finally:
+        if service is not None:
+            service.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

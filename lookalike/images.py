@@ -1,0 +1,96 @@
+"""Decoding and validating catalog images: one place, used by the API (to refuse bad uploads
+early) and by the worker (to decode before embedding)."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import warnings
+from dataclasses import dataclass
+
+from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
+
+# Formats we accept. Everything else is refused with `unsupported_format`, even if Pillow could
+# open it, so the accepted set is a documented contract rather than an accident of plugins.
+SUPPORTED_FORMATS = frozenset({"JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF"})
+MIN_SIDE = 8
+MAX_ASPECT_RATIO = 20.0
+
+# Truncated files must fail, not be padded with grey.
+ImageFile.LOAD_TRUNCATED_IMAGES = False
+
+
+@dataclass(frozen=True)
+class ImageProblem(Exception):
+    """Why an image cannot be used; `code` is stable and machine-readable."""
+
+    code: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.code}: {self.message}"
+
+
+def sha256_hex(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def decode_image(data: bytes, *, max_pixels: int) -> Image.Image:
+    """Decode bytes into an RGB image (EXIF orientation applied, first frame of animations).
+
+    Raises ImageProblem for anything that is not a usable picture.
+    """
+    if not data:
+        raise ImageProblem("empty_image", "the image file is empty")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            img = Image.open(io.BytesIO(data))
+            fmt = img.format
+            if fmt not in SUPPORTED_FORMATS:
+                raise ImageProblem(
+                    "unsupported_format",
+                    f"image format {fmt or 'unknown'} is not supported; "
+                    f"use one of {', '.join(sorted(SUPPORTED_FORMATS))}",
+                )
+            width, height = img.size
+            if width * height > max_pixels:
+                raise ImageProblem(
+                    "image_too_large",
+                    f"image is {width}x{height} pixels; the limit is {max_pixels} pixels",
+                )
+            if min(width, height) < MIN_SIDE:
+                raise ImageProblem(
+                    "image_too_small",
+                    f"image is {width}x{height}; both sides must be >= {MIN_SIDE}",
+                )
+            if max(width, height) / min(width, height) > MAX_ASPECT_RATIO:
+                raise ImageProblem(
+                    "bad_aspect_ratio",
+                    f"image is {width}x{height}; the longer side may be at most "
+                    f"{MAX_ASPECT_RATIO:g} times the shorter",
+                )
+            img.seek(0)
+            img.load()
+            img = ImageOps.exif_transpose(img)
+            return _to_rgb(img)
+    except ImageProblem:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise ImageProblem("image_too_large", str(exc)) from exc
+    except UnidentifiedImageError as exc:
+        raise ImageProblem("not_an_image", "the file is not a recognised image") from exc
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+        raise ImageProblem("corrupt_image", f"the image could not be decoded: {exc}") from exc
+
+
+def _to_rgb(img: Image.Image) -> Image.Image:
+    """Flatten transparency onto white (catalog photos are shown on white), convert to RGB."""
+    if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
+        rgba = img.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    if img.mode in ("I;16", "I;16B", "I;16L", "I"):
+        # 16-bit greyscale: scale to 8 bits instead of clipping.
+        img = img.point(lambda v: v / 256).convert("L")
+    return img.convert("RGB")

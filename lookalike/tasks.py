@@ -1,0 +1,42 @@
+"""Names of the Celery tasks and queues: the contract between the API, the indexer and the
+workers. Senders use these names with ``send_task`` and never import the worker."""
+
+from __future__ import annotations
+
+INDEX_ITEMS = "worker.index_items"
+EMBED_QUERY = "worker.embed_query"
+
+# Bulk ingestion and interactive query-time embedding are separate queues, so a large ingest
+# never starves a shopper's search-by-photo.
+INGEST_QUEUE = "ingest"
+QUERY_QUEUE = "query"
+QUEUES = (INGEST_QUEUE, QUERY_QUEUE)
+
+TASK_QUEUES = {INDEX_ITEMS: INGEST_QUEUE, EMBED_QUERY: QUERY_QUEUE}
+
+
+def celery_config(redis_url: str) -> dict[str, object]:
+    """Celery settings shared by every process; broker and results live in Redis, or in
+    memory for the one-process embedded default."""
+    broker = redis_url or "memory://"
+    backend = redis_url or "cache+memory://"
+    return {
+        "broker_url": broker,
+        "result_backend": backend,
+        "task_serializer": "json",
+        "result_serializer": "json",
+        "accept_content": ["json"],
+        "task_default_queue": INGEST_QUEUE,
+        "task_routes": {name: {"queue": queue} for name, queue in TASK_QUEUES.items()},
+        "task_acks_late": True,
+        # A task whose worker dies (OOM, SIGKILL) goes back to the queue instead of being lost.
+        "task_reject_on_worker_lost": True,
+        "task_track_started": True,
+        "worker_prefetch_multiplier": 1,
+        "result_expires": 7 * 24 * 3600,
+        "result_extended": True,
+        "broker_connection_retry_on_startup": True,
+        # Redis redelivers an unacknowledged message after this long; it must exceed the
+        # longest task so a slow batch is not run twice while still running.
+        "broker_transport_options": {"visibility_timeout": 3600},
+    }

@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# The test command: sets everything up on a fresh machine, then lints, type-checks and tests.
+set -euo pipefail
+source "$(dirname "$0")/lib.sh"
+cd "$REPO_ROOT"
+
+ensure_venv dev
+# Real labelled photos for the end-to-end tests; Redis for the multi-process tests.
+apt_install tuxpaint-stamps-default
+ensure_redis
+
+log "ruff"
+"$VENV/bin/ruff" check .
+"$VENV/bin/ruff" format --check .
+log "mypy"
+"$VENV/bin/mypy"
+log "pytest"
+"$VENV/bin/python" -m pytest "$@"

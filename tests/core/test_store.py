@@ -1,0 +1,505 @@
+"""The vector store: the same behaviour from the embedded qdrant-edge shard and from
+qdrant-client (local mode standing in for a server)."""
+
+from __future__ import annotations
+
+import http.server
+import socket
+import subprocess
+import sys
+import textwrap
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from qdrant_client import QdrantClient
+
+from lookalike.schema import point_id
+from lookalike.settings import Settings
+from lookalike.store import (
+    ClientStore,
+    EdgeStore,
+    Range,
+    StoredItem,
+    StoreError,
+    StoreUnavailable,
+    VectorStore,
+    open_store,
+)
+
+DIM = 12
+N_ITEMS = 60
+REPO = Path(__file__).resolve().parents[2]
+
+CATEGORIES = ("shoes", "bags", "hats")
+
+
+def make_items(seed: int = 7) -> list[StoredItem]:
+    rng = np.random.default_rng(seed)
+    items = []
+    for i in range(N_ITEMS):
+        tenant = "b" if i % 6 == 0 else "a"
+        payload = {
+            "item_id": f"sku-{i}",
+            "tenant": tenant,
+            "metadata": {
+                "category": CATEGORIES[i % 3],
+                "price": round(float(rng.uniform(5, 100)), 2),
+                "in_stock": bool(i % 4 != 0),
+            },
+        }
+        vector = rng.normal(size=DIM).astype(np.float32)
+        items.append(StoredItem(point_id(f"sku-{i}", tenant), payload, vector))
+    return items
+
+
+ITEMS = make_items()
+
+
+def unit(vectors: np.ndarray) -> np.ndarray:
+    return vectors / np.linalg.norm(vectors, axis=-1, keepdims=True)
+
+
+def cosine_ranking(query: np.ndarray, items: list[StoredItem]) -> list[tuple[str, float]]:
+    """(point id, cosine similarity) of ``items``, best first, computed with numpy."""
+    matrix = np.stack([item.vector for item in items if item.vector is not None])
+    scores = unit(matrix) @ unit(query)
+    order = np.argsort(-scores, kind="stable")
+    return [(items[i].point_id, float(scores[i])) for i in order]
+
+
+def store_settings(backend: str, tmp_path: Path) -> Settings:
+    return Settings(data_dir=tmp_path / "data", qdrant_url="" if backend == "edge" else ":memory:")
+
+
+@pytest.fixture(params=["edge", "client-memory"])
+def empty_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[VectorStore]:
+    store = open_store(store_settings(request.param, tmp_path))
+    yield store
+    store.close()
+
+
+@pytest.fixture
+def store(empty_store: VectorStore) -> VectorStore:
+    """A collection holding ITEMS, for tests that change it."""
+    empty_store.ensure_collection(DIM)
+    empty_store.upsert(ITEMS)
+    return empty_store
+
+
+@pytest.fixture(scope="module", params=["edge", "client-memory"])
+def loaded(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[VectorStore]:
+    """A collection holding ITEMS, shared by the tests that only read it.
+
+    Creating a shard with its payload indexes costs a few hundred ms of fsyncs on disk.
+    """
+    store = open_store(store_settings(request.param, tmp_path_factory.mktemp("loaded")))
+    store.ensure_collection(DIM)
+    store.upsert(ITEMS)
+    yield store
+    store.close()
+
+
+@pytest.fixture
+def query() -> np.ndarray:
+    return np.random.default_rng(99).normal(size=DIM).astype(np.float32)
+
+
+def test_open_store_picks_the_backend_from_settings(tmp_path: Path) -> None:
+    with open_store(Settings(data_dir=tmp_path)) as edge:
+        assert isinstance(edge, EdgeStore)
+        assert edge.path == tmp_path / "qdrant" / "catalog"
+    with open_store(Settings(qdrant_url=":memory:", collection="other")) as memory:
+        assert isinstance(memory, ClientStore)
+        assert memory.collection == "other"
+
+
+def test_ensure_collection_is_idempotent(empty_store: VectorStore) -> None:
+    empty_store.ensure_collection(DIM)
+    empty_store.upsert(ITEMS[:3])
+    empty_store.ensure_collection(DIM)
+    assert empty_store.count() == 3
+
+
+def test_ensure_collection_with_another_size_fails_permanently(empty_store: VectorStore) -> None:
+    empty_store.ensure_collection(DIM)
+    with pytest.raises(StoreError) as excinfo:
+        empty_store.ensure_collection(DIM + 1)
+    assert not isinstance(excinfo.value, StoreUnavailable)
+
+
+def test_using_a_missing_collection_is_a_store_error(empty_store: VectorStore) -> None:
+    with pytest.raises(StoreError):
+        empty_store.count()
+    with pytest.raises(StoreError):
+        empty_store.upsert(ITEMS[:1])
+
+
+def test_retrieve_returns_payload_and_unit_vector(loaded: VectorStore) -> None:
+    wanted = [ITEMS[5], ITEMS[1], ITEMS[30]]
+    missing = point_id("never-stored")
+    got = loaded.retrieve([*(item.point_id for item in wanted), missing], with_vectors=True)
+
+    assert [item.point_id for item in got] == [item.point_id for item in wanted]
+    for stored, original in zip(got, wanted, strict=True):
+        assert stored.payload == original.payload
+        assert stored.vector is not None and stored.vector.dtype == np.float32
+        assert stored.vector.shape == (DIM,)
+        # Cosine collections keep vectors normalized.
+        np.testing.assert_allclose(stored.vector, unit(original.vector), atol=1e-6)  # type: ignore[arg-type]
+    assert loaded.retrieve([ITEMS[0].point_id])[0].vector is None
+
+
+def test_upserting_the_same_id_overwrites(store: VectorStore) -> None:
+    original = ITEMS[3]
+    new_vector = np.ones(DIM, dtype=np.float32)
+    store.upsert([StoredItem(original.point_id, {"tenant": "a", "note": "v2"}, new_vector)])
+
+    assert store.count() == N_ITEMS
+    (stored,) = store.retrieve([original.point_id], with_vectors=True)
+    assert stored.payload == {"tenant": "a", "note": "v2"}
+    np.testing.assert_allclose(stored.vector, unit(new_vector), atol=1e-6)  # type: ignore[arg-type]
+
+
+def test_delete(store: VectorStore) -> None:
+    gone = [ITEMS[0].point_id, ITEMS[1].point_id]
+    store.delete([*gone, point_id("never-stored")])
+
+    assert store.count() == N_ITEMS - 2
+    assert store.retrieve(gone) == []
+
+
+def test_search_ranks_by_cosine_similarity(loaded: VectorStore, query: np.ndarray) -> None:
+    hits = loaded.search(query, limit=10)
+
+    expected = cosine_ranking(query, ITEMS)[:10]
+    assert [hit.point_id for hit in hits] == [pid for pid, _ in expected]
+    np.testing.assert_allclose([hit.score for hit in hits], [s for _, s in expected], atol=1e-5)
+    by_id = {item.point_id: item.payload for item in ITEMS}
+    assert all(hit.payload == by_id[hit.point_id] for hit in hits)
+
+
+def test_search_excludes_ids(loaded: VectorStore, query: np.ndarray) -> None:
+    ranking = [pid for pid, _ in cosine_ranking(query, ITEMS)]
+    excluded = ranking[:3]
+
+    hits = loaded.search(query, limit=5, exclude_ids=excluded)
+
+    assert [hit.point_id for hit in hits] == ranking[3:8]
+
+
+WHERE_CASES: dict[str, tuple[dict[str, Any], Callable[[dict[str, Any]], bool]]] = {
+    "tenant": ({"tenant": "b"}, lambda p: p["tenant"] == "b"),
+    "keyword": ({"metadata.category": "hats"}, lambda p: p["metadata"]["category"] == "hats"),
+    "match-any": (
+        {"metadata.category": ["shoes", "bags"]},
+        lambda p: p["metadata"]["category"] in ("shoes", "bags"),
+    ),
+    "empty-any": ({"metadata.category": []}, lambda p: False),
+    "range": (
+        {"metadata.price": Range(gte=20.0, lt=60.0)},
+        lambda p: 20.0 <= p["metadata"]["price"] < 60.0,
+    ),
+    "exact-float": (
+        {"metadata.price": ITEMS[7].payload["metadata"]["price"]},
+        lambda p: p["metadata"]["price"] == ITEMS[7].payload["metadata"]["price"],
+    ),
+    "bool-true": ({"metadata.in_stock": True}, lambda p: p["metadata"]["in_stock"] is True),
+    "bool-false": ({"metadata.in_stock": False}, lambda p: p["metadata"]["in_stock"] is False),
+    "all-of": (
+        {"tenant": "a", "metadata.in_stock": True, "metadata.price": Range(lte=50.0)},
+        lambda p: (
+            p["tenant"] == "a" and p["metadata"]["in_stock"] and p["metadata"]["price"] <= 50.0
+        ),
+    ),
+}
+
+
+@pytest.mark.parametrize("case", WHERE_CASES)
+def test_where_filters_search_count_and_scroll(
+    loaded: VectorStore, query: np.ndarray, case: str
+) -> None:
+    where, predicate = WHERE_CASES[case]
+    matching = [item for item in ITEMS if predicate(item.payload)]
+    expected = [pid for pid, _ in cosine_ranking(query, matching)] if matching else []
+
+    hits = loaded.search(query, limit=N_ITEMS, where=where)
+    assert [hit.point_id for hit in hits] == expected
+    assert loaded.count(where) == len(matching)
+    page, _ = loaded.scroll(limit=N_ITEMS, where=where)
+    assert {item.point_id for item in page} == set(expected)
+
+
+def test_filter_runs_inside_the_search(loaded: VectorStore, query: np.ndarray) -> None:
+    # Tenant "b" holds 10 of 60 points: a filter applied after a top-5 search would come
+    # back short; applied inside it, it returns b's own top 5.
+    tenant_b = [item for item in ITEMS if item.payload["tenant"] == "b"]
+    hits = loaded.search(query, limit=5, where={"tenant": "b"})
+    assert [hit.point_id for hit in hits] == [pid for pid, _ in cosine_ranking(query, tenant_b)][:5]
+
+
+def test_search_pages_with_offset(loaded: VectorStore, query: np.ndarray) -> None:
+    pages = [loaded.search(query, limit=7, offset=offset) for offset in (0, 7, 14)]
+
+    ids = [hit.point_id for page in pages for hit in page]
+    assert ids == [pid for pid, _ in cosine_ranking(query, ITEMS)[:21]]
+    assert loaded.search(query, limit=7, offset=N_ITEMS) == []
+
+
+def test_search_score_threshold(loaded: VectorStore, query: np.ndarray) -> None:
+    ranking = cosine_ranking(query, ITEMS)
+    # Halfway between two neighbouring scores, so float rounding cannot flip a point.
+    threshold = (ranking[4][1] + ranking[5][1]) / 2
+
+    hits = loaded.search(query, limit=20, score_threshold=threshold)
+
+    assert [hit.point_id for hit in hits] == [pid for pid, _ in ranking[:5]]
+
+
+def test_scroll_visits_every_point_once(loaded: VectorStore) -> None:
+    seen: list[str] = []
+    offset: str | None = None
+    pages = 0
+    while True:
+        page, offset = loaded.scroll(limit=7, offset=offset)
+        seen.extend(item.point_id for item in page)
+        pages += 1
+        if offset is None:
+            break
+        assert pages < N_ITEMS, "scroll does not terminate"
+
+    assert sorted(seen) == sorted(item.point_id for item in ITEMS)
+    assert pages == -(-N_ITEMS // 7)
+
+
+def test_set_payload_merges_keys_and_keeps_the_vector(store: VectorStore) -> None:
+    item = ITEMS[2]
+    store.set_payload(item.point_id, {"tenant": "c", "label": "sale"})
+
+    (stored,) = store.retrieve([item.point_id], with_vectors=True)
+    assert stored.payload == {**item.payload, "tenant": "c", "label": "sale"}
+    np.testing.assert_allclose(stored.vector, unit(item.vector), atol=1e-6)  # type: ignore[arg-type]
+    assert store.count({"tenant": "c"}) == 1
+
+
+def test_set_payload_of_a_missing_point_is_a_store_error(loaded: VectorStore) -> None:
+    with pytest.raises(StoreError):
+        loaded.set_payload(point_id("never-stored"), {"tenant": "c"})
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda s: s.upsert([StoredItem(point_id("x"), {}, np.ones(DIM + 1, np.float32))]),
+        lambda s: s.upsert([StoredItem(point_id("x"), {}, None)]),
+        lambda s: s.upsert([StoredItem(point_id("x"), {}, np.full(DIM, np.nan, np.float32))]),
+        lambda s: s.upsert([StoredItem("not-a-uuid", {}, np.ones(DIM, np.float32))]),
+        lambda s: s.search(np.ones(DIM - 1, np.float32), limit=3),
+        lambda s: s.search(np.zeros(DIM, np.float32), limit=3),
+        lambda s: s.search(np.ones(DIM, np.float32), limit=0),
+        lambda s: s.search(np.ones(DIM, np.float32), limit=3, where={"tenant": {"a": 1}}),
+        lambda s: s.count({"metadata.category": ["shoes", 3]}),
+        lambda s: s.count({"metadata.price": Range()}),
+    ],
+    ids=[
+        "wrong-dim",
+        "no-vector",
+        "nan",
+        "bad-id",
+        "query-dim",
+        "zero-query",
+        "limit-0",
+        "bad-where",
+        "mixed-list",
+        "empty-range",
+    ],
+)
+def test_bad_requests_are_permanent_errors(
+    loaded: VectorStore, call: Callable[[VectorStore], object]
+) -> None:
+    with pytest.raises(StoreError) as excinfo:
+        call(loaded)
+    assert not isinstance(excinfo.value, StoreUnavailable)
+
+
+# ----------------------------------------------------------------------- edge only
+
+
+def test_edge_data_survives_close_and_reopen(tmp_path: Path, query: np.ndarray) -> None:
+    settings = store_settings("edge", tmp_path)
+    with open_store(settings) as first:
+        first.ensure_collection(DIM)
+        first.upsert(ITEMS)
+        before = first.search(query, limit=5, where={"metadata.in_stock": True})
+
+    with open_store(settings) as second:
+        # Opens lazily, without ensure_collection, as an API restarted on old data does.
+        assert second.count() == N_ITEMS
+        assert second.search(query, limit=5, where={"metadata.in_stock": True}) == before
+        second.ensure_collection(DIM)
+        with pytest.raises(StoreError):
+            second.ensure_collection(DIM + 1)
+
+    with open_store(settings) as third:
+        third.count()
+        with pytest.raises(StoreError):
+            third.ensure_collection(DIM + 1)  # asks the shard it has already opened
+    with open_store(settings) as fourth, pytest.raises(StoreError):
+        fourth.ensure_collection(DIM + 1)  # checks the stored config as it opens
+
+
+def test_edge_store_cannot_be_used_after_close(tmp_path: Path) -> None:
+    store = open_store(store_settings("edge", tmp_path))
+    store.ensure_collection(DIM)
+    store.close()
+    store.close()
+    with pytest.raises(StoreError):
+        store.count()
+
+
+SECOND_PROCESS = textwrap.dedent(
+    """
+    import sys
+    from pathlib import Path
+    from lookalike.settings import Settings
+    from lookalike.store import StoreUnavailable, open_store
+
+    store = open_store(Settings(data_dir=Path(sys.argv[1])))
+    try:
+        print("count", store.count())
+    except StoreUnavailable as exc:
+        print("unavailable", exc)
+    finally:
+        store.close()
+    """
+)
+
+
+def run_second_process(data_dir: Path) -> str:
+    result = subprocess.run(
+        [sys.executable, "-c", SECOND_PROCESS, str(data_dir)],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=60,
+        check=True,
+    )
+    return result.stdout.strip()
+
+
+def test_edge_shard_is_locked_by_its_process(tmp_path: Path) -> None:
+    settings = store_settings("edge", tmp_path)
+    store = open_store(settings)
+    store.ensure_collection(DIM)
+    store.upsert(ITEMS[:4])
+
+    output = run_second_process(settings.data_dir)
+    assert output.startswith("unavailable"), output
+    assert "another process" in output
+    with open_store(settings) as same_process, pytest.raises(StoreUnavailable):
+        same_process.count()
+
+    store.close()
+    assert run_second_process(settings.data_dir) == "count 4"
+
+
+def test_edge_store_is_shared_by_threads(tmp_path: Path, query: np.ndarray) -> None:
+    store = open_store(store_settings("edge", tmp_path))
+    store.ensure_collection(DIM)
+    errors: list[BaseException] = []
+    extra = make_items(seed=8)
+
+    def write(items: list[StoredItem]) -> None:
+        try:
+            for i in range(0, len(items), 5):
+                store.upsert(items[i : i + 5])
+        except BaseException as exc:
+            errors.append(exc)
+
+    def read() -> None:
+        try:
+            for _ in range(50):
+                store.search(query, limit=5, where={"tenant": "a"})
+                store.count()
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [
+        threading.Thread(target=write, args=(ITEMS,)),
+        threading.Thread(target=write, args=(extra,)),
+        *(threading.Thread(target=read) for _ in range(3)),
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    # make_items derives ids from the sku, so both batches write the same 60 points.
+    assert store.count() == N_ITEMS
+    store.close()
+
+
+# ----------------------------------------------------------------------- server errors
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_unreachable_server_is_unavailable() -> None:
+    client = QdrantClient(
+        url=f"http://127.0.0.1:{free_port()}", timeout=2, check_compatibility=False
+    )
+    with ClientStore(client, "catalog") as store, pytest.raises(StoreUnavailable):
+        store.count()
+
+
+@pytest.fixture
+def answering_server() -> Iterator[Callable[[int], str]]:
+    """A local HTTP server answering every request with the status a test sets."""
+    status = {"code": 500}
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_any(self) -> None:
+            body = b'{"status": {"error": "test"}, "time": 0}'
+            self.send_response(status["code"])
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        do_GET = do_POST = do_PUT = do_any
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
+    thread.start()
+
+    def answer(code: int) -> str:
+        status["code"] = code
+        return f"http://127.0.0.1:{server.server_address[1]}"
+
+    yield answer
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.mark.parametrize(
+    ("code", "transient"), [(503, True), (500, True), (429, True), (400, False), (404, False)]
+)
+def test_server_status_decides_whether_to_retry(
+    answering_server: Callable[[int], str], code: int, transient: bool
+) -> None:
+    client = QdrantClient(url=answering_server(code), timeout=2, check_compatibility=False)
+    with ClientStore(client, "catalog") as store, pytest.raises(StoreError) as excinfo:
+        store.count()
+    assert isinstance(excinfo.value, StoreUnavailable) is transient

@@ -1,0 +1,70 @@
+"""Helpers shared by the tests (importable as `support`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+TUXPAINT_STAMPS = Path("/usr/share/tuxpaint/stamps")
+# Categories of Debian's tuxpaint-stamps-default with enough real photos for retrieval tests.
+CATEGORIES = ("animals", "food", "plants", "vehicles", "seasonal", "town")
+
+
+def labelled_images(
+    per_category: int, categories: tuple[str, ...] = CATEGORIES
+) -> list[tuple[str, Path]]:
+    """(category, path) of real photos from tuxpaint-stamps-default, in a stable order."""
+    if not TUXPAINT_STAMPS.is_dir():
+        pytest.fail("Debian package tuxpaint-stamps-default is missing: run scripts/test.sh")
+    chosen: list[tuple[str, Path]] = []
+    for category in categories:
+        paths = sorted(
+            p for p in (TUXPAINT_STAMPS / category).rglob("*.png") if p.stat().st_size > 20_000
+        )
+        chosen.extend((category, p) for p in paths[:per_category])
+    return chosen
+
+
+def edited_copy(path: Path) -> bytes:
+    """The same photo as a shop might re-upload it: cropped, rescaled, recompressed as JPEG."""
+    import io
+
+    from PIL import Image
+
+    with Image.open(path) as img:
+        rgba = img.convert("RGBA")
+    white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+    rgb = Image.alpha_composite(white, rgba).convert("RGB")
+    w, h = rgb.size
+    cropped = rgb.crop((int(w * 0.05), int(h * 0.05), int(w * 0.95), int(h * 0.95)))
+    resized = cropped.resize((int(cropped.width * 0.7), int(cropped.height * 0.7)))
+    out = io.BytesIO()
+    resized.save(out, "JPEG", quality=50)
+    return out.getvalue()
+
+
+def wait_for_task(client, task_id: str, timeout: float = 120.0) -> dict:  # type: ignore[no-untyped-def]
+    """Poll GET /v1/tasks/{id} through a Flask test client until the task is finished."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        resp = client.get(f"/v1/tasks/{task_id}")
+        assert resp.status_code == 200, resp.get_json()
+        body: dict = resp.get_json()
+        if body["status"] not in ("queued", "running", "retrying"):
+            return body
+        time.sleep(0.1)
+    raise AssertionError(f"task {task_id} did not finish in {timeout} s")
+
+
+def post_item(client, item_id: str, data: bytes, metadata: dict | None = None, **headers: str):  # type: ignore[no-untyped-def]
+    import io
+    import json
+
+    form = {"id": item_id, "image": (io.BytesIO(data), f"{item_id}.img")}
+    if metadata is not None:
+        form["metadata"] = json.dumps(metadata)
+    return client.post("/v1/items", data=form, headers=headers, content_type="multipart/form-data")

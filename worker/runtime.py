@@ -1,0 +1,48 @@
+"""Per-process state of a worker: settings, the vector store and the model, opened lazily."""
+
+from __future__ import annotations
+
+import threading
+from typing import TYPE_CHECKING
+
+from lookalike.blobs import BlobStore
+from lookalike.schema import vector_size
+from lookalike.settings import Settings
+from lookalike.store import VectorStore, open_store
+
+if TYPE_CHECKING:
+    from worker.model import Embedder
+
+
+class WorkerRuntime:
+    def __init__(self, settings: Settings, store: VectorStore | None = None) -> None:
+        self.settings = settings
+        self.blobs = BlobStore(settings.image_dir)
+        self._store = store
+        self._store_ready = False
+        self._lock = threading.Lock()
+
+    @property
+    def store(self) -> VectorStore:
+        with self._lock:
+            if self._store is None:
+                self._store = open_store(self.settings)
+            if not self._store_ready:
+                self._store.ensure_collection(vector_size(self.settings.model))
+                self._store_ready = True
+            return self._store
+
+    @property
+    def embedder(self) -> Embedder:
+        # Imported here so that starting a worker (and importing this module) stays cheap;
+        # the model loads on the first task, once per process.
+        from worker.model import get_embedder
+
+        return get_embedder(self.settings)
+
+    def close(self) -> None:
+        with self._lock:
+            if self._store is not None:
+                self._store.close()
+                self._store = None
+                self._store_ready = False

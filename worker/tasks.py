@@ -1,0 +1,36 @@
+"""Celery tasks. Each takes small JSON payloads and is safe to run twice."""
+
+from __future__ import annotations
+
+import base64
+from typing import Any
+
+from celery import Task, shared_task
+
+from lookalike.store import StoreUnavailable
+from lookalike.tasks import EMBED_QUERY, INDEX_ITEMS, INGEST_QUEUE, QUERY_QUEUE
+from worker import pipeline
+from worker.celery_app import runtime_of
+
+
+@shared_task(
+    bind=True,
+    name=INDEX_ITEMS,
+    queue=INGEST_QUEUE,
+    acks_late=True,
+    # Only an unreachable vector store is transient; a bad image is recorded, not retried.
+    autoretry_for=(StoreUnavailable,),
+    retry_backoff=2,
+    retry_backoff_max=120,
+    retry_jitter=True,
+    max_retries=10,
+)
+def index_items(self: Task, items: list[dict[str, Any]]) -> dict[str, Any]:
+    """Embed and upsert a batch of items ({id, tenant, image_sha256, metadata})."""
+    return pipeline.index_items(runtime_of(self.app), items).as_dict()
+
+
+@shared_task(bind=True, name=EMBED_QUERY, queue=QUERY_QUEUE, acks_late=True)
+def embed_query(self: Task, image_b64: str) -> dict[str, Any]:
+    """Embed a query photo; the vector goes back to the API through the result backend."""
+    return pipeline.embed_query(runtime_of(self.app), base64.b64decode(image_b64))
