@@ -26,22 +26,22 @@ MAX_LIMIT = 100
 
 
 def _settings() -> Settings:
-    return current_app.extensions["lookalike.settings"]  # type: ignore[no-any-return]
+    return current_app.extensions["lookalike.settings"]
 
 
 def _store() -> VectorStore:
     try:
-        return current_app.extensions["lookalike.store"].get()  # type: ignore[no-any-return]
+        return current_app.extensions["lookalike.store"].get()
     except StoreUnavailable as exc:
         raise APIError(503, "store_unavailable", f"the vector store is unavailable: {exc}") from exc
 
 
 def _tasks() -> TaskClient:
-    return current_app.extensions["tasks"]  # type: ignore[no-any-return]
+    return current_app.extensions["tasks"]
 
 
 def _blobs() -> BlobStore:
-    return current_app.extensions["lookalike.blobs"]  # type: ignore[no-any-return]
+    return current_app.extensions["lookalike.blobs"]
 
 
 def _tenant() -> str:

@@ -6,6 +6,7 @@ import logging
 import threading
 from dataclasses import dataclass
 
+from celery.concurrency.thread import TaskPool
 from celery.worker import WorkController
 from flask import Flask
 
@@ -18,6 +19,14 @@ from worker.celery_app import create_celery
 log = logging.getLogger(__name__)
 
 
+class EmbeddedThreadPool(TaskPool):
+    """The threads pool, minus Celery's guard against waiting on results: in the embedded
+    default the API's request threads live in the worker's process and wait for query
+    embeddings. The tasks themselves never wait on other tasks."""
+
+    task_join_will_block = False
+
+
 @dataclass
 class EmbeddedService:
     app: Flask
@@ -27,7 +36,7 @@ class EmbeddedService:
     def stop(self, timeout: float = 30.0) -> None:
         self.worker.stop(in_sighandler=False, exitcode=0)
         self.thread.join(timeout)
-        self.worker.app.lookalike.close()  # type: ignore[attr-defined]
+        self.worker.app.lookalike.close()
 
 
 def start_embedded(settings: Settings) -> EmbeddedService:
@@ -36,10 +45,12 @@ def start_embedded(settings: Settings) -> EmbeddedService:
         raise ValueError("the embedded default runs only without LOOKALIKE_REDIS_URL")
     store = open_store(settings)
     celery_app = create_celery(settings, store=store)
+    # The threads pool runs each task with the process's default app; make it this one.
+    celery_app.set_default()
     worker = WorkController(
         app=celery_app,
         hostname="embedded@localhost",
-        pool="threads",
+        pool_cls=EmbeddedThreadPool,
         concurrency=max(1, settings.embedded_worker_threads),
         queues=list(QUEUES),
         loglevel="WARNING",

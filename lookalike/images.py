@@ -72,8 +72,7 @@ def decode_image(data: bytes, *, max_pixels: int) -> Image.Image:
                 )
             img.seek(0)
             img.load()
-            img = ImageOps.exif_transpose(img)
-            return _to_rgb(img)
+            return _to_rgb(ImageOps.exif_transpose(img))
     except ImageProblem:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:

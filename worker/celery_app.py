@@ -19,7 +19,7 @@ def create_celery(settings: Settings | None = None, store: VectorStore | None = 
     app = Celery("lookalike", set_as_current=False)
     app.conf.update(celery_config(settings.redis_url))
     app.conf.task_queues = [Queue(name) for name in QUEUES]
-    app.lookalike = WorkerRuntime(settings, store)  # type: ignore[attr-defined]
+    app.lookalike = WorkerRuntime(settings, store)
     # Registers the tasks with every app, this one included.
     import worker.tasks  # noqa: F401
 
@@ -35,4 +35,4 @@ def create_celery(settings: Settings | None = None, store: VectorStore | None = 
 
 
 def runtime_of(app: Celery) -> WorkerRuntime:
-    return app.lookalike  # type: ignore[attr-defined,no-any-return]
+    return app.lookalike

