@@ -18,7 +18,7 @@ TASK_QUEUES = {INDEX_ITEMS: INGEST_QUEUE, EMBED_QUERY: QUERY_QUEUE}
 def celery_config(redis_url: str) -> dict[str, object]:
     """Celery settings shared by every process; broker and results live in Redis, or in
     memory for the one-process embedded default."""
-    broker = redis_url or "memory://"
+    broker = redis_url or "memory://localhost/"
     backend = redis_url or "cache+memory://"
     return {
         "broker_url": broker,
@@ -37,6 +37,9 @@ def celery_config(redis_url: str) -> dict[str, object]:
         "result_extended": True,
         "broker_connection_retry_on_startup": True,
         # Redis redelivers an unacknowledged message after this long; it must exceed the
-        # longest task so a slow batch is not run twice while still running.
-        "broker_transport_options": {"visibility_timeout": 3600},
+        # longest task so a slow batch is not run twice while still running. The in-memory
+        # transport is polled; its default 1 s interval would cap it at ~1 task a second.
+        "broker_transport_options": (
+            {"visibility_timeout": 3600} if redis_url else {"polling_interval": 0.01}
+        ),
     }
