@@ -35,6 +35,10 @@ def sha256_hex(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+# ISO-BMFF brands of formats people upload from phones that we do not decode.
+_UNSUPPORTED_BRANDS = {b"heic": "HEIC", b"heix": "HEIC", b"mif1": "HEIF", b"avif": "AVIF"}
+
+
 def decode_image(data: bytes, *, max_pixels: int) -> Image.Image:
     """Decode bytes into an RGB image (EXIF orientation applied, first frame of animations).
 
@@ -42,6 +46,11 @@ def decode_image(data: bytes, *, max_pixels: int) -> Image.Image:
     """
     if not data:
         raise ImageProblem("empty_image", "the image file is empty")
+    if data[4:8] == b"ftyp" and (fmt := _UNSUPPORTED_BRANDS.get(data[8:12])):
+        raise ImageProblem(
+            "unsupported_format",
+            f"{fmt} images are not supported; convert to JPEG, PNG or WebP",
+        )
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)

@@ -1,0 +1,110 @@
+"""Decoding and validating uploads: every odd file a catalog contains gets a clear verdict."""
+
+from __future__ import annotations
+
+import io
+import struct
+import zlib
+
+import pytest
+from PIL import Image
+
+from lookalike.images import ImageProblem, decode_image
+
+MAX_PIXELS = 40_000_000
+
+
+def encode(img: Image.Image, fmt: str, **params: object) -> bytes:
+    out = io.BytesIO()
+    img.save(out, fmt, **params)
+    return out.getvalue()
+
+
+def problem(data: bytes) -> str:
+    with pytest.raises(ImageProblem) as info:
+        decode_image(data, max_pixels=MAX_PIXELS)
+    assert info.value.message
+    return info.value.code
+
+
+def png_header_only(width: int, height: int) -> bytes:
+    """A PNG that declares huge dimensions but holds almost no data: a decompression bomb."""
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return (
+            struct.pack(">I", len(body))
+            + kind
+            + body
+            + struct.pack(">I", zlib.crc32(kind + body) & 0xFFFFFFFF)
+        )
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    idat = zlib.compress(b"\0" * 1024)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
+
+
+@pytest.fixture(scope="module")
+def photo() -> Image.Image:
+    from skimage import data
+
+    return Image.fromarray(data.chelsea())  # a real photo, 451x300
+
+
+def test_unusable_files_are_refused_with_stable_codes(photo: Image.Image) -> None:
+    jpeg = encode(photo, "JPEG")
+    png = encode(photo, "PNG")
+    assert problem(b"") == "empty_image"
+    assert problem(jpeg[: len(jpeg) // 2]) == "corrupt_image"
+    assert problem(png[: len(png) // 2]) == "corrupt_image"
+    assert problem(b"plain text, not a picture\n" * 10) == "not_an_image"
+    assert problem(b"%PDF-1.7\n1 0 obj << /Type /Catalog >> endobj\n") == "not_an_image"
+    assert problem(png_header_only(50_000, 50_000)) == "image_too_large"
+    assert problem(encode(Image.new("RGB", (1, 1)), "PNG")) == "image_too_small"
+    assert problem(encode(Image.new("RGB", (2000, 10)), "PNG")) == "bad_aspect_ratio"
+    heic = b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic" + b"\x00" * 64
+    assert problem(heic) == "unsupported_format"
+    assert problem(encode(photo, "ICO")) == "unsupported_format"
+
+
+@pytest.mark.parametrize(
+    "mode",
+    ["RGB", "RGBA", "L", "LA", "CMYK", "P", "I;16"],
+)
+def test_every_pixel_format_decodes_to_rgb(photo: Image.Image, mode: str) -> None:
+    fmt = "JPEG" if mode == "CMYK" else "PNG"
+    source = photo.convert("I;16") if mode == "I;16" else photo.convert(mode)
+    decoded = decode_image(encode(source, fmt), max_pixels=MAX_PIXELS)
+    assert decoded.mode == "RGB"
+    assert decoded.size == photo.size
+
+
+def test_transparency_is_flattened_onto_white() -> None:
+    clear = Image.new("RGBA", (32, 32), (255, 0, 0, 0))
+    assert decode_image(encode(clear, "PNG"), max_pixels=MAX_PIXELS).getpixel((5, 5)) == (
+        255,
+        255,
+        255,
+    )
+    palette = Image.new("P", (32, 32), 0)
+    palette.putpalette([0, 0, 0, 0, 255, 0] + [0] * 762)
+    palette.info["transparency"] = 0
+    data = encode(palette, "PNG", transparency=0)
+    assert decode_image(data, max_pixels=MAX_PIXELS).getpixel((5, 5)) == (255, 255, 255)
+
+
+def test_exif_orientation_is_honoured(photo: Image.Image) -> None:
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored sideways: display rotated 90 degrees clockwise
+    data = encode(photo, "JPEG", exif=exif.tobytes())
+    decoded = decode_image(data, max_pixels=MAX_PIXELS)
+    assert decoded.size == (photo.height, photo.width)
+
+
+@pytest.mark.parametrize("fmt", ["GIF", "WEBP"])
+def test_animations_use_their_first_frame(fmt: str) -> None:
+    red = Image.new("RGB", (40, 40), (255, 0, 0))
+    blue = Image.new("RGB", (40, 40), (0, 0, 255))
+    data = encode(red, fmt, save_all=True, append_images=[blue], duration=100, loop=0)
+    assert Image.open(io.BytesIO(data)).n_frames == 2
+    r, g, b = decode_image(data, max_pixels=MAX_PIXELS).getpixel((20, 20))
+    assert r > 200 and b < 50
