@@ -106,5 +106,5 @@ def test_animations_use_their_first_frame(fmt: str) -> None:
     blue = Image.new("RGB", (40, 40), (0, 0, 255))
     data = encode(red, fmt, save_all=True, append_images=[blue], duration=100, loop=0)
     assert Image.open(io.BytesIO(data)).n_frames == 2
-    r, g, b = decode_image(data, max_pixels=MAX_PIXELS).getpixel((20, 20))
+    r, _, b = decode_image(data, max_pixels=MAX_PIXELS).getpixel((20, 20))
     assert r > 200 and b < 50
