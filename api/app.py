@@ -8,8 +8,11 @@ from typing import Any
 
 from flask import Flask
 
+from api.auth import init_auth
 from api.celery_client import celery_init_app
 from api.errors import register_error_handlers
+from api.metrics import init_metrics
+from api.thumbnails import Thumbnails
 from lookalike.blobs import BlobStore
 from lookalike.schema import vector_size
 from lookalike.settings import Settings
@@ -30,7 +33,7 @@ class StoreHandle:
             if self._store is None:
                 self._store = open_store(self._settings)
             if not self._ready:
-                self._store.ensure_collection(vector_size(self._settings.model))
+                self._store.ensure_collection(vector_size(self._settings))
                 self._ready = True
             return self._store
 
@@ -53,11 +56,18 @@ def create_app(
     app.extensions["lookalike.settings"] = settings
     app.extensions["lookalike.store"] = StoreHandle(settings, store)
     app.extensions["lookalike.blobs"] = BlobStore(settings.image_dir)
+    app.extensions["lookalike.thumbnails"] = Thumbnails(settings.thumbnail_dir)
     celery_init_app(app, settings)
     register_error_handlers(app)
+    init_metrics(app)
 
-    from api.routes import bp
+    init_auth(app, settings)
 
-    app.register_blueprint(bp)
+    from api import batches, openapi, queries, routes
+
+    app.register_blueprint(routes.bp)
+    app.register_blueprint(queries.bp)
+    app.register_blueprint(openapi.bp)
+    batches.init_app(app)  # catalog jobs: blobs, batches, duplicates, reindex
     logging.getLogger(__name__).debug("API created (embedded broker: %s)", settings.embedded_broker)
     return app

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import json
+import threading
+import time
+from collections import deque
 from typing import Any
 
 from celery import Celery
 from flask import Flask
 
+from lookalike.logs import TASK_HEADER, current_request_id
 from lookalike.settings import Settings
 from lookalike.tasks import TASK_QUEUES, celery_config
 
@@ -18,13 +22,21 @@ class TaskClient:
     def __init__(self, settings: Settings) -> None:
         self.celery = Celery("lookalike-api", set_as_current=False)
         self.celery.conf.update(celery_config(settings.redis_url))
+        self.history = TaskHistory(settings.redis_url, settings.jobs_history)
 
     def send(self, name: str, *args: Any, meta: dict[str, Any] | None = None) -> str:
-        result = self.celery.send_task(name, args=list(args), queue=TASK_QUEUES[name])
+        # The request id travels in the message headers, so the worker logs it too.
+        request_id = current_request_id()
+        headers = {TASK_HEADER: request_id} if request_id else None
+        result = self.celery.send_task(
+            name, args=list(args), queue=TASK_QUEUES[name], headers=headers
+        )
         if meta is not None:
             # Remember the submission, so a queued task is told apart from an unknown id
             # (Celery reports both as PENDING).
             self.celery.backend.set(_SUBMITTED_PREFIX + result.id, json.dumps(meta))
+            if "tenant" in meta:
+                self.history.add(meta["tenant"], {"task_id": result.id, **meta})
         return str(result.id)
 
     def submitted(self, task_id: str) -> dict[str, Any] | None:
@@ -37,6 +49,22 @@ class TaskClient:
     def result(self, task_id: str) -> Any:
         return self.celery.AsyncResult(task_id)
 
+    def states(self, task_ids: list[str]) -> list[tuple[str, Any]]:
+        """(Celery state, result) of each task, read in one round trip."""
+        backend = self.celery.backend
+        keys = [backend.get_key_for_task(task_id) for task_id in task_ids]
+        raw = backend.mget(keys) if keys else []
+        # The Redis backend answers a list, the in-memory cache a dict keyed by key.
+        values = [raw.get(k) for k in keys] if isinstance(raw, dict) else list(raw)
+        states: list[tuple[str, Any]] = []
+        for value in values:
+            if value is None:
+                states.append(("PENDING", None))
+                continue
+            meta = backend.decode_result(value)
+            states.append((meta["status"], meta.get("result")))
+        return states
+
     def ping_broker(self, timeout: float = 2.0) -> None:
         with self.celery.connection_for_write() as conn:
             conn.ensure_connection(max_retries=1, timeout=timeout)
@@ -46,3 +74,48 @@ def celery_init_app(app: Flask, settings: Settings) -> TaskClient:
     client = TaskClient(settings)
     app.extensions["tasks"] = client
     return client
+
+
+class TaskHistory:
+    """The latest submissions of each tenant, newest first, for the jobs view.
+
+    In Redis (a capped list per tenant, expiring with the task results) when the API talks to
+    Redis, so every API process sees the same; in memory in the embedded default, whose task
+    results live in memory too.
+    """
+
+    def __init__(self, redis_url: str, size: int) -> None:
+        self.size = size
+        self._memory: dict[str, deque[str]] = {}
+        self._lock = threading.Lock()
+        self._redis: Any = None
+        if redis_url:
+            import redis
+
+            self._redis = redis.Redis.from_url(redis_url)
+
+    def add(self, tenant: str, entry: dict[str, Any]) -> None:
+        record = json.dumps({**entry, "submitted_at": time.time()})
+        if self._redis is None:
+            with self._lock:
+                self._memory.setdefault(tenant, deque(maxlen=self.size)).appendleft(record)
+            return
+        key = _HISTORY_PREFIX + tenant
+        with self._redis.pipeline(transaction=False) as pipe:
+            pipe.lpush(key, record)
+            pipe.ltrim(key, 0, self.size - 1)
+            pipe.expire(key, _HISTORY_TTL_S)
+            pipe.execute()
+
+    def recent(self, tenant: str, limit: int) -> list[dict[str, Any]]:
+        if self._redis is None:
+            with self._lock:
+                records = list(self._memory.get(tenant, ()))[:limit]
+        else:
+            records = self._redis.lrange(_HISTORY_PREFIX + tenant, 0, limit - 1)
+        return [json.loads(r) for r in records]
+
+
+_HISTORY_PREFIX = "lookalike-history:"
+# As long as Celery keeps the results the history points to (celery_config's result_expires).
+_HISTORY_TTL_S = 7 * 24 * 3600

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 
 from flask import Flask, Response, jsonify
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +51,11 @@ def register_error_handlers(app: Flask) -> None:
         if status == 413:
             limit = app.config.get("MAX_CONTENT_LENGTH")
             message = f"the request body is larger than the limit of {limit} bytes"
-        return APIError(status, code, message).to_response()
+        response, status = APIError(status, code, message).to_response()
+        if isinstance(err, MethodNotAllowed) and err.valid_methods:
+            # A 405 must say what is allowed (RFC 9110).
+            response.headers["Allow"] = ", ".join(sorted(err.valid_methods))
+        return response, status
 
     @app.errorhandler(Exception)
     def _unexpected(err: Exception) -> tuple[Response, int]:

@@ -1,28 +1,43 @@
-"""HTTP routes."""
+"""HTTP routes: items, images and thumbnails, tasks and jobs, probes, the gallery's pages.
+
+The similarity queries live in :mod:`api.queries`; both blueprints share the helpers here.
+"""
 
 from __future__ import annotations
 
-import base64
 import json
+import time
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
-import numpy as np
-from celery.exceptions import TimeoutError as CeleryTimeout
 from flask import Blueprint, Response, current_app, jsonify, request, send_file, url_for
 from PIL import Image
 
+from api.auth import keyring, request_tenant, signed_url
 from api.celery_client import TaskClient
 from api.errors import APIError
+from api.params import filters_from_args
+from api.thumbnails import DEFAULT_SIZE, MIMETYPE, SIZES, Thumbnails
 from lookalike.blobs import BlobStore
 from lookalike.images import ImageProblem, decode_image, sha256_hex
 from lookalike.schema import DEFAULT_TENANT, InvalidId, point_id, validate_id
 from lookalike.settings import Settings
-from lookalike.store import StoredItem, StoreError, StoreUnavailable, VectorStore
-from lookalike.tasks import EMBED_QUERY, INDEX_ITEMS
+from lookalike.store import (
+    StoredItem,
+    StoreError,
+    StoreUnavailable,
+    VectorStore,
+    mirror_versions,
+)
+from lookalike.tasks import INDEX_ITEMS
 
 bp = Blueprint("api", __name__)
 
 MAX_LIMIT = 100
+# In a browser the gallery's images are loaded once and kept; a re-uploaded item gets new
+# URLs (they carry the image's hash), so nothing stale is shown.
+IMAGE_MAX_AGE_S = 24 * 3600
 
 
 def _settings() -> Settings:
@@ -44,12 +59,12 @@ def _blobs() -> BlobStore:
     return current_app.extensions["lookalike.blobs"]
 
 
+def _thumbnails() -> Thumbnails:
+    return current_app.extensions["lookalike.thumbnails"]
+
+
 def _tenant() -> str:
-    raw = request.headers.get("X-Tenant") or DEFAULT_TENANT
-    try:
-        return validate_id(raw, "tenant")
-    except InvalidId as exc:
-        raise APIError(400, "invalid_tenant", str(exc), "X-Tenant") from exc
+    return request_tenant()
 
 
 def _item_id(raw: str | None, field: str = "id") -> str:
@@ -102,7 +117,7 @@ def _metadata() -> dict[str, Any]:
         )
     try:
         value = json.loads(raw)
-    except json.JSONDecodeError as exc:
+    except (json.JSONDecodeError, RecursionError) as exc:
         raise APIError(
             400, "invalid_metadata", f"metadata is not valid JSON: {exc}", "metadata"
         ) from exc
@@ -111,12 +126,30 @@ def _metadata() -> dict[str, Any]:
     return value
 
 
+def _image_params(tenant: str, item_id: str, sha256: str | None) -> dict[str, Any]:
+    """Query parameters that let a browser load an item's image without headers: the tenant,
+    the signature when keys are configured, and the image's hash against stale caches."""
+    params: dict[str, Any] = {}
+    keys = keyring()
+    if tenant != DEFAULT_TENANT or keys.enabled:
+        params["tenant"] = tenant
+    if keys.enabled:
+        params["sig"] = keys.sign(tenant, item_id)
+    if sha256:
+        params["v"] = sha256[:16]
+    return params
+
+
 def _item_json(payload: dict[str, Any], score: float | None = None) -> dict[str, Any]:
+    item_id = payload["item_id"]
+    tenant = payload.get("tenant", DEFAULT_TENANT)
+    params = _image_params(tenant, item_id, payload.get("image_sha256"))
     body = {
-        "id": payload["item_id"],
-        "tenant": payload.get("tenant", DEFAULT_TENANT),
+        "id": item_id,
+        "tenant": tenant,
         "metadata": payload.get("metadata", {}),
-        "image_url": url_for("api.item_image", item_id=payload["item_id"]),
+        "image_url": url_for("api.item_image", item_id=item_id, **params),
+        "thumbnail_url": url_for("api.item_thumbnail", item_id=item_id, **params),
         "image_sha256": payload.get("image_sha256"),
         "model": payload.get("model"),
         "model_version": payload.get("model_version"),
@@ -132,6 +165,33 @@ def _get_item(item_id: str, tenant: str, *, with_vector: bool = False) -> Stored
     if not found:
         raise APIError(404, "item_not_found", f"no item with id {item_id!r}", "id")
     return found[0]
+
+
+def _item_image_path(item: StoredItem) -> Path:
+    sha = item.payload.get("image_sha256") or ""
+    try:
+        path = _blobs().path(sha)
+    except ValueError:
+        path = None
+    if path is None or not path.exists():
+        raise APIError(404, "image_not_found", "the item's image is missing from the image store")
+    return path
+
+
+def _iso(timestamp: float | None) -> str | None:
+    if timestamp is None:
+        return None
+    return datetime.fromtimestamp(timestamp, UTC).isoformat(timespec="seconds")
+
+
+@bp.app_errorhandler(StoreUnavailable)
+def _store_unavailable(exc: StoreUnavailable) -> tuple[Response, int]:
+    return APIError(
+        503, "store_unavailable", f"the vector store is unavailable: {exc}"
+    ).to_response()
+
+
+# --------------------------------------------------------------------------- probes, pages
 
 
 @bp.get("/healthz")
@@ -156,16 +216,33 @@ def readyz() -> tuple[Response, int]:
     return jsonify(status="ready" if ready else "not_ready", checks=checks), 200 if ready else 503
 
 
+@bp.get("/")
+def gallery() -> Response:
+    return current_app.send_static_file("index.html")
+
+
+@bp.get("/jobs")
+def jobs_page() -> Response:
+    return current_app.send_static_file("jobs.html")
+
+
+# --------------------------------------------------------------------------- items
+
+
 @bp.post("/v1/items")
 def add_item() -> tuple[Response, int]:
     tenant = _tenant()
     item_id = _item_id(request.form.get("id"))
+    job = request.form.get("job") or None
+    if job is not None:
+        job = _item_id(job, "job")
     metadata = _metadata()
     data, _ = _uploaded_image()
     sha = sha256_hex(data)
     _blobs().put(sha, data)
     item = {"id": item_id, "tenant": tenant, "image_sha256": sha, "metadata": metadata}
-    task_id = _tasks().send(INDEX_ITEMS, [item], meta={"items": [item_id]})
+    meta = {"items": [item_id], "tenant": tenant, "job": job}
+    task_id = _tasks().send(INDEX_ITEMS, [item], meta=meta)
     return (
         jsonify(
             task_id=task_id,
@@ -176,45 +253,16 @@ def add_item() -> tuple[Response, int]:
     )
 
 
-@bp.get("/v1/tasks/<task_id>")
-def task_status(task_id: str) -> Response:
-    submitted = _tasks().submitted(task_id)
-    result = _tasks().result(task_id)
-    state = result.state
-    if state == "PENDING":
-        if submitted is None:
-            raise APIError(
-                404, "task_not_found", "unknown task id (or its record has expired)", "task_id"
-            )
-        return jsonify(task_id=task_id, status="queued", items=submitted.get("items", []))
-    body: dict[str, Any] = {"task_id": task_id}
-    if state == "SUCCESS":
-        outcome = result.result or {}
-        failed = outcome.get("failed", [])
-        indexed = outcome.get("indexed", [])
-        body["status"] = "failed" if failed and not indexed else "succeeded"
-        body["indexed"] = indexed
-        body["failed"] = failed
-    elif state == "FAILURE":
-        body["status"] = "failed"
-        body["error"] = {"code": "task_failed", "message": type(result.result).__name__}
-    elif state == "RETRY":
-        body["status"] = "retrying"
-    else:  # STARTED, RECEIVED
-        body["status"] = "running"
-    return jsonify(body)
-
-
 @bp.get("/v1/items")
 def list_items() -> Response:
     tenant = _tenant()
     limit = _int_arg("limit", 50, 1, 500)
     cursor = request.args.get("cursor") or None
-    where: dict[str, Any] = {"tenant": tenant}
-    if category := request.args.get("category"):
-        where["metadata.category"] = category
+    where: dict[str, Any] = {"tenant": tenant, **filters_from_args(request.args)}
     try:
         items, next_cursor = _store().scroll(limit=limit, offset=cursor, where=where)
+    except StoreUnavailable:
+        raise
     except StoreError as exc:
         raise APIError(400, "invalid_cursor", "the cursor is not valid", "cursor") from exc
     return jsonify(
@@ -222,6 +270,21 @@ def list_items() -> Response:
         next_cursor=next_cursor,
         total=_store().count(where),
     )
+
+
+@bp.get("/v1/facets")
+def facets() -> Response:
+    """The values of category or brand among the tenant's items (under the same filters)."""
+    tenant = _tenant()
+    name = request.args.get("field", "category")
+    paths = {"category": "metadata.category", "brand": "metadata.brand"}
+    if name not in paths:
+        raise APIError(400, "invalid_parameter", "field must be category or brand", "field")
+    limit = _int_arg("limit", 100, 1, 1000)
+    filters = filters_from_args(request.args)
+    filters.pop(paths[name], None)  # a field's own filter would hide its other values
+    found = _store().facet(paths[name], where={"tenant": tenant, **filters}, limit=limit)
+    return jsonify(field=name, values=[{"value": f.value, "count": f.count} for f in found])
 
 
 @bp.get("/v1/items/<item_id>")
@@ -235,63 +298,124 @@ def delete_item(item_id: str) -> tuple[str, int]:
     tenant = _tenant()
     item = _get_item(_item_id(item_id), tenant)
     _store().delete([item.point_id])
+    for version in mirror_versions(_store()):  # a reindex's next, a rollback's previous
+        version.delete([item.point_id])
     return "", 204
 
 
 @bp.get("/v1/items/<item_id>/image")
+@signed_url
 def item_image(item_id: str) -> Response:
     item = _get_item(_item_id(item_id), _tenant())
-    path = _blobs().path(item.payload["image_sha256"])
-    if not path.exists():
-        raise APIError(404, "image_not_found", "the item's image is missing from the image store")
+    path = _item_image_path(item)
     with Image.open(path) as img:
         mimetype = Image.MIME.get(img.format or "", "application/octet-stream")
-    return send_file(path, mimetype=mimetype, max_age=3600)
+    return send_file(path, mimetype=mimetype, max_age=IMAGE_MAX_AGE_S)
 
 
-@bp.get("/v1/items/<item_id>/similar")
-def similar_items(item_id: str) -> Response:
-    tenant = _tenant()
-    limit = _int_arg("limit", 10, 1, MAX_LIMIT)
-    item = _get_item(_item_id(item_id), tenant, with_vector=True)
-    assert item.vector is not None
-    hits = _store().search(
-        item.vector, limit=limit, where={"tenant": tenant}, exclude_ids=[item.point_id]
-    )
-    return jsonify(
-        query={"id": item.payload["item_id"]},
-        items=[_item_json(h.payload, h.score) for h in hits],
-    )
-
-
-@bp.post("/v1/search")
-def search_by_image() -> Response:
-    tenant = _tenant()
-    limit = _int_arg("limit", 10, 1, MAX_LIMIT)
-    data, _ = _uploaded_image()
-    task_id = _tasks().send(EMBED_QUERY, base64.b64encode(data).decode("ascii"))
-    result = _tasks().result(task_id)
-    try:
-        outcome = result.get(timeout=_settings().query_timeout_s, propagate=False)
-    except CeleryTimeout:
+@bp.get("/v1/items/<item_id>/thumbnail")
+@signed_url
+def item_thumbnail(item_id: str) -> Response:
+    size = _int_arg("size", DEFAULT_SIZE, min(SIZES), max(SIZES))
+    if size not in SIZES:
         raise APIError(
-            503, "embedding_timeout", "no worker embedded the photo in time; try again"
-        ) from None
-    finally:
-        result.forget()
-    if not isinstance(outcome, dict) or "vector" not in outcome:
-        error = outcome.get("error") if isinstance(outcome, dict) else None
-        if error:
-            raise APIError(422, error["code"], error["message"], "image")
-        raise APIError(503, "embedding_failed", "the worker could not embed the photo")
-    vector = np.asarray(outcome["vector"], dtype=np.float32)
-    hits = _store().search(vector, limit=limit, where={"tenant": tenant})
+            400, "invalid_parameter", f"size must be one of {', '.join(map(str, SIZES))}", "size"
+        )
+    item = _get_item(_item_id(item_id), _tenant())
+    source = _item_image_path(item)
+    path = _thumbnails().get(item.payload["image_sha256"], source, size)
+    return send_file(path, mimetype=MIMETYPE, max_age=IMAGE_MAX_AGE_S)
+
+
+# --------------------------------------------------------------------------- tasks and jobs
+
+
+def _describe_task(
+    task_id: str, state: str, result: Any, submitted: dict[str, Any] | None
+) -> dict[str, Any]:
+    body: dict[str, Any] = {"task_id": task_id}
+    if state == "PENDING":
+        body["status"] = "queued"
+        body["items"] = (submitted or {}).get("items", [])
+    elif state == "SUCCESS":
+        outcome = result if isinstance(result, dict) else {}
+        failed = outcome.get("failed", [])
+        indexed = outcome.get("indexed", [])
+        body["status"] = "failed" if failed and not indexed else "succeeded"
+        body["indexed"] = indexed
+        body["failed"] = failed
+    elif state == "FAILURE":
+        body["status"] = "failed"
+        exc_type = result.get("exc_type") if isinstance(result, dict) else None
+        name = exc_type or type(result).__name__
+        body["error"] = {"code": "task_failed", "message": name}
+    elif state == "RETRY":
+        body["status"] = "retrying"
+    else:  # STARTED, RECEIVED
+        body["status"] = "running"
+    return body
+
+
+@bp.get("/v1/tasks/<task_id>")
+def task_status(task_id: str) -> Response:
+    tenant = _tenant()
+    submitted = _tasks().submitted(task_id)
+    if submitted is not None and submitted.get("tenant", tenant) != tenant:
+        # Another tenant's task: as unknown to this tenant as an id never issued.
+        raise APIError(404, "task_not_found", "unknown task id", "task_id")
+    result = _tasks().result(task_id)
+    state = result.state
+    if state == "PENDING" and submitted is None:
+        raise APIError(
+            404, "task_not_found", "unknown task id (or its record has expired)", "task_id"
+        )
+    return jsonify(_describe_task(task_id, state, result.result, submitted))
+
+
+@bp.get("/v1/jobs")
+def jobs() -> Response:
+    """The tenant's latest ingestion tasks, and their progress per job label."""
+    tenant = _tenant()
+    limit = _int_arg("limit", 200, 1, 1000)
+    entries = _tasks().history.recent(tenant, limit)
+    states = _tasks().states([e["task_id"] for e in entries])
+    tasks = []
+    for entry, (state, result) in zip(entries, states, strict=True):
+        task = _describe_task(entry["task_id"], state, result, entry)
+        task["items"] = entry.get("items", [])
+        task["job"] = entry.get("job")
+        task["submitted_at"] = _iso(entry.get("submitted_at"))
+        tasks.append(task)
+    by_job: dict[str | None, dict[str, Any]] = {}
+    for task in tasks:
+        job = by_job.setdefault(
+            task["job"],
+            {
+                "job": task["job"],
+                "tasks": 0,
+                "items": 0,
+                **dict.fromkeys(_STATUSES, 0),
+                "items_indexed": 0,
+                "items_failed": 0,
+                "first_submitted_at": None,
+                "last_submitted_at": task["submitted_at"],
+            },
+        )
+        job["tasks"] += 1
+        job["items"] += len(task["items"])
+        job[task["status"]] += 1
+        job["items_indexed"] += len(task.get("indexed", []))
+        job["items_failed"] += len(task.get("failed", [])) or (1 if task.get("error") else 0)
+        job["first_submitted_at"] = task["submitted_at"]
+        job["done"] = job["succeeded"] + job["failed"] == job["tasks"]
+    summary = {status: sum(1 for t in tasks if t["status"] == status) for status in _STATUSES}
     return jsonify(
-        query={"model": outcome["model"], "model_version": outcome["model_version"]},
-        items=[_item_json(h.payload, h.score) for h in hits],
+        tenant=tenant,
+        generated_at=_iso(time.time()),
+        summary={"tasks": len(tasks), **summary},
+        jobs=list(by_job.values()),
+        tasks=tasks,
     )
 
 
-@bp.get("/")
-def gallery() -> Response:
-    return current_app.send_static_file("index.html")
+_STATUSES = ("queued", "running", "retrying", "succeeded", "failed")

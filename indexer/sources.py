@@ -1,33 +1,197 @@
-"""Where catalog items come from."""
+"""Where catalog items come from: a folder of images, or a CSV / JSON Lines manifest.
+
+A **folder**: every image below it (sorted); the item id is the relative path without the
+suffix (``shoes/red-1.jpg`` -> ``shoes.red-1``), the first sub-folder is the ``category``
+unless told otherwise, and ``path`` is kept in the metadata.
+
+A **manifest** lists one item per row (``.csv`` with a header row, or ``.jsonl``/``.ndjson``
+with one JSON object per line):
+
+- ``id`` (required): the item id;
+- ``path`` (relative to the manifest's folder, or absolute) or ``url`` (``http(s)://``):
+  where the image is; ``image`` is read as either;
+- ``tenant`` (optional): the catalog the item belongs to (default: the command's tenant);
+- every other column is metadata. In a CSV the fields the index filters on are typed
+  (``price``: number, ``in_stock``: true/false/1/0/yes/no, the others text) and empty cells
+  are left out; JSON Lines keep their JSON types, and a ``metadata`` object is merged in.
+
+A row that cannot be an item (no id, an invalid id, no image, bad JSON) is not skipped in
+silence: it becomes an item with a ``problem``, which the job reports as failed.
+"""
 
 from __future__ import annotations
 
+import csv
+import json
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from lookalike.schema import PAYLOAD_INDEXES, InvalidId, validate_id
+
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"})
+MANIFEST_SUFFIXES = frozenset({".csv", ".jsonl", ".ndjson"})
 _UNSAFE = re.compile(r"[^A-Za-z0-9._:@+=-]+")
+_RESERVED = ("id", "path", "url", "image", "tenant")
+_TRUE = {"true", "1", "yes", "y"}
+_FALSE = {"false", "0", "no", "n"}
 
 
 @dataclass(frozen=True)
 class SourceItem:
     id: str
-    path: Path
+    path: Path | None
     metadata: dict[str, Any] = field(default_factory=dict)
+    url: str | None = None
+    tenant: str | None = None
+    # Where it came from, for reports: "file.csv:12" or the image's path.
+    origin: str = ""
+    # (code, message) when the row cannot be an item; the job reports it as failed.
+    problem: tuple[str, str] | None = None
+
+    @property
+    def location(self) -> str:
+        return self.url or (str(self.path) if self.path is not None else "")
+
+
+class SourceError(ValueError):
+    """The source as a whole cannot be read (not a folder, unknown manifest type)."""
+
+
+def open_source(source: Path, *, labels_from_folders: bool = True) -> Iterator[SourceItem]:
+    """The items of a folder or a manifest file."""
+    source = Path(source)
+    if source.is_dir():
+        return folder_items(source, labels_from_folders=labels_from_folders)
+    if not source.is_file():
+        raise SourceError(f"{source} is neither a folder nor a manifest file")
+    if source.suffix.lower() == ".csv":
+        return csv_items(source)
+    if source.suffix.lower() in (".jsonl", ".ndjson"):
+        return jsonl_items(source)
+    raise SourceError(f"{source}: a manifest must be .csv, .jsonl or .ndjson")
+
+
+def count_items(source: Path) -> int:
+    """How many items (or rows) a source holds, read quickly, for the progress bar."""
+    source = Path(source)
+    if source.is_dir():
+        return sum(1 for _ in _image_paths(source))
+    with source.open("rb") as handle:
+        lines = sum(1 for line in handle if line.strip())
+    return max(0, lines - 1) if source.suffix.lower() == ".csv" else lines
+
+
+def _image_paths(root: Path) -> Iterator[Path]:
+    for path in sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES):
+        if path.is_file():
+            yield path
 
 
 def folder_items(root: Path, *, labels_from_folders: bool = True) -> Iterator[SourceItem]:
     """Every image below `root`, sorted; the first sub-folder names the category."""
     root = Path(root)
-    for path in sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES):
-        if not path.is_file():
-            continue
+    for path in _image_paths(root):
         rel = path.relative_to(root)
         item_id = _UNSAFE.sub("-", ".".join(rel.with_suffix("").parts)).strip("-.") or "item"
         metadata: dict[str, Any] = {"path": rel.as_posix()}
         if labels_from_folders and len(rel.parts) > 1:
             metadata["category"] = rel.parts[0]
-        yield SourceItem(item_id, path, metadata)
+        yield SourceItem(item_id, path, metadata, origin=rel.as_posix())
+
+
+def csv_items(manifest: Path) -> Iterator[SourceItem]:
+    with manifest.open(newline="", encoding="utf-8-sig") as handle:
+        reader = csv.DictReader(handle)
+        if reader.fieldnames is None or "id" not in reader.fieldnames:
+            raise SourceError(f"{manifest}: the header must have an 'id' column")
+        for row in reader:
+            origin = f"{manifest.name}:{reader.line_num}"
+            if None in row:
+                yield _problem(row.get("id"), origin, "invalid_row", "the row has extra cells")
+                continue
+            metadata = {
+                key: _typed(key, value)
+                for key, value in row.items()
+                if key not in _RESERVED and value not in (None, "")
+            }
+            yield _item(manifest, row, metadata, origin)
+
+
+def jsonl_items(manifest: Path) -> Iterator[SourceItem]:
+    with manifest.open(encoding="utf-8") as handle:
+        for number, line in enumerate(handle, 1):
+            if not line.strip():
+                continue
+            origin = f"{manifest.name}:{number}"
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as exc:
+                yield _problem(None, origin, "invalid_row", f"not valid JSON: {exc}")
+                continue
+            if not isinstance(row, dict):
+                yield _problem(None, origin, "invalid_row", "a line must hold a JSON object")
+                continue
+            nested = row.get("metadata")
+            if nested is not None and not isinstance(nested, dict):
+                yield _problem(row.get("id"), origin, "invalid_row", "metadata must be an object")
+                continue
+            metadata = {k: v for k, v in row.items() if k not in (*_RESERVED, "metadata")}
+            metadata.update(nested or {})
+            yield _item(manifest, row, metadata, origin)
+
+
+def _item(manifest: Path, row: dict[str, Any], metadata: dict[str, Any], origin: str) -> SourceItem:
+    raw_id = row.get("id")
+    if not isinstance(raw_id, str | int) or isinstance(raw_id, bool) or raw_id == "":
+        return _problem(None, origin, "invalid_row", "the row has no id")
+    item_id = str(raw_id)
+    try:
+        validate_id(item_id)
+    except InvalidId as exc:
+        return _problem(item_id, origin, "invalid_id", str(exc))
+    tenant = row.get("tenant") or None
+    if tenant is not None:
+        try:
+            tenant = validate_id(str(tenant), "tenant")
+        except InvalidId as exc:
+            return _problem(item_id, origin, "invalid_tenant", str(exc))
+    location = row.get("url") or row.get("path") or row.get("image")
+    if not isinstance(location, str) or not location.strip():
+        return _problem(item_id, origin, "invalid_row", "the row has no path or url")
+    location = location.strip()
+    if location.startswith(("http://", "https://")):
+        return SourceItem(item_id, None, metadata, url=location, tenant=tenant, origin=origin)
+    path = Path(location)
+    if not path.is_absolute():
+        path = manifest.parent / path
+    return SourceItem(item_id, path, metadata, tenant=tenant, origin=origin)
+
+
+def _problem(raw_id: Any, origin: str, code: str, message: str) -> SourceItem:
+    item_id = str(raw_id) if isinstance(raw_id, str | int) and raw_id != "" else f"@{origin}"
+    return SourceItem(item_id, None, origin=origin, problem=(code, f"{origin}: {message}"))
+
+
+def _typed(key: str, value: str) -> Any:
+    """A CSV cell as the index's payload schema wants it (lookalike/schema.py)."""
+    kind = PAYLOAD_INDEXES.get(f"metadata.{key}")
+    text = value.strip()
+    if kind == "float":
+        try:
+            return float(text)
+        except ValueError:
+            return text
+    if kind == "integer":
+        try:
+            return int(text)
+        except ValueError:
+            return text
+    if kind == "bool":
+        if text.lower() in _TRUE:
+            return True
+        if text.lower() in _FALSE:
+            return False
+    return text

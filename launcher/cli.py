@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 
+from lookalike.logs import configure_logging
 from lookalike.settings import Settings, SettingsError
 
 
@@ -20,14 +20,13 @@ def main(argv: list[str] | None = None) -> int:
     build.add_argument("--model", default=None, help="default: LOOKALIKE_MODEL")
     args = parser.parse_args(argv)
 
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
     try:
         settings = Settings.from_env()
     except SettingsError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
         return 2
+    # LOOKALIKE_LOG_FORMAT=json: one JSON object per line, with each request's id.
+    configure_logging(settings)
 
     if args.command == "build-model":
         from worker.model import build_model_cache

@@ -8,15 +8,29 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 ENV_PREFIX = "LOOKALIKE_"
 
-MODELS = ("efficientnet-lite0", "efficientnet-lite1", "efficientnet-lite2")
+MODELS = ("efficientnet-lite0", "efficientnet-lite1", "efficientnet-lite2", "custom")
 RUNTIMES = ("tflite", "keras")
-PREPROCESS_MODES = ("resize", "crop")
+# "resize" keeps the whole image (= "pad" onto white); "stretch" squashes it to a square.
+PREPROCESS_MODES = ("resize", "crop", "pad", "stretch")
+# What the backbone's vector is: its pooled head, or that concatenated with pooled earlier
+# stages (see docs/quality.md).
+FEATURES = ("pooled", "multiscale")
+# How a user's own model (LOOKALIKE_MODEL=custom) wants its [0, 255] RGB pixels: as they are
+# ("raw"), or scaled as keras.applications' preprocess_input modes "tf", "torch", "caffe" do.
+# Empty: the architecture's own mode (LOOKALIKE_CUSTOM_MODEL_ARCH), else "raw".
+CUSTOM_INPUT_MODES = ("", "raw", "tf", "torch", "caffe")
+LOG_FORMATS = ("text", "json")
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
+_HEAD_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,31}$")
 
 
 class SettingsError(ValueError):
@@ -42,6 +56,21 @@ class Settings:
     runtime: str = "tflite"
     preprocess: str = "resize"
     embed_batch_size: int = 32
+    # Variants of the embedding (docs/quality.md measures them); each changes the vectors, so
+    # each is part of the model version stored with every point.
+    features: str = "pooled"
+    # Average the features of the image and its mirror image (twice the inference work).
+    tta_flip: bool = False
+    # A catalog-tuned head (`indexer train-head`) in <model cache>/heads/<name>.*; empty: none.
+    head: str = ""
+    # LOOKALIKE_MODEL=custom: a Keras model file (.keras, or a full-model .h5) whose output,
+    # globally pooled if it is a feature map, is the embedding; or, with an architecture
+    # name, a weights file for that keras.applications model (e.g. VGG16 ImageNet "notop").
+    custom_model_path: Path | None = None
+    custom_model_arch: str = ""
+    # Input side in pixels; 0: read from the model (or the architecture's default).
+    custom_model_input_size: int = 0
+    custom_model_input_mode: str = ""
     # Threads for TFLite inference; 0 lets the runtime choose.
     inference_threads: int = 0
     max_upload_bytes: int = 16 * 1024 * 1024
@@ -51,6 +80,30 @@ class Settings:
     query_timeout_s: float = 30.0
     # Threads of the in-process worker in the embedded default.
     embedded_worker_threads: int = 1
+    # Logs: "text" for a terminal, "json" (one object per line, with the request id) for a
+    # log pipeline; the level applies to the root logger.
+    log_format: str = "text"
+    log_level: str = "INFO"
+    # A separate worker process serves its Prometheus metrics on this port (0: not served;
+    # the embedded default's worker metrics are on the API's /metrics).
+    worker_metrics_port: int = 0
+    # A Qdrant server's collection is created with these (a cluster spreads the shards over
+    # its nodes and keeps `replication_factor` copies of each); the embedded shard ignores them.
+    qdrant_shards: int = 1
+    qdrant_replication_factor: int = 1
+    # API keys, comma-separated; with none configured (the embedded demo) no key is needed.
+    # A read key browses and queries; a write key may also add and delete items.
+    # "TENANT/KEY" binds a key to one tenant; a plain "KEY" serves every tenant.
+    api_keys_read: str = ""
+    api_keys_write: str = ""
+    # Signs the image URLs in API results, so an <img> tag loads them without a key header.
+    # Empty: derived from the API keys (set it when a single tenant-bound key is configured).
+    url_signing_key: str = ""
+    # Submissions remembered per tenant for GET /v1/jobs.
+    jobs_history: int = 1000
+    # Two items are near-duplicates (the same photo cropped, rescaled, recompressed) when
+    # their duplicate score reaches this: lookalike/duplicates.py, measured in docs/indexer.md.
+    duplicate_threshold: float = 0.80
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -62,7 +115,39 @@ class Settings:
             raise SettingsError(
                 f"LOOKALIKE_PREPROCESS must be one of {', '.join(PREPROCESS_MODES)}"
             )
-        for name in ("embed_batch_size", "max_upload_bytes", "max_image_pixels"):
+        if self.features not in FEATURES:
+            raise SettingsError(f"LOOKALIKE_FEATURES must be one of {', '.join(FEATURES)}")
+        if self.head and not _HEAD_NAME.match(self.head):
+            raise SettingsError(
+                "LOOKALIKE_HEAD must be a head name: 1-32 lower-case letters, digits and '-'"
+            )
+        if self.model == "custom" and self.custom_model_path is None:
+            raise SettingsError("LOOKALIKE_MODEL=custom needs LOOKALIKE_CUSTOM_MODEL_PATH")
+        if self.custom_model_input_mode not in CUSTOM_INPUT_MODES:
+            raise SettingsError(
+                "LOOKALIKE_CUSTOM_MODEL_INPUT_MODE must be one of "
+                f"{', '.join(m for m in CUSTOM_INPUT_MODES if m)} (or empty)"
+            )
+        if self.custom_model_input_size < 0:
+            raise SettingsError("LOOKALIKE_CUSTOM_MODEL_INPUT_SIZE must not be negative")
+        if self.log_format not in LOG_FORMATS:
+            raise SettingsError(f"LOOKALIKE_LOG_FORMAT must be one of {', '.join(LOG_FORMATS)}")
+        if self.log_level.upper() not in LOG_LEVELS:
+            raise SettingsError(f"LOOKALIKE_LOG_LEVEL must be one of {', '.join(LOG_LEVELS)}")
+        if not 0 <= self.worker_metrics_port <= 65535:
+            raise SettingsError("LOOKALIKE_WORKER_METRICS_PORT must be a port number (0: off)")
+        for name in ("api_keys_read", "api_keys_write"):
+            parse_api_keys(getattr(self, name), f"{ENV_PREFIX}{name.upper()}")
+        if not 0 < self.duplicate_threshold <= 1:
+            raise SettingsError("LOOKALIKE_DUPLICATE_THRESHOLD must be in (0, 1]")
+        for name in (
+            "jobs_history",
+            "embed_batch_size",
+            "max_upload_bytes",
+            "max_image_pixels",
+            "qdrant_shards",
+            "qdrant_replication_factor",
+        ):
             if getattr(self, name) < 1:
                 raise SettingsError(f"LOOKALIKE_{name.upper()} must be positive")
 
@@ -77,6 +162,10 @@ class Settings:
     @property
     def image_dir(self) -> Path:
         return self.data_dir / "images"
+
+    @property
+    def thumbnail_dir(self) -> Path:
+        return self.data_dir / "thumbnails"
 
     @property
     def qdrant_path(self) -> Path:
@@ -100,8 +189,37 @@ class Settings:
         return cls(**values)
 
 
+def parse_api_keys(raw: str, name: str = "API keys") -> list[tuple[str | None, str]]:
+    """(tenant or None for every tenant, key) of each entry of a comma-separated key list."""
+    from lookalike.schema import InvalidId, validate_id
+
+    keys: list[tuple[str | None, str]] = []
+    for entry in (e.strip() for e in raw.split(",")):
+        if not entry:
+            continue
+        tenant, sep, key = entry.partition("/")
+        if not sep:
+            tenant, key = "*", entry
+        if len(key) < 8 or any(c.isspace() for c in key):
+            raise SettingsError(f"{name}: a key must be at least 8 characters, without spaces")
+        if tenant != "*":
+            try:
+                validate_id(tenant, "tenant")
+            except InvalidId as exc:
+                raise SettingsError(f"{name}: {exc} (in {tenant!r}/…)") from None
+        keys.append((None if tenant == "*" else tenant, key))
+    return keys
+
+
 def _parse(name: str, type_: Any, raw: str) -> Any:
     type_name = type_ if isinstance(type_, str) else getattr(type_, "__name__", str(type_))
+    if type_name == "bool":
+        value = raw.strip().lower()
+        if value in ("1", "true", "yes", "on"):
+            return True
+        if value in ("0", "false", "no", "off"):
+            return False
+        raise SettingsError(f"{ENV_PREFIX}{name.upper()}={raw!r} is not a boolean (true/false)")
     try:
         if type_name.startswith("int"):
             return int(raw)

@@ -11,16 +11,29 @@ Both score by cosine similarity (higher is better), apply filters inside the ANN
 and raise :class:`StoreError` for permanent failures and :class:`StoreUnavailable` for
 transient ones, so callers know what to retry. Point ids are UUID strings
 (:func:`lookalike.schema.point_id`).
+
+Versions and aliases (model upgrades without downtime): a store opened by :func:`open_store`
+names its catalog by an alias (``catalog``) that points at a *version*, a physical collection
+``catalog__<label>__<n>`` (the label is the embedding model). A reindex builds a new version
+while the alias still serves the old one, then :meth:`VectorStore.set_aliases` switches
+``active`` atomically and keeps the old one as ``previous`` for a rollback. A Qdrant server
+has real aliases (switched in one ``update_collection_aliases`` call); qdrant-edge has none,
+so :class:`EdgeStore` keeps them in a small JSON pointer file next to the shards, replaced
+atomically with ``os.replace``.
 """
 
 from __future__ import annotations
 
+import json
+import os
 import re
+import shutil
+import tempfile
 import threading
 import uuid
 import warnings
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,11 +42,14 @@ from typing import TYPE_CHECKING, Any, TypeAlias
 
 import numpy as np
 from qdrant_edge import (
+    ContextPair,
     CountRequest,
+    DiscoverQuery,
     Distance,
     EdgeConfig,
     EdgeShard,
     EdgeVectorParams,
+    FacetRequest,
     FieldCondition,
     HasIdCondition,
     MatchAny,
@@ -41,12 +57,15 @@ from qdrant_edge import (
     PayloadSchemaType,
     Point,
     Query,
+    QueryBatchRequest,
     QueryRequest,
     RangeFloat,
+    RecommendQuery,
     ScrollRequest,
     UpdateOperation,
 )
 from qdrant_edge import Filter as EdgeFilter
+from qdrant_edge import Mmr as EdgeMmr
 
 from lookalike.schema import PAYLOAD_INDEXES, VECTOR_NAME
 
@@ -106,6 +125,91 @@ All conditions must hold.
 _Value: TypeAlias = str | int | bool | list[str] | list[int] | Range
 _Condition: TypeAlias = tuple[str, _Value]
 
+RECOMMEND_STRATEGIES = ("best_score", "sum_scores")
+
+
+@dataclass(frozen=True)
+class Recommend:
+    """A query by examples: more like ``positive``, less like ``negative`` (Qdrant's recommend).
+
+    ``"best_score"`` scores a point by its best similarity to a positive, and ranks every
+    point that lies closer to a negative than to all positives below the others;
+    ``"sum_scores"`` adds the similarities to the positives and subtracts those to the
+    negatives. Scores are rankings, not cosine similarities.
+    """
+
+    positive: Sequence[np.ndarray]
+    negative: Sequence[np.ndarray] = ()
+    strategy: str = "best_score"
+
+
+@dataclass(frozen=True)
+class Discover:
+    """Qdrant's discovery query: near ``target``, inside the region that the context pairs
+    (an example to be closer to, one to be farther from) mark out. A point's score counts
+    first the pairs it satisfies, then its similarity to the target."""
+
+    target: np.ndarray
+    context: Sequence[tuple[np.ndarray, np.ndarray]]
+
+
+@dataclass(frozen=True)
+class Diverse:
+    """Nearest neighbours of ``vector`` re-ranked by maximal marginal relevance (MMR).
+
+    ``diversity`` 0 keeps the plain ranking; towards 1 each next hit is picked to be unlike
+    those already picked. MMR chooses among the ``candidates`` nearest points (at least
+    ``limit + offset``); hits keep their cosine score, in MMR's order.
+    """
+
+    vector: np.ndarray
+    diversity: float = 0.5
+    candidates: int = 100
+
+
+SimilarityQuery: TypeAlias = np.ndarray | Recommend | Discover | Diverse
+"""What a query ranks by: a plain vector (nearest neighbours), or one of the query types."""
+
+
+@dataclass(frozen=True)
+class Search:
+    """One query of :meth:`VectorStore.query_batch`; the arguments of :meth:`VectorStore.query`."""
+
+    query: SimilarityQuery
+    limit: int
+    where: Where | None = None
+    exclude_ids: Sequence[str] = ()
+    offset: int = 0
+    score_threshold: float | None = None
+
+
+@dataclass(frozen=True)
+class Group:
+    """The hits sharing one value ``key`` of the grouping field, best first."""
+
+    key: str | int
+    hits: list[Hit]
+
+
+@dataclass(frozen=True)
+class Facet:
+    """One value of a payload field and how many points hold it."""
+
+    value: str | int | bool
+    count: int
+
+
+@dataclass(frozen=True)
+class _Request:
+    """A validated :class:`Search`: canonical ids, float32 vectors, parsed conditions."""
+
+    query: SimilarityQuery
+    limit: int
+    conditions: list[_Condition]
+    exclude_ids: list[str]
+    offset: int
+    score_threshold: float | None
+
 
 class StoreError(Exception):
     """A permanent failure: bad request, dimension mismatch, missing collection or point."""
@@ -113,6 +217,39 @@ class StoreError(Exception):
 
 class StoreUnavailable(StoreError):
     """A transient failure: server unreachable or overloaded, embedded shard locked. Retry."""
+
+
+@dataclass(frozen=True)
+class Version:
+    """One physical collection of a catalog: ``<catalog>__<label>__<number>``.
+
+    A catalog created before versions existed is its own single version, with label ``""``
+    and number 0.
+    """
+
+    name: str
+    label: str
+    number: int
+
+
+ALIAS_ROLES = ("active", "previous", "next")
+
+
+@dataclass(frozen=True)
+class Aliases:
+    """The versions a catalog's aliases name: ``active`` serves every call of the store,
+    ``previous`` is kept for a rollback, ``next`` is being built by a reindex."""
+
+    active: Version | None
+    previous: Version | None = None
+    next: Version | None = None
+
+
+class _Keep:
+    """The default of :meth:`VectorStore.set_aliases`: leave that alias as it is."""
+
+
+KEEP = _Keep()
 
 
 class VectorStore(ABC):
@@ -194,6 +331,66 @@ class VectorStore(ABC):
             score_threshold,
         )
 
+    def query(
+        self,
+        query: SimilarityQuery,
+        *,
+        limit: int,
+        where: Where | None = None,
+        exclude_ids: Sequence[str] = (),
+        offset: int = 0,
+        score_threshold: float | None = None,
+    ) -> list[Hit]:
+        """The ``limit`` best points for ``query``, best first, after ``offset``.
+
+        A plain vector ranks by cosine similarity, as :meth:`search` does; :class:`Recommend`,
+        :class:`Discover` and :class:`Diverse` run Qdrant's recommend, discovery and MMR
+        queries. ``where`` applies inside the search, ``score_threshold`` to the scores.
+        """
+        search = Search(query, limit, where, exclude_ids, offset, score_threshold)
+        return self._query_batch([_parse_search(search)])[0]
+
+    def query_batch(self, searches: Sequence[Search]) -> list[list[Hit]]:
+        """Run several queries in one call (one planned batch); one list of hits per query."""
+        requests = [_parse_search(search) for search in searches]
+        return self._query_batch(requests) if requests else []
+
+    def query_groups(
+        self,
+        query: SimilarityQuery,
+        *,
+        group_by: str,
+        group_size: int,
+        limit: int,
+        where: Where | None = None,
+        exclude_ids: Sequence[str] = (),
+        score_threshold: float | None = None,
+    ) -> list[Group]:
+        """At most ``limit`` groups of at most ``group_size`` hits sharing a ``group_by`` value.
+
+        Groups come in the order of their best hit, hits best first: the result of walking
+        the whole ranking and keeping a hit when its group is among the first ``limit``
+        groups met and not yet full. Points without a string or integer ``group_by`` value
+        are left out; a point whose value is a list joins the group of each element (on
+        qdrant-edge, not once one of its groups is full).
+        """
+        if not isinstance(group_by, str) or not group_by:
+            raise StoreError(f"group_by must be a payload field path, not {group_by!r}")
+        _check_limit(group_size, "group_size")
+        request = _parse_search(Search(query, limit, where, exclude_ids, 0, score_threshold))
+        if isinstance(request.query, Diverse):
+            raise StoreError("a diversity (MMR) query cannot be grouped")
+        return self._query_groups(request, group_by, group_size)
+
+    def facet(self, key: str, *, where: Where | None = None, limit: int = 100) -> list[Facet]:
+        """The most frequent values of the payload field ``key`` among the points matching
+        ``where``, with their exact counts, most frequent first (the field needs an index)."""
+        if not isinstance(key, str) or not key:
+            raise StoreError(f"facet key must be a payload field path, not {key!r}")
+        _check_limit(limit)
+        facets = self._facet(key, _parse_where(where), limit)
+        return sorted(facets, key=lambda f: (-f.count, str(f.value)))
+
     def scroll(
         self, *, limit: int, offset: str | None = None, where: Where | None = None
     ) -> tuple[list[StoredItem], str | None]:
@@ -208,6 +405,87 @@ class VectorStore(ABC):
     def count(self, where: Where | None = None) -> int:
         """The exact number of points matching ``where`` (all points without it)."""
         return self._count(_parse_where(where))
+
+    # ------------------------------------------------------------ versions and aliases
+
+    def aliases(self) -> Aliases:
+        """The versions named by the catalog's aliases (``active`` is None before the first
+        :meth:`ensure_collection`)."""
+        targets = self._alias_targets()
+        found = {v.name: v for v in self.versions()}
+        # A name that is no version of this catalog (a hand-made alias) is reported as such.
+        named = {
+            role: found.get(name) or _parse_version(self.collection, name) or Version(name, "", -1)
+            for role, name in targets.items()
+        }
+        return Aliases(**named)
+
+    def versions(self) -> list[Version]:
+        """Every version of the catalog that exists, oldest first."""
+        parsed = (_parse_version(self.collection, name) for name in self._version_names())
+        return sorted((v for v in parsed if v is not None), key=lambda v: (v.number, v.name))
+
+    def create_version(self, label: str, dim: int) -> Version:
+        """Create an empty version ``<catalog>__<label>__<n+1>``; no alias names it yet."""
+        if not _LABEL_RE.match(label):
+            raise StoreError(f"version label {label!r} may hold only letters, digits and '-'")
+        number = max((v.number for v in self.versions()), default=0) + 1
+        version = Version(version_name(self.collection, label, number), label, number)
+        self.version(version.name).ensure_collection(dim)
+        return version
+
+    def version(self, name: str) -> VectorStore:
+        """A store bound to one version (what a reindex writes into), sharing this store's
+        connection or shards; closing it does nothing, closing this store closes both."""
+        if _parse_version(self.collection, name) is None:
+            raise StoreError(f"{name!r} is not a version of the catalog {self.collection!r}")
+        return self._version_view(name)
+
+    def set_aliases(
+        self,
+        *,
+        active: str | _Keep = KEEP,
+        previous: str | _Keep | None = KEEP,
+        next: str | _Keep | None = KEEP,
+    ) -> Aliases:
+        """Point aliases at versions (None removes one), all at once: a reader sees either the
+        old or the new set, never a mix."""
+        current = self._alias_targets()
+        existing = {v.name for v in self.versions()}
+        changes: dict[str, str | None] = {}
+        for role, value in (("active", active), ("previous", previous), ("next", next)):
+            if isinstance(value, _Keep) or current.get(role) == value:
+                continue
+            if value is not None and value not in existing:
+                raise StoreError(f"cannot point {role!r} at {value!r}: no such version")
+            changes[role] = value
+        if changes:
+            self._set_alias_targets(changes)
+        return self.aliases()
+
+    def drop_version(self, name: str) -> None:
+        """Delete a version and its points; an aliased version cannot be dropped."""
+        if _parse_version(self.collection, name) is None:
+            raise StoreError(f"{name!r} is not a version of the catalog {self.collection!r}")
+        if name in self._alias_targets().values():
+            raise StoreError(f"version {name!r} is named by an alias; switch the alias first")
+        self._drop_version(name)
+
+    @abstractmethod
+    def _alias_targets(self) -> dict[str, str]:
+        """Role (``active``/``previous``/``next``) to version name, for the aliases that exist."""
+
+    @abstractmethod
+    def _version_names(self) -> list[str]: ...
+
+    @abstractmethod
+    def _version_view(self, name: str) -> VectorStore: ...
+
+    @abstractmethod
+    def _set_alias_targets(self, changes: dict[str, str | None]) -> None: ...
+
+    @abstractmethod
+    def _drop_version(self, name: str) -> None: ...
 
     @abstractmethod
     def close(self) -> None:
@@ -258,17 +536,48 @@ class VectorStore(ABC):
     @abstractmethod
     def _count(self, conditions: list[_Condition]) -> int: ...
 
+    @abstractmethod
+    def _query_batch(self, requests: list[_Request]) -> list[list[Hit]]: ...
+
+    @abstractmethod
+    def _query_groups(self, request: _Request, group_by: str, group_size: int) -> list[Group]: ...
+
+    @abstractmethod
+    def _facet(self, key: str, conditions: list[_Condition], limit: int) -> list[Facet]: ...
+
+
+def mirror_versions(store: VectorStore) -> list[VectorStore]:
+    """The versions that receive the catalog's writes besides the active one: the one a
+    reindex is building (``next``) and the one kept for a rollback (``previous``). Deletes
+    and metadata changes go to them too, so neither a switch nor a rollback brings back a
+    stale item (new images are written there by the worker, with each version's model)."""
+    aliases = store.aliases()
+    active = aliases.active.name if aliases.active is not None else None
+    return [
+        store.version(v.name)
+        for v in (aliases.next, aliases.previous)
+        if v is not None and v.name != active
+    ]
+
 
 def open_store(settings: Settings) -> VectorStore:
     """The store ``settings`` asks for; nothing is opened or created until first use."""
+    # A new catalog starts as version 1, labelled with the model that fills it.
+    label = settings.model
     if not settings.qdrant_url:
-        return EdgeStore(settings.qdrant_path, settings.collection)
+        return EdgeStore(settings.qdrant_path, settings.collection, initial_label=label)
     from qdrant_client import QdrantClient
 
     if settings.qdrant_url == ":memory:":
-        return ClientStore(QdrantClient(":memory:"), settings.collection)
+        return ClientStore(QdrantClient(":memory:"), settings.collection, initial_label=label)
     client = QdrantClient(url=settings.qdrant_url, api_key=settings.qdrant_api_key or None)
-    return ClientStore(client, settings.collection)
+    return ClientStore(
+        client,
+        settings.collection,
+        initial_label=label,
+        shard_number=settings.qdrant_shards,
+        replication_factor=settings.qdrant_replication_factor,
+    )
 
 
 # --------------------------------------------------------------------------- validation
@@ -301,9 +610,86 @@ def _as_vector(vector: Any) -> np.ndarray:
     return array
 
 
-def _check_limit(limit: int) -> None:
+def _check_limit(limit: int, name: str = "limit") -> None:
     if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
-        raise StoreError(f"limit must be a positive integer, not {limit!r}")
+        raise StoreError(f"{name} must be a positive integer, not {limit!r}")
+
+
+def _parse_search(search: Search) -> _Request:
+    _check_limit(search.limit)
+    offset = search.offset
+    if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
+        raise StoreError(f"offset must be a non-negative integer, not {offset!r}")
+    threshold = search.score_threshold
+    if threshold is not None:
+        if isinstance(threshold, bool) or not isinstance(threshold, int | float):
+            raise StoreError(f"score_threshold must be a number, not {threshold!r}")
+        if not np.isfinite(threshold):
+            raise StoreError("score_threshold must be a finite number")
+        threshold = float(threshold)
+    return _Request(
+        query=_parse_query(search.query, search.limit + offset),
+        limit=search.limit,
+        conditions=_parse_where(search.where),
+        exclude_ids=_canonical_ids(search.exclude_ids),
+        offset=offset,
+        score_threshold=threshold,
+    )
+
+
+def _parse_query(query: Any, needed: int) -> SimilarityQuery:
+    if isinstance(query, Recommend):
+        if query.strategy not in RECOMMEND_STRATEGIES:
+            raise StoreError(
+                f"recommend strategy must be one of {', '.join(RECOMMEND_STRATEGIES)}, "
+                f"not {query.strategy!r}"
+            )
+        positive = [_as_vector(v) for v in _vector_list(query.positive, "positive")]
+        negative = [_as_vector(v) for v in _vector_list(query.negative, "negative")]
+        if not positive:
+            raise StoreError("a recommend query needs at least one positive example")
+        return Recommend(positive, negative, query.strategy)
+    if isinstance(query, Discover):
+        pairs = []
+        for pair in _vector_list(query.context, "context"):
+            if not isinstance(pair, tuple | list) or len(pair) != 2:
+                raise StoreError("each context pair must be (positive, negative)")
+            pairs.append((_as_vector(pair[0]), _as_vector(pair[1])))
+        if not pairs:
+            raise StoreError("a discovery query needs at least one context pair")
+        return Discover(_as_vector(query.target), pairs)
+    if isinstance(query, Diverse):
+        diversity = query.diversity
+        if isinstance(diversity, bool) or not isinstance(diversity, int | float):
+            raise StoreError(f"diversity must be a number, not {diversity!r}")
+        if not 0.0 <= diversity <= 1.0:
+            raise StoreError(f"diversity must be between 0 and 1, not {diversity}")
+        _check_limit(query.candidates, "candidates")
+        return Diverse(_as_vector(query.vector), float(diversity), max(query.candidates, needed))
+    return _as_vector(query)
+
+
+def _vector_list(values: Any, name: str) -> list[Any]:
+    if isinstance(values, np.ndarray) and values.ndim == 1:
+        raise StoreError(f"{name} must be a sequence of examples, not one vector")
+    try:
+        return list(values)
+    except TypeError as exc:
+        raise StoreError(f"{name} must be a sequence of examples") from exc
+
+
+def _group_keys(payload: dict[str, Any], path: str) -> list[str | int]:
+    """The groups a point joins: its string or integer values at ``path`` (no bools, as
+    Qdrant); none if any value has another type."""
+    value: Any = payload
+    for part in path.split("."):
+        if not isinstance(value, dict) or part not in value:
+            return []
+        value = value[part]
+    values = value if isinstance(value, list) else [value]
+    if not values or any(type(v) not in (str, int) for v in values):
+        return []
+    return list(dict.fromkeys(values))
 
 
 def _parse_where(where: Where | None) -> list[_Condition]:
@@ -348,6 +734,32 @@ def _parse_condition(key: str, value: Any) -> _Value:
 
 
 _COLLECTION_NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,255}$")
+_LABEL_RE = re.compile(r"^[A-Za-z0-9-]{1,64}$")
+_VERSION_SEPARATOR = "__"
+
+
+def version_name(collection: str, label: str, number: int) -> str:
+    """The physical collection of a catalog's version."""
+    return f"{collection}{_VERSION_SEPARATOR}{label}{_VERSION_SEPARATOR}{number}"
+
+
+def alias_name(collection: str, role: str) -> str:
+    """The alias of a role: the catalog's own name for ``active``, else ``<catalog>__<role>``."""
+    if role not in ALIAS_ROLES:
+        raise StoreError(f"unknown alias role {role!r}")
+    return collection if role == "active" else f"{collection}{_VERSION_SEPARATOR}{role}"
+
+
+def _parse_version(collection: str, name: str) -> Version | None:
+    if name == collection:
+        return Version(name, "", 0)
+    prefix = collection + _VERSION_SEPARATOR
+    if not name.startswith(prefix):
+        return None
+    label, sep, number = name[len(prefix) :].rpartition(_VERSION_SEPARATOR)
+    if not sep or not _LABEL_RE.match(label) or not number.isdigit():
+        return None
+    return Version(name, label, int(number))
 
 
 # --------------------------------------------------------------------------- qdrant-edge
@@ -361,8 +773,41 @@ _EDGE_INDEX_TYPES = {
 }
 
 
+class _ShardPool:
+    """The shards a catalog's store and its version views have open, by directory: a
+    process can open a shard only once, so they share them."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.shards: dict[Path, EdgeShard] = {}
+
+    def get(self, path: Path) -> EdgeShard | None:
+        with self.lock:
+            return self.shards.get(path)
+
+    def open(self, path: Path, load: Callable[[], EdgeShard]) -> EdgeShard:
+        with self.lock:
+            shard = self.shards.get(path)
+            if shard is None:
+                shard = self.shards[path] = load()
+            return shard
+
+    def take(self, path: Path | None = None) -> list[EdgeShard]:
+        """Remove one shard (or all) from the pool, for the caller to close."""
+        with self.lock:
+            if path is None:
+                shards, self.shards = list(self.shards.values()), {}
+                return shards
+            shard = self.shards.pop(path, None)
+            return [] if shard is None else [shard]
+
+
 class EdgeStore(VectorStore):
     """The embedded default: a qdrant-edge shard in ``path / collection``.
+
+    With ``initial_label`` (what :func:`open_store` gives), a new catalog is created as the
+    version ``path / <collection>__<label>__1`` and ``path / <collection>.aliases.json``
+    names its versions; ``self.path`` is the active version's shard.
 
     Thread-safe: one instance is shared by the API's request threads and the in-process
     worker. An ``EdgeShard`` is internally synchronized (pyo3 requires the type to be
@@ -374,29 +819,54 @@ class EdgeStore(VectorStore):
     the same directory) gets :class:`StoreUnavailable` until the first closes.
     """
 
-    def __init__(self, path: Path | str, collection: str) -> None:
+    def __init__(
+        self,
+        path: Path | str,
+        collection: str,
+        *,
+        initial_label: str | None = None,
+        _pool: _ShardPool | None = None,
+    ) -> None:
         if not _COLLECTION_NAME_RE.match(collection):
             raise StoreError(
                 f"collection name {collection!r} may hold only letters, digits, '_' and '-'"
             )
         self.collection = collection
-        self.path = Path(path) / collection
+        self.root = Path(path)
+        self._initial_label = initial_label
+        # A version view shares its catalog store's pool and is bound to one directory.
+        self._is_view = _pool is not None
+        self._pool = _pool or _ShardPool()
+        self._views: dict[str, EdgeStore] = {}
+        self._pointer = self.root / f"{collection}.aliases.json"
+        self._targets: dict[str, str] = {} if self._is_view else self._read_pointer()
+        self.path = self.root / self._targets.get("active", collection)
         self._lock = threading.Lock()
         self._shard: EdgeShard | None = None
         self._dim: int | None = None
         self._closed = False
 
     def close(self) -> None:
+        if self._is_view:
+            return  # its shards belong to the catalog's store
         with self._lock:
-            shard, self._shard, self._closed = self._shard, None, True
-            if shard is None:
-                return
+            self._shard, self._closed = None, True
+        failure: StoreError | None = None
+        for shard in self._pool.take():
             try:
-                with self._errors():
-                    shard.flush()
-            finally:
-                with self._errors():
-                    shard.close()
+                self._close_shard(shard)
+            except StoreError as exc:
+                failure = failure or exc
+        if failure is not None:
+            raise failure
+
+    def _close_shard(self, shard: EdgeShard) -> None:
+        try:
+            with self._errors():
+                shard.flush()
+        finally:
+            with self._errors():
+                shard.close()
 
     def _ensure_collection(self, dim: int) -> None:
         with self._lock:
@@ -406,19 +876,26 @@ class EdgeStore(VectorStore):
                     raise self._dim_mismatch(self._dim, dim)
                 return
             with self._errors():
-                shard = self._shard
+                shard = self._shard or self._pool.get(self.path)
                 if shard is None:
                     config = EdgeConfig(
                         vectors={VECTOR_NAME: EdgeVectorParams(size=dim, distance=Distance.Cosine)}
                     )
+                    if self._initial_label and not self._targets and not self._exists():
+                        # A new catalog: its first version, named by the pointer file.
+                        first = version_name(self.collection, self._initial_label, 1)
+                        self._write_pointer({"active": first})
+                        self.path = self.root / first
                     if self._exists():
                         # With a config, load() checks it against the stored segments.
-                        shard = self._load(config)
+                        shard = self._pool.open(self.path, lambda: self._load(config))
                     else:
-                        shard = EdgeShard.create(str(self.path), config)
-                    self._shard = shard
+                        shard = self._pool.open(
+                            self.path, lambda: EdgeShard.create(str(self.path), config)
+                        )
                 else:
                     self._check_dim(shard, dim)
+                self._shard = shard
                 self._ensure_indexes(shard)
             self._dim = dim
 
@@ -499,6 +976,82 @@ class EdgeStore(VectorStore):
         with self._errors():
             return self._open().count(request)
 
+    def _query_batch(self, requests: list[_Request]) -> list[list[Hit]]:
+        edge_requests = [
+            QueryRequest(
+                limit=r.limit,
+                offset=r.offset,
+                query=_edge_query(r.query),
+                filter=_edge_filter(r.conditions, r.exclude_ids),
+                with_payload=True,
+                with_vector=False,
+                score_threshold=r.score_threshold,
+            )
+            for r in requests
+        ]
+        with self._errors():
+            shard = self._open()
+            if len(edge_requests) == 1:
+                results = [shard.query(edge_requests[0])]
+            else:
+                results = shard.query_batch(QueryBatchRequest(edge_requests))
+        return [
+            [
+                Hit(point_id=str(p.id), score=float(p.score), payload=dict(p.payload or {}))
+                for p in ps
+            ]
+            for ps in results
+        ]
+
+    def _query_groups(self, request: _Request, group_by: str, group_size: int) -> list[Group]:
+        # qdrant-edge has no grouped query. This is the server's algorithm: search again and
+        # again, each time leaving out the points already seen and the groups already full,
+        # and once `limit` groups are open, everything outside them.
+        groups: dict[str | int, list[Hit]] = {}
+        seen = list(request.exclude_ids)
+        batch = max(4 * request.limit * group_size, 32)
+        query = _edge_query(request.query)
+        while True:
+            full = [k for k, hits in groups.items() if len(hits) >= group_size]
+            open_keys = [k for k, hits in groups.items() if len(hits) < group_size]
+            if len(groups) >= request.limit and not open_keys:
+                break
+            base = _edge_filter(request.conditions, seen)
+            must = list(base.must or []) if base is not None else []
+            must_not = list(base.must_not or []) if base is not None else []
+            must_not.extend(_edge_keys_condition(group_by, full))
+            if len(groups) >= request.limit:
+                must.append(EdgeFilter(should=_edge_keys_condition(group_by, open_keys)))
+            edge_request = QueryRequest(
+                limit=batch,
+                query=query,
+                filter=EdgeFilter(must=must or None, must_not=must_not or None),
+                with_payload=True,
+                with_vector=False,
+                score_threshold=request.score_threshold,
+            )
+            with self._errors():
+                points = self._open().query(edge_request)
+            for p in points:
+                hit = Hit(point_id=str(p.id), score=float(p.score), payload=dict(p.payload or {}))
+                seen.append(hit.point_id)
+                for key in _group_keys(hit.payload, group_by):
+                    if key not in groups:
+                        if len(groups) >= request.limit:
+                            continue
+                        groups[key] = []
+                    if len(groups[key]) < group_size:
+                        groups[key].append(hit)
+            if len(points) < batch:
+                break
+        return [Group(key, hits) for key, hits in groups.items()]
+
+    def _facet(self, key: str, conditions: list[_Condition], limit: int) -> list[Facet]:
+        request = FacetRequest(key, limit=limit, exact=True, filter=_edge_filter(conditions, []))
+        with self._errors():
+            response = self._open().facet(request)
+        return [Facet(hit.value, int(hit.count)) for hit in response.hits]
+
     def _open(self) -> EdgeShard:
         shard = self._shard
         if shard is not None:
@@ -511,7 +1064,7 @@ class EdgeStore(VectorStore):
                         f"collection {self.collection!r} does not exist in {self.path.parent}; "
                         "call ensure_collection() first"
                     )
-                self._shard = self._load(None)
+                self._shard = self._pool.open(self.path, lambda: self._load(None))
             return self._shard
 
     def _load(self, config: EdgeConfig | None) -> EdgeShard:
@@ -526,10 +1079,89 @@ class EdgeStore(VectorStore):
             raise
 
     def _exists(self) -> bool:
-        segments = self.path / "segments"
-        return (self.path / "edge_config.json").exists() or (
-            segments.is_dir() and any(segments.iterdir())
-        )
+        return _edge_shard_exists(self.path)
+
+    # -------------------------------------------------------- versions: the pointer file
+
+    def _read_pointer(self) -> dict[str, str]:
+        try:
+            raw = json.loads(self._pointer.read_text())
+        except FileNotFoundError:
+            return {}
+        except (OSError, ValueError) as exc:
+            raise StoreError(f"the alias file {self._pointer} is unreadable: {exc}") from exc
+        if not isinstance(raw, dict):
+            raise StoreError(f"the alias file {self._pointer} does not hold a JSON object")
+        return {role: str(raw[role]) for role in ALIAS_ROLES if isinstance(raw.get(role), str)}
+
+    def _write_pointer(self, targets: dict[str, str]) -> None:
+        # Write, fsync, rename over the old file, fsync the folder: a crash leaves either the
+        # old pointer or the new one, and a reader never sees half a file.
+        self.root.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=self.root, prefix=f".{self.collection}.aliases-")
+        try:
+            with os.fdopen(fd, "w") as handle:
+                json.dump({role: targets.get(role) for role in ALIAS_ROLES}, handle)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp, self._pointer)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        folder = os.open(self.root, os.O_RDONLY)
+        try:
+            os.fsync(folder)
+        finally:
+            os.close(folder)
+        self._targets = dict(targets)
+
+    def _alias_targets(self) -> dict[str, str]:
+        if self._is_view:
+            return {}
+        targets = dict(self._targets)
+        if "active" not in targets and _edge_shard_exists(self.root / self.collection):
+            targets["active"] = self.collection  # a catalog created before versions
+        return targets
+
+    def _version_names(self) -> list[str]:
+        if not self.root.is_dir():
+            return []
+        return [p.name for p in self.root.iterdir() if _edge_shard_exists(p)]
+
+    def _version_view(self, name: str) -> VectorStore:
+        with self._lock:
+            self._check_open()
+            view = self._views.get(name)
+            if view is None:
+                view = self._views[name] = EdgeStore(self.root, name, _pool=self._pool)
+            return view
+
+    def _set_alias_targets(self, changes: dict[str, str | None]) -> None:
+        with self._lock:
+            self._check_open()
+            targets = self._alias_targets()
+            for role, name in changes.items():
+                if name is None:
+                    targets.pop(role, None)
+                else:
+                    targets[role] = name
+            if "active" not in targets:
+                raise StoreError("the active alias cannot be removed")
+            self._write_pointer(targets)
+            if "active" in changes:
+                # Calls already running finish on the old shard (it stays open in the pool);
+                # the next call opens the new one.
+                self.path = self.root / targets["active"]
+                self._shard = None
+                self._dim = None
+
+    def _drop_version(self, name: str) -> None:
+        path = self.root / name
+        with self._lock:
+            self._views.pop(name, None)
+        for shard in self._pool.take(path):
+            self._close_shard(shard)
+        shutil.rmtree(path, ignore_errors=True)
 
     def _check_open(self) -> None:
         if self._closed:
@@ -583,6 +1215,11 @@ class EdgeStore(VectorStore):
             raise StoreError(f"qdrant-edge: {message}") from exc
 
 
+def _edge_shard_exists(path: Path) -> bool:
+    segments = path / "segments"
+    return (path / "edge_config.json").exists() or (segments.is_dir() and any(segments.iterdir()))
+
+
 def _edge_filter(conditions: list[_Condition], exclude_ids: list[str]) -> EdgeFilter | None:
     if not conditions and not exclude_ids:
         return None
@@ -604,6 +1241,33 @@ def _edge_condition(key: str, value: _Value) -> Any:
     return FieldCondition(key, match=MatchValue(value))
 
 
+def _edge_query(query: SimilarityQuery) -> Any:
+    if isinstance(query, Recommend):
+        recommend = RecommendQuery(
+            [v.tolist() for v in query.positive], [v.tolist() for v in query.negative]
+        )
+        if query.strategy == "sum_scores":
+            return Query.RecommendSumScores(recommend, using=VECTOR_NAME)
+        return Query.RecommendBestScore(recommend, using=VECTOR_NAME)
+    if isinstance(query, Discover):
+        pairs = [ContextPair(p.tolist(), n.tolist()) for p, n in query.context]
+        return Query.Discover(DiscoverQuery(query.target.tolist(), pairs), using=VECTOR_NAME)
+    if isinstance(query, Diverse):
+        # qdrant-edge's lambda weighs relevance; the server's `diversity` is 1 - lambda.
+        return EdgeMmr(
+            query.vector.tolist(), 1.0 - query.diversity, query.candidates, using=VECTOR_NAME
+        )
+    return Query.Nearest(query.tolist(), using=VECTOR_NAME)
+
+
+def _edge_keys_condition(key: str, values: list[str | int]) -> list[Any]:
+    """Conditions matching any of ``values`` at ``key``: one per value type, as MatchAny
+    takes only strings or only integers."""
+    strings = [v for v in values if isinstance(v, str)]
+    integers = [v for v in values if isinstance(v, int)]
+    return [FieldCondition(key, match=MatchAny(vs)) for vs in (strings, integers) if vs]
+
+
 def _read_vector(vectors: Any) -> np.ndarray | None:
     if isinstance(vectors, dict):
         vectors = vectors.get(VECTOR_NAME)
@@ -620,17 +1284,40 @@ class ClientStore(VectorStore):
 
     The store owns ``client`` and closes it. Thread-safe as far as qdrant-client is: its
     HTTP client is.
+
+    With ``initial_label`` (what :func:`open_store` gives), a new catalog is created as the
+    collection ``<collection>__<label>__1`` behind the alias ``<collection>``. Every call
+    uses the alias, which the server resolves, so a switch made by one process is seen by
+    all at once.
     """
 
-    def __init__(self, client: QdrantClient, collection: str) -> None:
+    def __init__(
+        self,
+        client: QdrantClient,
+        collection: str,
+        *,
+        initial_label: str | None = None,
+        _is_view: bool = False,
+        shard_number: int | None = None,
+        replication_factor: int | None = None,
+    ) -> None:
         if not _COLLECTION_NAME_RE.match(collection):
             raise StoreError(
                 f"collection name {collection!r} may hold only letters, digits, '_' and '-'"
             )
         self.collection = collection
         self._client = client
+        self._initial_label = initial_label
+        # A Qdrant cluster spreads the collection's shards over its nodes and keeps
+        # `replication_factor` copies of each (LOOKALIKE_QDRANT_SHARDS, _REPLICATION_FACTOR).
+        self._shard_number = shard_number
+        self._replication_factor = replication_factor
+        # A version view borrows its catalog store's client.
+        self._is_view = _is_view
 
     def close(self) -> None:
+        if self._is_view:
+            return
         with _client_errors():
             self._client.close()
 
@@ -638,6 +1325,13 @@ class ClientStore(VectorStore):
         from qdrant_client import models
 
         client, name = self._client, self.collection
+        new_alias = False
+        if self._initial_label and not self._is_view:
+            active = self._alias_targets().get("active")
+            if active is None:
+                name, new_alias = version_name(name, self._initial_label, 1), True
+            else:
+                name = active
         with _client_errors():
             exists = client.collection_exists(name)
         if not exists:
@@ -650,6 +1344,8 @@ class ClientStore(VectorStore):
                                 size=dim, distance=models.Distance.COSINE
                             )
                         },
+                        shard_number=self._shard_number,
+                        replication_factor=self._replication_factor,
                     )
             except StoreUnavailable:
                 raise
@@ -676,6 +1372,75 @@ class ClientStore(VectorStore):
                     client.create_payload_index(
                         name, field_name, _client_index_type(kind), wait=True
                     )
+        if new_alias and "active" not in self._alias_targets():
+            self._set_alias_targets({"active": name})
+
+    def _alias_map(self) -> dict[str, str]:
+        with _client_errors():
+            described = self._client.get_aliases().aliases
+        return {a.alias_name: a.collection_name for a in described}
+
+    def _alias_targets(self) -> dict[str, str]:
+        if self._is_view:
+            return {}
+        by_alias = self._alias_map()
+        targets = {
+            role: by_alias[alias_name(self.collection, role)]
+            for role in ALIAS_ROLES
+            if alias_name(self.collection, role) in by_alias
+        }
+        if "active" not in targets:
+            with _client_errors():
+                if self._client.collection_exists(self.collection):
+                    targets["active"] = self.collection  # a catalog created before versions
+        return targets
+
+    def _version_names(self) -> list[str]:
+        with _client_errors():
+            return [c.name for c in self._client.get_collections().collections]
+
+    def _version_view(self, name: str) -> VectorStore:
+        return ClientStore(
+            self._client,
+            name,
+            _is_view=True,
+            shard_number=self._shard_number,
+            replication_factor=self._replication_factor,
+        )
+
+    def _set_alias_targets(self, changes: dict[str, str | None]) -> None:
+        from qdrant_client import models
+
+        existing = self._alias_map()
+        if "active" in changes and self.collection not in existing:
+            with _client_errors():
+                if self._client.collection_exists(self.collection):
+                    raise StoreError(
+                        f"{self.collection!r} is a plain collection, created before versions; "
+                        "a Qdrant server cannot put an alias of the same name over it. Create "
+                        "the catalog anew (or rename it) to reindex without downtime"
+                    )
+        operations: list[Any] = []
+        for role, target in changes.items():
+            alias = alias_name(self.collection, role)
+            if alias in existing:
+                operations.append(
+                    models.DeleteAliasOperation(delete_alias=models.DeleteAlias(alias_name=alias))
+                )
+            if target is not None:
+                operations.append(
+                    models.CreateAliasOperation(
+                        create_alias=models.CreateAlias(collection_name=target, alias_name=alias)
+                    )
+                )
+        if operations:
+            # One request: the server applies the whole list atomically.
+            with _client_errors():
+                self._client.update_collection_aliases(change_aliases_operations=operations)
+
+    def _drop_version(self, name: str) -> None:
+        with _client_errors():
+            self._client.delete_collection(name)
 
     def _upsert(self, points: dict[str, tuple[np.ndarray, dict[str, Any]]]) -> None:
         from qdrant_client import models
@@ -759,6 +1524,86 @@ class ClientStore(VectorStore):
                 self.collection, count_filter=_client_filter(conditions, []), exact=True
             )
         return result.count
+
+    def _query_batch(self, requests: list[_Request]) -> list[list[Hit]]:
+        from qdrant_client import models
+
+        batch = [
+            models.QueryRequest(
+                query=_client_query(r.query),
+                using=VECTOR_NAME,
+                filter=_client_filter(r.conditions, r.exclude_ids),
+                limit=r.limit,
+                offset=r.offset,
+                score_threshold=r.score_threshold,
+                with_payload=True,
+                with_vector=False,
+            )
+            for r in requests
+        ]
+        with _client_errors():
+            responses = self._client.query_batch_points(self.collection, requests=batch)
+        return [[_client_hit(p) for p in response.points] for response in responses]
+
+    def _query_groups(self, request: _Request, group_by: str, group_size: int) -> list[Group]:
+        with _client_errors():
+            result = self._client.query_points_groups(
+                self.collection,
+                group_by=group_by,
+                query=_client_query(request.query),
+                using=VECTOR_NAME,
+                query_filter=_client_filter(request.conditions, request.exclude_ids),
+                limit=request.limit,
+                group_size=group_size,
+                score_threshold=request.score_threshold,
+                with_payload=True,
+                with_vectors=False,
+            )
+        return [Group(group.id, [_client_hit(p) for p in group.hits]) for group in result.groups]
+
+    def _facet(self, key: str, conditions: list[_Condition], limit: int) -> list[Facet]:
+        with _client_errors():
+            response = self._client.facet(
+                self.collection,
+                key,
+                facet_filter=_client_filter(conditions, []),
+                limit=limit,
+                exact=True,
+            )
+        return [Facet(hit.value, int(hit.count)) for hit in response.hits]
+
+
+def _client_hit(point: qm.ScoredPoint) -> Hit:
+    return Hit(point_id=str(point.id), score=float(point.score), payload=dict(point.payload or {}))
+
+
+def _client_query(query: SimilarityQuery) -> Any:
+    from qdrant_client import models
+
+    if isinstance(query, Recommend):
+        strategy = (
+            models.RecommendStrategy.SUM_SCORES
+            if query.strategy == "sum_scores"
+            else models.RecommendStrategy.BEST_SCORE
+        )
+        return models.RecommendQuery(
+            recommend=models.RecommendInput(
+                positive=[v.tolist() for v in query.positive],
+                negative=[v.tolist() for v in query.negative],
+                strategy=strategy,
+            )
+        )
+    if isinstance(query, Discover):
+        pairs = [
+            models.ContextPair(positive=p.tolist(), negative=n.tolist()) for p, n in query.context
+        ]
+        return models.DiscoverQuery(
+            discover=models.DiscoverInput(target=query.target.tolist(), context=pairs)
+        )
+    if isinstance(query, Diverse):
+        mmr = models.Mmr(diversity=query.diversity, candidates_limit=query.candidates)
+        return models.NearestQuery(nearest=query.vector.tolist(), mmr=mmr)
+    return query.tolist()
 
 
 def _client_index_type(kind: str) -> qm.PayloadSchemaType:

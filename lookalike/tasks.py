@@ -5,6 +5,8 @@ from __future__ import annotations
 
 INDEX_ITEMS = "worker.index_items"
 EMBED_QUERY = "worker.embed_query"
+# Re-embed stored items into another version of the catalog (a model upgrade, indexer reindex).
+REINDEX_ITEMS = "worker.reindex_items"
 
 # Bulk ingestion and interactive query-time embedding are separate queues, so a large ingest
 # never starves a shopper's search-by-photo.
@@ -12,7 +14,7 @@ INGEST_QUEUE = "ingest"
 QUERY_QUEUE = "query"
 QUEUES = (INGEST_QUEUE, QUERY_QUEUE)
 
-TASK_QUEUES = {INDEX_ITEMS: INGEST_QUEUE, EMBED_QUERY: QUERY_QUEUE}
+TASK_QUEUES = {INDEX_ITEMS: INGEST_QUEUE, REINDEX_ITEMS: INGEST_QUEUE, EMBED_QUERY: QUERY_QUEUE}
 
 
 def celery_config(redis_url: str) -> dict[str, object]:

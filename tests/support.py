@@ -45,13 +45,14 @@ def edited_copy(path: Path) -> bytes:
     return out.getvalue()
 
 
-def wait_for_task(client, task_id: str, timeout: float = 120.0) -> dict:  # type: ignore[no-untyped-def]
-    """Poll GET /v1/tasks/{id} through a Flask test client until the task is finished."""
+def wait_for_task(client, task_id: str, timeout: float = 120.0, headers=None) -> dict:  # type: ignore[no-untyped-def]
+    """Poll GET /v1/tasks/{id} through a Flask test client until the task is finished
+    (``headers``: the tenant's, for a task submitted with X-Tenant)."""
     import time
 
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        resp = client.get(f"/v1/tasks/{task_id}")
+        resp = client.get(f"/v1/tasks/{task_id}", headers=headers or {})
         assert resp.status_code == 200, resp.get_json()
         body: dict = resp.get_json()
         if body["status"] not in ("queued", "running", "retrying"):

@@ -7,9 +7,11 @@ from typing import Any
 from celery import Celery, signals
 from kombu import Queue
 
+from lookalike.logs import install_celery_hooks
 from lookalike.settings import Settings
 from lookalike.store import VectorStore
 from lookalike.tasks import QUEUES, celery_config
+from worker import metrics
 from worker.runtime import WorkerRuntime
 
 
@@ -20,6 +22,9 @@ def create_celery(settings: Settings | None = None, store: VectorStore | None = 
     app.conf.update(celery_config(settings.redis_url))
     app.conf.task_queues = [Queue(name) for name in QUEUES]
     app.lookalike = WorkerRuntime(settings, store)
+    # JSON logs with the request id of each task, and Prometheus metrics (docs/operations.md).
+    install_celery_hooks()
+    metrics.install_signal_handlers()
     # Registers the tasks with every app, this one included.
     import worker.tasks  # noqa: F401
 

@@ -1,11 +1,18 @@
 """What a worker does with a batch of catalog items: decode, embed, upsert.
 
 One bad image fails alone with a recorded reason; its batch-mates are indexed.
+
+Items are embedded with the model of the catalog's active version (its label, see
+lookalike/store.py), so after a reindex switch new items match the vectors already there.
+While a reindex builds the ``next`` version, or while the ``previous`` one is kept for a
+rollback, each batch is written there too, embedded with that version's model: neither a
+switch nor a rollback loses an item ingested in between.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -13,9 +20,12 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from lookalike.duplicates import SIGNATURE_FIELD, color_signature
 from lookalike.images import ImageProblem, decode_image
 from lookalike.schema import DEFAULT_TENANT, InvalidId, point_id, validate_id
-from lookalike.store import StoredItem
+from lookalike.settings import MODELS
+from lookalike.store import StoredItem, VectorStore, Version
+from worker import metrics
 from worker.runtime import WorkerRuntime
 
 log = logging.getLogger(__name__)
@@ -50,10 +60,16 @@ def index_items(runtime: WorkerRuntime, items: list[dict[str, Any]]) -> BatchRep
         if item is not None:
             decoded.append(item)
     if not decoded:
+        metrics.observe_items(0, len(report.failed))
         return report
 
-    embedder = runtime.embedder
+    aliases = runtime.store.aliases()
+    embedder = embedder_for(runtime, aliases.active)
+    started = time.perf_counter()
     vectors = _embed_isolating_failures(embedder, decoded, report)
+    metrics.observe_embedding(
+        "ingest", len(decoded), time.perf_counter() - started, embedder.batch_size
+    )
     now = datetime.now(UTC).isoformat()
     points = []
     for item, vector in zip(decoded, vectors, strict=True):
@@ -67,6 +83,14 @@ def index_items(runtime: WorkerRuntime, items: list[dict[str, Any]]) -> BatchRep
         # point ids are derived from the items, so a retry overwrites instead of duplicating.
         runtime.store.upsert(points)
         report.indexed.extend(p.payload["item_id"] for p in points)
+        indexed = set(report.indexed)
+        kept = [d for d in decoded if d.item_id in indexed]
+        active = aliases.active.name if aliases.active is not None else None
+        for version in (aliases.next, aliases.previous):
+            if version is not None and version.name != active:
+                _write_version(runtime, version, kept, now)
+    metrics.observe_items(len(report.indexed), len(report.failed))
+    log.info("indexed %d items, %d failed", len(report.indexed), len(report.failed))
     return report
 
 
@@ -96,8 +120,101 @@ def _decode_item(
         "tenant": tenant,
         "image_sha256": sha,
         "metadata": metadata if isinstance(metadata, dict) else {},
+        # Model-independent, for the near-duplicate test (lookalike/duplicates.py).
+        SIGNATURE_FIELD: color_signature(image),
     }
     return _Decoded(item_id, tenant, image, payload)
+
+
+def model_of(runtime: WorkerRuntime, version: Version | None) -> str:
+    """The model that fills a version: its label, or the configured model for a catalog
+    from before versions (label ``""``)."""
+    if version is not None and version.label in MODELS:
+        return version.label
+    return runtime.settings.model
+
+
+def embedder_for(runtime: WorkerRuntime, version: Version | None) -> Any:
+    model = model_of(runtime, version)
+    if model == runtime.settings.model:
+        return runtime.embedder
+    from worker.model import get_embedder
+
+    return get_embedder(runtime.settings.replace(model=model))
+
+
+def _write_version(
+    runtime: WorkerRuntime, version: Version, decoded: list[_Decoded], now: str
+) -> None:
+    """Also write a batch into another version, embedded with that version's model."""
+    if not decoded:
+        return
+    embedder = embedder_for(runtime, version)
+    mirror = BatchReport()
+    vectors = _embed_isolating_failures(embedder, decoded, mirror)
+    points = [
+        StoredItem(
+            point_id(item.item_id, item.tenant),
+            {
+                **item.payload,
+                "model": embedder.name,
+                "model_version": embedder.version,
+                "ingested_at": now,
+            },
+            vector,
+        )
+        for item, vector in zip(decoded, vectors, strict=True)
+        if vector is not None
+    ]
+    if points:
+        runtime.store.version(version.name).upsert(points)
+
+
+def reindex_items(runtime: WorkerRuntime, target: str, point_ids: list[str]) -> dict[str, Any]:
+    """Re-embed stored items into the version ``target`` with its model.
+
+    The payloads are read from the active version now, not from the task's arguments, so a
+    metadata change made since the task was queued is not overwritten with an old one; an
+    item deleted since is deleted from the target too.
+    """
+    store = runtime.store
+    version = next((v for v in store.versions() if v.name == target), None)
+    if version is None:
+        return {"indexed": [], "failed": [], "deleted": 0, "error": "no such version"}
+    into: VectorStore = store.version(target)
+    report = BatchReport()
+    found = store.retrieve(point_ids)
+    gone = set(point_ids) - {item.point_id for item in found}
+    if gone:
+        into.delete(sorted(gone))
+    decoded: list[_Decoded] = []
+    for stored in found:
+        raw = {**stored.payload, "id": stored.payload.get("item_id", "")}
+        item = _decode_item(runtime, raw, report)
+        if item is not None:
+            # Keep everything the payload holds (ingest time included); the vector changes.
+            item.payload = {**stored.payload, **item.payload}
+            decoded.append(item)
+    embedder = embedder_for(runtime, version)
+    started = time.perf_counter()
+    vectors = _embed_isolating_failures(embedder, decoded, report)
+    metrics.observe_embedding(
+        "ingest", len(decoded), time.perf_counter() - started, embedder.batch_size
+    )
+    points = [
+        StoredItem(
+            point_id(item.item_id, item.tenant),
+            {**item.payload, "model": embedder.name, "model_version": embedder.version},
+            vector,
+        )
+        for item, vector in zip(decoded, vectors, strict=True)
+        if vector is not None
+    ]
+    if points:
+        into.upsert(points)
+        report.indexed.extend(p.payload["item_id"] for p in points)
+    log.info("reindexed %d items into %s, %d failed", len(points), target, len(report.failed))
+    return {**report.as_dict(), "deleted": len(gone)}
 
 
 def _embed_isolating_failures(
@@ -122,8 +239,11 @@ def embed_query(runtime: WorkerRuntime, data: bytes) -> dict[str, Any]:
         image = decode_image(data, max_pixels=runtime.settings.max_image_pixels)
     except ImageProblem as exc:
         return {"error": {"code": exc.code, "message": exc.message}}
-    embedder = runtime.embedder
+    # The query must be embedded like the catalog it is searched in.
+    embedder = embedder_for(runtime, runtime.store.aliases().active)
+    started = time.perf_counter()
     vector = embedder.embed([image])[0]
+    metrics.observe_embedding("query", 1, time.perf_counter() - started, embedder.batch_size)
     return {
         "vector": [float(v) for v in vector],
         "model": embedder.name,

@@ -28,7 +28,7 @@ class WorkerRuntime:
             if self._store is None:
                 self._store = open_store(self.settings)
             if not self._store_ready:
-                self._store.ensure_collection(vector_size(self.settings.model))
+                self._store.ensure_collection(vector_size(self.settings))
                 self._store_ready = True
             return self._store
 

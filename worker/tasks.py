@@ -11,7 +11,7 @@ from typing import Any
 from celery import Task, shared_task
 
 from lookalike.store import StoreUnavailable
-from lookalike.tasks import EMBED_QUERY, INDEX_ITEMS
+from lookalike.tasks import EMBED_QUERY, INDEX_ITEMS, REINDEX_ITEMS
 from worker import pipeline
 from worker.celery_app import runtime_of
 
@@ -30,6 +30,21 @@ from worker.celery_app import runtime_of
 def index_items(self: Task, items: list[dict[str, Any]]) -> dict[str, Any]:
     """Embed and upsert a batch of items ({id, tenant, image_sha256, metadata})."""
     return pipeline.index_items(runtime_of(self.app), items).as_dict()
+
+
+@shared_task(
+    bind=True,
+    name=REINDEX_ITEMS,
+    acks_late=True,
+    autoretry_for=(StoreUnavailable,),
+    retry_backoff=2,
+    retry_backoff_max=120,
+    retry_jitter=True,
+    max_retries=10,
+)
+def reindex_items(self: Task, target: str, point_ids: list[str]) -> dict[str, Any]:
+    """Re-embed stored items into the catalog version ``target`` with that version's model."""
+    return pipeline.reindex_items(runtime_of(self.app), target, point_ids)
 
 
 @shared_task(bind=True, name=EMBED_QUERY, acks_late=True)

@@ -4,6 +4,7 @@ qdrant-client (local mode standing in for a server)."""
 from __future__ import annotations
 
 import http.server
+import json
 import socket
 import subprocess
 import sys
@@ -20,13 +21,19 @@ from qdrant_client import QdrantClient
 from lookalike.schema import point_id
 from lookalike.settings import Settings
 from lookalike.store import (
+    Aliases,
     ClientStore,
+    Discover,
+    Diverse,
     EdgeStore,
     Range,
+    Recommend,
+    Search,
     StoredItem,
     StoreError,
     StoreUnavailable,
     VectorStore,
+    Version,
     open_store,
 )
 
@@ -327,6 +334,311 @@ def test_bad_requests_are_permanent_errors(
     assert not isinstance(excinfo.value, StoreUnavailable)
 
 
+# ----------------------------------------------------------------------- query types
+
+
+def scaled_sigmoid(x: np.ndarray) -> np.ndarray:
+    """Qdrant's squashing of similarities into (0, 1) for recommend and discovery scores."""
+    return 0.5 * (x / (1.0 + np.abs(x)) + 1.0)
+
+
+def reference_scores(
+    items: list[StoredItem], score: Callable[[np.ndarray], np.ndarray]
+) -> list[tuple[str, float]]:
+    """(point id, score) of ``items`` by ``score`` over their unit vectors, best first."""
+    matrix = unit(np.stack([item.vector for item in items if item.vector is not None]))
+    scores = score(matrix)
+    order = np.argsort(-scores, kind="stable")
+    return [(items[i].point_id, float(scores[i])) for i in order]
+
+
+def assert_ranked_as(hits: list[Any], expected: list[tuple[str, float]]) -> None:
+    """The hits are the expected ranking: same scores in the same order, each hit with its own
+    expected score (points with equal scores may come in either order)."""
+    reference = dict(expected)
+    np.testing.assert_allclose([h.score for h in hits], [s for _, s in expected], atol=1e-5)
+    np.testing.assert_allclose(
+        [h.score for h in hits], [reference.get(h.point_id, np.nan) for h in hits], atol=1e-5
+    )
+
+
+def test_query_with_a_vector_is_the_plain_search(loaded: VectorStore, query: np.ndarray) -> None:
+    where = {"metadata.in_stock": True}
+    assert loaded.query(query, limit=8, where=where, offset=2) == loaded.search(
+        query, limit=8, where=where, offset=2
+    )
+
+
+def test_recommend_best_score_ranks_like_these_not_those(loaded: VectorStore) -> None:
+    liked = [ITEMS[1].vector, ITEMS[2].vector]
+    disliked = [ITEMS[3].vector]
+    p = unit(np.stack(liked))  # type: ignore[arg-type]
+    n = unit(np.stack(disliked))  # type: ignore[arg-type]
+
+    def best_score(m: np.ndarray) -> np.ndarray:
+        best_p, best_n = (m @ p.T).max(axis=1), (m @ n.T).max(axis=1)
+        return np.where(best_p > best_n, scaled_sigmoid(best_p), -scaled_sigmoid(best_n))
+
+    hits = loaded.query(Recommend(liked, disliked), limit=N_ITEMS)  # type: ignore[arg-type]
+
+    expected = reference_scores(ITEMS, best_score)
+    assert_ranked_as(hits, expected)
+    # The disliked item, and everything nearer to it than to both liked ones, sinks.
+    assert hits[-1].point_id == ITEMS[3].point_id and hits[-1].score < 0
+    assert {h.point_id for h in hits[:2]} == {ITEMS[1].point_id, ITEMS[2].point_id}
+
+
+def test_recommend_sum_scores(loaded: VectorStore) -> None:
+    liked, disliked = [ITEMS[4].vector, ITEMS[5].vector], [ITEMS[6].vector, ITEMS[7].vector]
+    p, n = unit(np.stack(liked)), unit(np.stack(disliked))  # type: ignore[arg-type]
+
+    hits = loaded.query(
+        Recommend(liked, disliked, strategy="sum_scores"),  # type: ignore[arg-type]
+        limit=10,
+        where={"tenant": "a"},
+        exclude_ids=[ITEMS[4].point_id, ITEMS[5].point_id],
+    )
+
+    candidates = [
+        item
+        for item in ITEMS
+        if item.payload["tenant"] == "a"
+        and item.point_id not in (ITEMS[4].point_id, ITEMS[5].point_id)
+    ]
+    expected = reference_scores(candidates, lambda m: (m @ p.T).sum(1) - (m @ n.T).sum(1))[:10]
+    assert [h.point_id for h in hits] == [pid for pid, _ in expected]
+    np.testing.assert_allclose([h.score for h in hits], [s for _, s in expected], atol=1e-5)
+
+
+def test_discover_counts_satisfied_pairs_then_nearness_to_the_target(loaded: VectorStore) -> None:
+    target = ITEMS[10].vector
+    pairs = [(ITEMS[11].vector, ITEMS[12].vector), (ITEMS[13].vector, ITEMS[14].vector)]
+
+    def discovery(m: np.ndarray) -> np.ndarray:
+        rank = np.zeros(len(m))
+        for pos, neg in pairs:
+            rank += np.where(m @ unit(pos) > m @ unit(neg), 1.0, -1.0)  # type: ignore[arg-type]
+        return rank + scaled_sigmoid(m @ unit(target))  # type: ignore[arg-type]
+
+    hits = loaded.query(Discover(target, pairs), limit=15)  # type: ignore[arg-type]
+
+    expected = reference_scores(ITEMS, discovery)[:15]
+    assert_ranked_as(hits, expected)
+
+
+def reference_mmr(
+    query: np.ndarray, items: list[StoredItem], diversity: float, candidates: int, limit: int
+) -> list[str]:
+    pool = cosine_ranking(query, items)[:candidates]
+    vectors = {item.point_id: unit(item.vector) for item in items}  # type: ignore[arg-type]
+    relevance = dict(pool)
+    selected = [pool[0][0]]
+    pending = [pid for pid, _ in pool[1:]]
+    while len(selected) < limit and pending:
+
+        def mmr(pid: str) -> float:
+            redundancy = max(float(vectors[pid] @ vectors[s]) for s in selected)
+            return (1 - diversity) * relevance[pid] - diversity * redundancy
+
+        best = max(pending, key=mmr)
+        selected.append(best)
+        pending.remove(best)
+    return selected
+
+
+@pytest.mark.parametrize("diversity", [0.0, 0.3, 0.8])
+def test_diverse_reranks_by_maximal_marginal_relevance(
+    loaded: VectorStore, query: np.ndarray, diversity: float
+) -> None:
+    hits = loaded.query(Diverse(query, diversity, candidates=30), limit=8)
+
+    assert [h.point_id for h in hits] == reference_mmr(query, ITEMS, diversity, 30, 8)
+    # Hits keep their cosine similarity to the query.
+    cosine = dict(cosine_ranking(query, ITEMS))
+    np.testing.assert_allclose(
+        [h.score for h in hits], [cosine[h.point_id] for h in hits], atol=1e-5
+    )
+
+
+def test_diversity_spreads_the_results(loaded: VectorStore, query: np.ndarray) -> None:
+    def mean_pairwise_similarity(point_ids: list[str]) -> float:
+        by_id = {item.point_id: unit(item.vector) for item in ITEMS}  # type: ignore[arg-type]
+        m = np.stack([by_id[pid] for pid in point_ids])
+        sims = m @ m.T
+        return float(sims[~np.eye(len(m), dtype=bool)].mean())
+
+    plain = [h.point_id for h in loaded.query(query, limit=6)]
+    diverse = [h.point_id for h in loaded.query(Diverse(query, 0.6, candidates=40), limit=6)]
+
+    assert diverse[0] == plain[0]
+    assert mean_pairwise_similarity(diverse) < mean_pairwise_similarity(plain)
+
+
+def reference_groups(
+    ranking: list[tuple[str, float]], key: Callable[[str], str], limit: int, size: int
+) -> list[tuple[str, list[str]]]:
+    groups: dict[str, list[str]] = {}
+    for pid, _ in ranking:
+        k = key(pid)
+        if k not in groups and len(groups) < limit:
+            groups[k] = []
+        if k in groups and len(groups[k]) < size:
+            groups[k].append(pid)
+    return list(groups.items())
+
+
+@pytest.mark.parametrize(("limit", "size"), [(2, 2), (3, 4), (3, 1)])
+def test_query_groups_keeps_at_most_n_per_group(
+    loaded: VectorStore, query: np.ndarray, limit: int, size: int
+) -> None:
+    category = {item.point_id: item.payload["metadata"]["category"] for item in ITEMS}
+    in_stock = [item for item in ITEMS if item.payload["metadata"]["in_stock"]]
+
+    groups = loaded.query_groups(
+        query,
+        group_by="metadata.category",
+        group_size=size,
+        limit=limit,
+        where={"metadata.in_stock": True},
+    )
+
+    expected = reference_groups(cosine_ranking(query, in_stock), category.__getitem__, limit, size)
+    assert [(g.key, [h.point_id for h in g.hits]) for g in groups] == expected
+    assert all(h.payload["metadata"]["in_stock"] for g in groups for h in g.hits)
+
+
+def test_query_groups_of_a_recommend_query(loaded: VectorStore) -> None:
+    liked = [ITEMS[20].vector]
+    category = {item.point_id: item.payload["metadata"]["category"] for item in ITEMS}
+    p = unit(np.stack(liked))  # type: ignore[arg-type]
+
+    groups = loaded.query_groups(
+        Recommend(liked),
+        group_by="metadata.category",
+        group_size=2,
+        limit=3,  # type: ignore[arg-type]
+    )
+
+    ranking = reference_scores(ITEMS, lambda m: scaled_sigmoid((m @ p.T).max(axis=1)))
+    expected = reference_groups(ranking, category.__getitem__, 3, 2)
+    assert [(g.key, [h.point_id for h in g.hits]) for g in groups] == expected
+
+
+def test_query_groups_reaches_past_a_dominant_group(empty_store: VectorStore) -> None:
+    # 300 near-identical shirts crowd the top of the ranking; the 2 other groups are found
+    # anyway, at the bottom.
+    rng = np.random.default_rng(3)
+    direction = rng.normal(size=DIM).astype(np.float32)
+    shirts = [
+        StoredItem(
+            point_id(f"shirt-{i}"),
+            {"metadata": {"category": "shirts"}},
+            direction + 0.05 * rng.normal(size=DIM).astype(np.float32),
+        )
+        for i in range(300)
+    ]
+    others = [
+        StoredItem(
+            point_id(f"{c}-{i}"),
+            {"metadata": {"category": c}},
+            -direction + rng.normal(size=DIM).astype(np.float32),
+        )
+        for c in ("hats", "shoes")
+        for i in range(3)
+    ]
+    empty_store.ensure_collection(DIM)
+    empty_store.upsert(shirts + others)
+
+    groups = empty_store.query_groups(
+        direction, group_by="metadata.category", group_size=2, limit=3
+    )
+
+    assert next(g.key for g in groups) == "shirts"
+    assert sorted(str(g.key) for g in groups) == ["hats", "shirts", "shoes"]
+    assert all(len(g.hits) == 2 for g in groups)
+
+
+def test_query_batch_answers_each_query_as_alone(loaded: VectorStore, query: np.ndarray) -> None:
+    searches = [
+        Search(query, 5),
+        Search(
+            ITEMS[8].vector, 4, where={"metadata.category": "hats"}, exclude_ids=[ITEMS[8].point_id]
+        ),  # type: ignore[arg-type]
+        Search(Recommend([ITEMS[9].vector], [ITEMS[10].vector]), 3, offset=2),  # type: ignore[arg-type]
+        Search(Diverse(query, 0.5, 20), 4, score_threshold=0.0),
+    ]
+
+    results = loaded.query_batch(searches)
+
+    assert len(results) == len(searches)
+    for search, hits in zip(searches, results, strict=True):
+        alone = loaded.query(
+            search.query,
+            limit=search.limit,
+            where=search.where,
+            exclude_ids=search.exclude_ids,
+            offset=search.offset,
+            score_threshold=search.score_threshold,
+        )
+        assert hits and [h.point_id for h in hits] == [h.point_id for h in alone]
+        np.testing.assert_allclose([h.score for h in hits], [h.score for h in alone], atol=1e-5)
+    assert loaded.query_batch([]) == []
+
+
+def test_facet_counts_values(loaded: VectorStore) -> None:
+    facets = loaded.facet("metadata.category", where={"tenant": "a"})
+
+    counts: dict[str, int] = {}
+    for item in ITEMS:
+        if item.payload["tenant"] == "a":
+            category = item.payload["metadata"]["category"]
+            counts[category] = counts.get(category, 0) + 1
+    assert {f.value: f.count for f in facets} == counts
+    assert [f.count for f in facets] == sorted(counts.values(), reverse=True)
+    assert len(loaded.facet("metadata.category", limit=1)) == 1
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda s: s.query(Recommend([]), limit=3),
+        lambda s: s.query(Recommend([np.ones(DIM, np.float32)], strategy="best"), limit=3),
+        lambda s: s.query(Recommend(np.ones(DIM, np.float32)), limit=3),
+        lambda s: s.query(Discover(np.ones(DIM, np.float32), []), limit=3),
+        lambda s: s.query(Discover(np.ones(DIM, np.float32), [(np.ones(DIM),)]), limit=3),
+        lambda s: s.query(Diverse(np.ones(DIM, np.float32), 1.5), limit=3),
+        lambda s: s.query(np.ones(DIM, np.float32), limit=3, score_threshold=float("nan")),
+        lambda s: s.query_groups(np.ones(DIM, np.float32), group_by="", group_size=1, limit=3),
+        lambda s: s.query_groups(
+            np.ones(DIM, np.float32), group_by="tenant", group_size=0, limit=3
+        ),
+        lambda s: s.query_groups(
+            Diverse(np.ones(DIM, np.float32)), group_by="tenant", group_size=1, limit=3
+        ),
+        lambda s: s.query_batch([Search(np.ones(DIM + 1, np.float32), 3)]),
+    ],
+    ids=[
+        "no-positive",
+        "bad-strategy",
+        "one-vector-not-a-list",
+        "no-context",
+        "bad-pair",
+        "diversity-above-1",
+        "nan-threshold",
+        "empty-group-by",
+        "group-size-0",
+        "grouped-mmr",
+        "batch-query-dim",
+    ],
+)
+def test_bad_queries_are_permanent_errors(
+    loaded: VectorStore, call: Callable[[VectorStore], object]
+) -> None:
+    with pytest.raises(StoreError) as excinfo:
+        call(loaded)
+    assert not isinstance(excinfo.value, StoreUnavailable)
+
+
 # ----------------------------------------------------------------------- edge only
 
 
@@ -503,3 +815,138 @@ def test_server_status_decides_whether_to_retry(
     with ClientStore(client, "catalog") as store, pytest.raises(StoreError) as excinfo:
         store.count()
     assert isinstance(excinfo.value, StoreUnavailable) is transient
+
+
+# ----------------------------------------------------------- versions and aliases (reindex)
+
+FIRST = "catalog__efficientnet-lite0__1"
+
+
+@pytest.fixture(params=["edge", "client-memory"])
+def catalog_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[VectorStore]:
+    """A catalog as the service opens it (open_store: versioned, behind an alias), with ITEMS."""
+    store = open_store(store_settings(request.param, tmp_path))
+    store.ensure_collection(DIM)
+    store.upsert(ITEMS[:10])
+    yield store
+    store.close()
+
+
+def test_a_new_catalog_is_version_1_behind_its_alias(catalog_store: VectorStore) -> None:
+    aliases = catalog_store.aliases()
+    assert aliases == Aliases(active=Version(FIRST, "efficientnet-lite0", 1))
+    assert catalog_store.versions() == [aliases.active]
+    assert catalog_store.version(FIRST).count() == catalog_store.count() == 10
+
+
+def test_a_new_version_fills_while_the_alias_serves_the_old_then_switches_and_rolls_back(
+    catalog_store: VectorStore, query: np.ndarray
+) -> None:
+    new = catalog_store.create_version("efficientnet-lite1", DIM)
+    assert new == Version("catalog__efficientnet-lite1__2", "efficientnet-lite1", 2)
+    catalog_store.set_aliases(next=new.name)
+    target = catalog_store.version(new.name)
+    target.upsert(ITEMS[10:40])
+    # Every call of the catalog's store still answers from the active version.
+    assert catalog_store.count() == 10
+    assert {h.point_id for h in catalog_store.search(query, limit=50)} == {
+        i.point_id for i in ITEMS[:10]
+    }
+
+    switched = catalog_store.set_aliases(active=new.name, previous=FIRST, next=None)
+    assert switched.active == new and switched.previous is not None and switched.next is None
+    assert switched.previous.name == FIRST
+    assert catalog_store.count() == 30
+    assert len(catalog_store.search(query, limit=50)) == 30
+
+    rolled_back = catalog_store.set_aliases(active=FIRST, previous=new.name)
+    assert rolled_back.active is not None and rolled_back.active.name == FIRST
+    assert catalog_store.count() == 10
+
+
+def test_aliases_name_only_existing_versions_and_guard_them(catalog_store: VectorStore) -> None:
+    with pytest.raises(StoreError):
+        catalog_store.set_aliases(active="catalog__efficientnet-lite0__9")
+    with pytest.raises(StoreError):
+        catalog_store.version("another-catalog__x__1")
+    with pytest.raises(StoreError):
+        catalog_store.drop_version(FIRST)  # the active one
+    spare = catalog_store.create_version("efficientnet-lite0", DIM)
+    catalog_store.version(spare.name).upsert(ITEMS[:3])
+    catalog_store.drop_version(spare.name)
+    assert [v.name for v in catalog_store.versions()] == [FIRST]
+    assert catalog_store.count() == 10
+
+
+def test_the_edge_alias_file_survives_a_restart(tmp_path: Path) -> None:
+    settings = store_settings("edge", tmp_path)
+    with open_store(settings) as store:
+        store.ensure_collection(DIM)
+        new = store.create_version("efficientnet-lite1", DIM)
+        store.version(new.name).upsert(ITEMS[:5])
+        store.set_aliases(active=new.name, previous=FIRST)
+    with open_store(settings) as reopened:
+        assert reopened.count() == 5
+        aliases = reopened.aliases()
+        assert aliases.active == new
+        assert aliases.previous is not None and aliases.previous.name == FIRST
+    pointer = settings.qdrant_path / "catalog.aliases.json"
+    assert json.loads(pointer.read_text())["active"] == new.name
+
+
+def test_an_edge_catalog_from_before_versions_is_kept_and_can_be_reindexed(tmp_path: Path) -> None:
+    settings = store_settings("edge", tmp_path)
+    with EdgeStore(settings.qdrant_path, "catalog") as legacy:
+        legacy.ensure_collection(DIM)
+        legacy.upsert(ITEMS[:4])
+    with open_store(settings) as store:
+        store.ensure_collection(DIM)
+        assert store.aliases().active == Version("catalog", "", 0)
+        assert store.count() == 4
+        new = store.create_version("efficientnet-lite0", DIM)
+        store.version(new.name).upsert(ITEMS[:7])
+        store.set_aliases(active=new.name, previous="catalog")
+        assert store.count() == 7
+
+
+def test_a_server_cannot_alias_over_a_catalog_from_before_versions() -> None:
+    client = QdrantClient(":memory:")
+    ClientStore(client, "catalog").ensure_collection(DIM)  # a plain collection
+    store = ClientStore(client, "catalog", initial_label="efficientnet-lite0")
+    store.ensure_collection(DIM)
+    assert store.aliases().active == Version("catalog", "", 0)
+    new = store.create_version("efficientnet-lite1", DIM)
+    with pytest.raises(StoreError, match="plain collection"):
+        store.set_aliases(active=new.name)
+    store.close()
+
+
+def test_reads_during_an_edge_switch_never_fail(tmp_path: Path, query: np.ndarray) -> None:
+    settings = store_settings("edge", tmp_path)
+    with open_store(settings) as store:
+        store.ensure_collection(DIM)
+        store.upsert(ITEMS)
+        new = store.create_version("efficientnet-lite1", DIM)
+        store.version(new.name).upsert(ITEMS)
+        errors: list[BaseException] = []
+        answers: list[int] = []
+        stop = threading.Event()
+
+        def read() -> None:
+            while not stop.is_set():
+                try:
+                    answers.append(len(store.search(query, limit=5)))
+                except BaseException as exc:
+                    errors.append(exc)
+
+        readers = [threading.Thread(target=read) for _ in range(3)]
+        for thread in readers:
+            thread.start()
+        for _ in range(20):
+            store.set_aliases(active=new.name, previous=FIRST)
+            store.set_aliases(active=FIRST, previous=new.name)
+        stop.set()
+        for thread in readers:
+            thread.join()
+    assert errors == []
+    assert answers and set(answers) == {5}

@@ -1,4 +1,8 @@
-"""``python -m worker.model build --model efficientnet-lite0 --cache-dir data/models``."""
+"""``python -m worker.model build --model efficientnet-lite0 --cache-dir data/models``.
+
+``--custom PATH`` converts a user's own Keras model (or, with ``--arch``, a weights file) the
+way ``LOOKALIKE_MODEL=custom`` uses it (see worker/model/custom.py).
+"""
 
 from __future__ import annotations
 
@@ -8,7 +12,8 @@ import sys
 import time
 from pathlib import Path
 
-from worker.model.cache import build_model_cache
+from worker.model.cache import ModelFiles, build_model_cache
+from worker.model.custom import ARCHITECTURES, INPUT_MODES, CustomModel, build_custom_cache
 from worker.model.efficientnet_lite import VARIANTS
 
 
@@ -21,11 +26,20 @@ def main(argv: list[str] | None = None) -> int:
     build.add_argument("--model", choices=sorted(VARIANTS), default="efficientnet-lite0")
     build.add_argument("--cache-dir", type=Path, default=Path("data/models"))
     build.add_argument("--force", action="store_true", help="rebuild even if up to date")
+    build.add_argument("--custom", type=Path, default=None, help="a user's Keras model file")
+    build.add_argument("--arch", choices=sorted(ARCHITECTURES), default="")
+    build.add_argument("--input-size", type=int, default=0)
+    build.add_argument("--input-mode", choices=INPUT_MODES, default="")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
 
     started = time.monotonic()
-    files = build_model_cache(args.model, args.cache_dir, force=args.force)
+    files: ModelFiles
+    if args.custom is not None:
+        custom = CustomModel(args.custom.resolve(), args.arch, args.input_size, args.input_mode)
+        files = build_custom_cache(custom, args.cache_dir, force=args.force)
+    else:
+        files = build_model_cache(args.model, args.cache_dir, force=args.force)
     elapsed = time.monotonic() - started
     verb = "built" if files.built else "up to date:"
     print(f"{verb} {files.version} in {files.manifest.parent} ({elapsed:.1f}s)")

@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from lookalike.schema import MULTISCALE_DIMS
 from worker.model import efficientnet_lite
 from worker.model.efficientnet_lite import Variant, get_variant
 
@@ -35,7 +36,8 @@ log = logging.getLogger(__name__)
 
 # Bump when the conversion changes in a way that changes the files (layer graph, converter
 # options): every cache is then rebuilt on next start.
-CACHE_FORMAT = 1
+# 2: the model has a third output, "stage6" (for multiscale features).
+CACHE_FORMAT = 2
 # The Keras and TFLite files are checked against each other after conversion.
 SELF_CHECK_TOLERANCE = 1e-4
 
@@ -56,6 +58,9 @@ class ModelFiles:
     input_size: int
     # False when the cache was already up to date.
     built: bool
+    # Size of the "features" output, and of the "multiscale" one (0: the model has none).
+    feature_dim: int = efficientnet_lite.FEATURE_DIM
+    multiscale_dim: int = 0
 
 
 def weights_file(variant: Variant | str) -> Path:
@@ -146,6 +151,7 @@ def build_model_cache(model_name: str, cache_dir: Path, *, force: bool = False) 
             version=model_version(variant.name, weights_sha256),
             input_size=variant.input_size,
             built=built,
+            multiscale_dim=MULTISCALE_DIMS[variant.name],
         )
 
     if not force and _up_to_date(manifest_path, weights_sha256):
@@ -192,6 +198,7 @@ def _convert(variant: Variant, source: Path, weights_sha256: str, cache_dir: Pat
             "version": model_version(variant.name, weights_sha256),
             "input_size": variant.input_size,
             "feature_dim": efficientnet_lite.FEATURE_DIM,
+            "multiscale_dim": MULTISCALE_DIMS[variant.name],
             "num_classes": efficientnet_lite.NUM_CLASSES,
             "weights": {
                 "package": dist,
@@ -226,9 +233,4 @@ def _self_check(model: Any, tflite_path: Path, variant: Variant) -> float:
     pixels = pixels.astype(np.float32)
     expected = model.predict_on_batch(pixels)
     got = TFLiteRunner(tflite_path, threads=1).run(pixels)
-    return float(
-        max(
-            np.abs(expected["features"] - got["features"]).max(),
-            np.abs(expected["logits"] - got["logits"]).max(),
-        )
-    )
+    return float(max(np.abs(expected[key] - got[key]).max() for key in expected))

@@ -6,7 +6,9 @@ BatchNorm with eps 1e-3, stem (32) and head (1280) widths not scaled, first and 
 not repeated more. Only ``keras.layers`` are used so the model runs on any Keras backend.
 
 The model takes float32 RGB pixels in [0, 255], NHWC, at the variant's input size, and
-returns ``{"features": (n, 1280) global average of the head, "logits": (n, 1000)}``.
+returns ``{"features": (n, 1280) global average of the head, "logits": (n, 1000),
+"stage6": (n, 192 or 208) global average of the sixth stage's output}``. ``stage6`` (stride
+32, before the last block) is what "multiscale" features add to the head (docs/quality.md).
 """
 
 from __future__ import annotations
@@ -27,6 +29,9 @@ INPUT_STD = 128.0
 BN_EPSILON = 1e-3
 FEATURE_DIM = 1280
 NUM_CLASSES = 1000
+# The stage whose pooled output "multiscale" features concatenate with the head's, 1-based
+# as in the paper's table (stage 6: 192 channels at Lite0's width, stride 32).
+MULTISCALE_STAGE = 6
 
 # (repeats, kernel, stride, expand ratio, input filters, output filters) before scaling.
 _STAGES = (
@@ -115,6 +120,20 @@ def blocks(variant: Variant) -> list[Block]:
     return out
 
 
+def stage_ends(variant: Variant) -> dict[int, Block]:
+    """The last block of each stage (1-based), where the stage's output is."""
+    ends: dict[int, Block] = {}
+    stage = 0
+    width = None
+    for block in blocks(variant):
+        # Consecutive stages differ in width, and a stage's blocks share theirs.
+        if block.filters_out != width:
+            stage += 1
+            width = block.filters_out
+        ends[stage] = block
+    return ends
+
+
 def same_padding(size: int, kernel: int, stride: int) -> tuple[int, int]:
     """TensorFlow "SAME" padding (before, after) for one spatial axis of a static size.
 
@@ -164,6 +183,8 @@ def build(variant: Variant | str) -> keras.Model:
     inputs = keras.Input((variant.input_size, variant.input_size, 3), name="pixels")
     x = layers.Rescaling(1.0 / INPUT_STD, offset=-INPUT_MEAN / INPUT_STD, name="normalise")(inputs)
     x = conv_bn(x, 32, 3, 2, "stem", act=True)
+    tap = stage_ends(variant)[MULTISCALE_STAGE].index
+    stage_output = None
     for b in blocks(variant):
         name = f"block{b.index}"
         shortcut = x
@@ -173,10 +194,14 @@ def build(variant: Variant | str) -> keras.Model:
         x = conv_bn(x, b.filters_out, 1, 1, f"{name}_project", act=False)
         if b.residual:
             x = layers.Add(name=f"{name}_add")([x, shortcut])
+        if b.index == tap:
+            stage_output = x
     x = conv_bn(x, FEATURE_DIM, 1, 1, "head", act=True)
     features = layers.GlobalAveragePooling2D(name="features")(x)
     logits = layers.Dense(NUM_CLASSES, name="logits")(features)
-    return keras.Model(inputs, {"features": features, "logits": logits}, name=variant.name)
+    stage6 = layers.GlobalAveragePooling2D(name="stage6")(stage_output)
+    outputs = {"features": features, "logits": logits, "stage6": stage6}
+    return keras.Model(inputs, outputs, name=variant.name)
 
 
 def _conv_kernel(w: np.ndarray) -> np.ndarray:

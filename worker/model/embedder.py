@@ -18,18 +18,25 @@ import numpy as np
 from PIL import Image
 
 from worker.model import efficientnet_lite
-from worker.model.cache import build_model_cache
-from worker.model.preprocess import MODES, method, preprocess
+from worker.model.cache import ModelFiles, build_model_cache
+from worker.model.custom import CustomModel
+from worker.model.preprocess import method, preprocess
 from worker.model.runtime import Runner, make_runner
 
 if TYPE_CHECKING:
     from lookalike.settings import Settings
+    from worker.model.heads import Head
+
+FEATURES = ("pooled", "multiscale")
 
 
 class Embedder:
-    """One model, one preprocessing, one runtime; safe to share between threads."""
+    """One model, one preprocessing, one runtime; safe to share between threads.
 
-    dim: int = efficientnet_lite.FEATURE_DIM
+    Variants (docs/quality.md): ``features="multiscale"`` reads the pooled head concatenated
+    with pooled earlier stages; ``tta_flip`` averages the features of the image and its
+    mirror image; ``head`` maps the backbone's vectors through a catalog-tuned head.
+    """
 
     def __init__(
         self,
@@ -39,18 +46,45 @@ class Embedder:
         runner: Runner,
         preprocess: str = "resize",
         batch_size: int = 32,
+        *,
+        dim: int = efficientnet_lite.FEATURE_DIM,
+        features: str = "pooled",
+        tta_flip: bool = False,
+        head: Head | None = None,
     ) -> None:
-        if preprocess not in MODES:
-            raise ValueError(f"unknown preprocess mode {preprocess!r}; choose one of {MODES}")
+        method(preprocess)  # "resize" and "crop"; "pad" and "stretch" by name, for benchmarks
         if batch_size < 1:
             raise ValueError("batch_size must be positive")
-        self.name = name
+        if features not in FEATURES:
+            raise ValueError(f"unknown features {features!r}; choose one of {FEATURES}")
         # Embeddings from two embedders are comparable exactly when their versions match:
-        # same weights, same framing of the image. The runtime does not enter: Keras and
-        # TFLite agree to ~1e-5.
-        self.version = f"{version}:{preprocess}"
+        # same weights, same framing of the image, same variants. The runtime does not
+        # enter: Keras and TFLite agree to ~1e-5.
+        base_version = f"{version}:{preprocess}"
+        if features != "pooled":
+            base_version += f":{features}"
+        if tta_flip:
+            base_version += ":flip"
+        # What the backbone alone makes: a head takes these vectors, and names them.
+        self.base_version = base_version
+        self.base_dim = dim
+        self.name = name
+        self.version = base_version
+        self.dim = dim
+        if head is not None:
+            if head.base_version != base_version:
+                raise ValueError(
+                    f"head {head.name!r} was trained on {head.base_version} vectors, but this "
+                    f"embedder makes {base_version} vectors; train the head again"
+                )
+            self.name = f"{name}-head-{head.name}"
+            self.version = f"{base_version}:{head.version}"
+            self.dim = head.dim
         self.input_size = input_size
         self.preprocess = preprocess
+        self.features = features
+        self.tta_flip = tta_flip
+        self.head = head
         self.batch_size = batch_size
         self.runtime = runner.name
         self.threads = runner.threads
@@ -75,36 +109,64 @@ class Embedder:
             raise ValueError(
                 f"expected pixels (n, {self.input_size}, {self.input_size}, 3), got {pixels.shape}"
             )
-        n = len(pixels)
-        out = {
-            "features": np.empty((n, self.dim), dtype=np.float32),
-            "logits": np.empty((n, efficientnet_lite.NUM_CLASSES), dtype=np.float32),
-        }
-        for start in range(0, n, self.batch_size):
+        parts: dict[str, list[np.ndarray]] = {}
+        for start in range(0, len(pixels), self.batch_size):
             result = self._runner.run(pixels[start : start + self.batch_size].astype(np.float32))
-            for key, array in out.items():
-                array[start : start + len(result[key])] = result[key]
-        return out
+            for key, array in result.items():
+                parts.setdefault(key, []).append(array)
+        if not parts:
+            result = self._runner.run(np.zeros((1, *pixels.shape[1:]), dtype=np.float32))
+            return {key: array[:0] for key, array in result.items()}
+        return {key: np.concatenate(arrays) for key, arrays in parts.items()}
 
-    def _outputs(self, images: Sequence[Image.Image], key: str) -> np.ndarray:
+    def _output(self, pixels: np.ndarray, key: str) -> np.ndarray:
+        out = self.infer(pixels)
+        if key not in out:
+            raise ValueError(f"model {self.name!r} has no {key!r} output (it has {sorted(out)})")
+        return out[key]
+
+    def _backbone(self, pixels: np.ndarray) -> np.ndarray:
+        """The backbone's vectors for framed pixels, before the final scaling."""
+        keys = ("features",) if self.features == "pooled" else ("features", "stage6")
+        out = self.infer(pixels)
+        if self.tta_flip:
+            mirrored = self.infer(np.ascontiguousarray(pixels[:, :, ::-1]))
+            # Sum, not mean: the vectors are scaled to unit length afterwards anyway.
+            out = {key: out[key] + mirrored[key] for key in keys if key in out}
+        missing = [key for key in keys if key not in out]
+        if missing:
+            raise ValueError(f"model {self.name!r} has no {missing[0]!r} output")
+        if self.features == "pooled":
+            return out["features"]
+        # Multiscale: each part scaled to unit length first, so both weigh the same.
+        return np.concatenate([l2_normalise(out[key]) for key in keys], axis=1)
+
+    def embed(self, images: Sequence[Image.Image]) -> np.ndarray:
+        """float32 (n, dim): the embedding, each row scaled to unit length.
+
+        Without variants, the pooled 1280-d features of the backbone.
+        """
         # Frame one batch at a time so a large request never holds all its pixels at once.
         parts = [
-            self.infer(self.pixels(images[start : start + self.batch_size]))[key]
+            self._backbone(self.pixels(images[start : start + self.batch_size]))
             for start in range(0, len(images), self.batch_size)
         ]
         if not parts:
-            width = self.dim if key == "features" else efficientnet_lite.NUM_CLASSES
-            return np.empty((0, width), dtype=np.float32)
-        return np.concatenate(parts)
-
-    def embed(self, images: Sequence[Image.Image]) -> np.ndarray:
-        """float32 (n, dim): the pooled 1280-d features, each row scaled to unit length."""
-        features = self._outputs(images, "features")
-        return l2_normalise(features)
+            return np.empty((0, self.dim), dtype=np.float32)
+        vectors = l2_normalise(np.concatenate(parts))
+        if self.head is not None:
+            vectors = l2_normalise(self.head.apply(vectors))
+        return vectors
 
     def classify(self, images: Sequence[Image.Image]) -> np.ndarray:
         """float32 (n, 1000) ImageNet logits (no softmax)."""
-        return self._outputs(images, "logits")
+        parts = [
+            self._output(self.pixels(images[start : start + self.batch_size]), "logits")
+            for start in range(0, len(images), self.batch_size)
+        ]
+        if not parts:
+            return np.empty((0, efficientnet_lite.NUM_CLASSES), dtype=np.float32)
+        return np.concatenate(parts)
 
 
 def l2_normalise(features: np.ndarray) -> np.ndarray:
@@ -120,12 +182,50 @@ def load_embedder(
     preprocess: str = "resize",
     batch_size: int = 32,
     threads: int = 0,
+    *,
+    features: str = "pooled",
+    tta_flip: bool = False,
+    head: str = "",
+    custom: CustomModel | None = None,
 ) -> Embedder:
-    """An embedder for ``model`` from ``cache_dir``, converting the weights there if needed."""
+    """An embedder for ``model`` from ``cache_dir``, converting the weights there if needed.
+
+    ``model="custom"`` takes a user's own Keras model, described by ``custom``; ``head``
+    names a trained head in ``cache_dir/heads``.
+    """
     method(preprocess)  # fail on a bad mode before the slow part
-    files = build_model_cache(model, Path(cache_dir))
+    if features not in FEATURES:
+        raise ValueError(f"unknown features {features!r}; choose one of {FEATURES}")
+    files: ModelFiles
+    if model == "custom":
+        from worker.model.custom import build_custom_cache
+
+        if custom is None:
+            raise ValueError("model 'custom' needs the custom model's description")
+        if features != "pooled":
+            raise ValueError("a custom model has only pooled features")
+        files = build_custom_cache(custom, Path(cache_dir))
+    else:
+        files = build_model_cache(model, Path(cache_dir))
+    loaded_head = None
+    if head:
+        from worker.model.heads import load_head
+
+        loaded_head = load_head(Path(cache_dir), head, runtime, threads)
     runner = make_runner(runtime, files, threads)
-    return Embedder(files.model, files.version, files.input_size, runner, preprocess, batch_size)
+    dim = files.multiscale_dim if features == "multiscale" else files.feature_dim
+    return Embedder(
+        files.model,
+        files.version,
+        files.input_size,
+        runner,
+        preprocess,
+        batch_size,
+        dim=dim,
+        features=features,
+        tta_flip=tta_flip,
+        head=loaded_head,
+    )
 
 
 _lock = threading.Lock()
@@ -136,6 +236,7 @@ _pid = os.getpid()
 def get_embedder(settings: Settings) -> Embedder:
     """The process's embedder for these settings, loaded on first use."""
     global _pid
+    custom = CustomModel.from_settings(settings) if settings.model == "custom" else None
     key = (
         settings.model,
         str(Path(settings.model_dir).resolve()),
@@ -143,6 +244,10 @@ def get_embedder(settings: Settings) -> Embedder:
         settings.preprocess,
         settings.embed_batch_size,
         settings.inference_threads,
+        settings.features,
+        settings.tta_flip,
+        settings.head,
+        custom,
     )
     with _lock:
         if _pid != os.getpid():
@@ -157,6 +262,10 @@ def get_embedder(settings: Settings) -> Embedder:
                 preprocess=settings.preprocess,
                 batch_size=settings.embed_batch_size,
                 threads=settings.inference_threads,
+                features=settings.features,
+                tta_flip=settings.tta_flip,
+                head=settings.head,
+                custom=custom,
             )
             _embedders[key] = embedder
         return embedder

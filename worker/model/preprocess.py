@@ -1,6 +1,6 @@
 """Turn decoded images into the square uint8 batch the model takes.
 
-Two user-facing modes:
+User-facing modes (``LOOKALIKE_PREPROCESS``):
 
 - ``"resize"``: the whole image stays in frame. It is implemented as ``"pad"``: scaled so its
   longer side fits, centred on a white square (catalog photos mostly sit on white). Plain
@@ -8,7 +8,8 @@ Two user-facing modes:
 - ``"crop"``: EfficientNet's evaluation crop: the central ``size / (size + 32)`` of the
   shorter side (224 of 256 for Lite0), resized to ``size``. Loses the edges of wide images.
 
-``"pad"`` and ``"stretch"`` are also accepted by name, for the benchmark.
+- ``"pad"`` and ``"stretch"``: the two ways of keeping the whole image, by name (``"resize"``
+  is ``"pad"``; docs/quality.md measures all three).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 from PIL import Image
 
-MODES = ("resize", "crop")
+MODES = ("resize", "crop", "pad", "stretch")
 RESIZE_METHOD = "pad"
 # EfficientNet's eval preprocessing (tensorflow/tpu efficientnet/preprocessing.py CROP_PADDING).
 CROP_PADDING = 32

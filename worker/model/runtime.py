@@ -1,6 +1,8 @@
 """The two ways to run a converted model: TFLite (default) and Keras on TensorFlow.
 
-Both take float32 pixels (n, size, size, 3) in [0, 255] and return ``{"features", "logits"}``.
+Both take a float32 batch (pixels (n, size, size, 3) in [0, 255] for a backbone, vectors for
+a trained head) and return the model's named outputs (``{"features", "logits"}`` for
+EfficientNet-Lite).
 Neither kind of model object is safe to call from several threads at once, so each runner
 serialises its calls; a worker that wants parallel inference runs more processes.
 """
@@ -79,7 +81,9 @@ class TFLiteRunner:
         with self._lock:
             # Resizing to the same batch shape again is free; a new shape re-plans once.
             out = self._runner(**{self._input: pixels})
-        return {"features": out["features"], "logits": out["logits"]}
+        # Every named output: "features" and "logits" for EfficientNet-Lite, "features" alone
+        # for a user's own model, "embedding" for a trained head.
+        return {name: np.asarray(value) for name, value in out.items()}
 
 
 class KerasRunner:
@@ -106,7 +110,7 @@ class KerasRunner:
         pixels = np.ascontiguousarray(pixels, dtype=np.float32)
         with self._lock:
             out = self._model.predict_on_batch(pixels)
-        return {"features": np.asarray(out["features"]), "logits": np.asarray(out["logits"])}
+        return {name: np.asarray(value) for name, value in out.items()}
 
 
 RUNNERS: dict[str, type[TFLiteRunner] | type[KerasRunner]] = {

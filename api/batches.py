@@ -1,0 +1,404 @@
+"""Bulk catalog writes, for ingestion jobs (``indexer ingest``).
+
+One item per ``POST /v1/items`` makes a million-image catalog a million multipart requests
+and a million one-image tasks; a worker embeds best in batches. So a job works in two steps:
+
+1. ``PUT /v1/blobs/{sha256}``: upload each image once, by its content hash. The API checks the
+   hash and decodes the image, so a bad file is refused here, alone, with its reason.
+2. ``POST /v1/batches``: index up to :data:`MAX_BATCH_ITEMS` items that name their uploaded
+   image by hash, as one worker task (the worker embeds them in model-sized batches).
+
+Two more calls keep a catalog in sync without re-embedding anything:
+``POST /v1/batches/metadata`` replaces items' metadata (the vector is untouched) and
+``POST /v1/batches/delete`` removes items. Both apply at once and also to the version a
+reindex is building or the one kept for a rollback (lookalike/store.py), so neither a switch
+nor a rollback brings a stale item back.
+
+Every call acts for the request's tenant (``X-Tenant`` or its API key's tenant).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import re
+from typing import Any
+
+from flask import Blueprint, Flask, Response, jsonify, request, url_for
+
+from api.errors import APIError
+from api.params import item_id as valid_item_id
+from api.routes import _blobs, _settings, _store, _tasks, _tenant
+from lookalike.images import ImageProblem, decode_image, sha256_hex
+from lookalike.schema import ID_PATTERN, MAX_ID_LENGTH, point_id
+from lookalike.store import StoreError, mirror_versions
+from lookalike.tasks import INDEX_ITEMS
+
+bp = Blueprint("batches", __name__)
+
+MAX_BATCH_ITEMS = 256
+SHA256_PATTERN = "^[0-9a-f]{64}$"
+_SHA256_RE = re.compile(SHA256_PATTERN)
+
+
+def json_body() -> dict[str, Any]:
+    body = request.get_json(silent=True)
+    if body is None:
+        raise APIError(
+            415 if not request.is_json else 400,
+            "unsupported_media_type" if not request.is_json else "invalid_json",
+            "the body must be a JSON object (Content-Type: application/json)",
+            "body",
+        )
+    if not isinstance(body, dict):
+        raise APIError(400, "invalid_json", "the body must be a JSON object", "body")
+    return body
+
+
+def json_list(body: dict[str, Any], name: str, most: int) -> list[Any]:
+    value = body.get(name)
+    if value is None:
+        raise APIError(400, "missing_field", f"{name} is required", name)
+    if not isinstance(value, list) or not value:
+        raise APIError(400, "invalid_parameter", f"{name} must be a non-empty list", name)
+    if len(value) > most:
+        raise APIError(400, "invalid_parameter", f"at most {most} entries in {name}", name)
+    return value
+
+
+def unique_ids(entries: list[Any], name: str, key: str | None = "id") -> list[str]:
+    """The item ids of a list of objects (or of plain ids, key None); each id at most once."""
+    ids = []
+    for i, entry in enumerate(entries):
+        field = f"{name}[{i}]"
+        if key is not None:
+            if not isinstance(entry, dict):
+                raise APIError(400, "invalid_parameter", f"{field} must be an object", field)
+            if key not in entry:
+                raise APIError(400, "missing_field", f"{field}.{key} is required", field)
+            entry = entry[key]
+        ids.append(valid_item_id(entry, field))
+    if len(set(ids)) != len(ids):
+        raise APIError(400, "duplicate_id", f"an item id appears twice in {name}", name)
+    return ids
+
+
+def metadata_problem(value: Any, field: str) -> dict[str, str] | None:
+    """Why an item's metadata cannot be stored (its size), or None."""
+    if len(json.dumps(value, separators=(",", ":")).encode()) > _settings().max_metadata_bytes:
+        limit = _settings().max_metadata_bytes
+        return {"code": "metadata_too_large", "message": f"metadata may be at most {limit} bytes"}
+    return None
+
+
+def checked_metadata(entry: dict[str, Any], field: str) -> dict[str, Any]:
+    value = entry.get("metadata", {})
+    if not isinstance(value, dict):
+        raise APIError(400, "invalid_metadata", f"{field}.metadata must be a JSON object", field)
+    return value
+
+
+# --------------------------------------------------------------------------- routes
+
+
+@bp.put("/v1/blobs/<sha256>")
+def put_blob(sha256: str) -> tuple[Response, int]:
+    """Store an image by its content hash, once validated; idempotent."""
+    if not _SHA256_RE.fullmatch(sha256):
+        raise APIError(
+            400, "invalid_parameter", "the path must name a lower-case hex sha256", "sha256"
+        )
+    data = request.get_data(cache=False)
+    if len(data) > _settings().max_upload_bytes:
+        limit = _settings().max_upload_bytes
+        raise APIError(413, "payload_too_large", f"images may be at most {limit} bytes")
+    if sha256_hex(data) != sha256:
+        raise APIError(
+            400, "checksum_mismatch", "the body's sha256 is not the one in the path", "sha256"
+        )
+    try:
+        decode_image(data, max_pixels=_settings().max_image_pixels)
+    except ImageProblem as exc:
+        raise APIError(422, exc.code, exc.message, "body") from exc
+    _blobs().put(sha256, data)
+    return jsonify(sha256=sha256, size=len(data)), 200
+
+
+@bp.post("/v1/batches")
+def add_batch() -> tuple[Response, int]:
+    """Index many items whose images were uploaded with PUT /v1/blobs, as one task."""
+    tenant = _tenant()
+    body = json_body()
+    entries = json_list(body, "items", MAX_BATCH_ITEMS)
+    ids = unique_ids(entries, "items")
+    job = valid_item_id(body["job"], "job") if "job" in body else None
+    accepted: list[dict[str, Any]] = []
+    rejected: list[dict[str, str]] = []
+    for i, (item_id, entry) in enumerate(zip(ids, entries, strict=True)):
+        field = f"items[{i}]"
+        sha = entry.get("image_sha256")
+        if not isinstance(sha, str) or not _SHA256_RE.fullmatch(sha):
+            raise APIError(
+                400, "invalid_parameter", f"{field}.image_sha256 must be a hex sha256", field
+            )
+        metadata = checked_metadata(entry, field)
+        problem = metadata_problem(metadata, field)
+        if problem is None and not _blobs().exists(sha):
+            problem = {
+                "code": "image_missing",
+                "message": "no image with this sha256 was uploaded (PUT /v1/blobs/{sha256})",
+            }
+        if problem is not None:
+            rejected.append({"id": item_id, **problem})
+            continue
+        accepted.append(
+            {"id": item_id, "tenant": tenant, "image_sha256": sha, "metadata": metadata}
+        )
+    if not accepted:
+        return jsonify(task_id=None, status_url=None, accepted=[], rejected=rejected), 200
+    names = [a["id"] for a in accepted]
+    meta = {"items": names, "tenant": tenant, "job": job}
+    task_id = _tasks().send(INDEX_ITEMS, accepted, meta=meta)
+    return (
+        jsonify(
+            task_id=task_id,
+            status_url=url_for("api.task_status", task_id=task_id),
+            accepted=names,
+            rejected=rejected,
+        ),
+        202,
+    )
+
+
+@bp.post("/v1/batches/metadata")
+def update_metadata() -> Response:
+    """Replace the metadata of existing items; nothing is re-embedded."""
+    tenant = _tenant()
+    body = json_body()
+    entries = json_list(body, "items", MAX_BATCH_ITEMS)
+    ids = unique_ids(entries, "items")
+    changes: dict[str, tuple[str, dict[str, Any]]] = {}
+    failed: list[dict[str, str]] = []
+    for i, (item_id, entry) in enumerate(zip(ids, entries, strict=True)):
+        field = f"items[{i}]"
+        if "metadata" not in entry:
+            raise APIError(400, "missing_field", f"{field}.metadata is required", field)
+        metadata = checked_metadata(entry, field)
+        problem = metadata_problem(metadata, field)
+        if problem is not None:
+            failed.append({"id": item_id, **problem})
+        else:
+            changes[point_id(item_id, tenant)] = (item_id, metadata)
+    store = _store()
+    found = {item.point_id for item in store.retrieve(list(changes))}
+    updated = []
+    for pid, (item_id, metadata) in changes.items():
+        if pid not in found:
+            failed.append(
+                {"id": item_id, "code": "item_not_found", "message": f"no item {item_id!r}"}
+            )
+            continue
+        store.set_payload(pid, {"metadata": metadata})
+        updated.append(item_id)
+        for other in mirror_versions(store):
+            # Not there yet: the reindex copies the current payload when it gets there.
+            with contextlib.suppress(StoreError):
+                other.set_payload(pid, {"metadata": metadata})
+    return jsonify(updated=updated, failed=failed)
+
+
+@bp.post("/v1/batches/delete")
+def delete_batch() -> Response:
+    """Remove items from the index; ids that are not there are listed as missing."""
+    tenant = _tenant()
+    body = json_body()
+    ids = unique_ids(json_list(body, "ids", MAX_BATCH_ITEMS * 4), "ids", key=None)
+    wanted = {point_id(i, tenant): i for i in ids}
+    store = _store()
+    found = [item.point_id for item in store.retrieve(list(wanted))]
+    if found:
+        store.delete(found)
+        for other in mirror_versions(store):
+            other.delete(found)
+    deleted = set(found)
+    return jsonify(
+        deleted=[wanted[p] for p in wanted if p in deleted],
+        missing=[wanted[p] for p in wanted if p not in deleted],
+    )
+
+
+# --------------------------------------------------------------------------- registration
+
+
+def init_app(app: Flask) -> None:
+    """Register the catalog-job blueprints (this one, duplicates, reindex) and document them."""
+    from api import duplicates, reindex
+    from api.openapi import register_paths
+
+    for blueprint in (bp, duplicates.bp, reindex.bp):
+        app.register_blueprint(blueprint)
+    register_paths(app, openapi_paths())
+    register_paths(app, duplicates.openapi_paths())
+    register_paths(app, reindex.openapi_paths())
+
+
+def openapi_paths() -> dict[str, Any]:
+    from api.openapi import _json, _json_body, _op
+
+    item_id = {"type": "string", "pattern": f"^{ID_PATTERN}$", "maxLength": MAX_ID_LENGTH}
+    sha = {"type": "string", "pattern": SHA256_PATTERN}
+    failure = {
+        "type": "object",
+        "required": ["id", "code", "message"],
+        "properties": {
+            "id": {"type": "string"},
+            "code": {"type": "string"},
+            "message": {"type": "string"},
+        },
+    }
+    failures = {"type": "array", "items": failure}
+    names = {"type": "array", "items": {"type": "string"}}
+    batch_item = {
+        "type": "object",
+        "required": ["id", "image_sha256"],
+        "properties": {"id": item_id, "image_sha256": sha, "metadata": {"type": "object"}},
+    }
+    accepted = {
+        "type": "object",
+        "required": ["task_id", "status_url", "accepted", "rejected"],
+        "properties": {
+            "task_id": {"type": "string", "nullable": True},
+            "status_url": {"type": "string", "nullable": True},
+            "accepted": names,
+            "rejected": failures,
+        },
+    }
+    return {
+        "/v1/blobs/{sha256}": {
+            "parameters": [
+                {"name": "sha256", "in": "path", "required": True, "schema": sha},
+            ],
+            "put": _op(
+                "upload an image by its sha256 (checked, and decoded to refuse a bad file)",
+                {
+                    "200": _json(
+                        {
+                            "type": "object",
+                            "required": ["sha256", "size"],
+                            "properties": {
+                                "sha256": {"type": "string"},
+                                "size": {"type": "integer"},
+                            },
+                        },
+                        "stored (or already there)",
+                    )
+                },
+                body={
+                    "required": True,
+                    "content": {
+                        "application/octet-stream": {
+                            "schema": {"type": "string", "format": "binary"}
+                        }
+                    },
+                },
+                errors=(413, 422),
+                tag="batches",
+            ),
+        },
+        "/v1/batches": {
+            "post": _op(
+                f"index up to {MAX_BATCH_ITEMS} items whose images are uploaded, as one task",
+                {
+                    "202": _json(accepted, "queued as one task; `rejected` items were not"),
+                    "200": _json(accepted, "nothing to queue: every item was rejected"),
+                },
+                body=_json_body(
+                    {
+                        "type": "object",
+                        "required": ["items"],
+                        "properties": {
+                            "items": {
+                                "type": "array",
+                                "minItems": 1,
+                                "maxItems": MAX_BATCH_ITEMS,
+                                "items": batch_item,
+                            },
+                            "job": item_id,
+                        },
+                    }
+                ),
+                errors=(415, 503),
+                tag="batches",
+            )
+        },
+        "/v1/batches/metadata": {
+            "post": _op(
+                "replace items' metadata without re-embedding them",
+                {
+                    "200": _json(
+                        {
+                            "type": "object",
+                            "required": ["updated", "failed"],
+                            "properties": {"updated": names, "failed": failures},
+                        },
+                        "updated items, and the ones that could not be",
+                    )
+                },
+                body=_json_body(
+                    {
+                        "type": "object",
+                        "required": ["items"],
+                        "properties": {
+                            "items": {
+                                "type": "array",
+                                "minItems": 1,
+                                "maxItems": MAX_BATCH_ITEMS,
+                                "items": {
+                                    "type": "object",
+                                    "required": ["id", "metadata"],
+                                    "properties": {
+                                        "id": item_id,
+                                        "metadata": {"type": "object"},
+                                    },
+                                },
+                            }
+                        },
+                    }
+                ),
+                errors=(415, 503),
+                tag="batches",
+            )
+        },
+        "/v1/batches/delete": {
+            "post": _op(
+                "remove items from the index",
+                {
+                    "200": _json(
+                        {
+                            "type": "object",
+                            "required": ["deleted", "missing"],
+                            "properties": {"deleted": names, "missing": names},
+                        },
+                        "removed items, and the ids that were not there",
+                    )
+                },
+                body=_json_body(
+                    {
+                        "type": "object",
+                        "required": ["ids"],
+                        "properties": {
+                            "ids": {
+                                "type": "array",
+                                "minItems": 1,
+                                "maxItems": MAX_BATCH_ITEMS * 4,
+                                "uniqueItems": True,
+                                "items": item_id,
+                            }
+                        },
+                    }
+                ),
+                errors=(415, 503),
+                tag="batches",
+            )
+        },
+    }

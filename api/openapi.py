@@ -1,0 +1,763 @@
+"""The API's OpenAPI 3.0 document, served at ``/openapi.json``.
+
+Written by hand next to the routes, and kept true by tests: one compares its paths and
+methods with the app's URL map, and schemathesis fuzzes the running app from it, checking
+that no input gets a 5xx and that every answer matches the responses documented here.
+Another blueprint documents its own routes by passing their path items to
+:func:`register_paths` when it is registered.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from flask import Blueprint, Flask, Response, current_app, jsonify
+
+from api.params import MAX_BATCH, MAX_EXAMPLES, MAX_GROUP_SIZE, MAX_LIMIT, MAX_OFFSET
+from api.thumbnails import DEFAULT_SIZE, SIZES
+from lookalike.schema import ID_PATTERN, MAX_ID_LENGTH
+from lookalike.store import RECOMMEND_STRATEGIES
+
+bp = Blueprint("openapi", __name__)
+
+_EXTRA_PATHS = "lookalike.openapi_paths"
+
+Json = dict[str, Any]
+
+
+def register_paths(app: Flask, paths: Json) -> None:
+    """Add path items (``{"/v1/...": {"get": {...}}}``) to the document another blueprint
+    serves, so the document stays complete."""
+    app.extensions.setdefault(_EXTRA_PATHS, {}).update(paths)
+
+
+@bp.get("/openapi.json")
+def openapi_document() -> Response:
+    doc = build_spec()
+    served = {rule.rule for rule in current_app.url_map.iter_rules()}
+    for path, item in _other_routes().items():
+        if path in served:
+            doc["paths"][path] = item
+    for path, item in current_app.extensions.get(_EXTRA_PATHS, {}).items():
+        doc["paths"].setdefault(path, {}).update(copy.deepcopy(item))
+    return jsonify(doc)
+
+
+def _other_routes() -> Json:
+    """Routes of modules that do not document themselves, documented when the app has them."""
+    return {
+        "/metrics": {
+            "get": _op(
+                "Prometheus metrics (no API key: keep it off the public ingress)",
+                {"200": {"description": "metrics", "content": {"text/plain": {}}}},
+                tag="probes",
+                public=True,
+            )
+        },
+    }
+
+
+# --------------------------------------------------------------------------- building blocks
+
+
+def _ref(kind: str, name: str) -> Json:
+    return {"$ref": f"#/components/{kind}/{name}"}
+
+
+def _schema(name: str) -> Json:
+    return _ref("schemas", name)
+
+
+def _param(name: str) -> Json:
+    return _ref("parameters", name)
+
+
+def _json(schema: Json, description: str) -> Json:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def _errors(*statuses: int) -> Json:
+    """Error responses by status: the shared ones by reference, any other inline."""
+    return {
+        str(s): _ref("responses", _ERROR_RESPONSES[s][0])
+        if s in _ERROR_RESPONSES
+        else _json(_schema("Error"), f"error {s}")
+        for s in statuses
+    }
+
+
+_ERROR_RESPONSES = {
+    400: ("BadRequest", "a parameter or field is invalid (`field` names it)"),
+    401: ("Unauthorized", "API keys are configured and the request has none, or a wrong one"),
+    403: ("Forbidden", "a read-only key on a write, another tenant's key, or a bad signature"),
+    404: ("NotFound", "no such item (in this tenant), task or route"),
+    409: ("Conflict", "the request conflicts with the current state (e.g. a job already running)"),
+    413: ("PayloadTooLarge", "the upload is larger than LOOKALIKE_MAX_UPLOAD_BYTES"),
+    415: ("UnsupportedMediaType", "the body is not JSON"),
+    422: ("UnprocessableImage", "the upload is not an image that can be decoded"),
+    503: ("Unavailable", "the vector store, the broker or the embedding worker is unavailable"),
+}
+
+# Every /v1 operation may answer these: a bad tenant header, no key or a wrong one.
+_V1_ERRORS = (400, 401, 403)
+
+_FILTER_PARAMS = ["Category", "Brand", "PriceMin", "PriceMax", "InStock"]
+_QUERY_PARAMS = [
+    "Limit",
+    "Offset",
+    "ScoreThreshold",
+    *_FILTER_PARAMS,
+    "GroupBy",
+    "GroupSize",
+    "Diversity",
+]
+
+_ID_SCHEMA: Json = {
+    "type": "string",
+    "minLength": 1,
+    "maxLength": MAX_ID_LENGTH,
+    "pattern": f"^{ID_PATTERN}$",
+    "example": "lion-1",
+}
+
+
+def _op(
+    summary: str,
+    responses: Json,
+    *,
+    params: tuple[str, ...] | list[str] = (),
+    body: Json | None = None,
+    errors: tuple[int, ...] = (),
+    tag: str,
+    public: bool = False,
+) -> Json:
+    op: Json = {"summary": summary, "tags": [tag], "responses": dict(responses)}
+    names = list(params) if public else ["Tenant", *params]
+    if names:
+        op["parameters"] = [_param(n) for n in names]
+    if body is not None:
+        op["requestBody"] = body
+    if not public:
+        op["responses"].update(_errors(*sorted(set(_V1_ERRORS + errors))))
+        op["security"] = [{"ApiKey": []}, {"Bearer": []}, {}]
+    return op
+
+
+def _query_page(description: str) -> Json:
+    return _json(_schema("QueryResult"), description)
+
+
+def _json_body(schema: Json) -> Json:
+    return {"required": True, "content": {"application/json": {"schema": schema}}}
+
+
+# --------------------------------------------------------------------------- the document
+
+
+def build_spec() -> Json:
+    item_path = [_param("ItemId")]
+    paths: Json = {
+        "/healthz": {
+            "get": _op(
+                "liveness",
+                {"200": _json({"type": "object"}, "the process answers")},
+                tag="probes",
+                public=True,
+            )
+        },
+        "/readyz": {
+            "get": _op(
+                "readiness: the vector store and the broker answer",
+                {
+                    "200": _json(_schema("Readiness"), "ready"),
+                    "503": _json(_schema("Readiness"), "not ready; `checks` says why"),
+                },
+                tag="probes",
+                public=True,
+            )
+        },
+        "/openapi.json": {
+            "get": _op(
+                "this document",
+                {"200": _json({"type": "object"}, "OpenAPI 3.0 document")},
+                tag="meta",
+                public=True,
+            )
+        },
+        "/": {
+            "get": _op(
+                "the web gallery",
+                {"200": {"description": "HTML page", "content": {"text/html": {}}}},
+                tag="pages",
+                public=True,
+            )
+        },
+        "/jobs": {
+            "get": _op(
+                "the ingestion jobs page",
+                {"200": {"description": "HTML page", "content": {"text/html": {}}}},
+                tag="pages",
+                public=True,
+            )
+        },
+        "/v1/items": {
+            "post": _op(
+                "add or replace an item: its image is indexed by a worker",
+                {"202": _json(_schema("TaskAccepted"), "queued for indexing")},
+                body={
+                    "required": True,
+                    "content": {"multipart/form-data": {"schema": _schema("NewItem")}},
+                },
+                errors=(413, 415, 422),
+                tag="items",
+            ),
+            "get": _op(
+                "browse the catalog (filtered), a page at a time",
+                {"200": _json(_schema("ItemPage"), "a page of items in id order")},
+                params=["PageLimit", "Cursor", *_FILTER_PARAMS],
+                errors=(503,),
+                tag="items",
+            ),
+        },
+        "/v1/facets": {
+            "get": _op(
+                "the values of category or brand, with counts, under the filters",
+                {"200": _json(_schema("Facets"), "values, most frequent first")},
+                params=["FacetField", "FacetLimit", *_FILTER_PARAMS],
+                errors=(503,),
+                tag="items",
+            )
+        },
+        "/v1/items/{item_id}": {
+            "parameters": item_path,
+            "get": _op(
+                "one item",
+                {"200": _json(_schema("Item"), "the item")},
+                errors=(404, 503),
+                tag="items",
+            ),
+            "delete": _op(
+                "remove an item from the index",
+                {"204": {"description": "removed"}},
+                errors=(404, 503),
+                tag="items",
+            ),
+        },
+        "/v1/items/{item_id}/image": {
+            "parameters": item_path,
+            "get": _op(
+                "the image as uploaded",
+                {"200": {"description": "the image", "content": {"image/*": {}}}},
+                params=["ImageTenant", "Signature", "Version"],
+                errors=(404, 503),
+                tag="items",
+            ),
+        },
+        "/v1/items/{item_id}/thumbnail": {
+            "parameters": item_path,
+            "get": _op(
+                "a WebP thumbnail, made on the first request and kept",
+                {"200": {"description": "the thumbnail", "content": {"image/webp": {}}}},
+                params=["ThumbnailSize", "ImageTenant", "Signature", "Version"],
+                errors=(404, 503),
+                tag="items",
+            ),
+        },
+        "/v1/items/{item_id}/similar": {
+            "parameters": item_path,
+            "get": _op(
+                "items that look like this one (by its stored vector), itself excluded",
+                {"200": _query_page("the most similar items")},
+                params=_QUERY_PARAMS,
+                errors=(404, 503),
+                tag="queries",
+            ),
+        },
+        "/v1/search": {
+            "post": _op(
+                "items that look like an uploaded photo; with positive/negative item ids, "
+                "refined by them (a recommend query)",
+                {"200": _query_page("the most similar items")},
+                params=_QUERY_PARAMS,
+                body={
+                    "required": True,
+                    "content": {"multipart/form-data": {"schema": _schema("PhotoQuery")}},
+                },
+                errors=(404, 413, 415, 422, 503),
+                tag="queries",
+            )
+        },
+        "/v1/recommend": {
+            "post": _op(
+                "more like these, not like those (Qdrant's recommend query)",
+                {"200": _query_page("recommended items, examples excluded")},
+                body=_json_body(_schema("RecommendRequest")),
+                errors=(404, 415, 503),
+                tag="queries",
+            )
+        },
+        "/v1/discover": {
+            "post": _op(
+                "near a target, steered by liked/disliked pairs (Qdrant's discovery query)",
+                {"200": _query_page("discovered items, examples excluded")},
+                body=_json_body(_schema("DiscoverRequest")),
+                errors=(404, 415, 503),
+                tag="queries",
+            )
+        },
+        "/v1/batch": {
+            "post": _op(
+                "many similar-item or recommend queries in one request",
+                {"200": _json(_schema("BatchResult"), "one result (or error) per query")},
+                body=_json_body(_schema("BatchRequest")),
+                errors=(415, 503),
+                tag="queries",
+            )
+        },
+        "/v1/tasks/{task_id}": {
+            "parameters": [_param("TaskId")],
+            "get": _op(
+                "an indexing task's status",
+                {"200": _json(_schema("Task"), "the task")},
+                errors=(404,),
+                tag="jobs",
+            ),
+        },
+        "/v1/jobs": {
+            "get": _op(
+                "the tenant's latest indexing tasks and their progress, per job label",
+                {"200": _json(_schema("Jobs"), "newest first")},
+                params=["JobsLimit"],
+                tag="jobs",
+            )
+        },
+    }
+    return {
+        "openapi": "3.0.3",
+        "info": {
+            "title": "lookalike",
+            "version": "1",
+            "description": (
+                "Visual similarity search: add catalog images, find the items that look alike. "
+                'Every error is `{"error": {"code", "message", "field"?}}`. With API keys '
+                "configured, /v1 needs `X-API-Key` or `Authorization: Bearer`; without, none."
+            ),
+        },
+        "paths": paths,
+        "components": {
+            "securitySchemes": {
+                "ApiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
+                "Bearer": {"type": "http", "scheme": "bearer"},
+            },
+            "parameters": _parameters(),
+            "schemas": _schemas(),
+            "responses": {
+                name: _json(_schema("Error"), description)
+                for name, description in _ERROR_RESPONSES.values()
+            },
+        },
+    }
+
+
+def _query_param(name: str, schema: Json, description: str, **extra: Any) -> Json:
+    return {"name": name, "in": "query", "schema": schema, "description": description, **extra}
+
+
+def _parameters() -> Json:
+    # Each value may hold several, comma-separated; an empty one filters nothing.
+    keywords = {"type": "array", "items": {"type": "string"}}
+    return {
+        "ItemId": {
+            "name": "item_id",
+            "in": "path",
+            "required": True,
+            "schema": _ID_SCHEMA,
+        },
+        "TaskId": {
+            "name": "task_id",
+            "in": "path",
+            "required": True,
+            "schema": {"type": "string", "minLength": 1, "maxLength": 200},
+        },
+        "Tenant": {
+            "name": "X-Tenant",
+            "in": "header",
+            "description": "the catalog to act on (default `default`; a tenant-bound key: its own)",
+            "schema": {**_ID_SCHEMA, "example": "default"},
+        },
+        "ImageTenant": _query_param(
+            "tenant", _ID_SCHEMA | {"example": "default"}, "tenant, for an <img> without headers"
+        ),
+        "Signature": _query_param(
+            "sig",
+            {"type": "string", "maxLength": 64},
+            "signature of tenant and item id, from an image URL in an API result",
+        ),
+        "Version": _query_param(
+            "v", {"type": "string", "maxLength": 64}, "the image's hash prefix (cache busting)"
+        ),
+        "ThumbnailSize": _query_param(
+            "size", {"type": "integer", "enum": list(SIZES), "default": DEFAULT_SIZE}, "pixels"
+        ),
+        "Limit": _query_param(
+            "limit",
+            {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT, "default": 10},
+            "results per page (with group_by: groups)",
+        ),
+        "Offset": _query_param(
+            "offset",
+            {"type": "integer", "minimum": 0, "maximum": MAX_OFFSET, "default": 0},
+            "results to skip (not with group_by); `next_offset` gives the next page's",
+        ),
+        "ScoreThreshold": _query_param(
+            "score_threshold", {"type": "number"}, "leave out results scoring below this"
+        ),
+        "Category": _query_param(
+            "category",
+            keywords,
+            "only these categories (repeat the parameter or separate with commas)",
+            style="form",
+            explode=True,
+        ),
+        "Brand": _query_param("brand", keywords, "only these brands", style="form", explode=True),
+        "PriceMin": _query_param("price_min", {"type": "number"}, "price at least"),
+        "PriceMax": _query_param("price_max", {"type": "number"}, "price at most"),
+        "InStock": _query_param("in_stock", {"type": "boolean"}, "only (not) in stock"),
+        "GroupBy": _query_param(
+            "group_by",
+            {"type": "string", "enum": ["category", "brand"]},
+            "at most group_size results per category or brand; `limit` counts groups",
+        ),
+        "GroupSize": _query_param(
+            "group_size",
+            {"type": "integer", "minimum": 1, "maximum": MAX_GROUP_SIZE, "default": 1},
+            "results per group",
+        ),
+        "Diversity": _query_param(
+            "diversity",
+            {"type": "number", "minimum": 0, "maximum": 1},
+            "0: plain ranking; towards 1: results unlike each other (MMR)",
+        ),
+        "PageLimit": _query_param(
+            "limit", {"type": "integer", "minimum": 1, "maximum": 500, "default": 50}, "page size"
+        ),
+        "Cursor": _query_param("cursor", {"type": "string"}, "`next_cursor` of the previous page"),
+        "FacetField": _query_param(
+            "field", {"type": "string", "enum": ["category", "brand"], "default": "category"}, ""
+        ),
+        "FacetLimit": _query_param(
+            "limit", {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100}, ""
+        ),
+        "JobsLimit": _query_param(
+            "limit",
+            {"type": "integer", "minimum": 1, "maximum": 1000, "default": 200},
+            "latest tasks to report",
+        ),
+    }
+
+
+def _schemas() -> Json:
+    nullable_string = {"type": "string", "nullable": True}
+    ids = {"type": "array", "items": _ID_SCHEMA, "maxItems": MAX_EXAMPLES}
+    keywords: Json = {
+        "oneOf": [
+            {"type": "string", "minLength": 1, "maxLength": 256},
+            {"type": "array", "items": {"type": "string", "minLength": 1, "maxLength": 256}},
+        ]
+    }
+    options: Json = {
+        "limit": {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT, "default": 10},
+        "offset": {"type": "integer", "minimum": 0, "maximum": MAX_OFFSET, "default": 0},
+        "score_threshold": {"type": "number"},
+        "filter": _schema("Filter"),
+    }
+    grouping: Json = {
+        "group_by": {"type": "string", "enum": ["category", "brand"]},
+        "group_size": {"type": "integer", "minimum": 1, "maximum": MAX_GROUP_SIZE},
+    }
+    strategy = {"type": "string", "enum": list(RECOMMEND_STRATEGIES), "default": "best_score"}
+    item: Json = {
+        "type": "object",
+        "required": ["id", "tenant", "metadata", "image_url", "thumbnail_url"],
+        "properties": {
+            "id": {"type": "string"},
+            "tenant": {"type": "string"},
+            "metadata": {"type": "object"},
+            "image_url": {"type": "string"},
+            "thumbnail_url": {"type": "string"},
+            "image_sha256": nullable_string,
+            "model": nullable_string,
+            "model_version": nullable_string,
+            "ingested_at": nullable_string,
+        },
+    }
+    scored = copy.deepcopy(item)
+    scored["required"].append("score")
+    scored["properties"]["score"] = {"type": "number"}
+    statuses = ["queued", "running", "retrying", "succeeded", "failed"]
+    counts = {s: {"type": "integer"} for s in statuses}
+    return {
+        "Error": {
+            "type": "object",
+            "required": ["error"],
+            "properties": {
+                "error": {
+                    "type": "object",
+                    "required": ["code", "message"],
+                    "properties": {
+                        "code": {"type": "string"},
+                        "message": {"type": "string"},
+                        "field": {"type": "string"},
+                    },
+                }
+            },
+        },
+        "Readiness": {
+            "type": "object",
+            "required": ["status", "checks"],
+            "properties": {
+                "status": {"type": "string", "enum": ["ready", "not_ready"]},
+                "checks": {"type": "object", "additionalProperties": {"type": "string"}},
+            },
+        },
+        "Item": item,
+        "ScoredItem": scored,
+        "ItemPage": {
+            "type": "object",
+            "required": ["items", "next_cursor", "total"],
+            "properties": {
+                "items": {"type": "array", "items": _schema("Item")},
+                "next_cursor": nullable_string,
+                "total": {"type": "integer"},
+            },
+        },
+        "Facets": {
+            "type": "object",
+            "required": ["field", "values"],
+            "properties": {
+                "field": {"type": "string"},
+                "values": {
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "required": ["value", "count"],
+                        "properties": {"value": {}, "count": {"type": "integer"}},
+                    },
+                },
+            },
+        },
+        "Filter": {
+            "type": "object",
+            "additionalProperties": False,
+            "properties": {
+                "category": keywords,
+                "brand": keywords,
+                "price_min": {"type": "number"},
+                "price_max": {"type": "number"},
+                "in_stock": {"type": "boolean"},
+            },
+        },
+        "QueryResult": {
+            "type": "object",
+            "required": ["query", "items", "next_offset"],
+            "properties": {
+                "query": {"type": "object"},
+                "items": {"type": "array", "items": _schema("ScoredItem")},
+                "next_offset": {"type": "integer", "nullable": True},
+                "groups": {
+                    "type": "array",
+                    "description": "with group_by: the groups, best first",
+                    "items": {
+                        "type": "object",
+                        "required": ["key", "items"],
+                        "properties": {
+                            "key": {"oneOf": [{"type": "string"}, {"type": "integer"}]},
+                            "items": {"type": "array", "items": _schema("ScoredItem")},
+                        },
+                    },
+                },
+            },
+        },
+        "NewItem": {
+            "type": "object",
+            "required": ["id", "image"],
+            "properties": {
+                "id": _ID_SCHEMA,
+                "image": {"type": "string", "format": "binary"},
+                "metadata": {
+                    "type": "string",
+                    "description": "a JSON object: category, brand, price, in_stock, ...",
+                    "example": '{"category": "shoes", "price": 49.9, "in_stock": true}',
+                },
+                "job": {**_ID_SCHEMA, "description": "a label grouping tasks in /v1/jobs"},
+            },
+        },
+        "PhotoQuery": {
+            "type": "object",
+            "required": ["image"],
+            "properties": {
+                "image": {"type": "string", "format": "binary"},
+                "positive": {"type": "string", "description": "liked item ids, comma-separated"},
+                "negative": {
+                    "type": "string",
+                    "description": "disliked item ids, comma-separated",
+                },
+            },
+        },
+        "RecommendRequest": {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["positive"],
+            "properties": {
+                "positive": {**ids, "minItems": 1},
+                "negative": ids,
+                "strategy": strategy,
+                **options,
+                **grouping,
+            },
+        },
+        "DiscoverRequest": {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["target", "context"],
+            "properties": {
+                "target": _ID_SCHEMA,
+                "context": {
+                    "type": "array",
+                    "minItems": 1,
+                    "maxItems": MAX_EXAMPLES,
+                    "items": {
+                        "type": "object",
+                        "additionalProperties": False,
+                        "required": ["positive", "negative"],
+                        "properties": {"positive": _ID_SCHEMA, "negative": _ID_SCHEMA},
+                    },
+                },
+                **options,
+                **grouping,
+            },
+        },
+        "BatchRequest": {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["queries"],
+            "properties": {
+                "queries": {
+                    "type": "array",
+                    "minItems": 1,
+                    "maxItems": MAX_BATCH,
+                    "items": {
+                        "oneOf": [
+                            {
+                                "type": "object",
+                                "additionalProperties": False,
+                                "required": ["id"],
+                                "properties": {
+                                    "id": _ID_SCHEMA,
+                                    "diversity": {"type": "number", "minimum": 0, "maximum": 1},
+                                    **options,
+                                },
+                            },
+                            {
+                                "type": "object",
+                                "additionalProperties": False,
+                                "required": ["positive"],
+                                "properties": {
+                                    "positive": {**ids, "minItems": 1},
+                                    "negative": ids,
+                                    "strategy": strategy,
+                                    **options,
+                                },
+                            },
+                        ]
+                    },
+                }
+            },
+        },
+        "BatchResult": {
+            "type": "object",
+            "required": ["results"],
+            "properties": {
+                "results": {
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "required": ["query"],
+                        "properties": {
+                            "query": {"type": "object"},
+                            "items": {"type": "array", "items": _schema("ScoredItem")},
+                            "next_offset": {"type": "integer", "nullable": True},
+                            "error": {"type": "object"},
+                        },
+                    },
+                }
+            },
+        },
+        "TaskAccepted": {
+            "type": "object",
+            "required": ["task_id", "item_id", "status_url"],
+            "properties": {
+                "task_id": {"type": "string"},
+                "item_id": {"type": "string"},
+                "status_url": {"type": "string"},
+            },
+        },
+        "Task": {
+            "type": "object",
+            "required": ["task_id", "status"],
+            "properties": {
+                "task_id": {"type": "string"},
+                "status": {"type": "string", "enum": statuses},
+                "items": {"type": "array", "items": {"type": "string"}},
+                "indexed": {"type": "array", "items": {"type": "string"}},
+                "failed": {"type": "array", "items": {"type": "object"}},
+                "error": {"type": "object"},
+            },
+        },
+        "Jobs": {
+            "type": "object",
+            "required": ["tenant", "summary", "jobs", "tasks"],
+            "properties": {
+                "tenant": {"type": "string"},
+                "generated_at": {"type": "string"},
+                "summary": {
+                    "type": "object",
+                    "properties": {"tasks": {"type": "integer"}, **counts},
+                },
+                "jobs": {
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "required": ["job", "tasks", "items", "done"],
+                        "properties": {
+                            "job": nullable_string,
+                            "tasks": {"type": "integer"},
+                            "items": {"type": "integer"},
+                            "items_indexed": {"type": "integer"},
+                            "items_failed": {"type": "integer"},
+                            "done": {"type": "boolean"},
+                            "first_submitted_at": nullable_string,
+                            "last_submitted_at": nullable_string,
+                            **counts,
+                        },
+                    },
+                },
+                "tasks": {
+                    "type": "array",
+                    "items": {
+                        "allOf": [
+                            _schema("Task"),
+                            {
+                                "type": "object",
+                                "properties": {
+                                    "job": nullable_string,
+                                    "submitted_at": nullable_string,
+                                },
+                            },
+                        ]
+                    },
+                },
+            },
+        },
+    }

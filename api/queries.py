@@ -1,0 +1,320 @@
+"""The similarity queries: by item, by photo, by liked and disliked items, and in batches.
+
+Every query runs inside the tenant's items, with the filters applied inside the vector
+search; results can be paged (``limit``/``offset``), cut at a ``score_threshold``, grouped
+(at most ``group_size`` per category or brand) or diversified (MMR).
+"""
+
+from __future__ import annotations
+
+import base64
+from typing import Any
+
+import numpy as np
+from celery.exceptions import TimeoutError as CeleryTimeout
+from flask import Blueprint, Response, jsonify, request
+
+from api.auth import read_only
+from api.errors import APIError
+from api.params import (
+    GROUP_FIELDS,
+    MAX_BATCH,
+    MAX_EXAMPLES,
+    QueryOptions,
+    ids_from_form,
+    invalid,
+    json_id,
+    json_ids,
+    json_object,
+    options_from_args,
+    options_from_json,
+    reject_unknown,
+)
+from api.routes import (
+    _get_item,
+    _item_id,
+    _item_json,
+    _settings,
+    _store,
+    _tasks,
+    _tenant,
+    _uploaded_image,
+)
+from lookalike.schema import point_id
+from lookalike.store import (
+    RECOMMEND_STRATEGIES,
+    Discover,
+    Diverse,
+    Hit,
+    Recommend,
+    Search,
+    SimilarityQuery,
+)
+from lookalike.tasks import EMBED_QUERY
+
+bp = Blueprint("queries", __name__)
+
+_OPTION_FIELDS = ("limit", "offset", "score_threshold", "filter", "group_by", "group_size")
+
+
+def _hits_json(hits: list[Hit]) -> list[dict[str, Any]]:
+    return [_item_json(h.payload, h.score) for h in hits]
+
+
+def _candidates(opts: QueryOptions) -> int:
+    """How many nearest neighbours MMR picks from: a few pages' worth, bounded."""
+    return min(max(4 * (opts.limit + opts.offset), 50), 1000)
+
+
+def _search(query: SimilarityQuery, opts: QueryOptions, exclude_ids: list[str]) -> Search:
+    if opts.diversity is not None and isinstance(query, np.ndarray):
+        query = Diverse(query, opts.diversity, _candidates(opts))
+    return Search(
+        query,
+        opts.limit,
+        where={"tenant": _tenant(), **opts.filters},
+        exclude_ids=exclude_ids,
+        offset=opts.offset,
+        score_threshold=opts.score_threshold,
+    )
+
+
+def _page(hits: list[Hit], opts: QueryOptions) -> dict[str, Any]:
+    full = len(hits) == opts.limit
+    return {
+        "items": _hits_json(hits),
+        "next_offset": opts.offset + opts.limit if full else None,
+    }
+
+
+def _run(query: SimilarityQuery, opts: QueryOptions, exclude_ids: list[str]) -> dict[str, Any]:
+    store = _store()
+    if opts.group_by is not None:
+        groups = store.query_groups(
+            query,
+            group_by=GROUP_FIELDS[opts.group_by],
+            group_size=opts.group_size,
+            limit=opts.limit,
+            where={"tenant": _tenant(), **opts.filters},
+            exclude_ids=exclude_ids,
+            score_threshold=opts.score_threshold,
+        )
+        seen: dict[str, Hit] = {}
+        for group in groups:
+            for hit in group.hits:
+                seen.setdefault(hit.point_id, hit)
+        ranked = sorted(seen.values(), key=lambda h: -h.score)
+        return {
+            "items": _hits_json(ranked),
+            "groups": [{"key": g.key, "items": _hits_json(g.hits)} for g in groups],
+            "next_offset": None,
+        }
+    (hits,) = store.query_batch([_search(query, opts, exclude_ids)])
+    return _page(hits, opts)
+
+
+def _vectors(**fields: list[str]) -> dict[str, np.ndarray]:
+    """The stored vectors of the tenant's items named in ``fields`` (field name -> item ids),
+    read in one call; 404 naming the field of the first missing one."""
+    tenant = _tenant()
+    wanted = {point_id(i, tenant): i for ids in fields.values() for i in ids}
+    found = _store().retrieve(list(wanted), with_vectors=True) if wanted else []
+    vectors = {wanted[f.point_id]: f.vector for f in found if f.vector is not None}
+    for field, ids in fields.items():
+        for item_id in ids:
+            if item_id not in vectors:
+                raise APIError(404, "item_not_found", f"no item with id {item_id!r}", field)
+    return vectors
+
+
+def _json_body() -> dict[str, Any]:
+    body = request.get_json(silent=True)
+    if body is None:
+        raise APIError(
+            415 if not request.is_json else 400,
+            "unsupported_media_type" if not request.is_json else "invalid_json",
+            "the body must be a JSON object (Content-Type: application/json)",
+            "body",
+        )
+    return json_object(body)
+
+
+@bp.get("/v1/items/<item_id>/similar")
+def similar_items(item_id: str) -> Response:
+    opts = options_from_args(request.args)
+    item = _get_item(_item_id(item_id), _tenant(), with_vector=True)
+    assert item.vector is not None
+    result = _run(item.vector, opts, [item.point_id])
+    return jsonify(query={"id": item.payload["item_id"]}, **result)
+
+
+@bp.post("/v1/search")
+@read_only
+def search_by_image() -> Response:
+    opts = options_from_args(request.args)
+    positive = ids_from_form(request.form.getlist("positive"), "positive")
+    negative = ids_from_form(request.form.getlist("negative"), "negative")
+    if (positive or negative) and opts.diversity is not None:
+        raise invalid("diversity", "diversity applies to a search by the photo alone")
+    examples = _vectors(positive=positive, negative=negative)
+    data, _ = _uploaded_image()
+    task_id = _tasks().send(EMBED_QUERY, base64.b64encode(data).decode("ascii"))
+    result = _tasks().result(task_id)
+    try:
+        outcome = result.get(timeout=_settings().query_timeout_s, propagate=False)
+    except CeleryTimeout:
+        raise APIError(
+            503, "embedding_timeout", "no worker embedded the photo in time; try again"
+        ) from None
+    finally:
+        result.forget()
+    if not isinstance(outcome, dict) or "vector" not in outcome:
+        error = outcome.get("error") if isinstance(outcome, dict) else None
+        if error:
+            raise APIError(422, error["code"], error["message"], "image")
+        raise APIError(503, "embedding_failed", "the worker could not embed the photo")
+    vector = np.asarray(outcome["vector"], dtype=np.float32)
+    query: SimilarityQuery = vector
+    tenant = _tenant()
+    exclude = [point_id(i, tenant) for i in positive + negative]
+    if positive or negative:
+        query = Recommend(
+            [vector, *(examples[i] for i in positive)], [examples[i] for i in negative]
+        )
+    body = _run(query, opts, exclude)
+    return jsonify(
+        query={
+            "model": outcome["model"],
+            "model_version": outcome["model_version"],
+            "positive": positive,
+            "negative": negative,
+        },
+        **body,
+    )
+
+
+@bp.post("/v1/recommend")
+@read_only
+def recommend() -> Response:
+    body = _json_body()
+    reject_unknown(body, ("positive", "negative", "strategy", *_OPTION_FIELDS))
+    positive = json_ids(body, "positive", required=True)
+    negative = json_ids(body, "negative", required=False)
+    strategy = _strategy(body.get("strategy"), "strategy")
+    opts = options_from_json(body, diversity=False)
+    vectors = _vectors(positive=positive, negative=negative)
+    query = Recommend([vectors[i] for i in positive], [vectors[i] for i in negative], strategy)
+    tenant = _tenant()
+    exclude = [point_id(i, tenant) for i in positive + negative]
+    result = _run(query, opts, exclude)
+    return jsonify(
+        query={"positive": positive, "negative": negative, "strategy": strategy}, **result
+    )
+
+
+@bp.post("/v1/discover")
+@read_only
+def discover() -> Response:
+    body = _json_body()
+    reject_unknown(body, ("target", "context", *_OPTION_FIELDS))
+    target = json_id(body, "target")
+    pairs = _context_pairs(body.get("context"))
+    opts = options_from_json(body, diversity=False)
+    ids = list(dict.fromkeys([target, *(i for pair in pairs for i in pair)]))
+    vectors = _vectors(target=[target], context=ids[1:])
+    query = Discover(vectors[target], [(vectors[p], vectors[n]) for p, n in pairs])
+    tenant = _tenant()
+    result = _run(query, opts, [point_id(i, tenant) for i in ids])
+    context = [{"positive": p, "negative": n} for p, n in pairs]
+    return jsonify(query={"target": target, "context": context}, **result)
+
+
+@bp.post("/v1/batch")
+@read_only
+def batch() -> Response:
+    """Many queries in one request, run as one batch in the vector store. An entry is either
+    ``{"id": ...}`` (items like that item) or ``{"positive": [...], "negative": [...]}``; an
+    entry naming a missing item gets an error of its own and the others still run."""
+    body = _json_body()
+    reject_unknown(body, ("queries",))
+    raw = body.get("queries")
+    if not isinstance(raw, list) or not 1 <= len(raw) <= MAX_BATCH:
+        raise invalid("queries", f"queries must be a list of 1 to {MAX_BATCH} queries")
+    entries = [_batch_entry(entry, f"queries[{n}].") for n, entry in enumerate(raw)]
+    tenant = _tenant()
+    wanted = {point_id(i, tenant): i for e in entries for i in e["ids"]}
+    found = _store().retrieve(list(wanted), with_vectors=True)
+    vectors = {wanted[f.point_id]: f.vector for f in found if f.vector is not None}
+    searches: list[Search] = []
+    runnable: list[int] = []
+    results: list[dict[str, Any]] = []
+    for n, entry in enumerate(entries):
+        missing = [i for i in entry["ids"] if i not in vectors]
+        if missing:
+            error = {"code": "item_not_found", "message": f"no item with id {missing[0]!r}"}
+            results.append({"query": entry["echo"], "error": error})
+            continue
+        exclude = [point_id(i, tenant) for i in entry["ids"]]
+        if "id" in entry["echo"]:
+            query: SimilarityQuery = vectors[entry["echo"]["id"]]
+        else:
+            query = Recommend(
+                [vectors[i] for i in entry["echo"]["positive"]],
+                [vectors[i] for i in entry["echo"]["negative"]],
+                entry["echo"]["strategy"],
+            )
+        searches.append(_search(query, entry["options"], exclude))
+        runnable.append(n)
+        results.append({"query": entry["echo"]})
+    answers = _store().query_batch(searches)
+    for n, hits in zip(runnable, answers, strict=True):
+        results[n].update(_page(hits, entries[n]["options"]))
+    return jsonify(results=results)
+
+
+def _batch_entry(raw: Any, prefix: str) -> dict[str, Any]:
+    entry = json_object(raw, prefix.rstrip("."))
+    options = ("limit", "offset", "score_threshold", "filter")
+    if "id" in entry:
+        reject_unknown(entry, ("id", "diversity", *options), prefix)
+        item = json_id(entry, "id", prefix)
+        return {
+            "ids": [item],
+            "echo": {"id": item},
+            "options": options_from_json(entry, prefix=prefix, groups=False),
+        }
+    if "positive" in entry:
+        reject_unknown(entry, ("positive", "negative", "strategy", *options), prefix)
+        positive = json_ids(entry, "positive", required=True, prefix=prefix)
+        negative = json_ids(entry, "negative", required=False, prefix=prefix)
+        strategy = _strategy(entry.get("strategy"), f"{prefix}strategy")
+        return {
+            "ids": list(dict.fromkeys(positive + negative)),
+            "echo": {"positive": positive, "negative": negative, "strategy": strategy},
+            "options": options_from_json(entry, prefix=prefix, groups=False, diversity=False),
+        }
+    raise APIError(
+        400, "missing_field", f"{prefix}id or {prefix}positive is required", f"{prefix}id"
+    )
+
+
+def _strategy(value: Any, field: str) -> str:
+    if value is None:
+        return "best_score"
+    if value not in RECOMMEND_STRATEGIES:
+        raise invalid(field, f"strategy must be one of {', '.join(RECOMMEND_STRATEGIES)}")
+    return str(value)
+
+
+def _context_pairs(value: Any) -> list[tuple[str, str]]:
+    if value is None:
+        raise APIError(400, "missing_field", "context is required", "context")
+    if not isinstance(value, list) or not 1 <= len(value) <= MAX_EXAMPLES:
+        raise invalid("context", f"context must be a list of 1 to {MAX_EXAMPLES} pairs")
+    pairs = []
+    for n, raw in enumerate(value):
+        prefix = f"context[{n}]."
+        pair = json_object(raw, f"context[{n}]")
+        reject_unknown(pair, ("positive", "negative"), prefix)
+        pairs.append((json_id(pair, "positive", prefix), json_id(pair, "negative", prefix)))
+    return pairs

@@ -1,0 +1,129 @@
+"""``indexer duplicates``: every group of duplicates in a tenant's catalog.
+
+Pages through the catalog (``GET /v1/items``) and asks for the duplicates of each page
+(``POST /v1/duplicates``), then joins the pairs into groups: items that are copies of copies
+end up in one group. Exact copies (same bytes) and near-duplicates (same photo, edited; the
+duplicate score of lookalike/duplicates.py above the threshold) are reported apart.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+from typing import Any, TextIO
+
+from indexer.client import APIClient
+from indexer.progress import Progress
+
+PAGE = 100
+
+
+def star_groups(pairs: list[tuple[str, str]]) -> list[list[str]]:
+    """Groups where every item is a direct duplicate of the group's first item.
+
+    Near-duplication is not transitive (a ~ b and b ~ c does not make a ~ c), so joining
+    pairs into connected groups would chain unrelated items together. Instead, the item with
+    the most duplicates leads a group of them, then the next one among the rest, and so on.
+    """
+    neighbours: dict[str, set[str]] = {}
+    for a, b in pairs:
+        if a != b:
+            neighbours.setdefault(a, set()).add(b)
+            neighbours.setdefault(b, set()).add(a)
+    placed: set[str] = set()
+    result = []
+    for leader in sorted(neighbours, key=lambda x: (-len(neighbours[x]), x)):
+        if leader in placed:
+            continue
+        members = sorted(n for n in neighbours[leader] if n not in placed)
+        if members:
+            result.append([leader, *members])
+            placed.update([leader, *members])
+    return sorted(result, key=lambda g: (-len(g), g))
+
+
+def groups(pairs: list[tuple[str, str]]) -> list[list[str]]:
+    """Connected groups of the pairs (right for exact copies: sameness is transitive), each
+    sorted, largest first."""
+    parent: dict[str, str] = {}
+
+    def find(x: str) -> str:
+        parent.setdefault(x, x)
+        while parent[x] != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+
+    for a, b in pairs:
+        parent[find(a)] = find(b)
+    joined: dict[str, list[str]] = {}
+    for x in list(parent):
+        joined.setdefault(find(x), []).append(x)
+    result = [sorted(g) for g in joined.values() if len(g) > 1]
+    return sorted(result, key=lambda g: (-len(g), g))
+
+
+@dataclass
+class DuplicateReport:
+    threshold: float | None = None
+    items: int = 0
+    exact: list[list[str]] = field(default_factory=list)
+    near: list[list[str]] = field(default_factory=list)
+    scores: dict[str, float] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "threshold": self.threshold,
+            "items": self.items,
+            "exact": self.exact,
+            "near": self.near,
+            "near_pair_scores": self.scores,
+        }
+
+    def summary(self) -> str:
+        lines = [
+            f"{self.items} items: {len(self.exact)} groups of exact copies, {len(self.near)} "
+            f"groups of near-duplicates (threshold {self.threshold})"
+        ]
+        lines += [f"  exact: {', '.join(g)}" for g in self.exact]
+        lines += [f"  near:  {g[0]} ~ {', '.join(g[1:])}" for g in self.near]
+        return "\n".join(lines)
+
+
+def duplicate_report(
+    client: APIClient,
+    *,
+    threshold: float | None = None,
+    tenant: str | None = None,
+    out: TextIO = sys.stderr,
+) -> DuplicateReport:
+    report = DuplicateReport(threshold=threshold)
+    exact: list[tuple[str, str]] = []
+    near: list[tuple[str, str]] = []
+    cursor: str | None = None
+    progress: Progress | None = None
+    while True:
+        page = client.list_items(cursor=cursor, limit=PAGE, tenant=tenant)
+        if progress is None:
+            progress = Progress(out, int(page.get("total") or 0), label="duplicates")
+        ids = [item["id"] for item in page["items"]]
+        if ids:
+            answer = client.duplicates(ids, tenant=tenant, threshold=threshold)
+            report.threshold = answer["threshold"]
+            for entry in answer["items"]:
+                exact.extend((entry["id"], e["id"]) for e in entry["exact"])
+                for n in entry["near"]:
+                    pair = tuple(sorted((entry["id"], n["id"])))
+                    near.append((pair[0], pair[1]))
+                    report.scores[f"{pair[0]} ~ {pair[1]}"] = n["score"]
+        report.items += len(ids)
+        progress.update(done=report.items, failed=0)
+        cursor = page.get("next_cursor")
+        if not cursor:
+            break
+    if progress is not None:
+        progress.update(done=report.items, failed=0, force=True)
+        progress.finish()
+    report.exact = groups(exact)
+    report.near = star_groups(near)
+    return report

@@ -1,0 +1,104 @@
+"""The near-duplicate test: the same photo re-uploaded after editing, told apart from a
+different item that merely looks alike.
+
+Similarity search ranks by the cosine of the model's embeddings, which is high for two
+different red dresses too. A duplicate test needs more: the same photo keeps its colours
+through cropping, rescaling, recompression and a small rotation, while two different items
+of a category rarely share both their embedding *and* their colour distribution. So
+
+    duplicate score = EMBEDDING_WEIGHT * cosine(embeddings)
+                      + (1 - EMBEDDING_WEIGHT) * colour similarity
+
+and a pair is a near-duplicate when the score reaches the threshold
+(``LOOKALIKE_DUPLICATE_THRESHOLD``). The colour similarity is the Bhattacharyya coefficient
+(the dot product of square-rooted histograms) of two 8x8x8 RGB histograms of the image's
+non-white pixels (catalog photos sit on white; the background would make every pair alike).
+
+Colours say little about images that have hardly any: black line drawings, a black shoe on
+white. All such images look alike in colour, so a pair where either image has less than
+:data:`MIN_COLOR_ENTROPY` bits of colour is judged on the embedding alone, which must then
+reach the threshold plus :data:`COLORLESS_MARGIN`.
+
+Weight, gate and threshold were chosen by measurement (benchmarks/duplicate_threshold.py,
+docs/indexer.md). Exact duplicates (same bytes, same sha256) are a separate, exact test.
+"""
+
+from __future__ import annotations
+
+import base64
+
+import numpy as np
+from PIL import Image
+
+# The payload field holding an item's colour signature (base64 of BINS**3 uint8 values).
+SIGNATURE_FIELD = "color_signature"
+EMBEDDING_WEIGHT = 0.4
+MIN_COLOR_ENTROPY = 2.0
+COLORLESS_MARGIN = 0.10
+
+BINS = 8
+_SIDE = 128  # the histogram is taken on a thumbnail: enough pixels, little work
+_WHITE = 235  # a pixel whose every channel is above this is background
+_MIN_FOREGROUND = 50  # fewer foreground pixels than this: use the whole image
+
+
+def color_signature(image: Image.Image) -> str:
+    """The compact colour signature of a decoded RGB image, for the item's payload."""
+    thumb = image.convert("RGB").resize((_SIDE, _SIDE), Image.Resampling.BILINEAR)
+    pixels = np.asarray(thumb).reshape(-1, 3)
+    foreground = pixels.min(axis=1) <= _WHITE
+    if foreground.sum() >= _MIN_FOREGROUND:
+        pixels = pixels[foreground]
+    bins = pixels.astype(np.int32) * BINS // 256
+    index = (bins[:, 0] * BINS + bins[:, 1]) * BINS + bins[:, 2]
+    histogram = np.bincount(index, minlength=BINS**3).astype(np.float64)
+    root = np.sqrt(histogram / histogram.sum())  # unit length: sum of the histogram is 1
+    return base64.b64encode(np.round(root * 255).astype(np.uint8).tobytes()).decode("ascii")
+
+
+def decode_signature(signature: str) -> np.ndarray | None:
+    """The signature as a unit-length float vector; None if it is missing or malformed."""
+    try:
+        raw = np.frombuffer(base64.b64decode(signature, validate=True), dtype=np.uint8)
+    except (ValueError, TypeError):
+        return None
+    if raw.size != BINS**3 or not raw.any():
+        return None
+    vector = raw.astype(np.float32)
+    return vector / np.linalg.norm(vector)
+
+
+def color_entropy(vector: np.ndarray) -> float:
+    """Shannon entropy in bits of the colour histogram behind a decoded signature."""
+    p = vector.astype(np.float64) ** 2
+    p = p[p > 0] / p.sum()
+    return float(-(p * np.log2(p)).sum())
+
+
+def color_similarity(a: str, b: str) -> tuple[float, bool] | None:
+    """Bhattacharyya coefficient of two signatures in [0, 1], and whether both images have
+    colour enough for it to mean something; None if either signature is unusable."""
+    va, vb = decode_signature(a), decode_signature(b)
+    if va is None or vb is None:
+        return None
+    informative = min(color_entropy(va), color_entropy(vb)) >= MIN_COLOR_ENTROPY
+    return float(np.clip(va @ vb, 0.0, 1.0)), informative
+
+
+def duplicate_score(
+    embedding_cosine: float, color: float, informative: bool = True, weight: float | None = None
+) -> float:
+    """The duplicate score; compared with the threshold. Without informative colours, the
+    embedding alone, less the margin it must clear."""
+    if not informative:
+        return embedding_cosine - COLORLESS_MARGIN
+    w = EMBEDDING_WEIGHT if weight is None else weight
+    return w * embedding_cosine + (1 - w) * color
+
+
+def embedding_floor(threshold: float) -> float:
+    """The lowest embedding cosine that can still reach ``threshold`` (colour similarity is
+    at most 1): the score threshold of the ANN search that finds the candidates."""
+    return min(
+        (threshold - (1 - EMBEDDING_WEIGHT)) / EMBEDDING_WEIGHT, threshold + COLORLESS_MARGIN
+    )

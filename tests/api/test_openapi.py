@@ -1,0 +1,120 @@
+"""The OpenAPI document is true: it lists exactly the app's routes, and schemathesis, fuzzing
+the real embedded service (worker, model, qdrant-edge) from it, gets no 5xx and only answers
+the document describes."""
+
+from __future__ import annotations
+
+import re
+import tempfile
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import schemathesis
+from flask import Flask
+from hypothesis import HealthCheck, settings
+from schemathesis.checks import not_a_server_error
+from schemathesis.specs.openapi.checks import (
+    content_type_conformance,
+    negative_data_rejection,
+    response_schema_conformance,
+    status_code_conformance,
+    unsupported_method,
+)
+from waitress.server import create_server
+
+from api import create_app
+from lookalike.settings import Settings
+from support import labelled_images, post_item, wait_for_task
+
+METHODS = {"GET", "POST", "PUT", "PATCH", "DELETE"}
+
+
+def spec_operations(doc: dict[str, Any]) -> set[tuple[str, str]]:
+    return {
+        (path, method.upper())
+        for path, item in doc["paths"].items()
+        for method in item
+        if method.upper() in METHODS
+    }
+
+
+def app_operations(app: Flask) -> set[tuple[str, str]]:
+    operations = set()
+    for rule in app.url_map.iter_rules():
+        if rule.endpoint == "static":
+            continue
+        path = re.sub(r"<(?:[^:<>]+:)?([^<>]+)>", r"{\1}", rule.rule)
+        operations.update((path, m) for m in (rule.methods or set()) & METHODS)
+    return operations
+
+
+def test_the_document_lists_exactly_the_routes(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    app = create_app(Settings(data_dir=tmp_path, qdrant_url=":memory:"))
+    doc = app.test_client().get("/openapi.json").get_json()
+
+    assert doc["openapi"].startswith("3.")
+    assert spec_operations(doc) == app_operations(app)
+    components = doc["components"]["parameters"]
+
+    def declared(params: list[dict[str, Any]]) -> set[str]:
+        resolved = [components[p["$ref"].rsplit("/", 1)[1]] if "$ref" in p else p for p in params]
+        return {p["name"] for p in resolved if p["in"] == "path"}
+
+    for path, item in doc["paths"].items():
+        for method, op in item.items():
+            if method.upper() not in METHODS:
+                continue
+            names = declared(item.get("parameters", [])) | declared(op.get("parameters", []))
+            assert names == set(re.findall(r"{([^}]+)}", path)), f"{method} {path}"
+
+
+# The served document, read from an app that opens nothing (its store opens on first use);
+# schemathesis needs it when pytest collects the tests.
+schema = schemathesis.openapi.from_wsgi(
+    "/openapi.json",
+    create_app(
+        Settings(data_dir=Path(tempfile.gettempdir()) / "lookalike-spec", qdrant_url=":memory:")
+    ),
+)
+
+
+@pytest.fixture(scope="module")
+def live_url(client, embedded) -> Iterator[str]:  # type: ignore[no-untyped-def]
+    """The embedded service over real HTTP, holding items the spec's examples name."""
+    images = labelled_images(per_category=2, categories=("animals", "food"))
+    ids = ["lion-1", "default", "tomato-1", "tomato-2"]
+    tasks = []
+    for i, (item_id, (category, path)) in enumerate(zip(ids, images, strict=True)):
+        meta = {"category": category, "brand": "acme", "price": 10.0 + i, "in_stock": i % 2 == 0}
+        tasks.append(post_item(client, item_id, path.read_bytes(), meta).get_json()["task_id"])
+    for task_id in tasks:
+        assert wait_for_task(client, task_id)["status"] == "succeeded"
+    server = create_server(embedded.app, host="127.0.0.1", port=0, threads=4)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.effective_port}"
+    server.close()
+
+
+@schema.parametrize()
+@settings(
+    max_examples=60,
+    deadline=None,
+    suppress_health_check=list(HealthCheck),
+    derandomize=True,
+)
+def test_fuzzed_requests_get_no_5xx_and_documented_answers(case, live_url: str) -> None:  # type: ignore[no-untyped-def]
+    case.call_and_validate(
+        base_url=live_url,
+        checks=[
+            not_a_server_error,
+            status_code_conformance,
+            content_type_conformance,
+            response_schema_conformance,
+            negative_data_rejection,
+            unsupported_method,
+        ],
+    )

@@ -1,0 +1,236 @@
+"""The web gallery in a real headless Chromium (Debian's `chromium`, driven by Playwright),
+against the embedded service over real HTTP: browse with filters, click an item for similar
+items with scores, mark likes and dislikes, group the results, drop and pick a photo, and
+follow the ingestion jobs. Screenshots go to build/screenshots/ (SCREENSHOTS below)."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import os
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from waitress.server import create_server
+
+from support import REPO, labelled_images, wait_for_task
+
+CHROMIUM = os.environ.get("LOOKALIKE_TEST_CHROMIUM", "/usr/bin/chromium")
+SCREENSHOTS = REPO / "build" / "screenshots"
+CATEGORIES = ("animals", "food", "plants", "vehicles")
+PER_CATEGORY = 4
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+
+playwright_api = pytest.importorskip("playwright.sync_api")
+
+
+@pytest.fixture(scope="module")
+def catalog(client) -> dict[str, Path]:  # type: ignore[no-untyped-def]
+    paths: dict[str, Path] = {}
+    tasks = []
+    for n, (category, path) in enumerate(labelled_images(PER_CATEGORY, CATEGORIES)):
+        item_id = f"{category}-{n % PER_CATEGORY}"
+        meta = {
+            "category": category,
+            "brand": "acme" if n % 2 else "zeta",
+            "price": float(5 + 3 * n),
+            "in_stock": n % 5 != 0,
+        }
+        form: dict[str, Any] = {
+            "id": item_id,
+            "job": "gallery-load",
+            "metadata": json.dumps(meta),
+            "image": (io.BytesIO(path.read_bytes()), path.name),
+        }
+        resp = client.post("/v1/items", data=form, content_type="multipart/form-data")
+        assert resp.status_code == 202, resp.get_json()
+        tasks.append(resp.get_json()["task_id"])
+        paths[item_id] = path
+    for task_id in tasks:
+        assert wait_for_task(client, task_id)["status"] == "succeeded"
+    return paths
+
+
+@pytest.fixture(scope="module")
+def base_url(embedded, catalog) -> Iterator[str]:  # type: ignore[no-untyped-def]
+    server = create_server(embedded.app, host="127.0.0.1", port=0, threads=4)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.effective_port}"
+    server.close()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"{CHROMIUM} is missing: scripts/test.sh installs Debian's chromium")
+    with playwright_api.sync_playwright() as pw:
+        chromium = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture
+def page(browser, base_url: str) -> Iterator[Any]:  # type: ignore[no-untyped-def]
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    context = browser.new_context(viewport={"width": 1400, "height": 1000}, base_url=base_url)
+    page = context.new_page()
+    page.set_default_timeout(30_000)
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
+    yield page
+    context.close()
+    assert errors == [], f"errors in the page: {errors}"
+
+
+def shot(page, name: str) -> Path:  # type: ignore[no-untyped-def]
+    path = SCREENSHOTS / f"{name}.png"
+    page.screenshot(path=str(path), full_page=True)
+    assert path.stat().st_size > 10_000
+    return path
+
+
+def card_ids(page, selector: str) -> list[str]:  # type: ignore[no-untyped-def]
+    return list(page.eval_on_selector_all(selector, "els => els.map(e => e.dataset.id)"))
+
+
+def result_scores(page) -> list[float]:  # type: ignore[no-untyped-def]
+    texts = page.eval_on_selector_all("#results .card .score", "els => els.map(e => e.textContent)")
+    return [float(t) for t in texts]
+
+
+def wait_for_results(page) -> None:  # type: ignore[no-untyped-def]
+    page.wait_for_selector("#results .card")
+
+
+def test_browse_filter_and_find_similar_items(page, catalog) -> None:  # type: ignore[no-untyped-def]
+    page.goto("/")
+    page.wait_for_function(f"document.querySelectorAll('#catalog .card').length === {len(catalog)}")
+    page.wait_for_selector("#filter-category .chip")
+    assert page.locator("#stat").inner_text().startswith(f"{len(catalog)} items")
+    # Thumbnails, not the full images, fill the grid, and every one loads.
+    page.wait_for_function(
+        "[...document.querySelectorAll('#catalog img')]"
+        ".every(i => i.complete && i.naturalWidth > 0)"
+    )
+    assert "/thumbnail" in page.get_attribute("#catalog .card img", "src")
+    shot(page, "01-catalog")
+
+    page.click("#filter-category .chip[data-value=food]")
+    page.wait_for_function("document.querySelectorAll('#catalog .card').length === 4")
+    assert sorted(card_ids(page, "#catalog .card")) == [f"food-{i}" for i in range(4)]
+    page.select_option("#filter-in-stock", "true")
+    page.wait_for_function("document.querySelectorAll('#catalog .card').length < 4")
+    shot(page, "02-filtered")
+    page.select_option("#filter-in-stock", "")
+    page.click("#filter-category .chip[data-value=food]")
+    page.wait_for_function(f"document.querySelectorAll('#catalog .card').length === {len(catalog)}")
+
+    with page.expect_response(lambda r: "/similar" in r.url) as similar:
+        page.click("#catalog .card[data-id=animals-0] img")
+    assert similar.value.status == 200
+    wait_for_results(page)
+    ids = card_ids(page, "#results .card")
+    scores = result_scores(page)
+    assert len(ids) == 12 and "animals-0" not in ids
+    assert scores == sorted(scores, reverse=True) and all(0 < s <= 1 for s in scores)
+    assert "Looks like animals-0" in page.inner_text("#query")
+    assert page.get_attribute("#catalog .card.selected", "data-id") == "animals-0"
+    shot(page, "03-similar-items")
+
+
+def test_likes_and_dislikes_refine_the_results(page, catalog) -> None:  # type: ignore[no-untyped-def]
+    page.goto("/")
+    page.click("#catalog .card[data-id=plants-0] img")
+    wait_for_results(page)
+    before = card_ids(page, "#results .card")
+    liked, disliked = before[1], before[0]
+
+    with page.expect_response(lambda r: r.url.endswith("/v1/recommend")) as first:
+        page.click(f"#results .card[data-id='{liked}'] button.like")
+    body = first.value.json()
+    assert body["query"]["positive"] == ["plants-0", liked]
+    wait_for_results(page)
+    with page.expect_response(lambda r: r.url.endswith("/v1/recommend")) as second:
+        page.click(f"#results .card[data-id='{disliked}'] button.dislike")
+    assert second.value.json()["query"]["negative"] == [disliked]
+    page.wait_for_selector("#feedback:not([hidden]) .tag.neg")
+    wait_for_results(page)
+
+    refined = card_ids(page, "#results .card")
+    assert liked not in refined and disliked not in refined and refined != before
+    assert page.inner_text("#feedback .tag.pos") == liked
+    assert "refined by your likes" in page.inner_text("#query")
+    shot(page, "04-refined-by-likes")
+
+    with page.expect_response(lambda r: r.url.endswith("/v1/recommend")) as grouped:
+        page.select_option("#group-by", "category")
+    assert "groups" in grouped.value.json()
+    page.wait_for_selector("#results .group h3")
+    groups = page.eval_on_selector_all("#results .group", "els => els.map(e => e.dataset.group)")
+    assert len(groups) == len(set(groups)) >= 2
+    for group in groups:
+        assert page.locator(f"#results .group[data-group='{group}'] .card").count() <= 2
+    shot(page, "05-grouped-by-category")
+
+    page.click("#clear-votes")
+    page.wait_for_selector("#feedback[hidden]", state="attached")
+
+
+def test_drop_or_pick_a_photo(page, catalog) -> None:  # type: ignore[no-untyped-def]
+    page.goto("/")
+    page.wait_for_selector("#catalog .card")
+    photo = catalog["vehicles-1"]
+    encoded = base64.b64encode(photo.read_bytes()).decode()
+    transfer = page.evaluate_handle(
+        """([b64, name]) => {
+            const bytes = Uint8Array.from(atob(b64), c => c.charCodeAt(0));
+            const dt = new DataTransfer();
+            dt.items.add(new File([bytes], name, {type: "image/png"}));
+            return dt;
+        }""",
+        [encoded, photo.name],
+    )
+    with page.expect_response(lambda r: "/v1/search" in r.url) as search:
+        page.dispatch_event("#dropzone", "dragenter", {"dataTransfer": transfer})
+        page.dispatch_event("#dropzone", "drop", {"dataTransfer": transfer})
+    assert search.value.status == 200
+    wait_for_results(page)
+    assert card_ids(page, "#results .card")[0] == "vehicles-1"
+    assert result_scores(page)[0] == pytest.approx(1.0, abs=0.002)
+    assert "Looks like your photo" in page.inner_text("#query")
+    page.wait_for_function("document.querySelector('#query-image').naturalWidth > 0")
+    shot(page, "06-dropped-photo")
+
+    with page.expect_response(lambda r: "/v1/search" in r.url) as liked:
+        page.click("#results .card:nth-child(2) button.like")
+    assert liked.value.json()["query"]["positive"]
+
+    other = catalog["food-2"]
+    with page.expect_response(lambda r: "/v1/search" in r.url):
+        page.set_input_files("#photo", str(other))
+    page.wait_for_function("document.querySelector('#results .card')?.dataset.id === 'food-2'")
+    assert page.locator("#feedback").is_hidden()
+
+
+def test_jobs_page_shows_ingestion_progress(page, catalog) -> None:  # type: ignore[no-untyped-def]
+    page.goto("/jobs")
+    row = page.wait_for_selector("#jobs tr[data-job=gallery-load]")
+    assert f"{len(catalog)}/{len(catalog)}" in row.inner_text()
+    succeeded = page.inner_text(".summary .box[data-count=succeeded] b")
+    assert int(succeeded) >= len(catalog)
+    assert page.locator("#tasks .status.succeeded").count() >= len(catalog)
+    shot(page, "07-ingestion-jobs")

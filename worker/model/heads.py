@@ -1,0 +1,351 @@
+"""Catalog-tuned embedding heads: small Keras models applied after the backbone's vectors.
+
+A head maps the backbone's L2-normalised vectors (what ``Embedder.embed`` returns without a
+head) to new vectors, trained on a catalog's own labels:
+
+- ``classifier``: an MLP trained to predict the label (softmax, class weights for
+  imbalanced catalogs); its middle layer, before the softmax, becomes the embedding;
+- ``triplet``: an MLP whose unit-length output is trained with a batch-hard triplet loss,
+  so that images of one label come closer than images of different labels by a margin;
+- ``standardise``: no labels, no training: each feature is centred and scaled by the
+  catalog's own mean and standard deviation (the "standardise features" remedy).
+
+Heads live in the model cache, ``<model cache>/heads/<name>.{keras,tflite,json}`` (written by
+``indexer train-head``); the worker runs the ``.tflite`` file (or the ``.keras`` one on the
+Keras runtime), like the backbone. The manifest names the backbone version the head was
+trained on, and a head refuses to run on vectors of another backbone version.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import tempfile
+import time
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from lookalike.schema import head_manifest_path
+from worker.model.cache import _locked, import_tensorflow, sha256_file
+
+HEAD_FORMAT = 1
+KINDS = ("classifier", "triplet", "standardise")
+HEAD_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,31}$")
+INPUT_NAME = "vectors"
+OUTPUT_NAME = "embedding"
+SELF_CHECK_TOLERANCE = 1e-4
+
+
+class HeadError(ValueError):
+    """A head that cannot be trained, saved or loaded."""
+
+
+def check_name(name: str) -> str:
+    if not HEAD_NAME.match(name):
+        raise HeadError(
+            f"head name {name!r}: 1-32 lower-case letters, digits and '-', a letter or digit first"
+        )
+    return name
+
+
+@dataclass(frozen=True)
+class HeadFiles:
+    name: str
+    kind: str
+    keras: Path
+    tflite: Path
+    manifest: Path
+    # The backbone embedder version the head takes vectors of (``Embedder.version``).
+    base_version: str
+    input_dim: int
+    dim: int
+    # "head-<name>-<first 12 hex of the .keras file's sha256>": changes with every training.
+    version: str
+
+    @classmethod
+    def read(cls, model_dir: Path, name: str, *, verify: bool = True) -> HeadFiles:
+        path = head_manifest_path(model_dir, check_name(name))
+        try:
+            manifest = json.loads(path.read_text())
+        except (OSError, ValueError) as exc:
+            raise HeadError(
+                f"head {name!r}: no readable manifest at {path} (train it with "
+                f"`indexer train-head`): {exc}"
+            ) from None
+        if manifest.get("format") != HEAD_FORMAT:
+            raise HeadError(f"head {name!r}: manifest format {manifest.get('format')} unknown")
+        files = {k: path.parent / v["name"] for k, v in manifest["files"].items()}
+        if verify:
+            for key, entry in manifest["files"].items():
+                if not files[key].is_file() or sha256_file(files[key]) != entry["sha256"]:
+                    raise HeadError(f"head {name!r}: {files[key]} is missing or damaged")
+        return cls(
+            name=name,
+            kind=manifest["kind"],
+            keras=files["keras"],
+            tflite=files["tflite"],
+            manifest=path,
+            base_version=manifest["base"]["version"],
+            input_dim=int(manifest["input_dim"]),
+            dim=int(manifest["dim"]),
+            version=manifest["version"],
+        )
+
+
+class Head:
+    """A loaded head: ``apply`` maps (n, input_dim) vectors to (n, dim) vectors."""
+
+    def __init__(self, files: HeadFiles, runtime: str = "tflite", threads: int = 0) -> None:
+        from worker.model.runtime import KerasRunner, TFLiteRunner
+
+        self.files = files
+        self.name = files.name
+        self.dim = files.dim
+        self.input_dim = files.input_dim
+        self.base_version = files.base_version
+        self.version = files.version
+        # One thread: a head is a few small matrix products, not worth a thread pool.
+        self._runner: Any = (
+            KerasRunner(files.keras, threads)
+            if runtime == "keras"
+            else TFLiteRunner(files.tflite, threads=1)
+        )
+
+    def apply(self, vectors: np.ndarray) -> np.ndarray:
+        if vectors.ndim != 2 or vectors.shape[1] != self.input_dim:
+            raise ValueError(f"head {self.name!r} takes (n, {self.input_dim}), got {vectors.shape}")
+        if len(vectors) == 0:
+            return np.empty((0, self.dim), dtype=np.float32)
+        return self._runner.run(vectors.astype(np.float32))[OUTPUT_NAME]
+
+
+def load_head(model_dir: Path, name: str, runtime: str = "tflite", threads: int = 0) -> Head:
+    return Head(HeadFiles.read(Path(model_dir), name), runtime, threads)
+
+
+# --------------------------------------------------------------------------- training
+
+
+@dataclass(frozen=True)
+class TrainOptions:
+    kind: str = "classifier"
+    # Size of the embedding the head outputs.
+    dim: int = 256
+    hidden: int = 512
+    epochs: int = 0  # 0: the kind's default
+    dropout: float = 0.5
+    learning_rate: float = 1e-3
+    weight_decay: float = 1e-4
+    # classifier: weigh each class by n / (classes * its count), so small classes count.
+    class_weights: bool = True
+    # triplet: batches of `classes_per_batch` labels x `per_class` images; the margin is
+    # between squared distances of unit vectors (0..4).
+    margin: float = 0.2
+    classes_per_batch: int = 16
+    per_class: int = 4
+    seed: int = 0
+
+    def epochs_for_kind(self) -> int:
+        return self.epochs or {"classifier": 60, "triplet": 40, "standardise": 0}[self.kind]
+
+
+def _keras() -> Any:
+    import_tensorflow()
+    import keras
+
+    return keras
+
+
+def _normaliser(keras: Any, x: np.ndarray) -> Any:
+    """A frozen Normalization layer with the catalog's mean and variance."""
+    layer = keras.layers.Normalization(
+        axis=-1,
+        mean=x.mean(axis=0),
+        variance=np.maximum(x.var(axis=0), 1e-12),
+        name="standardise",
+    )
+    return layer
+
+
+def train_head(x: np.ndarray, labels: np.ndarray | None, options: TrainOptions) -> Any:
+    """The head's embedding model (a ``keras.Model`` from ``vectors`` to ``embedding``).
+
+    ``x`` is (n, input_dim) backbone vectors, ``labels`` (n,) strings (unused by
+    ``standardise``).
+    """
+    if options.kind not in KINDS:
+        raise HeadError(f"unknown head kind {options.kind!r}; choose one of {', '.join(KINDS)}")
+    keras = _keras()
+    keras.utils.set_random_seed(options.seed)
+    x = np.asarray(x, dtype=np.float32)
+    inputs = keras.Input((x.shape[1],), name=INPUT_NAME)
+    standardised = _normaliser(keras, x)(inputs)
+    if options.kind == "standardise":
+        return keras.Model(inputs, {OUTPUT_NAME: standardised}, name="head")
+    if labels is None:
+        raise HeadError(f"a {options.kind} head needs labels")
+    classes, y = np.unique(np.asarray(labels), return_inverse=True)
+    if len(classes) < 2:
+        raise HeadError("training a head needs at least two labels")
+    hidden = keras.layers.Dropout(options.dropout / 2, seed=options.seed)(standardised)
+    hidden = keras.layers.Dense(options.hidden, activation="relu", name="hidden")(hidden)
+    hidden = keras.layers.Dropout(options.dropout, seed=options.seed)(hidden)
+    optimizer = keras.optimizers.AdamW(options.learning_rate, weight_decay=options.weight_decay)
+    epochs = options.epochs_for_kind()
+    if options.kind == "classifier":
+        # The middle layer, linear: the embedding; the softmax on top only trains it.
+        embedding = keras.layers.Dense(options.dim, name=OUTPUT_NAME)(hidden)
+        top = keras.layers.Activation("relu")(embedding)
+        top = keras.layers.Dropout(options.dropout, seed=options.seed)(top)
+        probabilities = keras.layers.Dense(len(classes), activation="softmax", name="classes")(top)
+        trainer = keras.Model(inputs, probabilities)
+        trainer.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy")
+        weights = None
+        if options.class_weights:
+            counts = np.bincount(y, minlength=len(classes))
+            weights = {i: len(y) / (len(classes) * c) for i, c in enumerate(counts)}
+        trainer.fit(
+            x,
+            y,
+            batch_size=64,
+            epochs=epochs,
+            class_weight=weights,
+            shuffle=True,
+            verbose=0,
+        )
+        return keras.Model(inputs, {OUTPUT_NAME: embedding}, name="head")
+    # triplet
+    embedding = keras.layers.Dense(options.dim, name="project")(hidden)
+    embedding = keras.layers.UnitNormalization(name=OUTPUT_NAME)(embedding)
+    model = keras.Model(inputs, embedding)
+    model.compile(optimizer=optimizer, loss=_batch_hard_triplet_loss(keras, options.margin))
+    batches = _balanced_batches(y, options)
+    steps = max(1, len(y) // (options.classes_per_batch * options.per_class))
+    model.fit(
+        ((x[index], y[index]) for index in batches),
+        steps_per_epoch=steps,
+        epochs=epochs,
+        shuffle=False,  # the batches are drawn at random already
+        verbose=0,
+    )
+    return keras.Model(inputs, {OUTPUT_NAME: embedding}, name="head")
+
+
+def _balanced_batches(y: np.ndarray, options: TrainOptions) -> Iterator[np.ndarray]:
+    """Endless index batches of `classes_per_batch` labels x `per_class` images each."""
+    rng = np.random.default_rng(options.seed)
+    members = [np.flatnonzero(y == c) for c in range(int(y.max()) + 1)]
+    members = [m for m in members if len(m) >= 2]
+    per_batch = min(options.classes_per_batch, len(members))
+    while True:
+        chosen = rng.choice(len(members), per_batch, replace=False)
+        parts = [
+            rng.choice(members[c], options.per_class, replace=len(members[c]) < options.per_class)
+            for c in chosen
+        ]
+        yield np.concatenate(parts)
+
+
+def _batch_hard_triplet_loss(keras: Any, margin: float) -> Any:
+    """For each anchor: its farthest same-label image and nearest other-label image in the
+    batch (squared distance of unit vectors); hinge on their difference plus ``margin``."""
+    ops = keras.ops
+
+    def loss(y_true: Any, y_pred: Any) -> Any:
+        labels = ops.reshape(ops.cast(y_true, "int32"), (-1,))
+        distances = ops.maximum(2.0 - 2.0 * ops.matmul(y_pred, ops.transpose(y_pred)), 0.0)
+        same = ops.equal(ops.expand_dims(labels, 0), ops.expand_dims(labels, 1))
+        n = ops.shape(labels)[0]
+        eye = ops.cast(ops.eye(n), "bool")
+        positive = ops.logical_and(same, ops.logical_not(eye))
+        hardest_positive = ops.max(ops.where(positive, distances, 0.0), axis=1)
+        hardest_negative = ops.min(ops.where(same, 4.0 + distances, distances), axis=1)
+        return ops.mean(ops.relu(hardest_positive - hardest_negative + margin))
+
+    return loss
+
+
+# --------------------------------------------------------------------------- saving
+
+
+def save_head(
+    model: Any,
+    *,
+    name: str,
+    kind: str,
+    model_dir: Path,
+    base_model: str,
+    base_version: str,
+    classes: list[str],
+    extra: dict[str, Any] | None = None,
+) -> HeadFiles:
+    """Write the head's ``.keras``, ``.tflite`` and manifest into ``model_dir/heads``.
+
+    Replaces a head of the same name (its vectors are not comparable with the new one's:
+    the version changes with the file). Files are staged and renamed, manifest last.
+    """
+    check_name(name)
+    keras = _keras()
+    manifest_path = head_manifest_path(Path(model_dir), name)
+    folder = manifest_path.parent
+    folder.mkdir(parents=True, exist_ok=True)
+    keras_path, tflite_path = folder / f"{name}.keras", folder / f"{name}.tflite"
+    input_dim = int(model.inputs[0].shape[-1])
+    dim = int(model.outputs[0].shape[-1])
+    with _locked(folder / f".{name}.lock"):
+        staging = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=folder))
+        try:
+            staged_keras, staged_tflite = staging / keras_path.name, staging / tflite_path.name
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", DeprecationWarning)
+                model.save(staged_keras)
+            model.export(str(staged_tflite), format="litert", verbose=False)
+            max_diff = _self_check(model, staged_tflite, input_dim)
+            if max_diff > SELF_CHECK_TOLERANCE:
+                raise HeadError(f"head {name}: TFLite differs from Keras by {max_diff:.2e}")
+            keras_sha = sha256_file(staged_keras)
+            manifest = {
+                "format": HEAD_FORMAT,
+                "name": name,
+                "kind": kind,
+                "version": f"head-{name}-{keras_sha[:12]}",
+                "base": {"model": base_model, "version": base_version},
+                "input_dim": input_dim,
+                "dim": dim,
+                "classes": classes,
+                "files": {
+                    "keras": {"name": keras_path.name, "sha256": keras_sha},
+                    "tflite": {"name": tflite_path.name, "sha256": sha256_file(staged_tflite)},
+                },
+                "built_with": {"keras": keras.__version__},
+                "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                "keras_vs_tflite_max_abs_diff": max_diff,
+                **(extra or {}),
+            }
+            os.replace(staged_keras, keras_path)
+            os.replace(staged_tflite, tflite_path)
+            staged_manifest = staging / manifest_path.name
+            staged_manifest.write_text(json.dumps(manifest, indent=2) + "\n")
+            os.replace(staged_manifest, manifest_path)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+    return HeadFiles.read(Path(model_dir), name)
+
+
+def _self_check(model: Any, tflite_path: Path, input_dim: int) -> float:
+    from worker.model.runtime import TFLiteRunner
+
+    rng = np.random.default_rng(0)
+    vectors = rng.standard_normal((4, input_dim)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    expected = np.asarray(model.predict_on_batch(vectors)[OUTPUT_NAME])
+    got = TFLiteRunner(tflite_path, threads=1).run(vectors)[OUTPUT_NAME]
+    scale = max(1.0, float(np.abs(expected).max()))
+    return float(np.abs(expected - got).max() / scale)
