@@ -21,7 +21,13 @@ _SUBMITTED_PREFIX = "lookalike-submitted-"
 class TaskClient:
     def __init__(self, settings: Settings) -> None:
         self.celery = Celery("lookalike-api", set_as_current=False)
-        self.celery.conf.update(celery_config(settings.redis_url))
+        self.celery.conf.update(
+            celery_config(
+                settings.redis_url,
+                visibility_timeout_s=settings.broker_visibility_timeout_s,
+                max_retries=settings.task_max_retries,
+            )
+        )
         self.history = TaskHistory(settings.redis_url, settings.jobs_history)
 
     def send(self, name: str, *args: Any, meta: dict[str, Any] | None = None) -> str:

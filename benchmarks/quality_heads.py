@@ -27,7 +27,10 @@ DATASETS = {
     "tuxpaint": Path("build/datasets/tuxpaint.csv"),
     "openclipart": Path("build/datasets/openclipart.csv"),
     "fashion-mnist": Path("build/datasets/fashion-mnist"),
+    # Twice the labels (python -m indexer.datasets fashion-mnist --per-class 600 --out ...).
+    "fashion-mnist-6k": Path("build/datasets/fashion-mnist-6k"),
 }
+DEFAULT_DATASETS = ("tuxpaint", "openclipart", "fashion-mnist")
 KINDS = ("standardise", "classifier", "triplet")
 METRICS = ("P@1", "P@5", "mAP@10")
 
@@ -45,7 +48,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model-cache", type=Path, default=Path("data/models"))
     parser.add_argument("--out", type=Path, default=Path("build/quality"))
-    parser.add_argument("--datasets", default=",".join(DATASETS))
+    parser.add_argument("--datasets", default=",".join(DEFAULT_DATASETS))
     parser.add_argument("--kinds", default=",".join(KINDS))
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
@@ -86,9 +89,10 @@ def main() -> None:
         )
     text = "\n".join(lines)
     print(text)
-    (args.out / "heads.md").write_text(text + "\n")
+    stem = "heads" if args.datasets == ",".join(DEFAULT_DATASETS) else "heads-extra"
+    (args.out / f"{stem}.md").write_text(text + "\n")
     summary = {f"{d}/{k}": r.as_dict() for d, k, r in rows}
-    (args.out / "heads.json").write_text(json.dumps(summary, indent=2) + "\n")
+    (args.out / f"{stem}.json").write_text(json.dumps(summary, indent=2) + "\n")
 
 
 if __name__ == "__main__":

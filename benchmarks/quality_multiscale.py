@@ -37,21 +37,13 @@ DATASETS = {
 
 def stage_ends(model: str) -> dict[str, str]:
     """Output name -> Keras layer name: the last block of stages 3-7, and the head."""
-    blocks = efficientnet_lite.blocks(efficientnet_lite.get_variant(model))
-    ends: dict[int, efficientnet_lite.Block] = {}
-    stage = 0
-    previous_out = None
-    for block in blocks:
-        if block.filters_out != previous_out:
-            stage += 1
-            previous_out = block.filters_out
-        ends[stage] = block
+    variant = efficientnet_lite.get_variant(model)
     out = {}
-    for stage, block in ends.items():
+    for stage, block in efficientnet_lite.stage_ends(variant).items():
         if stage >= 3:
             suffix = "add" if block.residual else "project_bn"
             out[f"s{stage}"] = f"block{block.index}_{suffix}"
-    last = blocks[-1]
+    last = efficientnet_lite.blocks(variant)[-1]
     out["s7x"] = f"block{last.index}_expand_relu6"
     out["head"] = "head_relu6"
     return out

@@ -83,6 +83,22 @@ def main(argv: list[str] | None = None) -> int:
         help="--sync refuses to delete more than this fraction of a tenant's items "
         "(default 0.5; e.g. 0.9 or 90%%)",
     )
+    ing.add_argument(
+        "--base-dir",
+        type=Path,
+        default=None,
+        help="a manifest's paths must lie below this folder (default: the manifest's folder)",
+    )
+    ing.add_argument(
+        "--allow-any-path",
+        action="store_true",
+        help="let a manifest name files anywhere (a manifest you wrote yourself)",
+    )
+    ing.add_argument(
+        "--allow-private-urls",
+        action="store_true",
+        help="fetch URLs on private, loopback and link-local hosts (a trusted internal source)",
+    )
     ing.add_argument("--dry-run", action="store_true", help="say what would change; change nothing")
     ing.add_argument("--batch-size", type=int, default=32, help="items per worker task")
     ing.add_argument(
@@ -167,7 +183,12 @@ def _write(path: Path | None, body: dict[str, Any]) -> None:
 def _ingest(args: argparse.Namespace, client: APIClient) -> int:
     source = args.source.resolve()
     try:
-        items = open_source(source, labels_from_folders=not args.no_folder_labels)
+        items = open_source(
+            source,
+            labels_from_folders=not args.no_folder_labels,
+            base=args.base_dir,
+            allow_outside=args.allow_any_path,
+        )
         total = count_items(source)
     except SourceError as exc:
         print(f"indexer: {exc}", file=sys.stderr)
@@ -183,6 +204,7 @@ def _ingest(args: argparse.Namespace, client: APIClient) -> int:
         duplicates=not args.no_duplicates,
         duplicate_threshold=args.threshold,
         job=args.job or _job_label(source),
+        allow_private_urls=args.allow_private_urls,
     )
     state = JobState(state_path)
     try:

@@ -29,6 +29,7 @@ import random
 import re
 import struct
 import sys
+import warnings
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -280,8 +281,10 @@ def openclipart_manifest(
     for item in _folder(source, label_depth=2):
         # A handful of gradients and patterns are posters of up to 600 MP: no catalog image.
         try:
-            with Image.open(item.path) as image:
-                size = image.width * image.height
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+                with Image.open(item.path) as image:
+                    size = image.width * image.height
         except (OSError, Image.DecompressionBombError):
             continue
         if size <= max_pixels:

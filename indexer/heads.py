@@ -62,6 +62,8 @@ class HeadReport:
     options: dict[str, Any]
     fit_all: bool
     seconds: dict[str, float]
+    # The held-out images' labels, in the order of the scores' per-query values.
+    test_labels: list[str]
 
     @property
     def gain(self) -> float:
@@ -77,6 +79,11 @@ class HeadReport:
         if self.meets_target:
             return f"The head beats the backbone by at least {TARGET_GAIN:.2f}: {numbers}."
         reasons = []
+        if self.kind == "standardise":
+            reasons.append(
+                "a standardise head does not use the labels: it only rescales the features "
+                "by the catalog's own statistics"
+            )
         train_gain = self.train[HEAD].summary["P@5"] - self.train[BACKBONE].summary["P@5"]
         if raw > 1 - TARGET_GAIN - 0.05:
             reasons.append(f"the backbone alone already reaches P@5 {raw:.3f}, leaving little room")
@@ -90,8 +97,13 @@ class HeadReport:
             reasons.append(
                 f"there are few labelled images to learn from ({per_class:.0f} per class)"
             )
-        if not reasons:
-            reasons.append("the labels are not much better separated by a small head")
+        weakest = sorted(self.test[HEAD].per_class(self.test_labels, "P@5").items(), key=_value)
+        if not reasons and weakest:
+            listed = ", ".join(f"{label} {value:.2f}" for label, value in weakest[:3])
+            reasons.append(
+                "the backbone's features do not separate some labels well enough for a small "
+                f"head to pull them apart (lowest held-out P@5 with the head: {listed})"
+            )
         return (
             f"The head does NOT beat the backbone by {TARGET_GAIN:.2f}: {numbers}. "
             f"Likely why: {'; '.join(reasons)}."
@@ -122,6 +134,10 @@ class HeadReport:
             "verdict": self.verdict(),
             "seconds": {k: round(v, 2) for k, v in self.seconds.items()},
         }
+
+
+def _value(item: tuple[str, float]) -> float:
+    return item[1]
 
 
 def _rounded(summary: dict[str, float]) -> dict[str, float]:
@@ -236,6 +252,7 @@ def train_and_evaluate(
         options=asdict(options),
         fit_all=fit_all,
         seconds=seconds,
+        test_labels=[item.label for item in test_items],
     )
     # The manifest carries its own evaluation, for whoever picks the head later.
     manifest = json.loads(files.manifest.read_text())

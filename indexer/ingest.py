@@ -36,7 +36,7 @@ import httpx
 from indexer.client import APIClient, APIClientError
 from indexer.duplicate_report import groups, star_groups
 from indexer.progress import Progress, duration
-from indexer.sources import SourceItem
+from indexer.sources import SourceItem, UrlNotAllowed, check_url
 from indexer.state import FileState, ItemState, JobState, metadata_hash
 from lookalike.images import sha256_hex
 from lookalike.schema import DEFAULT_TENANT, InvalidId, validate_id
@@ -63,6 +63,9 @@ class IngestOptions:
     job: str | None = None
     poll_interval: float = 0.25
     download_timeout: float = 30.0
+    # Fetch URLs on private, loopback and link-local hosts too (a trusted internal source);
+    # refused by default so a manifest cannot make the indexer reach inside its network.
+    allow_private_urls: bool = False
 
 
 @dataclass
@@ -180,7 +183,12 @@ class IngestJob:
         self.out = out
         self.report = IngestReport(dry_run=self.options.dry_run)
         self.default_tenant = client.tenant or ""
-        self._downloads = httpx.Client(follow_redirects=True, timeout=self.options.download_timeout)
+        self._downloads = httpx.Client(
+            follow_redirects=True,
+            timeout=self.options.download_timeout,
+            # Checked on every request, so a redirect cannot lead to a private address either.
+            event_hooks={"request": [self._check_request]},
+        )
         # task id -> the items it carries (for a re-run: the ones met so far)
         self._pending: dict[str, list[Prepared]] = {}
         self._index: dict[str, list[Prepared]] = {}
@@ -351,9 +359,14 @@ class IngestJob:
         self.state.set_file(url, FileState(len(data), None, tag, sha))
         return sha, data
 
+    def _check_request(self, request: httpx.Request) -> None:
+        check_url(str(request.url), allow_private=self.options.allow_private_urls)
+
     def _download(self, url: str, headers: dict[str, str]) -> tuple[bytes, httpx.Response]:
         try:
             response = self._downloads.get(url, headers=headers)
+        except UrlNotAllowed as exc:
+            raise SourceProblem("url_not_allowed", str(exc)) from exc
         except httpx.HTTPError as exc:
             raise SourceProblem("download_failed", f"{url}: {exc}") from exc
         if response.status_code == 304 and headers:

@@ -9,7 +9,12 @@ with one JSON object per line):
 
 - ``id`` (required): the item id;
 - ``path`` (relative to the manifest's folder, or absolute) or ``url`` (``http(s)://``):
-  where the image is; ``image`` is read as either;
+  where the image is; ``image`` is read as either. A path must lie inside the manifest's
+  folder (or the ``base`` given): ``../../etc/x.jpg`` or an absolute path elsewhere is refused
+  as ``path_not_allowed`` unless ``allow_outside`` (``indexer ingest --base-dir`` /
+  ``--allow-any-path``). A URL whose host is a private, loopback, link-local or cloud
+  metadata address is refused at download time as ``url_not_allowed`` (:func:`check_url`)
+  unless private URLs are allowed (``--allow-private-urls``, for trusted internal sources);
 - ``tenant`` (optional): the catalog the item belongs to (default: the command's tenant);
 - every other column is metadata. In a CSV the fields the index filters on are typed
   (``price``: number, ``in_stock``: true/false/1/0/yes/no, the others text) and empty cells
@@ -22,12 +27,15 @@ silence: it becomes an item with a ``problem``, which the job reports as failed.
 from __future__ import annotations
 
 import csv
+import ipaddress
 import json
 import re
+import socket
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from lookalike.schema import PAYLOAD_INDEXES, InvalidId, validate_id
 
@@ -60,17 +68,25 @@ class SourceError(ValueError):
     """The source as a whole cannot be read (not a folder, unknown manifest type)."""
 
 
-def open_source(source: Path, *, labels_from_folders: bool = True) -> Iterator[SourceItem]:
-    """The items of a folder or a manifest file."""
+def open_source(
+    source: Path,
+    *,
+    labels_from_folders: bool = True,
+    base: Path | None = None,
+    allow_outside: bool = False,
+) -> Iterator[SourceItem]:
+    """The items of a folder or a manifest file. A manifest's paths must lie inside ``base``
+    (default: the manifest's folder) unless ``allow_outside``."""
     source = Path(source)
     if source.is_dir():
         return folder_items(source, labels_from_folders=labels_from_folders)
     if not source.is_file():
         raise SourceError(f"{source} is neither a folder nor a manifest file")
+    jail = None if allow_outside else Path(base or source.parent).resolve()
     if source.suffix.lower() == ".csv":
-        return csv_items(source)
+        return csv_items(source, base=jail)
     if source.suffix.lower() in (".jsonl", ".ndjson"):
-        return jsonl_items(source)
+        return jsonl_items(source, base=jail)
     raise SourceError(f"{source}: a manifest must be .csv, .jsonl or .ndjson")
 
 
@@ -102,7 +118,7 @@ def folder_items(root: Path, *, labels_from_folders: bool = True) -> Iterator[So
         yield SourceItem(item_id, path, metadata, origin=rel.as_posix())
 
 
-def csv_items(manifest: Path) -> Iterator[SourceItem]:
+def csv_items(manifest: Path, *, base: Path | None = None) -> Iterator[SourceItem]:
     with manifest.open(newline="", encoding="utf-8-sig") as handle:
         reader = csv.DictReader(handle)
         if reader.fieldnames is None or "id" not in reader.fieldnames:
@@ -117,10 +133,10 @@ def csv_items(manifest: Path) -> Iterator[SourceItem]:
                 for key, value in row.items()
                 if key not in _RESERVED and value not in (None, "")
             }
-            yield _item(manifest, row, metadata, origin)
+            yield _item(manifest, row, metadata, origin, base)
 
 
-def jsonl_items(manifest: Path) -> Iterator[SourceItem]:
+def jsonl_items(manifest: Path, *, base: Path | None = None) -> Iterator[SourceItem]:
     with manifest.open(encoding="utf-8") as handle:
         for number, line in enumerate(handle, 1):
             if not line.strip():
@@ -140,10 +156,16 @@ def jsonl_items(manifest: Path) -> Iterator[SourceItem]:
                 continue
             metadata = {k: v for k, v in row.items() if k not in (*_RESERVED, "metadata")}
             metadata.update(nested or {})
-            yield _item(manifest, row, metadata, origin)
+            yield _item(manifest, row, metadata, origin, base)
 
 
-def _item(manifest: Path, row: dict[str, Any], metadata: dict[str, Any], origin: str) -> SourceItem:
+def _item(
+    manifest: Path,
+    row: dict[str, Any],
+    metadata: dict[str, Any],
+    origin: str,
+    base: Path | None = None,
+) -> SourceItem:
     raw_id = row.get("id")
     if not isinstance(raw_id, str | int) or isinstance(raw_id, bool) or raw_id == "":
         return _problem(None, origin, "invalid_row", "the row has no id")
@@ -164,10 +186,51 @@ def _item(manifest: Path, row: dict[str, Any], metadata: dict[str, Any], origin:
     location = location.strip()
     if location.startswith(("http://", "https://")):
         return SourceItem(item_id, None, metadata, url=location, tenant=tenant, origin=origin)
+    if "://" in location:
+        return _problem(item_id, origin, "url_not_allowed", "only http(s) URLs are fetched")
     path = Path(location)
     if not path.is_absolute():
         path = manifest.parent / path
+    if base is not None and not path.resolve().is_relative_to(base):
+        # A manifest from elsewhere must not make the indexer read (and upload) any file the
+        # user can read: symlinks and ".." are resolved before the check.
+        return _problem(
+            item_id,
+            origin,
+            "path_not_allowed",
+            f"{location} is outside {base} (indexer ingest --base-dir or --allow-any-path)",
+        )
     return SourceItem(item_id, path, metadata, tenant=tenant, origin=origin)
+
+
+class UrlNotAllowed(ValueError):
+    """A URL the indexer refuses to fetch (it would reach inside the network it runs in)."""
+
+
+def check_url(url: str, *, allow_private: bool = False) -> None:
+    """Refuse a URL that is not http(s), or whose host resolves to a loopback, private,
+    link-local (cloud metadata: 169.254.169.254), multicast, reserved or unspecified address,
+    unless ``allow_private``. Every address the host resolves to is checked, and the indexer
+    checks again on every redirect (indexer/ingest.py)."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise UrlNotAllowed(f"{url}: only http(s) URLs with a host are fetched")
+    if allow_private:
+        return
+    host = parts.hostname
+    try:
+        infos = socket.getaddrinfo(host, parts.port or 80, proto=socket.IPPROTO_TCP)
+    except (socket.gaierror, UnicodeError) as exc:
+        raise UrlNotAllowed(f"{url}: cannot resolve {host}: {exc}") from exc
+    for info in infos:
+        address = ipaddress.ip_address(str(info[4][0]).split("%")[0])
+        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+            address = address.ipv4_mapped
+        if not address.is_global or address.is_multicast:
+            raise UrlNotAllowed(
+                f"{url}: {host} is a private, loopback or link-local address ({address}); "
+                "use --allow-private-urls for a trusted internal source"
+            )
 
 
 def _problem(raw_id: Any, origin: str, code: str, message: str) -> SourceItem:

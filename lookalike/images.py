@@ -39,8 +39,12 @@ def sha256_hex(data: bytes) -> str:
 _UNSUPPORTED_BRANDS = {b"heic": "HEIC", b"heix": "HEIC", b"mif1": "HEIF", b"avif": "AVIF"}
 
 
-def decode_image(data: bytes, *, max_pixels: int) -> Image.Image:
+def decode_image(data: bytes, *, max_pixels: int, draft_size: int = 0) -> Image.Image:
     """Decode bytes into an RGB image (EXIF orientation applied, first frame of animations).
+
+    ``draft_size`` > 0 lets a JPEG decode at a reduced scale (1/2, 1/4 or 1/8, done inside
+    the IDCT) as long as both sides stay at least ``draft_size`` pixels: a 12 MP photo headed
+    for a 224 px model then decodes several times faster. Other formats ignore it.
 
     Raises ImageProblem for anything that is not a usable picture.
     """
@@ -80,6 +84,8 @@ def decode_image(data: bytes, *, max_pixels: int) -> Image.Image:
                     f"{MAX_ASPECT_RATIO:g} times the shorter",
                 )
             img.seek(0)
+            if draft_size > 0 and fmt == "JPEG":
+                img.draft("RGB", (draft_size, draft_size))
             img.load()
             return _to_rgb(ImageOps.exif_transpose(img))
     except ImageProblem:

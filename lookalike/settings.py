@@ -30,7 +30,8 @@ LOG_FORMATS = ("text", "json")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 
-_HEAD_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,31}$")
+# A trained head's name: a file name in the model cache and part of the model name.
+HEAD_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,31}$")
 
 
 class SettingsError(ValueError):
@@ -57,7 +58,9 @@ class Settings:
     preprocess: str = "resize"
     embed_batch_size: int = 32
     # Variants of the embedding (docs/quality.md measures them); each changes the vectors, so
-    # each is part of the model version stored with every point.
+    # each is part of the model version stored with every point. "multiscale" finds slightly
+    # more same-category neighbours (+0.01 P@5) but moves the duplicate score's calibration
+    # (LOOKALIKE_DUPLICATE_THRESHOLD 0.80 was measured on "pooled"), so it is not the default.
     features: str = "pooled"
     # Average the features of the image and its mirror image (twice the inference work).
     tta_flip: bool = False
@@ -78,8 +81,17 @@ class Settings:
     max_metadata_bytes: int = 16 * 1024
     # How long the API waits for a query-time embedding from a worker.
     query_timeout_s: float = 30.0
+    # Redis redelivers a task whose worker died (SIGKILL, OOM) after this long; it must exceed
+    # the longest task, or a slow batch runs twice (harmless, but wasted work).
+    broker_visibility_timeout_s: int = 3600
+    # Retries of a task that meets an unavailable vector store (exponential backoff, capped
+    # at 120 s) before it fails for good and says so in its status.
+    task_max_retries: int = 10
     # Threads of the in-process worker in the embedded default.
     embedded_worker_threads: int = 1
+    # The embedded qdrant-edge shard builds its HNSW index once no item was written for this
+    # many seconds (0: never; queries then scan every vector). docs/performance.md.
+    index_after_idle_s: float = 5.0
     # Logs: "text" for a terminal, "json" (one object per line, with the request id) for a
     # log pipeline; the level applies to the root logger.
     log_format: str = "text"
@@ -117,7 +129,7 @@ class Settings:
             )
         if self.features not in FEATURES:
             raise SettingsError(f"LOOKALIKE_FEATURES must be one of {', '.join(FEATURES)}")
-        if self.head and not _HEAD_NAME.match(self.head):
+        if self.head and not HEAD_NAME.match(self.head):
             raise SettingsError(
                 "LOOKALIKE_HEAD must be a head name: 1-32 lower-case letters, digits and '-'"
             )
@@ -138,6 +150,8 @@ class Settings:
             raise SettingsError("LOOKALIKE_WORKER_METRICS_PORT must be a port number (0: off)")
         for name in ("api_keys_read", "api_keys_write"):
             parse_api_keys(getattr(self, name), f"{ENV_PREFIX}{name.upper()}")
+        if self.task_max_retries < 0:
+            raise SettingsError("LOOKALIKE_TASK_MAX_RETRIES must not be negative")
         if not 0 < self.duplicate_threshold <= 1:
             raise SettingsError("LOOKALIKE_DUPLICATE_THRESHOLD must be in (0, 1]")
         for name in (
@@ -147,6 +161,7 @@ class Settings:
             "max_image_pixels",
             "qdrant_shards",
             "qdrant_replication_factor",
+            "broker_visibility_timeout_s",
         ):
             if getattr(self, name) < 1:
                 raise SettingsError(f"LOOKALIKE_{name.upper()} must be positive")

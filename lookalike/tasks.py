@@ -17,7 +17,9 @@ QUEUES = (INGEST_QUEUE, QUERY_QUEUE)
 TASK_QUEUES = {INDEX_ITEMS: INGEST_QUEUE, REINDEX_ITEMS: INGEST_QUEUE, EMBED_QUERY: QUERY_QUEUE}
 
 
-def celery_config(redis_url: str) -> dict[str, object]:
+def celery_config(
+    redis_url: str, *, visibility_timeout_s: int = 3600, max_retries: int = 10
+) -> dict[str, object]:
     """Celery settings shared by every process; broker and results live in Redis, or in
     memory for the one-process embedded default."""
     broker = redis_url or "memory://localhost/"
@@ -42,6 +44,12 @@ def celery_config(redis_url: str) -> dict[str, object]:
         # longest task so a slow batch is not run twice while still running. The in-memory
         # transport is polled; its default 1 s interval would cap it at ~1 task a second.
         "broker_transport_options": (
-            {"visibility_timeout": 3600} if redis_url else {"polling_interval": 0.01}
+            {"visibility_timeout": visibility_timeout_s}
+            if redis_url
+            else {"polling_interval": 0.01}
         ),
+        # How often a task meeting an unavailable store is retried before it fails for good.
+        "task_annotations": {
+            name: {"max_retries": max_retries} for name in (INDEX_ITEMS, REINDEX_ITEMS)
+        },
     }

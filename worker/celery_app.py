@@ -19,7 +19,13 @@ def create_celery(settings: Settings | None = None, store: VectorStore | None = 
     """Build the worker app; `store` lets the embedded default share one open shard with the API."""
     settings = settings or Settings.from_env()
     app = Celery("lookalike", set_as_current=False)
-    app.conf.update(celery_config(settings.redis_url))
+    app.conf.update(
+        celery_config(
+            settings.redis_url,
+            visibility_timeout_s=settings.broker_visibility_timeout_s,
+            max_retries=settings.task_max_retries,
+        )
+    )
     app.conf.task_queues = [Queue(name) for name in QUEUES]
     app.lookalike = WorkerRuntime(settings, store)
     # JSON logs with the request id of each task, and Prometheus metrics (docs/operations.md).

@@ -24,7 +24,7 @@ from typing import Any
 import httpx
 import pytest
 
-from support import REPO, edited_copy, labelled_images
+from support import REPO, TUXPAINT_STAMPS, edited_copy, labelled_images
 
 
 def free_port() -> int:
@@ -284,6 +284,8 @@ def test_sync_deletes_what_left_and_re_embeds_only_changed_images(
     service: Service, tmp_path: Path
 ) -> None:
     tenant = "sync"
+    # The manifest names the photos where Debian installed them, outside its own folder.
+    photos_dir = ("--base-dir", str(TUXPAINT_STAMPS))
     photos = labelled_images(per_category=6)
     rows = [
         {
@@ -298,7 +300,7 @@ def test_sync_deletes_what_left_and_re_embeds_only_changed_images(
     manifest = tmp_path / "catalog.csv"
     state = tmp_path / "state.sqlite"
     write_manifest(manifest, rows)
-    first = service.run("ingest", manifest, "--state", state, "--sync", tenant=tenant)
+    first = service.run("ingest", manifest, *photos_dir, "--state", state, "--sync", tenant=tenant)
     assert first.returncode == 0, first.stdout + first.stderr
     assert service.total(tenant) == 30
     before = {i: service.get(f"/v1/items/sku-{i}", tenant).json() for i in range(5)}
@@ -327,7 +329,15 @@ def test_sync_deletes_what_left_and_re_embeds_only_changed_images(
     write_manifest(manifest, changed)
     report_path = tmp_path / "report.json"
     second = service.run(
-        "ingest", manifest, "--state", state, "--sync", "--report", report_path, tenant=tenant
+        "ingest",
+        manifest,
+        *photos_dir,
+        "--state",
+        state,
+        "--sync",
+        "--report",
+        report_path,
+        tenant=tenant,
     )
 
     assert second.returncode == 0, second.stdout + second.stderr
@@ -348,6 +358,7 @@ def test_sync_deletes_what_left_and_re_embeds_only_changed_images(
     fresh = service.run(
         "ingest",
         manifest,
+        *photos_dir,
         "--state",
         tmp_path / "new.sqlite",
         "--report",
@@ -360,7 +371,9 @@ def test_sync_deletes_what_left_and_re_embeds_only_changed_images(
 
     # A manifest that lost most of its rows does not empty the catalog.
     write_manifest(manifest, changed[:3])
-    guarded = service.run("ingest", manifest, "--state", state, "--sync", tenant=tenant)
+    guarded = service.run(
+        "ingest", manifest, *photos_dir, "--state", state, "--sync", tenant=tenant
+    )
     assert guarded.returncode == 2
     assert "sync refused" in guarded.stdout
     assert service.total(tenant) == 27
@@ -521,12 +534,21 @@ def test_a_manifest_of_urls_is_downloaded_then_only_revalidated(
     state = tmp_path / "state.sqlite"
     report_path = tmp_path / "report.json"
     try:
-        plan = service.run("ingest", manifest, "--state", state, "--dry-run", tenant=tenant)
+        plan = service.run(
+            "ingest", manifest, "--allow-private-urls", "--state", state, "--dry-run", tenant=tenant
+        )
         assert plan.returncode == 1 and "would: index 6" in plan.stdout, plan.stdout
         assert service.total(tenant) == 0  # a dry run changes nothing
 
         first = service.run(
-            "ingest", manifest, "--state", state, "--report", report_path, tenant=tenant
+            "ingest",
+            manifest,
+            "--allow-private-urls",
+            "--state",
+            state,
+            "--report",
+            report_path,
+            tenant=tenant,
         )
         report = json.loads(report_path.read_text())
         assert first.returncode == 1
@@ -535,7 +557,14 @@ def test_a_manifest_of_urls_is_downloaded_then_only_revalidated(
         statuses.clear()
 
         second = service.run(
-            "ingest", manifest, "--state", state, "--report", report_path, tenant=tenant
+            "ingest",
+            manifest,
+            "--allow-private-urls",
+            "--state",
+            state,
+            "--report",
+            report_path,
+            tenant=tenant,
         )
         report = json.loads(report_path.read_text())
         assert second.returncode == 1

@@ -101,7 +101,8 @@ class Embedder:
         return preprocess(images, self.input_size, self.preprocess)
 
     def infer(self, pixels: np.ndarray) -> dict[str, np.ndarray]:
-        """Raw model outputs ``{"features", "logits"}`` for already-framed pixels.
+        """Raw model outputs for already-framed pixels: ``features``, ``logits`` and
+        ``stage6`` for EfficientNet-Lite, ``features`` alone for a user's own model.
 
         ``pixels`` is (n, input_size, input_size, 3), uint8 or float in [0, 255].
         """

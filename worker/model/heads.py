@@ -3,8 +3,12 @@
 A head maps the backbone's L2-normalised vectors (what ``Embedder.embed`` returns without a
 head) to new vectors, trained on a catalog's own labels:
 
-- ``classifier``: an MLP trained to predict the label (softmax, class weights for
-  imbalanced catalogs); its middle layer, before the softmax, becomes the embedding;
+- ``classifier``: an MLP trained to predict the label, with class weights for imbalanced
+  catalogs; its middle layer, scaled to unit length, becomes the embedding. The softmax on
+  top is a *normalised* one (cosine similarity to one learnt direction per class, times a
+  scale; Zhai & Wu 2018, "Classification is a strong baseline for deep metric learning"),
+  with label smoothing: on held-out images it beat a plain softmax bottleneck on all three
+  sets of docs/quality.md (by 0.02-0.04 P@5);
 - ``triplet``: an MLP whose unit-length output is trained with a batch-hard triplet loss,
   so that images of one label come closer than images of different labels by a margin;
 - ``standardise``: no labels, no training: each feature is centred and scaled by the
@@ -20,7 +24,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 import tempfile
 import time
@@ -33,11 +36,11 @@ from typing import Any
 import numpy as np
 
 from lookalike.schema import head_manifest_path
+from lookalike.settings import HEAD_NAME
 from worker.model.cache import _locked, import_tensorflow, sha256_file
 
 HEAD_FORMAT = 1
 KINDS = ("classifier", "triplet", "standardise")
-HEAD_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,31}$")
 INPUT_NAME = "vectors"
 OUTPUT_NAME = "embedding"
 SELF_CHECK_TOLERANCE = 1e-4
@@ -145,6 +148,9 @@ class TrainOptions:
     weight_decay: float = 1e-4
     # classifier: weigh each class by n / (classes * its count), so small classes count.
     class_weights: bool = True
+    # classifier: logits = scale * cosine(embedding, class direction).
+    scale: float = 8.0
+    label_smoothing: float = 0.1
     # triplet: batches of `classes_per_batch` labels x `per_class` images; the margin is
     # between squared distances of unit vectors (0..4).
     margin: float = 0.2
@@ -200,20 +206,22 @@ def train_head(x: np.ndarray, labels: np.ndarray | None, options: TrainOptions) 
     optimizer = keras.optimizers.AdamW(options.learning_rate, weight_decay=options.weight_decay)
     epochs = options.epochs_for_kind()
     if options.kind == "classifier":
-        # The middle layer, linear: the embedding; the softmax on top only trains it.
-        embedding = keras.layers.Dense(options.dim, name=OUTPUT_NAME)(hidden)
-        top = keras.layers.Activation("relu")(embedding)
-        top = keras.layers.Dropout(options.dropout, seed=options.seed)(top)
-        probabilities = keras.layers.Dense(len(classes), activation="softmax", name="classes")(top)
+        # The middle layer at unit length: the embedding; the softmax on top only trains it
+        # and is not saved (so its custom layer needs no registration).
+        embedding = keras.layers.Dense(options.dim, name="project")(hidden)
+        embedding = keras.layers.UnitNormalization(name=OUTPUT_NAME)(embedding)
+        logits = _cosine_classes(keras, len(classes), options.scale)(embedding)
+        probabilities = keras.layers.Activation("softmax", name="classes")(logits)
         trainer = keras.Model(inputs, probabilities)
-        trainer.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy")
+        loss = keras.losses.CategoricalCrossentropy(label_smoothing=options.label_smoothing)
+        trainer.compile(optimizer=optimizer, loss=loss)
         weights = None
         if options.class_weights:
             counts = np.bincount(y, minlength=len(classes))
             weights = {i: len(y) / (len(classes) * c) for i, c in enumerate(counts)}
         trainer.fit(
             x,
-            y,
+            keras.utils.to_categorical(y, len(classes)),
             batch_size=64,
             epochs=epochs,
             class_weight=weights,
@@ -236,6 +244,23 @@ def train_head(x: np.ndarray, labels: np.ndarray | None, options: TrainOptions) 
         verbose=0,
     )
     return keras.Model(inputs, {OUTPUT_NAME: embedding}, name="head")
+
+
+def _cosine_classes(keras: Any, classes: int, scale: float) -> Any:
+    """A layer: ``scale`` times the cosine of unit-length inputs to one direction per class."""
+    ops = keras.ops
+
+    class CosineClasses(keras.layers.Layer):
+        def build(self, input_shape: Any) -> None:
+            self.directions = self.add_weight(
+                shape=(input_shape[-1], classes), initializer="glorot_uniform", name="directions"
+            )
+
+        def call(self, inputs: Any) -> Any:
+            norms = ops.sqrt(ops.sum(ops.square(self.directions), axis=0, keepdims=True))
+            return scale * ops.matmul(inputs, self.directions / (norms + 1e-12))
+
+    return CosineClasses(name="cosine_classes")
 
 
 def _balanced_batches(y: np.ndarray, options: TrainOptions) -> Iterator[np.ndarray]:
@@ -345,7 +370,8 @@ def _self_check(model: Any, tflite_path: Path, input_dim: int) -> float:
     rng = np.random.default_rng(0)
     vectors = rng.standard_normal((4, input_dim)).astype(np.float32)
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
-    expected = np.asarray(model.predict_on_batch(vectors)[OUTPUT_NAME])
+    # Called directly, not predict_on_batch: no tf.function traced per saved head.
+    expected = np.asarray(model(vectors, training=False)[OUTPUT_NAME])
     got = TFLiteRunner(tflite_path, threads=1).run(vectors)[OUTPUT_NAME]
     scale = max(1.0, float(np.abs(expected).max()))
     return float(np.abs(expected - got).max() / scale)

@@ -1,0 +1,1 @@
+"""Benchmarks: ``python -m benchmarks`` runs the performance report (docs/performance.md)."""

@@ -1,0 +1,833 @@
+"""The performance report: ``python -m benchmarks [--quick]``.
+
+One run measures, on this machine, on real images (Debian's ``dataset-fashion-mnist`` for
+volume, the real photos of ``tuxpaint-stamps-default`` and scikit-image for colour):
+
+1. model-only embedding throughput, TFLite and Keras (TF), batch 1/8/32/64: the ingest limit;
+2. decode + preprocessing throughput alone, PNG and large JPEG, with and without draft mode;
+3. end-to-end ingest through the real path (``indexer ingest`` → API → broker → worker →
+   qdrant-edge) and its ratio to (1);
+4. query latency p50/p95/p99 through HTTP, similar-by-id and search-by-upload, at catalog
+   sizes 1k/10k/100k, with recall@10 of the ANN search against exact search;
+5. similar-by-id requests/s under concurrent load from a second process, with errors;
+6. server memory (RSS) and shard size per catalog size.
+
+It writes a Markdown report and PNG plots (``--out``, default ``build/bench``). Catalogs above
+the number of real embeddings are filled with synthetic vectors that keep the real ones'
+cluster structure: each is a real Fashion-MNIST embedding plus noise (the report says so).
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import http.client
+import io
+import json
+import os
+import platform
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+REPO = Path(__file__).resolve().parent.parent
+FASHION = Path("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz")
+FASHION_LABELS = Path("/usr/share/datasets/fashion-mnist/train-labels-idx1-ubyte.gz")
+FASHION_CLASSES = (
+    "tshirt",
+    "trouser",
+    "pullover",
+    "dress",
+    "coat",
+    "sandal",
+    "shirt",
+    "sneaker",
+    "bag",
+    "boot",
+)
+STAMPS = Path("/usr/share/tuxpaint/stamps")
+TENANT = "default"
+
+
+# ----------------------------------------------------------------------------- data
+
+
+def fashion_mnist(n: int) -> tuple[np.ndarray, np.ndarray]:
+    """The first ``n`` Fashion-MNIST training images (uint8, nx28x28) and labels."""
+    with gzip.open(FASHION) as f:
+        images = np.frombuffer(f.read(), np.uint8, offset=16).reshape(-1, 28, 28)
+    with gzip.open(FASHION_LABELS) as f:
+        labels = np.frombuffer(f.read(), np.uint8, offset=8)
+    return images[:n].copy(), labels[:n].copy()
+
+
+def stamp_paths() -> list[Path]:
+    return sorted(STAMPS.rglob("*.png"))
+
+
+def big_jpegs(n: int) -> list[bytes]:
+    """Phone-sized JPEGs (about 3 MP) made from scikit-image's real photos."""
+    import skimage.data
+
+    names = ("coffee", "chelsea", "astronaut", "rocket")
+    out = []
+    for i in range(n):
+        img = Image.fromarray(getattr(skimage.data, names[i % len(names)])()).convert("RGB")
+        img = img.resize((2048, 1536), Image.Resampling.BICUBIC)
+        buf = io.BytesIO()
+        img.save(buf, "JPEG", quality=90)
+        out.append(buf.getvalue())
+    return out
+
+
+# ----------------------------------------------------------------------------- machine
+
+
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
+def memory_gib() -> float:
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        if line.startswith("MemTotal:"):
+            return int(line.split()[1]) / 2**20
+    return float("nan")
+
+
+def rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def du_mib(path: Path) -> float:
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) / 2**20
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def pct(values: list[float], q: float) -> float:
+    return float(np.percentile(np.asarray(values) * 1000, q)) if values else float("nan")
+
+
+# ----------------------------------------------------------------------------- service
+
+
+class Server:
+    """``lookalike serve`` (the embedded default) in a child process."""
+
+    def __init__(self, data_dir: Path, model_cache: Path, threads: int, extra_env: dict[str, str]):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        env = {
+            **os.environ,
+            "LOOKALIKE_DATA_DIR": str(data_dir),
+            "LOOKALIKE_MODEL_CACHE": str(model_cache),
+            "LOOKALIKE_LOG_LEVEL": "WARNING",
+            **extra_env,
+        }
+        env.pop("LOOKALIKE_REDIS_URL", None)
+        env.pop("LOOKALIKE_QDRANT_URL", None)
+        self.log = open(data_dir.parent / f"server-{self.port}.log", "wb")  # noqa: SIM115
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "launcher.cli",
+                "serve",
+                "--port",
+                str(self.port),
+                "--threads",
+                str(threads),
+            ],
+            cwd=REPO,
+            env=env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"the server exited; see {self.log.name}")
+            try:
+                if self.get("/healthz")[0] == 200:
+                    return
+            except OSError:
+                time.sleep(0.2)
+        raise RuntimeError("the server did not start in 120 s")
+
+    def conn(self) -> http.client.HTTPConnection:
+        return http.client.HTTPConnection("127.0.0.1", self.port, timeout=60)
+
+    def get(self, path: str) -> tuple[int, bytes]:
+        c = self.conn()
+        try:
+            c.request("GET", path)
+            r = c.getresponse()
+            return r.status, r.read()
+        finally:
+            c.close()
+
+    def rss(self) -> float:
+        return rss_mib(self.proc.pid)
+
+    def stop(self) -> None:
+        self.proc.send_signal(signal.SIGINT)
+        try:
+            self.proc.wait(60)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self.log.close()
+
+
+def multipart(image: bytes) -> tuple[bytes, str]:
+    boundary = "benchboundary7d1f"
+    body = (
+        (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="image"; filename="q.jpg"\r\n'
+            f"Content-Type: application/octet-stream\r\n\r\n"
+        ).encode()
+        + image
+        + f"\r\n--{boundary}--\r\n".encode()
+    )
+    return body, f"multipart/form-data; boundary={boundary}"
+
+
+# ----------------------------------------------------------------------------- results
+
+
+@dataclass
+class Report:
+    quick: bool
+    started: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
+    machine: dict[str, Any] = field(default_factory=dict)
+    model: dict[str, Any] = field(default_factory=dict)
+    decode: dict[str, Any] = field(default_factory=dict)
+    ingest: list[dict[str, Any]] = field(default_factory=list)
+    queries: list[dict[str, Any]] = field(default_factory=list)
+    load: dict[str, Any] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+
+# ----------------------------------------------------------------------------- 1. model
+
+
+def bench_model(report: Report, cache: Path, batches: list[int], seconds: float) -> None:
+    from benchmarks.embed_throughput import compare
+    from lookalike.settings import Settings
+    from worker.model import get_embedder
+
+    images, _ = fashion_mnist(max(batches))
+    pils = [Image.fromarray(a).convert("RGB") for a in images]
+    # The service's own configuration (model, features, threads), on both runtimes.
+    base = Settings.from_env().replace(model_cache=cache, embed_batch_size=max(batches))
+    embedders = {
+        runtime: get_embedder(base.replace(runtime=runtime)) for runtime in ("tflite", "keras")
+    }
+    pixels = embedders["tflite"].pixels(pils)
+    rows = []
+    for batch in batches:
+        rates = compare(embedders, pixels[:batch], seconds, rounds=2)
+        rows.append({"batch": batch, **rates})
+        print(f"  model batch {batch}: {rates}", flush=True)
+    report.model = {
+        "rows": rows,
+        "threads": {k: e.threads for k, e in embedders.items()},
+        "version": embedders["tflite"].version,
+    }
+
+
+# ----------------------------------------------------------------------------- 2. decode
+
+
+def bench_decode(report: Report, n_png: int, n_jpeg: int) -> None:
+    from lookalike.images import decode_image
+    from worker.model.preprocess import preprocess
+
+    limit = 40_000_000
+    pngs = [p.read_bytes() for p in stamp_paths()[:n_png]]
+    jpegs = big_jpegs(n_jpeg)
+    rows = []
+
+    def timed(label: str, datas: list[bytes], **kw: Any) -> None:
+        t0 = time.perf_counter()
+        decoded = [decode_image(d, max_pixels=limit, **kw) for d in datas]
+        t1 = time.perf_counter()
+        preprocess(decoded, 224, "resize")
+        t2 = time.perf_counter()
+        rows.append(
+            {
+                "input": label,
+                "n": len(datas),
+                "decode": len(datas) / (t1 - t0),
+                "preprocess": len(datas) / (t2 - t1),
+                "both": len(datas) / (t2 - t0),
+            }
+        )
+        print(f"  decode {label}: {rows[-1]}", flush=True)
+
+    timed("tuxpaint PNG photos (0.2-0.9 MP)", pngs)
+    timed("JPEG 2048x1536, full decode", jpegs)
+    try:
+        timed("JPEG 2048x1536, draft mode (≥ 448 px)", jpegs, draft_size=448)
+    except TypeError:
+        report.notes.append("draft-mode decoding is not available in lookalike.images")
+    report.decode = {"rows": rows}
+
+
+# ----------------------------------------------------------------------------- 3. ingest
+
+
+def write_fashion_folder(root: Path, n: int) -> Path:
+    images, labels = fashion_mnist(n)
+    for i, (a, y) in enumerate(zip(images, labels, strict=True)):
+        folder = root / FASHION_CLASSES[y]
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(a).save(folder / f"f{i}.png")
+    return root
+
+
+def write_stamp_folder(root: Path, n: int) -> Path:
+    for p in stamp_paths()[:n]:
+        target = root / p.relative_to(STAMPS)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(p, target)
+    return root
+
+
+def bench_ingest(report: Report, work: Path, cache: Path, sources: dict[str, Path]) -> None:
+    for label, folder in sources.items():
+        data = work / f"ingest-{len(report.ingest)}" / "data"
+        data.mkdir(parents=True)
+        server = Server(data, cache, threads=8, extra_env={})
+        try:
+            # The first search loads the model in the worker: not part of the ingest rate.
+            body, ctype = multipart(next(folder.rglob("*.png")).read_bytes())
+            c = server.conn()
+            c.request("POST", "/v1/search", body, {"Content-Type": ctype})
+            c.getresponse().read()
+            rss_before = server.rss()
+            n = sum(1 for _ in folder.rglob("*.png"))
+            state = work / f"state-{len(report.ingest)}.sqlite"
+            out = work / f"ingest-report-{len(report.ingest)}.json"
+            t0 = time.perf_counter()
+            subprocess.run(
+                [
+                    sys.executable,
+                    "-m",
+                    "indexer.cli",
+                    "--api",
+                    server.url,
+                    "ingest",
+                    str(folder),
+                    "--report",
+                    str(out),
+                    "--state",
+                    str(state),
+                    "--no-duplicates",
+                ],
+                cwd=REPO,
+                check=False,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            elapsed = time.perf_counter() - t0
+            result = json.loads(out.read_text())
+            indexed = int(result.get("indexed", 0))
+            row = {
+                "source": label,
+                "images": n,
+                "indexed": indexed,
+                "failed": int(result.get("failed_count", 0)),
+                "seconds": elapsed,
+                "rate": indexed / elapsed,
+                "rss_mib": server.rss(),
+                "rss_before_mib": rss_before,
+            }
+            report.ingest.append(row)
+            print(f"  ingest {label}: {row}", flush=True)
+        finally:
+            server.stop()
+
+
+# ----------------------------------------------------------------------------- 4-6. queries
+
+
+def real_embeddings(cache: Path, n: int) -> tuple[np.ndarray, np.ndarray, str]:
+    from lookalike.settings import Settings
+    from worker.model import get_embedder
+
+    images, labels = fashion_mnist(n)
+    embedder = get_embedder(Settings.from_env().replace(model_cache=cache))
+    vectors = embedder.embed([Image.fromarray(a).convert("RGB") for a in images])
+    return vectors.astype(np.float32), labels, embedder.version
+
+
+def synthetic_catalog(real: np.ndarray, labels: np.ndarray, n: int, seed: int = 0):
+    """``n`` unit vectors: the real embeddings first, then each further one a random real
+    embedding plus noise about as large as the spread within a Fashion-MNIST class, clipped
+    at 0 like the ReLU6-pooled features. Keeps the catalog's cluster structure."""
+    if n <= len(real):
+        return real[:n], labels[:n]
+    rng = np.random.default_rng(seed)
+    extra = n - len(real)
+    pick = rng.integers(0, len(real), extra)
+    scale = float(np.mean(np.std(real, axis=0))) * 0.5
+    out = np.empty((n, real.shape[1]), np.float32)
+    out[: len(real)] = real
+    for s in range(0, extra, 20000):
+        idx = pick[s : s + 20000]
+        block = real[idx] + rng.normal(0, scale, (len(idx), real.shape[1])).astype(np.float32)
+        np.clip(block, 0, None, out=block)
+        block /= np.linalg.norm(block, axis=1, keepdims=True)
+        out[len(real) + s : len(real) + s + len(idx)] = block
+    return out, np.concatenate([labels, labels[pick]])
+
+
+def build_catalog(data: Path, cache: Path, vectors: np.ndarray, labels: np.ndarray, version: str):
+    from lookalike.blobs import BlobStore
+    from lookalike.images import sha256_hex
+    from lookalike.schema import point_id
+    from lookalike.settings import Settings
+    from lookalike.store import StoredItem, open_store
+
+    settings = Settings.from_env().replace(
+        data_dir=data, model_cache=cache, qdrant_url="", redis_url=""
+    )
+    # One real image behind every synthetic item, so result rows carry working image URLs.
+    blob = (stamp_paths() or [Path(__file__)])[0].read_bytes()
+    sha = sha256_hex(blob)
+    BlobStore(settings.image_dir).put(sha, blob)
+    store = open_store(settings)
+    store.ensure_collection(vectors.shape[1])
+    now = datetime.now(UTC).isoformat()
+    t0 = time.perf_counter()
+    for s in range(0, len(vectors), 1000):
+        store.upsert(
+            [
+                StoredItem(
+                    point_id(f"s{i}", TENANT),
+                    {
+                        "item_id": f"s{i}",
+                        "tenant": TENANT,
+                        "image_sha256": sha,
+                        "metadata": {"category": FASHION_CLASSES[int(labels[i])]},
+                        "model": "efficientnet-lite0",
+                        "model_version": version,
+                        "ingested_at": now,
+                    },
+                    vectors[i],
+                )
+                for i in range(s, min(len(vectors), s + 1000))
+            ]
+        )
+    upsert_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    optimize = getattr(store, "optimize", None)
+    if optimize is not None:
+        optimize()
+    index_s = time.perf_counter() - t0
+    store.close()
+    return upsert_s, index_s if optimize is not None else None
+
+
+def exact_top(vectors: np.ndarray, i: int, k: int = 10) -> set[int]:
+    scores = vectors @ vectors[i]
+    scores[i] = -np.inf
+    top = np.argpartition(-scores, k)[:k]
+    return {int(t) for t in top}
+
+
+def bench_queries(
+    report: Report,
+    work: Path,
+    cache: Path,
+    sizes: list[int],
+    real: tuple[np.ndarray, np.ndarray, str],
+    n_similar: int,
+    n_upload: int,
+    load_seconds: float,
+    load_threads: int,
+    server_threads: int,
+) -> None:
+    rng = np.random.default_rng(1)
+    query_photo = big_jpegs(1)[0]
+    upload_body, upload_type = multipart(query_photo)
+    for size in sizes:
+        vectors, labels = synthetic_catalog(real[0], real[1], size)
+        data = work / f"catalog-{size}" / "data"
+        data.mkdir(parents=True)
+        upsert_s, index_s = build_catalog(data, cache, vectors, labels, real[2])
+        server = Server(data, cache, threads=server_threads, extra_env={})
+        try:
+            conn = server.conn()
+            similar, recalls = [], []
+            picks = rng.integers(0, size, n_similar + 20)
+            for n, i in enumerate(picks):
+                began = time.perf_counter()
+                conn.request("GET", f"/v1/items/s{i}/similar?limit=10")
+                response = conn.getresponse()
+                body = response.read()
+                took = time.perf_counter() - began
+                if n < 20:
+                    continue  # warm-up: page cache, first-request setup
+                similar.append(took)
+                if response.status == 200 and n < 20 + min(n_similar, 200):
+                    got = {int(h["id"][1:]) for h in json.loads(body)["items"]}
+                    recalls.append(len(got & exact_top(vectors, int(i))) / 10)
+            uploads = []
+            for n in range(n_upload + 2):
+                began = time.perf_counter()
+                conn.request(
+                    "POST", "/v1/search?limit=10", upload_body, {"Content-Type": upload_type}
+                )
+                response = conn.getresponse()
+                response.read()
+                if n >= 2:
+                    uploads.append(time.perf_counter() - began)
+            conn.close()
+            load: dict[str, Any] = {}
+            if load_seconds > 0 and size == max(sizes):
+                out = subprocess.run(
+                    [
+                        sys.executable,
+                        "-m",
+                        "benchmarks.loadgen",
+                        "--url",
+                        server.url,
+                        "--items",
+                        str(size),
+                        "--threads",
+                        str(load_threads),
+                        "--seconds",
+                        str(load_seconds),
+                    ],
+                    cwd=REPO,
+                    capture_output=True,
+                    text=True,
+                    check=True,
+                )
+                load = json.loads(out.stdout.strip().splitlines()[-1])
+                report.load = {**load, "catalog": size, "server_threads": server_threads}
+            row = {
+                "size": size,
+                "similar_p50": pct(similar, 50),
+                "similar_p95": pct(similar, 95),
+                "similar_p99": pct(similar, 99),
+                "upload_p50": pct(uploads, 50),
+                "upload_p95": pct(uploads, 95),
+                "upload_p99": pct(uploads, 99),
+                "recall10": float(np.mean(recalls)) if recalls else float("nan"),
+                "n_similar": len(similar),
+                "n_upload": len(uploads),
+                "rss_mib": server.rss(),
+                "shard_mib": du_mib(data / "qdrant"),
+                "upsert_s": upsert_s,
+                "index_s": index_s,
+                "synthetic": max(0, size - len(real[0])),
+            }
+            report.queries.append(row)
+            print(f"  queries {size}: {row}" + (f" load {load}" if load else ""), flush=True)
+        finally:
+            server.stop()
+            shutil.rmtree(data.parent, ignore_errors=True)
+
+
+# ----------------------------------------------------------------------------- report
+
+
+def plots(report: Report, img_dir: Path) -> dict[str, str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    img_dir.mkdir(parents=True, exist_ok=True)
+    files: dict[str, str] = {}
+    if report.model.get("rows"):
+        rows = report.model["rows"]
+        fig, ax = plt.subplots(figsize=(6, 3.2), dpi=80)
+        x = np.arange(len(rows))
+        ax.bar(x - 0.2, [r["tflite"] for r in rows], 0.4, label="TFLite (XNNPACK)")
+        ax.bar(x + 0.2, [r["keras"] for r in rows], 0.4, label="Keras (TF)")
+        for r in report.ingest[:1]:
+            ax.axhline(
+                r["rate"], color="k", ls="--", lw=1, label=f"end-to-end ingest ({r['source']})"
+            )
+        ax.set_xticks(x, [str(r["batch"]) for r in rows])
+        ax.set_xlabel("batch size")
+        ax.set_ylabel("images/s")
+        ax.set_title("Model-only embedding throughput (EfficientNet-Lite0, CPU)")
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        fig.savefig(img_dir / "perf-model.png")
+        plt.close(fig)
+        files["model"] = "perf-model.png"
+    if report.queries:
+        q = report.queries
+        sizes = [r["size"] for r in q]
+        fig, axes = plt.subplots(1, 2, figsize=(9, 3.4), dpi=80)
+        for kind, ax in zip(("similar", "upload"), axes, strict=True):
+            for p, style in (("p50", "-o"), ("p95", "--s"), ("p99", ":^")):
+                ax.plot(sizes, [r[f"{kind}_{p}"] for r in q], style, label=p)
+            ax.set_xscale("log")
+            ax.set_xlabel("catalog size (items)")
+            ax.set_ylabel("ms")
+            ax.set_title("similar-by-id (HTTP)" if kind == "similar" else "search-by-upload (HTTP)")
+            ax.legend(fontsize=8)
+        fig.tight_layout()
+        fig.savefig(img_dir / "perf-latency.png")
+        plt.close(fig)
+        files["latency"] = "perf-latency.png"
+        fig, ax = plt.subplots(figsize=(6, 3.2), dpi=80)
+        ax.plot(sizes, [r["rss_mib"] for r in q], "-o", label="server RSS")
+        ax.plot(sizes, [r["shard_mib"] for r in q], "--s", label="shard on disk")
+        ax.set_xscale("log")
+        ax.set_xlabel("catalog size (items)")
+        ax.set_ylabel("MiB")
+        ax.set_title("Memory and disk by catalog size")
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        fig.savefig(img_dir / "perf-memory.png")
+        plt.close(fig)
+        files["memory"] = "perf-memory.png"
+    return files
+
+
+def _f(v: Any, fmt: str = ".1f") -> str:
+    if v is None or (isinstance(v, float) and np.isnan(v)):
+        return "n/a"
+    return format(v, fmt)
+
+
+def render(report: Report, files: dict[str, str], img_rel: str) -> str:
+    m = report.machine
+    out = [
+        "# Performance run"
+        + (" (quick mode: small sizes, not for publishing)" if report.quick else ""),
+        "",
+        f"Run {report.started} by `python -m benchmarks{' --quick' if report.quick else ''}`. "
+        f"Machine: {m['cpu']}, {m['cpus']} CPUs, {m['mem_gib']:.0f} GiB RAM, load average at "
+        f"start {m['load']}, Python {m['python']}. GPU: none on this machine, so there is no "
+        "GPU column (the Keras/TF path below ran on the CPU).",
+        "",
+        "## Headline",
+        "",
+        "| measure | result | target |",
+        "| --- | --- | --- |",
+    ]
+    best_model = max((r["tflite"] for r in report.model.get("rows", [])), default=float("nan"))
+    for r in report.ingest:
+        out.append(
+            f"| end-to-end ingest, {r['source']} | {_f(r['rate'])} img/s = "
+            f"{_f(r['rate'] / best_model, '.2f')} x model-only ({_f(best_model)} img/s) "
+            "| ≥ 0.85 x |"
+        )
+    for q in report.queries:
+        out.append(
+            f"| {q['size']:,} items: similar-by-id p50 / p99 (HTTP) | "
+            f"{_f(q['similar_p50'], '.2f')} / {_f(q['similar_p99'], '.2f')} ms | ≤ 3 / ≤ 10 ms |"
+        )
+        out.append(
+            f"| {q['size']:,} items: search-by-upload p50 | {_f(q['upload_p50'])} ms | ≤ 40 ms |"
+        )
+        out.append(
+            f"| {q['size']:,} items: recall@10, ANN vs exact | {_f(q['recall10'], '.3f')} | |"
+        )
+    if len(report.queries) >= 2:
+        a, b = report.queries[0], report.queries[-1]
+        out.append(
+            f"| similar-by-id p50 growth {a['size']:,} → {b['size']:,} | "
+            f"{_f(b['similar_p50'] / a['similar_p50'], '.2f')} x | ≤ 2 x (10k → 1M) |"
+        )
+        per100k = (b["rss_mib"] - a["rss_mib"]) / (b["size"] - a["size"]) * 100_000
+        out.append(f"| server memory per 100k items (RSS slope) | {_f(per100k, '.0f')} MiB | |")
+    if report.load:
+        ld = report.load
+        out.append(
+            f"| similar-by-id under load ({ld['threads']} client threads, {ld['catalog']:,} items) "
+            f"| {_f(ld['rps'], '.0f')} req/s, {ld['errors']} errors | ≥ 500 req/s, 0 errors |"
+        )
+    out += ["", "## 1. Model-only embedding throughput", ""]
+    if report.model:
+        out += [
+            f"EfficientNet-Lite0 inference alone on framed Fashion-MNIST images "
+            f"(`Embedder.infer`), median of 2 alternating rounds; threads "
+            f"{report.model['threads']}.",
+            "",
+            "| batch | TFLite img/s | Keras (TF) img/s |",
+            "| --- | --- | --- |",
+        ]
+        out += [
+            f"| {r['batch']} | {_f(r['tflite'])} | {_f(r['keras'])} |" for r in report.model["rows"]
+        ]
+        if "model" in files:
+            out += ["", f"![model throughput]({img_rel}/{files['model']})"]
+    out += ["", "## 2. Decode + preprocessing alone (one thread)", ""]
+    if report.decode:
+        out += [
+            "| input | images | decode img/s | preprocess img/s | both img/s |",
+            "| --- | --- | --- | --- | --- |",
+        ]
+        out += [
+            f"| {r['input']} | {r['n']} | {_f(r['decode'])} | {_f(r['preprocess'])} "
+            f"| {_f(r['both'])} |"
+            for r in report.decode["rows"]
+        ]
+    out += [
+        "",
+        "## 3. End-to-end ingest",
+        "",
+        "`indexer ingest FOLDER` → `PUT /v1/blobs` + `POST /v1/batches` → in-process broker → "
+        "Celery worker (decode, embed, upsert) → qdrant-edge, against `lookalike serve` "
+        "(embedded default) in its own process. The indexer runs on the same 2 cores.",
+        "",
+        "| source | images | indexed | failed | seconds | img/s | / model-only |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    out += [
+        f"| {r['source']} | {r['images']} | {r['indexed']} | {r['failed']} | {_f(r['seconds'])} "
+        f"| {_f(r['rate'])} | {_f(r['rate'] / best_model, '.2f')} |"
+        for r in report.ingest
+    ]
+    out += [
+        "",
+        "## 4. Query latency, recall and memory by catalog size",
+        "",
+        "Sequential requests over one keep-alive connection to `lookalike serve` (8 server "
+        "threads): `GET /v1/items/{id}/similar?limit=10` for random items and `POST /v1/search` "
+        "with a 2048x1536 JPEG photo. Recall@10: the API's 10 results against exact cosine "
+        "search over the same vectors (the item itself excluded). The first 2,000 (quick: "
+        "fewer) items are real Fashion-MNIST embeddings; the rest are synthetic (a real "
+        "embedding plus noise, column *synthetic*). *index s*: building the HNSW index after "
+        "the bulk load (`VectorStore.optimize`).",
+        "",
+        "| items | synthetic | similar p50 / p95 / p99 ms | upload p50 / p95 / p99 ms | "
+        "recall@10 | server RSS MiB | shard MiB | load s | index s |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    out += [
+        f"| {q['size']:,} | {q['synthetic']:,} | {_f(q['similar_p50'], '.2f')} / "
+        f"{_f(q['similar_p95'], '.2f')} / {_f(q['similar_p99'], '.2f')} | "
+        f"{_f(q['upload_p50'])} / {_f(q['upload_p95'])} / {_f(q['upload_p99'])} | "
+        f"{_f(q['recall10'], '.3f')} | {_f(q['rss_mib'], '.0f')} | {_f(q['shard_mib'], '.0f')} | "
+        f"{_f(q['upsert_s'])} | {_f(q['index_s'])} |"
+        for q in report.queries
+    ]
+    for key in ("latency", "memory"):
+        if key in files:
+            out += ["", f"![{key}]({img_rel}/{files[key]})"]
+    out += ["", "## 5. Similar-by-id under concurrent load", ""]
+    if report.load:
+        ld = report.load
+        out.append(
+            f"`python -m benchmarks.loadgen` in a second process, {ld['threads']} threads with "
+            f"keep-alive connections, {ld['seconds']:.0f} s against the {ld['catalog']:,}-item "
+            f"catalog: **{ld['rps']:.0f} requests/s**, {ld['requests']} requests, "
+            f"**{ld['errors']} errors**, latency p50 {ld['p50_ms']:.1f} ms, p99 "
+            f"{ld['p99_ms']:.1f} ms (server: {ld['server_threads']} threads)."
+        )
+    if report.notes:
+        out += ["", "## Notes", ""] + [f"- {n}" for n in report.notes]
+    return "\n".join(out) + "\n"
+
+
+# ----------------------------------------------------------------------------- main
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks", description=__doc__.split("\n\n")[0]
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="small sizes: a smoke run, about a minute"
+    )
+    parser.add_argument("--out", type=Path, default=REPO / "build" / "bench", help="report folder")
+    parser.add_argument("--img-dir", type=Path, default=None, help="plots (default OUT/img)")
+    parser.add_argument("--model-cache", type=Path, default=None)
+    parser.add_argument("--sizes", type=int, nargs="+", default=None, help="catalog sizes")
+    parser.add_argument(
+        "--sections", default="model,decode,ingest,queries", help="comma-separated subset"
+    )
+    parser.add_argument("--load-threads", type=int, default=8)
+    parser.add_argument("--server-threads", type=int, default=8)
+    args = parser.parse_args(argv)
+    quick = args.quick
+    sections = set(args.sections.split(","))
+    cache = args.model_cache or Path(
+        os.environ.get("LOOKALIKE_TEST_MODEL_CACHE", REPO / "build" / "test-models")
+    )
+    from worker.model import build_model_cache
+
+    build_model_cache("efficientnet-lite0", cache)
+    sizes = args.sizes or ([300, 1000] if quick else [1000, 10_000, 100_000])
+    report = Report(quick=quick)
+    report.machine = {
+        "cpu": cpu_name(),
+        "cpus": os.cpu_count(),
+        "mem_gib": memory_gib(),
+        "load": " ".join(f"{x:.1f}" for x in os.getloadavg()),
+        "python": platform.python_version(),
+    }
+    args.out.mkdir(parents=True, exist_ok=True)
+    img_dir = args.img_dir or args.out / "img"
+    with tempfile.TemporaryDirectory(prefix="lookalike-bench-") as tmp:
+        work = Path(tmp)
+        if "model" in sections:
+            print("1. model-only throughput", flush=True)
+            bench_model(report, cache, [1, 8, 32, 64] if not quick else [1, 8], 4 if quick else 12)
+        if "decode" in sections:
+            print("2. decode + preprocess", flush=True)
+            bench_decode(report, 40 if quick else 400, 8 if quick else 60)
+        if "ingest" in sections:
+            print("3. end-to-end ingest", flush=True)
+            n = 64 if quick else 3000
+            sources = {f"Fashion-MNIST ({n})": write_fashion_folder(work / "fashion", n)}
+            if not quick:
+                sources["tuxpaint photos (802)"] = write_stamp_folder(work / "stamps", 802)
+            bench_ingest(report, work, cache, sources)
+        if "queries" in sections:
+            print("4-6. queries, load, memory", flush=True)
+            real = real_embeddings(cache, min(max(sizes), 200 if quick else 2000))
+            bench_queries(
+                report,
+                work,
+                cache,
+                sizes,
+                real,
+                n_similar=60 if quick else 500,
+                n_upload=5 if quick else 40,
+                load_seconds=3 if quick else 15,
+                load_threads=args.load_threads,
+                server_threads=args.server_threads,
+            )
+    files = plots(report, img_dir)
+    rel = os.path.relpath(img_dir, args.out)
+    text = render(report, files, rel)
+    (args.out / "performance.md").write_text(text)
+    (args.out / "results.json").write_text(json.dumps(report.__dict__, indent=1, default=str))
+    print(f"report: {args.out / 'performance.md'}")
+    return 0

@@ -1,0 +1,63 @@
+"""The benchmark command runs end to end in its quick mode and writes its report.
+
+Only that it completes and reports every section: timings are never asserted in tests.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+
+pytestmark = pytest.mark.skipif(
+    not Path("/usr/share/datasets/fashion-mnist").is_dir(),
+    reason="needs Debian's dataset-fashion-mnist",
+)
+
+
+def test_quick_benchmark_writes_a_report(tmp_path: Path, model_cache_dir: Path) -> None:
+    out = tmp_path / "bench"
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "benchmarks",
+            "--quick",
+            "--out",
+            str(out),
+            "--model-cache",
+            str(model_cache_dir),
+            "--sizes",
+            "300",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-4000:]
+    report = (out / "performance.md").read_text()
+    for heading in (
+        "## Headline",
+        "## 1. Model-only embedding throughput",
+        "## 2. Decode + preprocessing alone",
+        "## 3. End-to-end ingest",
+        "## 4. Query latency, recall and memory by catalog size",
+        "## 5. Similar-by-id under concurrent load",
+    ):
+        assert heading in report
+    assert "GPU" in report
+    for plot in ("perf-model.png", "perf-latency.png", "perf-memory.png"):
+        assert (out / "img" / plot).stat().st_size > 1000
+        assert f"img/{plot}" in report
+    results = json.loads((out / "results.json").read_text())
+    # The real path indexed every image, and the ANN search found the exact neighbours.
+    assert results["ingest"][0]["indexed"] == results["ingest"][0]["images"] > 0
+    assert results["ingest"][0]["failed"] == 0
+    assert results["queries"][0]["recall10"] >= 0.9
+    assert results["load"]["errors"] == 0
