@@ -15,33 +15,24 @@ from lookalike.tasks import EMBED_QUERY, INDEX_ITEMS, REINDEX_ITEMS
 from worker import pipeline
 from worker.celery_app import runtime_of
 
+# Only an unreachable vector store is transient; a bad image is recorded, not retried.
+# (LOOKALIKE_TASK_MAX_RETRIES overrides max_retries through task_annotations.)
+_RETRY_STORE_OUTAGES: dict[str, Any] = {
+    "autoretry_for": (StoreUnavailable,),
+    "retry_backoff": 2,
+    "retry_backoff_max": 120,
+    "retry_jitter": True,
+    "max_retries": 10,
+}
 
-@shared_task(
-    bind=True,
-    name=INDEX_ITEMS,
-    acks_late=True,
-    # Only an unreachable vector store is transient; a bad image is recorded, not retried.
-    autoretry_for=(StoreUnavailable,),
-    retry_backoff=2,
-    retry_backoff_max=120,
-    retry_jitter=True,
-    max_retries=10,
-)
+
+@shared_task(bind=True, name=INDEX_ITEMS, acks_late=True, **_RETRY_STORE_OUTAGES)
 def index_items(self: Task, items: list[dict[str, Any]]) -> dict[str, Any]:
     """Embed and upsert a batch of items ({id, tenant, image_sha256, metadata})."""
     return pipeline.index_items(runtime_of(self.app), items).as_dict()
 
 
-@shared_task(
-    bind=True,
-    name=REINDEX_ITEMS,
-    acks_late=True,
-    autoretry_for=(StoreUnavailable,),
-    retry_backoff=2,
-    retry_backoff_max=120,
-    retry_jitter=True,
-    max_retries=10,
-)
+@shared_task(bind=True, name=REINDEX_ITEMS, acks_late=True, **_RETRY_STORE_OUTAGES)
 def reindex_items(self: Task, target: str, point_ids: list[str]) -> dict[str, Any]:
     """Re-embed stored items into the catalog version ``target`` with that version's model."""
     return pipeline.reindex_items(runtime_of(self.app), target, point_ids)
