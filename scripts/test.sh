@@ -5,9 +5,9 @@ source "$(dirname "$0")/lib.sh"
 cd "$REPO_ROOT"
 
 ensure_venv dev
-# Real labelled photos for the end-to-end tests; Redis for the multi-process tests;
-# Debian's Chromium for the gallery's browser test (tests/e2e/test_gallery_browser.py).
-apt_install tuxpaint-stamps-default chromium
+# Real labelled photos (tuxpaint) and product images (Fashion-MNIST) for the tests; Redis for
+# the multi-process tests; Debian's Chromium for the gallery's browser test (tests/e2e/test_gallery_browser.py).
+apt_install tuxpaint-stamps-default dataset-fashion-mnist chromium
 ensure_redis
 
 log "ruff"
