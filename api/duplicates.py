@@ -6,7 +6,8 @@
   (``LOOKALIKE_DUPLICATE_THRESHOLD``, or ``threshold`` in the request).
 
 Near-duplicate candidates come from the vector index (an ANN search above the lowest
-embedding similarity that can still reach the threshold), then each is scored with both
+embedding similarity that can still reach the threshold; for multiscale vectors, a search by
+their pooled head alone: lookalike.duplicates.candidate_query), then each is scored with both
 items' colour signatures. Items indexed without a signature (before it existed) are never
 reported as near-duplicates; a reindex adds the signatures.
 """
@@ -24,9 +25,9 @@ from api.errors import APIError
 from api.routes import _item_id, _settings, _store, _tenant
 from lookalike.duplicates import (
     SIGNATURE_FIELD,
+    candidate_query,
     color_similarity,
     duplicate_score,
-    embedding_floor,
 )
 from lookalike.schema import ID_PATTERN, MAX_ID_LENGTH, point_id
 from lookalike.store import StoredItem, VectorStore
@@ -52,12 +53,13 @@ def duplicates_of(
     near: list[dict[str, Any]] = []
     signature = item.payload.get(SIGNATURE_FIELD)
     if isinstance(signature, str):
+        query = candidate_query(item.vector, item.payload.get("model"))
         hits = store.search(
-            item.vector,
+            query.vector,
             limit=max(CANDIDATES, limit),
             where={"tenant": tenant},
             exclude_ids=[item.point_id, *(point_id(e, tenant) for e in exact)],
-            score_threshold=max(-1.0, embedding_floor(threshold)),
+            score_threshold=query.score_threshold(threshold),
         )
         for hit in hits:
             other = hit.payload.get(SIGNATURE_FIELD)
@@ -65,13 +67,14 @@ def duplicates_of(
             if compared is None:
                 continue
             color, informative = compared
-            score = duplicate_score(hit.score, color, informative)
+            similarity = query.similarity(hit.score)
+            score = duplicate_score(similarity, color, informative)
             if score >= threshold:
                 near.append(
                     {
                         "id": hit.payload["item_id"],
                         "score": round(score, 4),
-                        "embedding_similarity": round(hit.score, 4),
+                        "embedding_similarity": round(similarity, 4),
                         "color_similarity": round(color, 4),
                     }
                 )

@@ -25,7 +25,13 @@ The photos are split in two halves (alternate photos): weight and threshold are 
 first ("tune") and then measured on the second ("test"), with edits drawn from another seed,
 so the reported numbers are not those the choice was fitted to.
 
-    python benchmarks/duplicate_threshold.py [--model efficientnet-lite0] [--cache-dir DIR]
+The embedding similarity is the one the service weighs (lookalike.duplicates.candidate_query):
+the whole vectors' cosine, except for multiscale vectors (``--features multiscale``, the
+default), which are compared on their pooled head; the whole multiscale vectors' cosine is
+measured beside it.
+
+    python benchmarks/duplicate_threshold.py [--model efficientnet-lite0] [--features F]
+                                             [--cache-dir DIR]
 """
 
 from __future__ import annotations
@@ -34,9 +40,10 @@ import argparse
 import io
 import json
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from itertools import combinations
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -45,12 +52,13 @@ from lookalike.duplicates import (
     COLORLESS_MARGIN,
     EMBEDDING_WEIGHT,
     MIN_COLOR_ENTROPY,
+    candidate_query,
     color_entropy,
     color_signature,
     decode_signature,
 )
 from lookalike.images import decode_image
-from lookalike.settings import Settings
+from lookalike.settings import FEATURES, Settings
 from worker.model import load_embedder
 
 STAMPS = Path("/usr/share/tuxpaint/stamps")
@@ -71,7 +79,12 @@ class Measurement:
 
 @dataclass
 class Pairs:
-    """Scores of the positive and negative pairs, for the embedding and the colours."""
+    """Scores of the positive and negative pairs, for the embedding and the colours.
+
+    ``*_embedding`` is the embedding similarity the service weighs (the hit score of the
+    candidate search, scaled: lookalike.duplicates.candidate_query); ``*_whole`` the cosine
+    of the whole vectors, which is the same thing except for multiscale vectors.
+    """
 
     pos_embedding: np.ndarray
     pos_color: np.ndarray
@@ -80,6 +93,28 @@ class Pairs:
     neg_color: np.ndarray
     neg_informative: np.ndarray
     kinds: list[str]
+    pos_whole: np.ndarray
+    neg_whole: np.ndarray
+
+    def whole(self) -> Pairs:
+        """The same pairs with the whole vectors' cosine as the embedding similarity."""
+        return replace(self, pos_embedding=self.pos_whole, neg_embedding=self.neg_whole)
+
+    def mixed(self, head: float) -> Pairs:
+        """Multiscale pairs with ``head`` x the head's cosine + the rest x stage 6's.
+
+        Both parts have the same length, so the whole cosine is the mean of the two parts'
+        and stage 6's is twice the whole's less the head's; ``head=0.5`` is the whole.
+        """
+
+        def mix(head_cos: np.ndarray, whole_cos: np.ndarray) -> np.ndarray:
+            return head * head_cos + (1 - head) * (2 * whole_cos - head_cos)
+
+        return replace(
+            self,
+            pos_embedding=mix(self.pos_embedding, self.pos_whole),
+            neg_embedding=mix(self.neg_embedding, self.neg_whole),
+        )
 
     def scores(self, weight: float) -> tuple[np.ndarray, np.ndarray]:
         """The duplicate score of lookalike.duplicates.duplicate_score, vectorised."""
@@ -144,24 +179,46 @@ def make_pairs(
             sources.append(i)
             kinds.append(kind)
     emb_o, emb_e = embed.embed(chosen), embed.embed(edited)  # type: ignore[attr-defined]
+    model = embed.name  # type: ignore[attr-defined]
+    # Each pair as the service scores it: the first item's candidate search, its hit score.
+    query_o = [candidate_query(v, model) for v in emb_o]
+    query_e = [candidate_query(v, model) for v in emb_e]
+
+    def similarity(query: Any, others: np.ndarray) -> np.ndarray:
+        return np.asarray(others @ query.vector, dtype=np.float64) * query.scale
+
     (sig_o, info_o), (sig_e, info_e) = signatures(chosen), signatures(edited)
-    pos_e = np.array([emb_e[j] @ emb_o[i] for j, i in enumerate(sources)])
+    pos_e = np.array([similarity(query_o[i], emb_e[j]) for j, i in enumerate(sources)])
+    pos_w = np.array([emb_e[j] @ emb_o[i] for j, i in enumerate(sources)])
     pos_c = np.array([sig_e[j] @ sig_o[i] for j, i in enumerate(sources)])
     pos_i = np.array([info_e[j] and info_o[i] for j, i in enumerate(sources)])
     neg_e: list[float] = []
+    neg_w: list[float] = []
     neg_c: list[float] = []
     neg_i: list[bool] = []
     for a, b in combinations(range(len(chosen)), 2):
         if names[a] == names[b]:
-            neg_e.append(float(emb_o[a] @ emb_o[b]))
+            neg_e.append(float(similarity(query_o[a], emb_o[b])))
+            neg_w.append(float(emb_o[a] @ emb_o[b]))
             neg_c.append(float(sig_o[a] @ sig_o[b]))
             neg_i.append(bool(info_o[a] and info_o[b]))
     for j, i in enumerate(sources):
         same = np.flatnonzero((names == names[i]) & (np.arange(len(names)) != i))
-        neg_e.extend((emb_o[same] @ emb_e[j]).tolist())
+        neg_e.extend(similarity(query_e[j], emb_o[same]).tolist())
+        neg_w.extend((emb_o[same] @ emb_e[j]).tolist())
         neg_c.extend((sig_o[same] @ sig_e[j]).tolist())
         neg_i.extend((info_o[same] & info_e[j]).tolist())
-    return Pairs(pos_e, pos_c, pos_i, np.array(neg_e), np.array(neg_c), np.array(neg_i), kinds)
+    return Pairs(
+        pos_e,
+        pos_c,
+        pos_i,
+        np.array(neg_e),
+        np.array(neg_c),
+        np.array(neg_i),
+        kinds,
+        pos_w,
+        np.array(neg_w),
+    )
 
 
 def measure(pos: np.ndarray, neg: np.ndarray, thresholds: np.ndarray) -> list[Measurement]:
@@ -197,10 +254,55 @@ def table(results: list[Measurement], every: int = 1) -> None:
         )
 
 
+def compare_whole(tune: Pairs, test: Pairs, thresholds: np.ndarray) -> dict[str, object]:
+    """Multiscale vectors: the service weighs their pooled heads' cosine. What the whole
+    vectors' cosine would give instead, at the shipped weight and threshold, and at the
+    weight and threshold the tune half would choose for it."""
+    print("\nwith the whole vectors' cosine instead (held-out half):")
+    shipped = measure(*test.whole().scores(EMBEDDING_WEIGHT), np.array([DEFAULT_THRESHOLD]))[0]
+    print(
+        f"  w={EMBEDDING_WEIGHT}, threshold {DEFAULT_THRESHOLD}: recall {shipped.recall:.3f}, "
+        f"precision {shipped.precision_all_pairs:.3f}"
+    )
+    tuned = []
+    for weight in np.round(np.arange(0.0, 1.01, 0.1), 2):
+        r = best(measure(*tune.whole().scores(float(weight)), thresholds))
+        tuned.append((min(r.recall, r.precision_all_pairs), float(weight), r))
+    worst, weight, chosen = max(tuned, key=lambda t: t[0])
+    held_out = measure(*test.whole().scores(weight), np.array([chosen.threshold]))[0]
+    print(
+        f"  w={weight:.1f}, threshold {chosen.threshold:.2f} (best on the tune half: "
+        f"min(recall, precision) {worst:.3f}): recall {held_out.recall:.3f}, "
+        f"precision {held_out.precision_all_pairs:.3f}"
+    )
+    print("  the head's and stage 6's cosines mixed, best weight and threshold (tune half):")
+    mixes = {}
+    for head in (0.5, 0.6, 0.7, 0.8, 0.9, 1.0):
+        options = [
+            best(measure(*tune.mixed(head).scores(float(weight)), thresholds))
+            for weight in np.round(np.arange(0.0, 1.01, 0.1), 2)
+        ]
+        top = max(options, key=lambda r: min(r.recall, r.precision_all_pairs))
+        mixes[head] = min(top.recall, top.precision_all_pairs)
+        print(
+            f"    head {head:.1f}, stage 6 {1 - head:.1f}: min(recall, precision) {mixes[head]:.3f}"
+        )
+    return {
+        "test_at_shipped": asdict(shipped),
+        "tuned_weight": weight,
+        "chosen_on_tune": asdict(chosen),
+        "test_at_chosen": asdict(held_out),
+        "head_share_vs_tune_min_recall_precision": mixes,
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--stamps", type=Path, default=STAMPS)
     parser.add_argument("--model", default="efficientnet-lite0")
+    parser.add_argument(
+        "--features", choices=FEATURES, default=Settings().features, help="LOOKALIKE_FEATURES"
+    )
     parser.add_argument("--cache-dir", type=Path, default=Path("data/models"))
     parser.add_argument("--tune-seed", type=int, default=3)
     parser.add_argument("--test-seed", type=int, default=4)
@@ -213,7 +315,7 @@ def main() -> None:
         raise SystemExit(f"no photos under {args.stamps}: apt-get install tuxpaint-stamps-default")
     originals = [flatten(p) for p in paths]
     labels = np.array([p.relative_to(args.stamps).parts[0] for p in paths])
-    embedder = load_embedder(args.model, args.cache_dir)
+    embedder = load_embedder(args.model, args.cache_dir, features=args.features)
     index = np.arange(len(paths))
     tune = make_pairs(originals, labels, index[index % 2 == 0], embedder, args.tune_seed)
     test = make_pairs(originals, labels, index[index % 2 == 1], embedder, args.test_seed)
@@ -264,6 +366,9 @@ def main() -> None:
         f"{held_out.precision_all_pairs:.3f} all same-category pairs "
         f"(target: both >= {TARGET})"
     )
+    whole: dict[str, object] | None = None
+    if not np.allclose(test.pos_whole, test.pos_embedding, atol=1e-5):
+        whole = compare_whole(tune, test, thresholds)
     if args.json:
         args.json.write_text(
             json.dumps(
@@ -276,6 +381,7 @@ def main() -> None:
                     "test_at_shipped": asdict(held_out),
                     "tune": [asdict(r) for r in tuned],
                     "embedding_alone_tune": [asdict(r) for r in alone],
+                    "whole_vector": whole,
                 },
                 indent=2,
             )

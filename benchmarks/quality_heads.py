@@ -52,7 +52,7 @@ def main() -> None:
     parser.add_argument("--kinds", default=",".join(KINDS))
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
-    base = Settings()
+    base = Settings.from_env()  # the default backbone, or LOOKALIKE_* (e.g. FEATURES=pooled)
     models = private_cache(args.model_cache, args.out / "models", base.model)
     settings = base.replace(model_cache=models)
     rows: list[tuple[str, str, HeadReport]] = []

@@ -19,16 +19,23 @@ white. All such images look alike in colour, so a pair where either image has le
 :data:`MIN_COLOR_ENTROPY` bits of colour is judged on the embedding alone, which must then
 reach the threshold plus :data:`COLORLESS_MARGIN`.
 
-Weight, gate and threshold were chosen by measurement (benchmarks/duplicate_threshold.py,
-docs/indexer.md). Exact duplicates (same bytes, same sha256) are a separate, exact test.
+For a multiscale vector (the default), "cosine(embeddings)" is the cosine of its pooled head
+part alone (:func:`candidate_query`): the whole vector does worse at this test.
+
+Weight, gate, threshold and the head part were chosen by measurement
+(benchmarks/duplicate_threshold.py, docs/indexer.md). Exact duplicates (same bytes, same
+sha256) are a separate, exact test.
 """
 
 from __future__ import annotations
 
 import base64
+from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image
+
+from lookalike.schema import head_part
 
 # The payload field holding an item's colour signature (base64 of BINS**3 uint8 values).
 SIGNATURE_FIELD = "color_signature"
@@ -102,3 +109,48 @@ def embedding_floor(threshold: float) -> float:
     return min(
         (threshold - (1 - EMBEDDING_WEIGHT)) / EMBEDDING_WEIGHT, threshold + COLORLESS_MARGIN
     )
+
+
+@dataclass(frozen=True)
+class CandidateQuery:
+    """How to find an item's near-duplicate candidates in the vector index.
+
+    ``vector`` is what the ANN search is asked with; a hit's cosine score times ``scale`` is
+    the embedding similarity that the duplicate score weighs.
+    """
+
+    vector: np.ndarray
+    scale: float = 1.0
+
+    def similarity(self, score: float) -> float:
+        return score * self.scale
+
+    def score_threshold(self, threshold: float) -> float:
+        """The ANN search's score threshold: the lowest hit score that can still reach
+        ``threshold`` (see :func:`embedding_floor`)."""
+        return max(-1.0, embedding_floor(threshold) / self.scale)
+
+
+def candidate_query(vector: np.ndarray, model: object) -> CandidateQuery:
+    """The candidate search for a stored, unit-length vector made by ``model`` (the point's
+    payload ``model``).
+
+    A multiscale vector (lookalike.schema.head_part) is judged on its pooled head alone: its
+    stage-6 part, made for finding same-category neighbours, makes an edited copy and a
+    look-alike of the same category harder to tell apart (docs/indexer.md measures both).
+    The search is asked with the head part alone, zeros elsewhere: against a stored vector
+    ``b`` (unit length) its cosine score is ``cos(a_head, b_head) * |b_head|``, and every
+    vector of the version has the same ``|b_head|`` as the query's own ``|a_head|``, so the
+    hits come ranked by the head's cosine, which is the score divided by ``|a_head|``.
+    Any other vector is compared whole.
+    """
+    vector = np.asarray(vector, dtype=np.float32)
+    part = head_part(model, vector.size)
+    if part is None:
+        return CandidateQuery(vector)
+    head = np.zeros_like(vector)
+    head[part] = vector[part]
+    length = float(np.linalg.norm(head))
+    if length == 0.0:
+        return CandidateQuery(vector)
+    return CandidateQuery(head / length, 1.0 / length)

@@ -72,6 +72,20 @@ MULTISCALE_DIMS: dict[str, int] = {
 }
 
 
+def head_part(model: object, dim: int) -> slice | None:
+    """Where the pooled head's features sit in a stored vector that holds more than them.
+
+    A backbone's multiscale vector is its pooled head, then its pooled stage 6, each scaled
+    to unit length before the whole is (worker/model/embedder.py): the first
+    ``MODEL_DIMS[model]`` numbers are the head, at the same length in every such vector.
+    ``model`` is the point's payload ``model`` (the embedder's name); None for a vector that
+    is one whole (pooled features, a trained head, a user's own model, an unknown model).
+    """
+    if isinstance(model, str) and model in MODEL_DIMS and dim == MULTISCALE_DIMS[model]:
+        return slice(0, MODEL_DIMS[model])
+    return None
+
+
 def head_manifest_path(model_dir: Path, head: str) -> Path:
     """Where a trained head's manifest lives in the model cache (it names its size)."""
     return Path(model_dir) / "heads" / f"{head}.json"
@@ -110,7 +124,7 @@ def vector_size(model: str | Settings) -> int:
             "feature_dim",
             "the custom model (convert it with `python -m worker.model build --custom PATH`)",
         )
-    dims = MULTISCALE_DIMS if settings.features == "multiscale" else MODEL_DIMS
+    dims = MULTISCALE_DIMS if settings.model_features == "multiscale" else MODEL_DIMS
     return dims[settings.model]
 
 

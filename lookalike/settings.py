@@ -58,10 +58,12 @@ class Settings:
     preprocess: str = "resize"
     embed_batch_size: int = 32
     # Variants of the embedding (docs/quality.md measures them); each changes the vectors, so
-    # each is part of the model version stored with every point. "multiscale" finds slightly
-    # more same-category neighbours (+0.01 P@5) but moves the duplicate score's calibration
-    # (LOOKALIKE_DUPLICATE_THRESHOLD 0.80 was measured on "pooled"), so it is not the default.
-    features: str = "pooled"
+    # each is part of the model version stored with every point. "multiscale" (the pooled
+    # head and the pooled stage 6) finds more same-category neighbours than "pooled" (the
+    # head alone) on every labelled set measured, at the same inference cost; the duplicate
+    # test compares the head part alone, so its threshold holds for both. A user's own model
+    # (LOOKALIKE_MODEL=custom) has one output, its embedding: it ignores this (model_features).
+    features: str = "multiscale"
     # Average the features of the image and its mirror image (twice the inference work).
     tta_flip: bool = False
     # A catalog-tuned head (`indexer train-head`) in <model cache>/heads/<name>.*; empty: none.
@@ -165,6 +167,12 @@ class Settings:
         ):
             if getattr(self, name) < 1:
                 raise SettingsError(f"LOOKALIKE_{name.upper()} must be positive")
+
+    @property
+    def model_features(self) -> str:
+        """The features the embedder reads: ``features`` for an EfficientNet-Lite backbone,
+        ``pooled`` (its one output) for a user's own model."""
+        return "pooled" if self.model == "custom" else self.features
 
     @property
     def embedded_broker(self) -> bool:

@@ -40,7 +40,7 @@ def _seed(app: Flask, settings: Settings, items: list[tuple[str, str]]) -> None:
             "image_sha256": sha,
             "metadata": {"category": "food"},
         }
-        vector = rng.normal(size=vector_size(settings.model)).astype(np.float32)
+        vector = rng.normal(size=vector_size(settings)).astype(np.float32)
         points.append(StoredItem(point_id(item_id, tenant), payload, vector))
     app.extensions["lookalike.store"].get().upsert(points)
 

@@ -101,7 +101,7 @@ def test_worker_process_embeds_and_upserts_through_redis(
     query = tasks.result(
         tasks.send(EMBED_QUERY, base64.b64encode(photos[3][1].read_bytes()).decode())
     ).get(timeout=120)
-    assert len(query["vector"]) == vector_size("efficientnet-lite0")
+    assert len(query["vector"]) == vector_size(redis_settings) == 1472
 
     worker_process.send_signal(signal.SIGTERM)  # warm shutdown: finish, flush, release the shard
     assert worker_process.wait(timeout=60) == 0

@@ -10,8 +10,10 @@ from typing import Any
 import pytest
 
 from api import create_app
+from lookalike.images import decode_image
 from lookalike.settings import Settings
 from support import edited_copy, labelled_images, wait_for_task
+from worker.model import load_embedder
 
 TENANT = {"X-Tenant": "batch-api"}
 
@@ -119,7 +121,10 @@ def test_metadata_changes_without_re_embedding(client: Any, indexed: dict[str, s
 
 
 def test_exact_and_near_duplicates_are_told_apart_from_similar_items(
-    client: Any, indexed: dict[str, str]
+    client: Any,
+    indexed: dict[str, str],
+    photos: list[tuple[str, Path]],
+    model_cache_dir: Path,
 ) -> None:
     resp = client.get("/v1/items/p-0/duplicates", headers=TENANT)
     assert resp.status_code == 200
@@ -128,6 +133,20 @@ def test_exact_and_near_duplicates_are_told_apart_from_similar_items(
     assert [n["id"] for n in body["near"]] == ["edited-copy"]
     near = body["near"][0]
     assert near["score"] >= body["threshold"] > 0
+    # The default (multiscale) vectors are judged on their pooled head alone: the similarity
+    # the test weighs is the cosine of the two images' pooled features, as measured for it
+    # (docs/indexer.md), not that of the whole vectors.
+    item = client.get("/v1/items/p-0", headers=TENANT).get_json()
+    assert item["model_version"].endswith(":multiscale")
+    pooled = load_embedder("efficientnet-lite0", model_cache_dir)
+    pixels = Settings().max_image_pixels
+    first, copy = pooled.embed(
+        [
+            decode_image(data, max_pixels=pixels)
+            for data in (photos[0][1].read_bytes(), edited_copy(photos[0][1]))
+        ]
+    )
+    assert near["embedding_similarity"] == pytest.approx(float(first @ copy), abs=2e-4)
     # The other animals are similar items, not duplicates; they do rank among the similar.
     similar = client.get("/v1/items/p-0/similar?limit=8", headers=TENANT).get_json()["items"]
     assert {"p-1", "p-2"} <= {s["id"] for s in similar}

@@ -106,7 +106,7 @@ def test_the_head_is_a_model_version_the_worker_loads(
 def test_a_head_refuses_vectors_of_another_backbone_version(trained: dict, model_dir: Path) -> None:
     from worker.model import get_embedder
 
-    with pytest.raises(ValueError, match=r"was trained on .*:resize vectors"):
+    with pytest.raises(ValueError, match=r"was trained on .*:resize:multiscale vectors"):
         get_embedder(Settings(model_cache=model_dir, head="photos", preprocess="crop"))
     with pytest.raises(ModelNotBuilt, match="head 'nothing'"):
         vector_size(Settings(model_cache=model_dir, head="nothing"))
@@ -121,7 +121,8 @@ def test_triplet_and_standardise_heads(
 
     items = [LabelledImage(f"{c}-{p.stem}", p, c) for c, p in photos[::2]]
     settings = Settings(model_cache=model_dir)
-    for kind, dim in (("triplet", 64), ("standardise", 1280)):
+    # A standardise head keeps the backbone's size (1472, multiscale by default).
+    for kind, dim in (("triplet", 64), ("standardise", vector_size(settings))):
         report = train_and_evaluate(
             items,
             settings,

@@ -64,6 +64,8 @@ def test_a_keras_model_file_becomes_the_backbone(
     with pytest.raises(ModelNotBuilt, match="custom model"):
         vector_size(settings)
 
+    # The default features are multiscale, which a user's model (one output) has no use for.
+    assert settings.features == "multiscale" and settings.model_features == "pooled"
     embedder = get_embedder(settings)
 
     assert (embedder.name, embedder.dim, embedder.input_size) == ("custom-tiny-net", 16, SIZE)

@@ -17,6 +17,8 @@ import pytest
 import skimage.data
 from PIL import Image
 
+from lookalike.schema import head_part
+from lookalike.settings import Settings
 from worker.model import Embedder, build_model_cache, get_embedder, load_embedder, preprocess
 from worker.model.pth import PthError, load_state_dict
 
@@ -87,6 +89,24 @@ def test_embeddings_are_unit_length_and_deterministic(
     np.testing.assert_array_equal(first, again)
 
 
+def test_a_multiscale_vector_starts_with_the_pooled_head_at_one_length(
+    model_cache_dir: Path, embedder: Embedder, photos: list[Image.Image]
+) -> None:
+    # The service's default features; the duplicate test compares the head part alone and
+    # relies on it sitting where lookalike.schema says, at the same length in every vector.
+    multiscale = get_embedder(Settings(model_cache=model_cache_dir))
+    assert multiscale.features == "multiscale" and multiscale.version.endswith(":multiscale")
+    vectors = multiscale.embed(photos)
+    assert vectors.shape == (len(photos), 1472)
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-6)
+    part = head_part(multiscale.name, multiscale.dim)
+    assert part is not None and head_part(embedder.name, embedder.dim) is None
+    head = vectors[:, part]
+    lengths = np.linalg.norm(head, axis=1)
+    np.testing.assert_allclose(lengths, lengths[0], atol=1e-6)
+    np.testing.assert_allclose(head / lengths[:, None], embedder.embed(photos), atol=1e-5)
+
+
 def test_batching_does_not_change_results(model_cache_dir: Path, photos: list[Image.Image]) -> None:
     # Batches of 2 over 5 images: two full batches and a short one.
     batched = load_embedder("efficientnet-lite0", model_cache_dir, batch_size=2)
@@ -138,8 +158,6 @@ def test_version_names_weights_and_framing(model_cache_dir: Path, embedder: Embe
 
 
 def test_get_embedder_loads_once_per_process(model_cache_dir: Path) -> None:
-    from lookalike.settings import Settings
-
     settings = Settings(model_cache=model_cache_dir, embed_batch_size=7)
     got: list[Embedder] = []
     threads = [

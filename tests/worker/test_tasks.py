@@ -91,7 +91,9 @@ def test_reindexing_the_same_items_overwrites_instead_of_duplicating(runtime) ->
     assert payload["metadata"] == {"category": category, "price": 9.5}
     assert payload["image_sha256"] == item["image_sha256"]
     assert payload["model"] == "efficientnet-lite0"
-    assert payload["model_version"].startswith("efficientnet-lite0")
+    # The default embedding: the pooled head and the pooled stage 6 (docs/quality.md).
+    assert payload["model_version"].startswith("efficientnet-lite0:")
+    assert payload["model_version"].endswith(":resize:multiscale")
     assert payload["ingested_at"]
-    assert stored.vector is not None and stored.vector.shape == (1280,)
+    assert stored.vector is not None and stored.vector.shape == (1472,)
     assert np.linalg.norm(stored.vector) == pytest.approx(1.0, abs=1e-4)

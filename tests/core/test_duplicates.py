@@ -1,0 +1,90 @@
+"""The near-duplicate test's candidate search (lookalike/duplicates.py) on both vector stores:
+a multiscale vector is searched and scored by its pooled head alone, any other vector whole.
+The end-to-end test with the real model is tests/indexer/test_batch_api.py."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from lookalike.duplicates import candidate_query, embedding_floor
+from lookalike.schema import MODEL_DIMS, MULTISCALE_DIMS, point_id
+from lookalike.settings import Settings
+from lookalike.store import StoredItem, VectorStore, open_store
+
+MODEL = "efficientnet-lite0"
+HEAD, WHOLE = MODEL_DIMS[MODEL], MULTISCALE_DIMS[MODEL]
+
+
+def unit(v: np.ndarray) -> np.ndarray:
+    return (v / np.linalg.norm(v)).astype(np.float32)
+
+
+def multiscale(head: np.ndarray, stage: np.ndarray) -> np.ndarray:
+    """Laid out as the embedder lays out multiscale features: each part at unit length."""
+    return unit(np.concatenate([unit(head), unit(stage)]))
+
+
+@pytest.fixture(params=["edge", "client-memory"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[VectorStore]:
+    url = "" if request.param == "edge" else ":memory:"
+    with open_store(Settings(data_dir=tmp_path / "data", qdrant_url=url)) as opened:
+        yield opened
+
+
+def test_a_multiscale_vector_is_searched_and_scored_by_its_pooled_head(
+    store: VectorStore,
+) -> None:
+    rng = np.random.default_rng(5)
+    # Pooled head features are non-negative (ReLU6); stage 6's are not.
+    head = rng.random(HEAD)
+    stage = rng.normal(size=WHOLE - HEAD)
+    item = multiscale(head, stage)
+    vectors = {
+        # The same photo edited: its head barely moves, its stage-6 part moves a lot.
+        "copy": multiscale(head + 0.15 * rng.random(HEAD), rng.normal(size=WHOLE - HEAD)),
+        # Another item that looks alike: the same stage-6 part, another head.
+        "look-alike": multiscale(rng.random(HEAD) ** 4, stage),
+    }
+    for i in range(30):
+        vectors[f"other-{i}"] = multiscale(rng.random(HEAD) ** 3, rng.normal(size=WHOLE - HEAD))
+    store.ensure_collection(WHOLE)
+    store.upsert(
+        [StoredItem(point_id(k, "t"), {"item_id": k, "tenant": "t"}, v) for k, v in vectors.items()]
+    )
+    heads = {k: unit(v[:HEAD]) for k, v in vectors.items()}
+    expected = {k: float(h @ unit(item[:HEAD])) for k, h in heads.items()}
+    assert float(vectors["look-alike"] @ item) > float(vectors["copy"] @ item)
+    assert expected["copy"] > 0.95 > expected["look-alike"]
+
+    query = candidate_query(item, MODEL)
+    threshold = 0.8
+    hits = store.search(query.vector, limit=50, score_threshold=query.score_threshold(threshold))
+    found = {h.payload["item_id"]: query.similarity(h.score) for h in hits}
+    # Ranked by the head's cosine, the copy first; what cannot reach the threshold left out.
+    floor = embedding_floor(threshold)
+    above = sorted((k for k, s in expected.items() if s >= floor - 1e-5), key=expected.__getitem__)
+    assert [h.payload["item_id"] for h in hits] == above[::-1]
+    assert above[-1] == "copy"
+    for name, similarity in found.items():
+        assert similarity == pytest.approx(expected[name], abs=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("model", "dim"),
+    [
+        (MODEL, HEAD),  # pooled features
+        (f"{MODEL}-head-shoes", WHOLE),  # a trained head's name, whatever its size
+        ("custom-my-net", WHOLE),  # a user's own model
+        (None, WHOLE),  # a point stored without a model name
+    ],
+)
+def test_any_other_vector_is_compared_whole(model: str | None, dim: int) -> None:
+    vector = unit(np.random.default_rng(1).normal(size=dim))
+    query = candidate_query(vector, model)
+    np.testing.assert_array_equal(query.vector, vector)
+    assert query.similarity(0.7) == 0.7
+    assert query.score_threshold(0.8) == pytest.approx(embedding_floor(0.8))
