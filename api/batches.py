@@ -3,8 +3,11 @@
 One item per ``POST /v1/items`` makes a million-image catalog a million multipart requests
 and a million one-image tasks; a worker embeds best in batches. So a job works in two steps:
 
-1. ``PUT /v1/blobs/{sha256}``: upload each image once, by its content hash. The API checks the
-   hash and decodes the image, so a bad file is refused here, alone, with its reason.
+1. ``POST /v1/blobs`` (many images per request, each part named by its sha256) or
+   ``PUT /v1/blobs/{sha256}`` (one): upload each image once, by its content hash. The API
+   checks the hash and decodes the image, so a bad file is refused here, alone, with its
+   reason. One request per batch instead of one per image is most of what keeps the API's
+   and the indexer's CPU off the cores the model needs (docs/performance.md).
 2. ``POST /v1/batches``: index up to :data:`MAX_BATCH_ITEMS` items that name their uploaded
    image by hash, as one worker task (the worker embeds them in model-sized batches).
 
@@ -37,6 +40,8 @@ from lookalike.tasks import INDEX_ITEMS
 bp = Blueprint("batches", __name__)
 
 MAX_BATCH_ITEMS = 256
+# The largest POST /v1/blobs request; each image in it is also held to max_upload_bytes.
+MAX_BLOBS_REQUEST_BYTES = 64 * 2**20
 SHA256_PATTERN = "^[0-9a-f]{64}$"
 _SHA256_RE = re.compile(SHA256_PATTERN)
 
@@ -108,20 +113,71 @@ def put_blob(sha256: str) -> tuple[Response, int]:
         raise APIError(
             400, "invalid_parameter", "the path must name a lower-case hex sha256", "sha256"
         )
-    data = request.get_data(cache=False)
-    if len(data) > _settings().max_upload_bytes:
-        limit = _settings().max_upload_bytes
-        raise APIError(413, "payload_too_large", f"images may be at most {limit} bytes")
-    if sha256_hex(data) != sha256:
+    problem = _store_blob(sha256, request.get_data(cache=False))
+    if problem is not None:
+        status, code, message = problem
+        field = {400: "sha256", 422: "body"}.get(status)
+        raise APIError(status, code, message, field)
+    return jsonify(sha256=sha256, size=_blobs().path(sha256).stat().st_size), 200
+
+
+@bp.post("/v1/blobs")
+def post_blobs() -> Response:
+    """Store many images in one request: a multipart form whose file parts are each named by
+    their sha256. Each image is checked and stored, or rejected alone with its reason."""
+    settings = _settings()
+    # Werkzeug enforces these while it parses, before any image is read.
+    request.max_content_length = MAX_BLOBS_REQUEST_BYTES
+    request.max_form_parts = MAX_BATCH_ITEMS + 16
+    if request.mimetype != "multipart/form-data":
         raise APIError(
-            400, "checksum_mismatch", "the body's sha256 is not the one in the path", "sha256"
+            415,
+            "unsupported_media_type",
+            "the body must be multipart/form-data, one file part per image named by its sha256",
+            "body",
         )
+    files = list(request.files.items(multi=True))
+    if not files:
+        raise APIError(400, "missing_field", "no file parts: name each part by its sha256", "body")
+    if len(files) > MAX_BATCH_ITEMS:
+        raise APIError(
+            400, "invalid_parameter", f"at most {MAX_BATCH_ITEMS} images per request", "body"
+        )
+    stored: list[str] = []
+    rejected: list[dict[str, str]] = []
+    for name, upload in files:
+        if not _SHA256_RE.fullmatch(name):
+            message = "the part's name must be the image's lower-case hex sha256"
+            rejected.append({"sha256": name, "code": "invalid_parameter", "message": message})
+            continue
+        data = upload.stream.read(settings.max_upload_bytes + 1)
+        problem = _store_blob(name, data)
+        if problem is None:
+            stored.append(name)
+        else:
+            rejected.append({"sha256": name, "code": problem[1], "message": problem[2]})
+    return jsonify(stored=stored, rejected=rejected)
+
+
+def _store_blob(sha256: str, data: bytes) -> tuple[int, str, str] | None:
+    """Check an upload and store it; (HTTP status, code, message) when it is refused."""
+    settings = _settings()
+    if len(data) > settings.max_upload_bytes:
+        limit = settings.max_upload_bytes
+        return 413, "payload_too_large", f"images may be at most {limit} bytes"
+    if sha256_hex(data) != sha256:
+        return 400, "checksum_mismatch", "the body's sha256 is not the one named"
+    blobs = _blobs()
+    # A stored blob was checked when it was stored, and the same hash is the same bytes:
+    # a re-run of an ingestion job does not decode its images again.
+    if blobs.exists(sha256):
+        return None
     try:
-        decode_image(data, max_pixels=_settings().max_image_pixels)
+        decode_image(data, max_pixels=settings.max_image_pixels)
     except ImageProblem as exc:
-        raise APIError(422, exc.code, exc.message, "body") from exc
-    _blobs().put(sha256, data)
-    return jsonify(sha256=sha256, size=len(data)), 200
+        return 422, exc.code, exc.message
+    blobs.put(sha256, data)
+    return None
 
 
 @bp.post("/v1/batches")
@@ -274,6 +330,49 @@ def openapi_paths() -> dict[str, Any]:
         },
     }
     return {
+        "/v1/blobs": {
+            "post": _op(
+                f"upload up to {MAX_BATCH_ITEMS} images in one request, each file part named "
+                "by its sha256 (each checked and decoded; a bad one is rejected alone)",
+                {
+                    "200": _json(
+                        {
+                            "type": "object",
+                            "required": ["stored", "rejected"],
+                            "properties": {
+                                "stored": names,
+                                "rejected": {
+                                    "type": "array",
+                                    "items": {
+                                        "type": "object",
+                                        "required": ["sha256", "code", "message"],
+                                        "properties": {
+                                            "sha256": {"type": "string"},
+                                            "code": {"type": "string"},
+                                            "message": {"type": "string"},
+                                        },
+                                    },
+                                },
+                            },
+                        },
+                        "the images stored (or already there), and the ones refused",
+                    )
+                },
+                body={
+                    "required": True,
+                    "content": {
+                        "multipart/form-data": {
+                            "schema": {
+                                "type": "object",
+                                "additionalProperties": {"type": "string", "format": "binary"},
+                            }
+                        }
+                    },
+                },
+                errors=(413, 415),
+                tag="batches",
+            ),
+        },
         "/v1/blobs/{sha256}": {
             "parameters": [
                 {"name": "sha256", "in": "path", "required": True, "schema": sha},

@@ -52,16 +52,27 @@ class TaskClient:
         value: dict[str, Any] = json.loads(raw)
         return value
 
+    def submitted_many(self, task_ids: list[str]) -> list[dict[str, Any] | None]:
+        """:meth:`submitted` of each task, read in one round trip."""
+        keys = [_SUBMITTED_PREFIX + task_id for task_id in task_ids]
+        values = self._mget(keys)
+        return [None if raw is None else json.loads(raw) for raw in values]
+
+    def _mget(self, keys: list[str] | list[bytes]) -> list[Any]:
+        """The backend's values of ``keys``, in order (None where missing)."""
+        if not keys:
+            return []
+        raw = self.celery.backend.mget(keys)
+        # The Redis backend answers a list, the in-memory cache a dict keyed by key.
+        return [raw.get(k) for k in keys] if isinstance(raw, dict) else list(raw)
+
     def result(self, task_id: str) -> Any:
         return self.celery.AsyncResult(task_id)
 
     def states(self, task_ids: list[str]) -> list[tuple[str, Any]]:
         """(Celery state, result) of each task, read in one round trip."""
         backend = self.celery.backend
-        keys = [backend.get_key_for_task(task_id) for task_id in task_ids]
-        raw = backend.mget(keys) if keys else []
-        # The Redis backend answers a list, the in-memory cache a dict keyed by key.
-        values = [raw.get(k) for k in keys] if isinstance(raw, dict) else list(raw)
+        values = self._mget([backend.get_key_for_task(task_id) for task_id in task_ids])
         states: list[tuple[str, Any]] = []
         for value in values:
             if value is None:

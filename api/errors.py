@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from flask import Flask, Response, jsonify
+from flask import Flask, Response, has_request_context, jsonify, request
 from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
 log = logging.getLogger(__name__)
@@ -49,7 +49,12 @@ def register_error_handlers(app: Flask) -> None:
         code = _HTTP_CODES.get(status, "http_error")
         message = err.description or err.name
         if status == 413:
-            limit = app.config.get("MAX_CONTENT_LENGTH")
+            # A route may raise its own limit (POST /v1/blobs takes many images at once).
+            limit = (
+                request.max_content_length
+                if has_request_context()
+                else app.config.get("MAX_CONTENT_LENGTH")
+            )
             message = f"the request body is larger than the limit of {limit} bytes"
         response, status = APIError(status, code, message).to_response()
         if isinstance(err, MethodNotAllowed) and err.valid_methods:

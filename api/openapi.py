@@ -324,6 +324,26 @@ def build_spec() -> Json:
                 tag="jobs",
             ),
         },
+        "/v1/tasks": {
+            "get": _op(
+                "many indexing tasks' statuses in one request",
+                {
+                    "200": _json(
+                        {
+                            "type": "object",
+                            "required": ["tasks", "not_found"],
+                            "properties": {
+                                "tasks": {"type": "array", "items": _schema("Task")},
+                                "not_found": {"type": "array", "items": {"type": "string"}},
+                            },
+                        },
+                        "the tasks this tenant knows, and the ids it does not",
+                    )
+                },
+                params=["TaskIds"],
+                tag="jobs",
+            )
+        },
         "/v1/jobs": {
             "get": _op(
                 "the tenant's latest indexing tasks and their progress, per job label",
@@ -379,6 +399,13 @@ def _parameters() -> Json:
             "in": "path",
             "required": True,
             "schema": {"type": "string", "minLength": 1, "maxLength": 200},
+        },
+        "TaskIds": {
+            "name": "ids",
+            "in": "query",
+            "required": True,
+            "description": "task ids, comma-separated (or the parameter repeated), at most 100",
+            "schema": {"type": "string", "minLength": 1},
         },
         "Tenant": {
             "name": "X-Tenant",

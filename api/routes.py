@@ -20,7 +20,7 @@ from api.errors import APIError
 from api.params import filters_from_args
 from api.thumbnails import DEFAULT_SIZE, MIMETYPE, SIZES, Thumbnails
 from lookalike.blobs import BlobStore
-from lookalike.images import ImageProblem, decode_image, sha256_hex
+from lookalike.images import ImageProblem, check_image, decode_image, sha256_hex
 from lookalike.schema import DEFAULT_TENANT, InvalidId, point_id, validate_id
 from lookalike.settings import Settings
 from lookalike.store import (
@@ -89,7 +89,10 @@ def _int_arg(name: str, default: int, lo: int, hi: int) -> int:
     return value
 
 
-def _uploaded_image(field: str = "image") -> tuple[bytes, Image.Image]:
+def _uploaded_image(field: str = "image", *, decode: bool = True) -> bytes:
+    """The uploaded image's bytes, checked: decoded whole, or with ``decode=False`` only
+    its header (format, size), for a photo a worker decodes next anyway and whose problems
+    it reports with the same codes."""
     upload = request.files.get(field)
     if upload is None:
         raise APIError(400, "missing_field", f"a multipart file field '{field}' is required", field)
@@ -99,9 +102,13 @@ def _uploaded_image(field: str = "image") -> tuple[bytes, Image.Image]:
             413, "payload_too_large", f"images may be at most {_settings().max_upload_bytes} bytes"
         )
     try:
-        return data, decode_image(data, max_pixels=_settings().max_image_pixels)
+        if decode:
+            decode_image(data, max_pixels=_settings().max_image_pixels)
+        else:
+            check_image(data, max_pixels=_settings().max_image_pixels)
     except ImageProblem as exc:
         raise APIError(422, exc.code, exc.message, field) from exc
+    return data
 
 
 def _metadata() -> dict[str, Any]:
@@ -237,7 +244,7 @@ def add_item() -> tuple[Response, int]:
     if job is not None:
         job = _item_id(job, "job")
     metadata = _metadata()
-    data, _ = _uploaded_image()
+    data = _uploaded_image()
     sha = sha256_hex(data)
     _blobs().put(sha, data)
     item = {"id": item_id, "tenant": tenant, "image_sha256": sha, "metadata": metadata}
@@ -370,6 +377,36 @@ def task_status(task_id: str) -> Response:
             404, "task_not_found", "unknown task id (or its record has expired)", "task_id"
         )
     return jsonify(_describe_task(task_id, state, result.result, submitted))
+
+
+MAX_TASK_IDS = 100
+
+
+@bp.get("/v1/tasks")
+def task_statuses() -> Response:
+    """Many tasks' statuses in one request: an ingestion job follows its queued batches with
+    one call instead of one per task. Ids this tenant does not know are listed apart."""
+    tenant = _tenant()
+    ids = list(
+        dict.fromkeys(i.strip() for raw in request.args.getlist("ids") for i in raw.split(","))
+    )
+    ids = [i for i in ids if i]
+    if not ids:
+        raise APIError(400, "missing_field", "ids is required (task ids, comma-separated)", "ids")
+    if len(ids) > MAX_TASK_IDS or any(len(i) > 200 for i in ids):
+        raise APIError(
+            400, "invalid_parameter", f"at most {MAX_TASK_IDS} task ids of 200 characters", "ids"
+        )
+    tasks, not_found = [], []
+    submissions = _tasks().submitted_many(ids)
+    states = _tasks().states(ids)
+    for task_id, submitted, (state, result) in zip(ids, submissions, states, strict=True):
+        foreign = submitted is not None and submitted.get("tenant", tenant) != tenant
+        if foreign or (state == "PENDING" and submitted is None):
+            not_found.append(task_id)
+        else:
+            tasks.append(_describe_task(task_id, state, result, submitted))
+    return jsonify(tasks=tasks, not_found=not_found)
 
 
 @bp.get("/v1/jobs")

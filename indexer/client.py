@@ -106,6 +106,13 @@ class APIClient:
         )
         return result
 
+    def put_blobs(self, blobs: dict[str, bytes]) -> dict[str, Any]:
+        """Upload many images in one request (``POST /v1/blobs``), each named by its sha256:
+        ``{"stored": [sha256...], "rejected": [{"sha256", "code", "message"}]}``."""
+        files = [(sha, (sha, data, "application/octet-stream")) for sha, data in blobs.items()]
+        result: dict[str, Any] = self.request("POST", "/v1/blobs", files=files)
+        return result
+
     def add_batch(
         self, items: list[dict[str, Any]], *, tenant: str | None = None, job: str | None = None
     ) -> dict[str, Any]:
@@ -141,6 +148,13 @@ class APIClient:
     def task(self, task_id: str, *, tenant: str | None = None) -> dict[str, Any]:
         """A task's status; a task is visible to the tenant that submitted it."""
         result: dict[str, Any] = self.request("GET", f"/v1/tasks/{task_id}", tenant=tenant)
+        return result
+
+    def tasks(self, task_ids: list[str], *, tenant: str | None = None) -> dict[str, Any]:
+        """Many tasks' statuses in one request: ``{"tasks": [...], "not_found": [ids]}``."""
+        result: dict[str, Any] = self.request(
+            "GET", "/v1/tasks", params={"ids": ",".join(task_ids)}, tenant=tenant
+        )
         return result
 
     def duplicates(

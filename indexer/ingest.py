@@ -5,8 +5,13 @@ worker sees it (a bad file fails alone, with its reason, at upload), stores it w
 workers read it, enforces API keys and tenants, and it is the one door into the embedded
 default, whose shard only its own process may open. The job talks to it in batches:
 
-    read + hash (threads) -> PUT /v1/blobs/{sha256} (threads) -> POST /v1/batches (one task
-    per batch) -> GET /v1/tasks/{id} until done -> state file
+    read + hash (threads) -> POST /v1/blobs (the batch's images, one request or a few in
+    parallel) -> POST /v1/batches (one task per batch) -> GET /v1/tasks?ids=... (every
+    queued batch in one request) until done -> state file
+
+Requests per batch, not per image: on a small machine the API and the indexer share the
+cores with the model, and each HTTP request costs about as much CPU as decoding a small image
+(docs/performance.md).
 
 Back-pressure: at most ``max_pending`` batches are queued at the service at once, and at
 most a few items per reader thread are held in memory, so a million-row manifest runs in
@@ -42,6 +47,12 @@ from lookalike.images import sha256_hex
 from lookalike.schema import DEFAULT_TENANT, InvalidId, validate_id
 
 DUPLICATES_PER_REQUEST = 100
+TASKS_PER_REQUEST = 100  # the API's limit for GET /v1/tasks?ids=
+# POST /v1/blobs: at most this many bytes of images per request (the API takes 64 MiB), and
+# a batch's images are spread over parallel requests only when each gets at least the minimum
+# (so small images go in one request, camera photos are checked by several API threads).
+BLOB_REQUEST_BYTES = 32 * 2**20
+BLOB_REQUEST_MIN_BYTES = 2**20
 
 
 @dataclass
@@ -166,6 +177,8 @@ class Prepared:
     metadata_hash: str | None = None
     task_id: str | None = None
     error: tuple[str, str] | None = None
+    # The image's bytes, held from reading until its batch is uploaded.
+    data: bytes | None = field(default=None, repr=False)
 
 
 class IngestJob:
@@ -197,6 +210,7 @@ class IngestJob:
         self._tenants: set[str] = set()
         self._progress: Progress | None = None
         self._last_poll = 0.0
+        self._uploads: ThreadPoolExecutor | None = None
 
     # ------------------------------------------------------------------------ the run
 
@@ -206,6 +220,7 @@ class IngestJob:
         self._progress = Progress(self.out, total, label="ingest")
         workers = max(1, self.options.workers)
         pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="ingest")
+        self._uploads = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="upload")
         window: deque[Future[Prepared]] = deque()
         try:
             for item in items:
@@ -234,6 +249,7 @@ class IngestJob:
             self.report.error = f"the service failed: {exc}"
         finally:
             pool.shutdown(wait=not self.report.interrupted, cancel_futures=True)
+            self._uploads.shutdown(wait=not self.report.interrupted, cancel_futures=True)
             self._downloads.close()
             self.report.seconds = time.monotonic() - started
             self._show(force=True)
@@ -301,18 +317,15 @@ class IngestJob:
             row = self.state.item(tenant, item.id)
             action = "index" if force else _decide(row, sha, meta)
             if action == "index" and not self.options.dry_run:
-                if data is None or sha256_hex(data) != sha:
+                if data is None:
                     data = self._read(item)
                     sha = sha256_hex(data)
-                self.client.put_blob(sha, data)
+            else:
+                data = None
         except SourceProblem as exc:
             return Prepared(item, tenant, "failed", error=(exc.code, exc.message))
-        except APIClientError as exc:
-            if exc.transient:
-                raise
-            return Prepared(item, tenant, "failed", error=(exc.code, exc.message))
         task_id = row.task_id if row is not None and action == "follow" else None
-        return Prepared(item, tenant, action, sha, meta, task_id)
+        return Prepared(item, tenant, action, sha, meta, task_id, data=data)
 
     def _hash(self, item: SourceItem) -> tuple[str, bytes | None]:
         """The image's sha256, from the state's cache when the file is unchanged, and its
@@ -431,6 +444,9 @@ class IngestJob:
                 del self._index[tenant]
 
     def _send_index(self, tenant: str, batch: list[Prepared]) -> None:
+        batch = self._upload(batch)
+        if not batch:
+            return
         body = [
             {"id": p.item.id, "image_sha256": p.sha256, "metadata": p.item.metadata} for p in batch
         ]
@@ -449,6 +465,44 @@ class IngestJob:
                 task_id,
             )
             self._pending[task_id] = queued
+
+    def _upload(self, batch: list[Prepared]) -> list[Prepared]:
+        """Upload the batch's images, each distinct image once; an item whose image the
+        service refuses fails with its reason. Returns the items whose image is stored."""
+        blobs = {p.sha256: p.data for p in batch if p.sha256 and p.data is not None}
+        refused: dict[str, tuple[str, str]] = {}
+        if blobs:
+            assert self._uploads is not None
+            chunks = _blob_chunks(blobs, self.options.workers)
+            for answer in self._uploads.map(self._put_blobs, chunks):
+                refused.update(answer)
+        kept = []
+        for p in batch:
+            p.data = None
+            if p.sha256 in refused:
+                self._fail(Prepared(p.item, p.tenant, "failed", error=refused[p.sha256]))
+            else:
+                kept.append(p)
+        return kept
+
+    def _put_blobs(self, blobs: dict[str, bytes]) -> dict[str, tuple[str, str]]:
+        """One POST /v1/blobs; the refused images with (code, message). A request refused as
+        a whole (too large, say) is sent again one image at a time, so each gets its reason."""
+        try:
+            answer = self.client.put_blobs(blobs)
+        except APIClientError as exc:
+            if exc.transient:
+                raise
+            refused = {}
+            for sha, data in blobs.items():
+                try:
+                    self.client.put_blob(sha, data)
+                except APIClientError as one:
+                    if one.transient:
+                        raise
+                    refused[sha] = (one.code, one.message)
+            return refused
+        return {r["sha256"]: (r["code"], r["message"]) for r in answer.get("rejected", [])}
 
     def _send_metadata(self, tenant: str, batch: list[Prepared], pool: ThreadPoolExecutor) -> None:
         body = [{"id": p.item.id, "metadata": p.item.metadata} for p in batch]
@@ -478,25 +532,36 @@ class IngestJob:
         if wait and now - self._last_poll < self.options.poll_interval:
             time.sleep(self.options.poll_interval - (now - self._last_poll))
         self._last_poll = time.monotonic()
-        for task_id, batch in list(self._pending.items()):
-            try:
-                status = self.client.task(task_id, tenant=batch[0].tenant or None)
-            except APIClientError as exc:
-                if exc.status != 404:
-                    raise
-                # The service forgot the task (an embedded service restarted): send again,
-                # image included (the restart may have lost it too).
-                for p in self._pending.pop(task_id):
-                    again = self._prepare(p.item, force=True)
-                    if again.action == "failed":
-                        self._fail(again)
-                    else:
-                        self._index.setdefault(again.tenant, []).append(again)
-                continue
-            if status["status"] in ("queued", "running", "retrying"):
-                continue
-            self._settle(self._pending.pop(task_id), status)
+        by_tenant: dict[str, list[str]] = {}
+        for task_id, batch in self._pending.items():
+            by_tenant.setdefault(batch[0].tenant, []).append(task_id)
+        for tenant, task_ids in by_tenant.items():
+            for start in range(0, len(task_ids), TASKS_PER_REQUEST):
+                chunk = task_ids[start : start + TASKS_PER_REQUEST]
+                answer = self.client.tasks(chunk, tenant=tenant or None)
+                for task_id in answer.get("not_found", []):
+                    if task_id in self._pending:
+                        self._resend(task_id)
+                for status in answer.get("tasks", []):
+                    task_id = status["task_id"]
+                    if task_id not in self._pending or status["status"] in (
+                        "queued",
+                        "running",
+                        "retrying",
+                    ):
+                        continue
+                    self._settle(self._pending.pop(task_id), status)
         self._show()
+
+    def _resend(self, task_id: str) -> None:
+        """The service forgot a task (an embedded service restarted): send its items again,
+        images included (the restart may have lost them too)."""
+        for p in self._pending.pop(task_id):
+            again = self._prepare(p.item, force=True)
+            if again.action == "failed":
+                self._fail(again)
+            else:
+                self._index.setdefault(again.tenant, []).append(again)
 
     def _settle(self, batch: list[Prepared], status: dict[str, Any]) -> None:
         indexed = set(status.get("indexed") or [])
@@ -601,6 +666,22 @@ class IngestJob:
 
     def _name(self, tenant: str, item_id: str) -> str:
         return item_id if tenant == self.default_tenant else f"{tenant}/{item_id}"
+
+
+def _blob_chunks(blobs: dict[str, bytes], most: int) -> list[dict[str, bytes]]:
+    """A batch's images split into POST /v1/blobs requests: under BLOB_REQUEST_BYTES each,
+    and over up to ``most`` parallel requests when there are megabytes to check."""
+    total = sum(len(data) for data in blobs.values())
+    target = total / max(1, min(most, total // BLOB_REQUEST_MIN_BYTES))
+    chunks: list[dict[str, bytes]] = [{}]
+    size = 0
+    for sha, data in blobs.items():
+        if chunks[-1] and (size >= target or size + len(data) > BLOB_REQUEST_BYTES):
+            chunks.append({})
+            size = 0
+        chunks[-1][sha] = data
+        size += len(data)
+    return chunks
 
 
 def _decide(row: ItemState | None, sha: str, meta: str) -> str:

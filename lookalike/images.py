@@ -6,6 +6,8 @@ from __future__ import annotations
 import hashlib
 import io
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
@@ -20,7 +22,7 @@ MAX_ASPECT_RATIO = 20.0
 ImageFile.LOAD_TRUNCATED_IMAGES = False
 
 
-@dataclass(frozen=True)
+@dataclass  # not frozen: raising sets the exception's __traceback__
 class ImageProblem(Exception):
     """Why an image cannot be used; `code` is stable and machine-readable."""
 
@@ -39,6 +41,18 @@ def sha256_hex(data: bytes) -> str:
 _UNSUPPORTED_BRANDS = {b"heic": "HEIC", b"heix": "HEIC", b"mif1": "HEIF", b"avif": "AVIF"}
 
 
+def check_image(data: bytes, *, max_pixels: int) -> tuple[str, tuple[int, int]]:
+    """The checks that need only the file's header: a supported format, a size within
+    bounds. Returns (format, (width, height)). A file that passes may still be truncated or
+    corrupt further in: only :func:`decode_image` finds that.
+
+    Raises ImageProblem as :func:`decode_image` does.
+    """
+    with _problems():
+        img = _open(data, max_pixels)
+        return str(img.format), img.size
+
+
 def decode_image(data: bytes, *, max_pixels: int, draft_size: int = 0) -> Image.Image:
     """Decode bytes into an RGB image (EXIF orientation applied, first frame of animations).
 
@@ -48,46 +62,59 @@ def decode_image(data: bytes, *, max_pixels: int, draft_size: int = 0) -> Image.
 
     Raises ImageProblem for anything that is not a usable picture.
     """
+    with _problems():
+        img = _open(data, max_pixels)
+        img.seek(0)
+        if draft_size > 0 and img.format == "JPEG":
+            img.draft("RGB", (draft_size, draft_size))
+        img.load()
+        return _to_rgb(ImageOps.exif_transpose(img))
+
+
+def _open(data: bytes, max_pixels: int) -> Image.Image:
+    """Open the image lazily (header only) and apply the header checks."""
     if not data:
         raise ImageProblem("empty_image", "the image file is empty")
-    if data[4:8] == b"ftyp" and (fmt := _UNSUPPORTED_BRANDS.get(data[8:12])):
+    if data[4:8] == b"ftyp" and (brand := _UNSUPPORTED_BRANDS.get(data[8:12])):
         raise ImageProblem(
             "unsupported_format",
-            f"{fmt} images are not supported; convert to JPEG, PNG or WebP",
+            f"{brand} images are not supported; convert to JPEG, PNG or WebP",
         )
+    img = Image.open(io.BytesIO(data))
+    fmt = img.format
+    if fmt not in SUPPORTED_FORMATS:
+        raise ImageProblem(
+            "unsupported_format",
+            f"image format {fmt or 'unknown'} is not supported; "
+            f"use one of {', '.join(sorted(SUPPORTED_FORMATS))}",
+        )
+    width, height = img.size
+    if width * height > max_pixels:
+        raise ImageProblem(
+            "image_too_large",
+            f"image is {width}x{height} pixels; the limit is {max_pixels} pixels",
+        )
+    if min(width, height) < MIN_SIDE:
+        raise ImageProblem(
+            "image_too_small",
+            f"image is {width}x{height}; both sides must be >= {MIN_SIDE}",
+        )
+    if max(width, height) / min(width, height) > MAX_ASPECT_RATIO:
+        raise ImageProblem(
+            "bad_aspect_ratio",
+            f"image is {width}x{height}; the longer side may be at most "
+            f"{MAX_ASPECT_RATIO:g} times the shorter",
+        )
+    return img
+
+
+@contextmanager
+def _problems() -> Iterator[None]:
+    """Pillow's many exceptions, as ImageProblem with a stable code."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            img = Image.open(io.BytesIO(data))
-            fmt = img.format
-            if fmt not in SUPPORTED_FORMATS:
-                raise ImageProblem(
-                    "unsupported_format",
-                    f"image format {fmt or 'unknown'} is not supported; "
-                    f"use one of {', '.join(sorted(SUPPORTED_FORMATS))}",
-                )
-            width, height = img.size
-            if width * height > max_pixels:
-                raise ImageProblem(
-                    "image_too_large",
-                    f"image is {width}x{height} pixels; the limit is {max_pixels} pixels",
-                )
-            if min(width, height) < MIN_SIDE:
-                raise ImageProblem(
-                    "image_too_small",
-                    f"image is {width}x{height}; both sides must be >= {MIN_SIDE}",
-                )
-            if max(width, height) / min(width, height) > MAX_ASPECT_RATIO:
-                raise ImageProblem(
-                    "bad_aspect_ratio",
-                    f"image is {width}x{height}; the longer side may be at most "
-                    f"{MAX_ASPECT_RATIO:g} times the shorter",
-                )
-            img.seek(0)
-            if draft_size > 0 and fmt == "JPEG":
-                img.draft("RGB", (draft_size, draft_size))
-            img.load()
-            return _to_rgb(ImageOps.exif_transpose(img))
+            yield
     except ImageProblem:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:

@@ -109,6 +109,13 @@ def test_every_bad_upload_gets_a_clear_4xx_and_writes_nothing(client, photo) -> 
         error_of(search, status, code)
         blob = client.put(f"/v1/blobs/{sha256_hex(data)}", data=data)
         error_of(blob, status, code)
+        many = client.post(
+            "/v1/blobs",
+            data={sha256_hex(data): (io.BytesIO(data), name)},
+            content_type="multipart/form-data",
+        )
+        assert many.status_code == 200, many.get_json()
+        assert [r["code"] for r in many.get_json()["rejected"]] == [code], name
     assert client.get("/v1/items").get_json()["total"] == 0
 
 
