@@ -157,13 +157,15 @@ def search_by_image() -> Response:
     if (positive or negative) and opts.diversity is not None:
         raise invalid("diversity", "diversity applies to a search by the photo alone")
     examples = _vectors(positive=positive, negative=negative)
-    data, _ = _uploaded_image()
+    # Only the header here: the worker decodes the photo and reports a corrupt one (422).
+    data = _uploaded_image(decode=False)
     task_id = _tasks().send(EMBED_QUERY, base64.b64encode(data).decode("ascii"))
     result = _tasks().result(task_id)
     try:
         # interval: the embedded default's in-memory result backend is polled, by default
-        # every 0.5 s, which was most of a search's latency (Redis notifies, no polling).
-        outcome = result.get(timeout=_settings().query_timeout_s, propagate=False, interval=0.005)
+        # every 0.5 s, which was most of a search's latency (Redis notifies, no polling);
+        # a look at a dict every millisecond for the few dozen a search takes costs nothing.
+        outcome = result.get(timeout=_settings().query_timeout_s, propagate=False, interval=0.001)
     except CeleryTimeout:
         raise APIError(
             503, "embedding_timeout", "no worker embedded the photo in time; try again"

@@ -41,13 +41,15 @@ def celery_config(
         "result_extended": True,
         "broker_connection_retry_on_startup": True,
         # Redis redelivers an unacknowledged message after this long; it must exceed the
-        # longest task so a slow batch is not run twice while still running. The in-memory
-        # transport is polled; its default 1 s interval would cap it at ~1 task a second.
+        # longest task so a slow batch is not run twice while still running. In memory, a
+        # new message wakes the worker (lookalike/membroker.py); the polling interval is a
+        # fallback (kombu's default of 1 s would cap a missed wake-up at a task a second).
         "broker_transport_options": (
             {"visibility_timeout": visibility_timeout_s}
             if redis_url
             else {"polling_interval": 0.01}
         ),
+        "broker_transport": None if redis_url else "lookalike.membroker:Transport",
         # How often a task meeting an unavailable store is retried before it fails for good.
         "task_annotations": {
             name: {"max_retries": max_retries} for name in (INDEX_ITEMS, REINDEX_ITEMS)
