@@ -39,10 +39,12 @@ class Channel(memory.Channel):
 class Transport(memory.Transport):
     Channel = Channel
 
-    def drain_events(self, connection: Any, timeout: float | None = None) -> None:
+    def drain_events(self, connection: Any, timeout: float | None = None, **kwargs: Any) -> None:
         """kombu's loop (virtual.Transport.drain_events), waiting on the arrival of a
         message where it sleeps."""
         started = monotonic()
+        cycle = self.cycle
+        assert cycle is not None  # set by the first channel, before any consumer drains
         interval = self.polling_interval
         if timeout and interval and interval > timeout:
             interval = timeout
@@ -50,7 +52,7 @@ class Transport(memory.Transport):
             # Cleared before looking, so a message put after the look still wakes the wait.
             _arrived.clear()
             try:
-                self.cycle.get(self._deliver, timeout=timeout)
+                cycle.get(self._deliver, timeout=timeout)
             except Empty:
                 if timeout is not None and monotonic() - started >= timeout:
                     raise TimeoutError() from None
