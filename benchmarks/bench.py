@@ -111,6 +111,20 @@ def memory_gib() -> float:
     return float("nan")
 
 
+def cpu_seconds(pid: int | str) -> float:
+    """User + system CPU time a process (or ``"self"``) has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def children_cpu_seconds() -> float:
+    """CPU time of the finished child processes waited for so far."""
+    import resource
+
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def rss_mib(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -253,17 +267,29 @@ def bench_model(report: Report, cache: Path, batches: list[int], seconds: float)
         rates = compare(embedders, pixels[:batch], seconds, rounds=2)
         rows.append({"batch": batch, **rates})
         print(f"  model batch {batch}: {rates}", flush=True)
+    # CPU time per image of the service's runtime at the worker's batch size: what the
+    # model alone costs whatever else the machine runs (section 3 compares with it).
+    tflite = embedders["tflite"]
+    batch = pixels[: min(32, len(pixels))]
+    tflite.infer(batch)
+    done, began = 0, cpu_seconds("self")
+    started = time.perf_counter()
+    while time.perf_counter() - started < seconds / 4:
+        tflite.infer(batch)
+        done += len(batch)
     report.model = {
         "rows": rows,
         "threads": {k: e.threads for k, e in embedders.items()},
-        "version": embedders["tflite"].version,
+        "version": tflite.version,
+        "cpu_ms_per_image": (cpu_seconds("self") - began) * 1000 / done,
+        "cpu_batch": len(batch),
     }
 
 
 # ----------------------------------------------------------------------------- 2. decode
 
 
-def bench_decode(report: Report, n_png: int, n_jpeg: int) -> None:
+def bench_decode(report: Report, cache: Path, n_png: int, n_jpeg: int) -> None:
     from lookalike.images import decode_image
     from worker.model.preprocess import preprocess
 
@@ -291,11 +317,31 @@ def bench_decode(report: Report, n_png: int, n_jpeg: int) -> None:
 
     timed("tuxpaint PNG photos (0.2-0.9 MP)", pngs)
     timed("JPEG 2048x1536, full decode", jpegs)
-    try:
-        timed("JPEG 2048x1536, draft mode (≥ 448 px)", jpegs, draft_size=448)
-    except TypeError:
-        report.notes.append("draft-mode decoding is not available in lookalike.images")
-    report.decode = {"rows": rows}
+    timed("JPEG 2048x1536, draft mode (≥ 448 px: the query path)", jpegs, draft_size=448)
+    report.decode = {"rows": rows, "draft_cosine": draft_cosine(cache, jpegs)}
+
+
+def draft_cosine(cache: Path, jpegs: list[bytes]) -> dict[str, float]:
+    """How far a query photo's vector moves when the worker decodes it at a reduced JPEG
+    scale (worker/pipeline.py embed_query) instead of in full: cosine of the two vectors."""
+    from lookalike.images import decode_image
+    from lookalike.settings import Settings
+    from worker.model import get_embedder
+    from worker.pipeline import QUERY_DRAFT_FACTOR
+
+    embedder = get_embedder(Settings.from_env().replace(model_cache=cache))
+    draft = QUERY_DRAFT_FACTOR * embedder.input_size
+    full = embedder.embed([decode_image(j, max_pixels=40_000_000) for j in jpegs])
+    reduced = embedder.embed(
+        [decode_image(j, max_pixels=40_000_000, draft_size=draft) for j in jpegs]
+    )
+    cosines = np.sum(full * reduced, axis=1)
+    return {
+        "n": len(jpegs),
+        "min": float(cosines.min()),
+        "p5": float(np.percentile(cosines, 5)),
+        "median": float(np.median(cosines)),
+    }
 
 
 # ----------------------------------------------------------------------------- 3. ingest
@@ -331,6 +377,7 @@ def bench_ingest(report: Report, work: Path, cache: Path, sources: dict[str, Pat
             c.getresponse().read()
             rss_before = server.rss()
             n = sum(1 for _ in folder.rglob("*.png"))
+            server_cpu, indexer_cpu = cpu_seconds(server.proc.pid), children_cpu_seconds()
             state = work / f"state-{len(report.ingest)}.sqlite"
             out = work / f"ingest-report-{len(report.ingest)}.json"
             t0 = time.perf_counter()
@@ -355,6 +402,8 @@ def bench_ingest(report: Report, work: Path, cache: Path, sources: dict[str, Pat
                 stderr=subprocess.DEVNULL,
             )
             elapsed = time.perf_counter() - t0
+            server_cpu = cpu_seconds(server.proc.pid) - server_cpu
+            indexer_cpu = children_cpu_seconds() - indexer_cpu
             result = json.loads(out.read_text())
             indexed = int(result.get("indexed", 0))
             row = {
@@ -366,6 +415,8 @@ def bench_ingest(report: Report, work: Path, cache: Path, sources: dict[str, Pat
                 "rate": indexed / elapsed,
                 "rss_mib": server.rss(),
                 "rss_before_mib": rss_before,
+                "server_cpu_ms": server_cpu * 1000 / max(1, indexed),
+                "indexer_cpu_ms": indexer_cpu * 1000 / max(1, indexed),
             }
             report.ingest.append(row)
             print(f"  ingest {label}: {row}", flush=True)
@@ -485,17 +536,18 @@ def bench_queries(
         try:
             conn = server.conn()
             similar, recalls = [], []
-            picks = rng.integers(0, size, n_similar + 20)
+            warm = min(200, n_similar)
+            picks = rng.integers(0, size, n_similar + warm)
             for n, i in enumerate(picks):
                 began = time.perf_counter()
                 conn.request("GET", f"/v1/items/s{i}/similar?limit=10")
                 response = conn.getresponse()
                 body = response.read()
                 took = time.perf_counter() - began
-                if n < 20:
-                    continue  # warm-up: page cache, first-request setup
+                if n < warm:
+                    continue  # warm-up: first-request setup, caches
                 similar.append(took)
-                if response.status == 200 and n < 20 + min(n_similar, 200):
+                if response.status == 200 and n < warm + min(n_similar, 200):
                     got = {int(h["id"][1:]) for h in json.loads(body)["items"]}
                     recalls.append(len(got & exact_top(vectors, int(i))) / 10)
             uploads = []
@@ -511,6 +563,7 @@ def bench_queries(
             conn.close()
             load: dict[str, Any] = {}
             if load_seconds > 0 and size == max(sizes):
+                server_cpu, client_cpu = cpu_seconds(server.proc.pid), children_cpu_seconds()
                 out = subprocess.run(
                     [
                         sys.executable,
@@ -531,7 +584,14 @@ def bench_queries(
                     check=True,
                 )
                 load = json.loads(out.stdout.strip().splitlines()[-1])
-                report.load = {**load, "catalog": size, "server_threads": server_threads}
+                requests = max(1, int(load["requests"]))
+                report.load = {
+                    **load,
+                    "catalog": size,
+                    "server_threads": server_threads,
+                    "server_cpu_ms": (cpu_seconds(server.proc.pid) - server_cpu) * 1000 / requests,
+                    "client_cpu_ms": (children_cpu_seconds() - client_cpu) * 1000 / requests,
+                }
             row = {
                 "size": size,
                 "similar_p50": pct(similar, 50),
@@ -617,6 +677,12 @@ def plots(report: Report, img_dir: Path) -> dict[str, str]:
     return files
 
 
+def _ingest_cpu(row: dict[str, Any]) -> float:
+    return float(row.get("server_cpu_ms", float("nan"))) + float(
+        row.get("indexer_cpu_ms", float("nan"))
+    )
+
+
 def _f(v: Any, fmt: str = ".1f") -> str:
     if v is None or (isinstance(v, float) and np.isnan(v)):
         return "n/a"
@@ -640,11 +706,17 @@ def render(report: Report, files: dict[str, str], img_rel: str) -> str:
         "| --- | --- | --- |",
     ]
     best_model = max((r["tflite"] for r in report.model.get("rows", [])), default=float("nan"))
+    model_cpu = report.model.get("cpu_ms_per_image", float("nan"))
     for r in report.ingest:
         out.append(
             f"| end-to-end ingest, {r['source']} | {_f(r['rate'])} img/s = "
             f"{_f(r['rate'] / best_model, '.2f')} x model-only ({_f(best_model)} img/s) "
             "| ≥ 0.85 x |"
+        )
+        out.append(
+            f"| … by CPU time: model / all processes per image, {r['source']} | "
+            f"{_f(model_cpu, '.2f')} / {_f(_ingest_cpu(r), '.2f')} ms = "
+            f"{_f(model_cpu / _ingest_cpu(r), '.2f')} | |"
         )
     for q in report.queries:
         out.append(
@@ -684,6 +756,11 @@ def render(report: Report, files: dict[str, str], img_rel: str) -> str:
         out += [
             f"| {r['batch']} | {_f(r['tflite'])} | {_f(r['keras'])} |" for r in report.model["rows"]
         ]
+        out += [
+            "",
+            f"CPU time of TFLite inference, batch {report.model.get('cpu_batch')}: "
+            f"{_f(model_cpu, '.2f')} ms per image (all its threads).",
+        ]
         if "model" in files:
             out += ["", f"![model throughput]({img_rel}/{files['model']})"]
     out += ["", "## 2. Decode + preprocessing alone (one thread)", ""]
@@ -697,20 +774,35 @@ def render(report: Report, files: dict[str, str], img_rel: str) -> str:
             f"| {_f(r['both'])} |"
             for r in report.decode["rows"]
         ]
+        cos = report.decode.get("draft_cosine")
+        if cos:
+            out += [
+                "",
+                f"A query photo is decoded in draft mode (worker/pipeline.py); the vector it "
+                f"gives against a full decode's, cosine over {cos['n']} JPEGs: min "
+                f"{cos['min']:.4f}, 5th percentile {cos['p5']:.4f}, median {cos['median']:.4f}.",
+            ]
     out += [
         "",
         "## 3. End-to-end ingest",
         "",
-        "`indexer ingest FOLDER` → `PUT /v1/blobs` + `POST /v1/batches` → in-process broker → "
+        "`indexer ingest FOLDER` → `POST /v1/blobs` + `POST /v1/batches` → in-process broker → "
         "Celery worker (decode, embed, upsert) → qdrant-edge, against `lookalike serve` "
-        "(embedded default) in its own process. The indexer runs on the same 2 cores.",
+        "(embedded default) in its own process. The indexer runs on the same cores. CPU "
+        "ms per image: the server's and the indexer's CPU time during the ingest, per image "
+        "indexed; *by CPU* is the model's CPU time per image (section 1) over their sum, the "
+        "ratio the wall-clock one tends to on an otherwise idle machine where the cores are "
+        "the limit.",
         "",
-        "| source | images | indexed | failed | seconds | img/s | / model-only |",
-        "| --- | --- | --- | --- | --- | --- | --- |",
+        "| source | images | indexed | failed | seconds | img/s | / model-only | server CPU ms "
+        "| indexer CPU ms | by CPU |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     out += [
         f"| {r['source']} | {r['images']} | {r['indexed']} | {r['failed']} | {_f(r['seconds'])} "
-        f"| {_f(r['rate'])} | {_f(r['rate'] / best_model, '.2f')} |"
+        f"| {_f(r['rate'])} | {_f(r['rate'] / best_model, '.2f')} "
+        f"| {_f(r.get('server_cpu_ms'), '.2f')} | {_f(r.get('indexer_cpu_ms'), '.2f')} "
+        f"| {_f(model_cpu / _ingest_cpu(r), '.2f')} |"
         for r in report.ingest
     ]
     out += [
@@ -748,7 +840,9 @@ def render(report: Report, files: dict[str, str], img_rel: str) -> str:
             f"keep-alive connections, {ld['seconds']:.0f} s against the {ld['catalog']:,}-item "
             f"catalog: **{ld['rps']:.0f} requests/s**, {ld['requests']} requests, "
             f"**{ld['errors']} errors**, latency p50 {ld['p50_ms']:.1f} ms, p99 "
-            f"{ld['p99_ms']:.1f} ms (server: {ld['server_threads']} threads)."
+            f"{ld['p99_ms']:.1f} ms (server: {ld['server_threads']} threads). CPU time per "
+            f"request: server {_f(ld.get('server_cpu_ms'), '.2f')} ms, load generator "
+            f"{_f(ld.get('client_cpu_ms'), '.2f')} ms."
         )
     if report.notes:
         out += ["", "## Notes", ""] + [f"- {n}" for n in report.notes]
@@ -801,7 +895,7 @@ def main(argv: list[str] | None = None) -> int:
             bench_model(report, cache, [1, 8, 32, 64] if not quick else [1, 8], 4 if quick else 12)
         if "decode" in sections:
             print("2. decode + preprocess", flush=True)
-            bench_decode(report, 40 if quick else 400, 8 if quick else 60)
+            bench_decode(report, cache, 40 if quick else 400, 8 if quick else 60)
         if "ingest" in sections:
             print("3. end-to-end ingest", flush=True)
             n = 64 if quick else 3000
