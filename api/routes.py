@@ -49,6 +49,13 @@ def _store() -> VectorStore:
         return current_app.extensions["lookalike.store"].get()
     except StoreUnavailable as exc:
         raise APIError(503, "store_unavailable", f"the vector store is unavailable: {exc}") from exc
+    except StoreError as exc:
+        # The catalog cannot be opened as configured: most often it was built with another
+        # vector size (LOOKALIKE_MODEL / LOOKALIKE_FEATURES changed). An operator's matter,
+        # said as such on every route, as /readyz says it.
+        raise APIError(
+            503, "store_misconfigured", f"the catalog cannot be opened as configured: {exc}"
+        ) from exc
 
 
 def _tasks() -> TaskClient:
@@ -266,8 +273,9 @@ def list_items() -> Response:
     limit = _int_arg("limit", 50, 1, 500)
     cursor = request.args.get("cursor") or None
     where: dict[str, Any] = {"tenant": tenant, **filters_from_args(request.args)}
+    store = _store()
     try:
-        items, next_cursor = _store().scroll(limit=limit, offset=cursor, where=where)
+        items, next_cursor = store.scroll(limit=limit, offset=cursor, where=where)
     except StoreUnavailable:
         raise
     except StoreError as exc:

@@ -1,0 +1,35 @@
+"""A catalog built with another vector size (the model or LOOKALIKE_FEATURES changed) is an
+operator's matter: every route says so with a 503, none fails with a 500."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from api import create_app
+from lookalike.schema import vector_size
+from lookalike.settings import Settings
+from lookalike.store import open_store
+
+
+def test_a_catalog_of_another_vector_size_answers_503_everywhere(tmp_path: Path) -> None:
+    pooled = Settings(data_dir=tmp_path, features="pooled")
+    multiscale = pooled.replace(features="multiscale")
+    assert vector_size(pooled) != vector_size(multiscale)
+    with open_store(pooled) as store:
+        store.ensure_collection(vector_size(pooled))
+
+    client = create_app(multiscale).test_client()
+
+    for path in (
+        "/v1/items",
+        "/v1/items/anything",
+        "/v1/items/anything/similar",
+        "/v1/items/anything/duplicates",
+        "/v1/facets?field=category",
+    ):
+        resp = client.get(path)
+        assert resp.status_code == 503, (path, resp.get_json())
+        error = resp.get_json()["error"]
+        assert error["code"] == "store_misconfigured", path
+        assert "1280" in error["message"] and "1472" in error["message"], error
+    assert client.get("/readyz").status_code == 503
