@@ -89,8 +89,10 @@ class Settings:
     # Retries of a task that meets an unavailable vector store (exponential backoff, capped
     # at 120 s) before it fails for good and says so in its status.
     task_max_retries: int = 10
-    # Threads of the in-process worker in the embedded default.
-    embedded_worker_threads: int = 1
+    # Threads of the in-process worker in the embedded default. Two: one batch decodes and
+    # frames its images while another runs the model (which serialises on its own lock and
+    # uses every core), so the cores never wait for the Python between model calls.
+    embedded_worker_threads: int = 2
     # The embedded qdrant-edge shard builds its HNSW index once no item was written for this
     # many seconds (0: never; queries then scan every vector). docs/performance.md.
     index_after_idle_s: float = 5.0
