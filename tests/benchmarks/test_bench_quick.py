@@ -34,6 +34,8 @@ def test_quick_benchmark_writes_a_report(tmp_path: Path, model_cache_dir: Path) 
             str(model_cache_dir),
             "--sizes",
             "300",
+            "--work-dir",
+            str(tmp_path / "work"),
         ],
         cwd=REPO,
         capture_output=True,
