@@ -801,6 +801,12 @@ _EDGE_INDEX_TYPES = {
 # them, 0.8 ms after; on a shard created with these tiers, 0.4 ms from the first query.
 EDGE_HNSW = HnswIndexConfig(m=16, ef_construct=64, full_scan_threshold=10_000, memory=Memory.Pinned)
 
+# Segments of a query are searched one after the other in the caller's thread. qdrant-edge's
+# default fans a query out over a pool of 8 threads (whatever the cores): at 100k items, 2
+# segments, 2 cores, that took 0.6 ms of wall and 1.0 ms of CPU per query against 0.44 ms of
+# both in one thread. The API's threads already run queries side by side.
+EDGE_SEARCH_THREADS = 1
+
 _log = logging.getLogger(__name__)
 
 
@@ -981,6 +987,7 @@ class EdgeStore(VectorStore):
                         hnsw_config=EDGE_HNSW,
                         payload_memory=Memory.Cached,
                         id_tracker_memory=Memory.Pinned,
+                        max_search_threads=EDGE_SEARCH_THREADS,
                     )
                     if self._initial_label and not self._targets and not self._exists():
                         # A new catalog: its first version, named by the pointer file.
