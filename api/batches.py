@@ -32,7 +32,7 @@ from flask import Blueprint, Flask, Response, jsonify, request, url_for
 from api.errors import APIError
 from api.params import item_id as valid_item_id
 from api.routes import _blobs, _settings, _store, _tasks, _tenant
-from lookalike.images import ImageProblem, decode_image, sha256_hex
+from lookalike.images import ImageProblem, sha256_hex, validate_image
 from lookalike.schema import ID_PATTERN, MAX_ID_LENGTH, point_id
 from lookalike.store import StoreError, mirror_versions
 from lookalike.tasks import INDEX_ITEMS
@@ -173,7 +173,7 @@ def _store_blob(sha256: str, data: bytes) -> tuple[int, str, str] | None:
     if blobs.exists(sha256):
         return None
     try:
-        decode_image(data, max_pixels=settings.max_image_pixels)
+        validate_image(data, max_pixels=settings.max_image_pixels)
     except ImageProblem as exc:
         return 422, exc.code, exc.message
     blobs.put(sha256, data)

@@ -20,7 +20,7 @@ from api.errors import APIError
 from api.params import filters_from_args
 from api.thumbnails import DEFAULT_SIZE, MIMETYPE, SIZES, Thumbnails
 from lookalike.blobs import BlobStore
-from lookalike.images import ImageProblem, check_image, decode_image, sha256_hex
+from lookalike.images import ImageProblem, check_image, sha256_hex, validate_image
 from lookalike.schema import DEFAULT_TENANT, InvalidId, point_id, validate_id
 from lookalike.settings import Settings
 from lookalike.store import (
@@ -97,9 +97,10 @@ def _int_arg(name: str, default: int, lo: int, hi: int) -> int:
 
 
 def _uploaded_image(field: str = "image", *, decode: bool = True) -> bytes:
-    """The uploaded image's bytes, checked: decoded whole, or with ``decode=False`` only
-    its header (format, size), for a photo a worker decodes next anyway and whose problems
-    it reports with the same codes."""
+    """The uploaded image's bytes, checked: read through (lookalike.images.validate_image:
+    a damaged or truncated file is refused here), or with ``decode=False`` only its header
+    (format, size), for a photo a worker decodes next anyway and whose problems it reports
+    with the same codes."""
     upload = request.files.get(field)
     if upload is None:
         raise APIError(400, "missing_field", f"a multipart file field '{field}' is required", field)
@@ -110,7 +111,7 @@ def _uploaded_image(field: str = "image", *, decode: bool = True) -> bytes:
         )
     try:
         if decode:
-            decode_image(data, max_pixels=_settings().max_image_pixels)
+            validate_image(data, max_pixels=_settings().max_image_pixels)
         else:
             check_image(data, max_pixels=_settings().max_image_pixels)
     except ImageProblem as exc:

@@ -9,7 +9,7 @@ import zlib
 import pytest
 from PIL import Image
 
-from lookalike.images import ImageProblem, decode_image
+from lookalike.images import ImageProblem, decode_image, validate_image
 
 MAX_PIXELS = 40_000_000
 
@@ -108,3 +108,38 @@ def test_animations_use_their_first_frame(fmt: str) -> None:
     assert Image.open(io.BytesIO(data)).n_frames == 2
     r, _, b = decode_image(data, max_pixels=MAX_PIXELS).getpixel((20, 20))
     assert r > 200 and b < 50
+
+
+def _verdict(check: object, data: bytes) -> str | None:
+    try:
+        check(data, max_pixels=MAX_PIXELS)  # type: ignore[operator]
+    except ImageProblem as exc:
+        return exc.code
+    return None
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG"])
+def test_validation_refuses_every_damaged_file_a_decode_refuses(
+    photo: Image.Image, fmt: str
+) -> None:
+    """The API validates uploads without decoding them in full (a PNG's checksums, a JPEG at
+    1/8 scale); whatever a decode refuses, validation refuses with the same code."""
+    data = encode(photo, fmt)
+    damaged = [data[: int(len(data) * cut)] for cut in (0.05, 0.3, 0.5, 0.7, 0.9, 0.99)]
+    for at in (0.3, 0.5, 0.8):  # 16 bytes garbled in the middle of the image data
+        i = int(len(data) * at)
+        damaged.append(data[:i] + bytes(b ^ 0xFF for b in data[i : i + 16]) + data[i + 16 :])
+    refused = 0
+    for bad in damaged:
+        decoded, validated = _verdict(decode_image, bad), _verdict(validate_image, bad)
+        if decoded is not None:
+            assert validated == decoded, (fmt, len(bad), decoded, validated)
+            refused += 1
+        elif fmt == "JPEG":
+            # The same entropy-coded data is read at any scale: the same verdict.
+            assert validated is None
+        else:
+            # A PNG's chunk checksums catch garbling a decode lets through as noise.
+            assert validated in (None, "corrupt_image")
+    assert refused >= 6  # at least every cut-short file
+    assert validate_image(data, max_pixels=MAX_PIXELS) == (fmt, photo.size)
