@@ -57,6 +57,9 @@ FASHION_CLASSES = (
 )
 STAMPS = Path("/usr/share/tuxpaint/stamps")
 TENANT = "default"
+# The catalog size the latency and throughput targets are stated at; the load test runs
+# there and at the largest size.
+LOAD_SIZE = 100_000
 
 
 # ----------------------------------------------------------------------------- data
@@ -73,6 +76,30 @@ def fashion_mnist(n: int) -> tuple[np.ndarray, np.ndarray]:
 
 def stamp_paths() -> list[Path]:
     return sorted(STAMPS.rglob("*.png"))
+
+
+def query_photos(n: int, seed: int = 0) -> list[bytes]:
+    """Photos as a shopper's phone uploads them: real photos (scikit-image's, then tuxpaint's
+    on white) as JPEGs whose longer side is 1600 to 4000 px."""
+    import skimage.data
+
+    from lookalike.images import decode_image
+
+    names = ("coffee", "chelsea", "astronaut", "rocket", "hubble_deep_field", "cat", "camera")
+    sources = [Image.fromarray(getattr(skimage.data, name)()).convert("RGB") for name in names]
+    for path in stamp_paths()[::8]:
+        if len(sources) >= n:
+            break
+        sources.append(decode_image(path.read_bytes(), max_pixels=40_000_000))
+    rng = np.random.default_rng(seed)
+    out = []
+    for image in sources[:n]:
+        scale = rng.uniform(1600, 4000) / max(image.size)
+        size = (max(8, round(image.width * scale)), max(8, round(image.height * scale)))
+        buf = io.BytesIO()
+        image.resize(size, Image.Resampling.BICUBIC).save(buf, "JPEG", quality=90)
+        out.append(buf.getvalue())
+    return out
 
 
 def big_jpegs(n: int) -> list[bytes]:
@@ -241,7 +268,8 @@ class Report:
     decode: dict[str, Any] = field(default_factory=dict)
     ingest: list[dict[str, Any]] = field(default_factory=list)
     queries: list[dict[str, Any]] = field(default_factory=list)
-    load: dict[str, Any] = field(default_factory=dict)
+    load: dict[str, Any] = field(default_factory=dict)  # at the largest size
+    loads: list[dict[str, Any]] = field(default_factory=list)  # at 100k (the targets') and it
     notes: list[str] = field(default_factory=list)
 
 
@@ -317,7 +345,7 @@ def bench_decode(report: Report, cache: Path, n_png: int, n_jpeg: int) -> None:
     timed("tuxpaint PNG photos (0.2-0.9 MP)", pngs)
     timed("JPEG 2048x1536, full decode", jpegs)
     timed("JPEG 2048x1536, draft mode (≥ 448 px: the query path)", jpegs, draft_size=448)
-    report.decode = {"rows": rows, "draft_cosine": draft_cosine(cache, jpegs)}
+    report.decode = {"rows": rows, "draft_cosine": draft_cosine(cache, query_photos(70))}
 
 
 def draft_cosine(cache: Path, jpegs: list[bytes]) -> dict[str, float]:
@@ -561,7 +589,7 @@ def bench_queries(
                     uploads.append(time.perf_counter() - began)
             conn.close()
             load: dict[str, Any] = {}
-            if load_seconds > 0 and size == max(sizes):
+            if load_seconds > 0 and (size == max(sizes) or size == LOAD_SIZE):
                 server_cpu, client_cpu = cpu_seconds(server.proc.pid), children_cpu_seconds()
                 out = subprocess.run(
                     [
@@ -584,13 +612,16 @@ def bench_queries(
                 )
                 load = json.loads(out.stdout.strip().splitlines()[-1])
                 requests = max(1, int(load["requests"]))
-                report.load = {
+                load = {
                     **load,
                     "catalog": size,
                     "server_threads": server_threads,
                     "server_cpu_ms": (cpu_seconds(server.proc.pid) - server_cpu) * 1000 / requests,
                     "client_cpu_ms": (children_cpu_seconds() - client_cpu) * 1000 / requests,
                 }
+                report.loads.append(load)
+                if size == max(sizes):
+                    report.load = load
             row = {
                 "size": size,
                 "similar_p50": pct(similar, 50),
@@ -704,12 +735,19 @@ def render(report: Report, files: dict[str, str], img_rel: str) -> str:
         "| measure | result | target |",
         "| --- | --- | --- |",
     ]
-    best_model = max((r["tflite"] for r in report.model.get("rows", [])), default=float("nan"))
+    rows = report.model.get("rows", [])
+    best_model = max((r["tflite"] for r in rows), default=float("nan"))
+    # The worker's batch size: the limit of its ingest (no batch size wins consistently here:
+    # 8, 16 and 32 alternated over 5 rounds gave medians within 4 %).
+    worker_batch = report.model.get("cpu_batch")
+    worker_model = next((r["tflite"] for r in rows if r["batch"] == worker_batch), best_model)
     model_cpu = report.model.get("cpu_ms_per_image", float("nan"))
     for r in report.ingest:
         out.append(
             f"| end-to-end ingest, {r['source']} | {_f(r['rate'])} img/s = "
-            f"{_f(r['rate'] / best_model, '.2f')} x model-only ({_f(best_model)} img/s) "
+            f"{_f(r['rate'] / worker_model, '.2f')} x model-only at the worker's batch of "
+            f"{worker_batch} ({_f(worker_model)} img/s; "
+            f"{_f(r['rate'] / best_model, '.2f')} x the best batch's {_f(best_model)}) "
             "| ≥ 0.85 x |"
         )
         out.append(
@@ -729,15 +767,16 @@ def render(report: Report, files: dict[str, str], img_rel: str) -> str:
             f"| {q['size']:,} items: recall@10, ANN vs exact | {_f(q['recall10'], '.3f')} | |"
         )
     if len(report.queries) >= 2:
-        a, b = report.queries[0], report.queries[-1]
+        # The target's growth is from 10k items; from the smallest size when 10k was not run.
+        a = next((q for q in report.queries if q["size"] == 10_000), report.queries[0])
+        b = report.queries[-1]
         out.append(
             f"| similar-by-id p50 growth {a['size']:,} → {b['size']:,} | "
             f"{_f(b['similar_p50'] / a['similar_p50'], '.2f')} x | ≤ 2 x (10k → 1M) |"
         )
         per100k = (b["rss_mib"] - a["rss_mib"]) / (b["size"] - a["size"]) * 100_000
         out.append(f"| server memory per 100k items (RSS slope) | {_f(per100k, '.0f')} MiB | |")
-    if report.load:
-        ld = report.load
+    for ld in report.loads:
         out.append(
             f"| similar-by-id under load ({ld['threads']} client threads, {ld['catalog']:,} items) "
             f"| {_f(ld['rps'], '.0f')} req/s, {ld['errors']} errors | ≥ 500 req/s, 0 errors |"
@@ -778,7 +817,8 @@ def render(report: Report, files: dict[str, str], img_rel: str) -> str:
             out += [
                 "",
                 f"A query photo is decoded in draft mode (worker/pipeline.py); the vector it "
-                f"gives against a full decode's, cosine over {cos['n']} JPEGs: min "
+                f"gives against a full decode's, cosine over {cos['n']} real photos as "
+                f"1600-4000 px JPEGs: min "
                 f"{cos['min']:.4f}, 5th percentile {cos['p5']:.4f}, median {cos['median']:.4f}.",
             ]
     out += [
@@ -787,7 +827,8 @@ def render(report: Report, files: dict[str, str], img_rel: str) -> str:
         "",
         "`indexer ingest FOLDER` → `POST /v1/blobs` + `POST /v1/batches` → in-process broker → "
         "Celery worker (decode, embed, upsert) → qdrant-edge, against `lookalike serve` "
-        "(embedded default) in its own process. The indexer runs on the same cores. CPU "
+        "(embedded default) in its own process. The indexer runs on the same cores. "
+        "*/ model-only*: over section 1's rate at the worker's batch size. CPU "
         "ms per image: the server's and the indexer's CPU time during the ingest, per image "
         "indexed; *by CPU* is the model's CPU time per image (section 1) over their sum, the "
         "ratio the wall-clock one tends to on an otherwise idle machine where the cores are "
@@ -799,7 +840,7 @@ def render(report: Report, files: dict[str, str], img_rel: str) -> str:
     ]
     out += [
         f"| {r['source']} | {r['images']} | {r['indexed']} | {r['failed']} | {_f(r['seconds'])} "
-        f"| {_f(r['rate'])} | {_f(r['rate'] / best_model, '.2f')} "
+        f"| {_f(r['rate'])} | {_f(r['rate'] / worker_model, '.2f')} "
         f"| {_f(r.get('server_cpu_ms'), '.2f')} | {_f(r.get('indexer_cpu_ms'), '.2f')} "
         f"| {_f(model_cpu / _ingest_cpu(r), '.2f')} |"
         for r in report.ingest
@@ -832,8 +873,7 @@ def render(report: Report, files: dict[str, str], img_rel: str) -> str:
         if key in files:
             out += ["", f"![{key}]({img_rel}/{files[key]})"]
     out += ["", "## 5. Similar-by-id under concurrent load", ""]
-    if report.load:
-        ld = report.load
+    for ld in report.loads:
         out.append(
             f"`python -m benchmarks.loadgen` in a second process, {ld['threads']} threads with "
             f"keep-alive connections, {ld['seconds']:.0f} s against the {ld['catalog']:,}-item "
@@ -843,6 +883,7 @@ def render(report: Report, files: dict[str, str], img_rel: str) -> str:
             f"request: server {_f(ld.get('server_cpu_ms'), '.2f')} ms, load generator "
             f"{_f(ld.get('client_cpu_ms'), '.2f')} ms."
         )
+        out.append("")
     if report.notes:
         out += ["", "## Notes", ""] + [f"- {n}" for n in report.notes]
     return "\n".join(out) + "\n"

@@ -14,8 +14,9 @@ cores with the model, and each HTTP request costs about as much CPU as decoding 
 (docs/performance.md).
 
 Back-pressure: at most ``max_pending`` batches are queued at the service at once, and at
-most a few items per reader thread are held in memory, so a million-row manifest runs in
-the same memory as a hundred-row one and never floods the queue.
+most a batch of images per tenant (until it is uploaded) and a few per reader thread are
+held in memory, so a million-row manifest runs in the same memory as a hundred-row one and
+never floods the queue.
 
 Resume: every step is recorded in the state file (indexer/state.py) as soon as it happens.
 A re-run of the same command skips what was confirmed, follows the tasks a killed run left
