@@ -303,16 +303,23 @@ def openapi_paths() -> dict[str, Any]:
 
     item_id = {"type": "string", "pattern": f"^{ID_PATTERN}$", "maxLength": MAX_ID_LENGTH}
     sha = {"type": "string", "pattern": SHA256_PATTERN}
-    failure = {
-        "type": "object",
-        "required": ["id", "code", "message"],
-        "properties": {
-            "id": {"type": "string"},
-            "code": {"type": "string"},
-            "message": {"type": "string"},
-        },
-    }
-    failures = {"type": "array", "items": failure}
+
+    def failures_of(key: str) -> dict[str, Any]:
+        """A list of refusals, each naming what it refuses by ``key``."""
+        return {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": [key, "code", "message"],
+                "properties": {
+                    key: {"type": "string"},
+                    "code": {"type": "string"},
+                    "message": {"type": "string"},
+                },
+            },
+        }
+
+    failures = failures_of("id")
     names = {"type": "array", "items": {"type": "string"}}
     batch_item = {
         "type": "object",
@@ -341,18 +348,7 @@ def openapi_paths() -> dict[str, Any]:
                             "required": ["stored", "rejected"],
                             "properties": {
                                 "stored": names,
-                                "rejected": {
-                                    "type": "array",
-                                    "items": {
-                                        "type": "object",
-                                        "required": ["sha256", "code", "message"],
-                                        "properties": {
-                                            "sha256": {"type": "string"},
-                                            "code": {"type": "string"},
-                                            "message": {"type": "string"},
-                                        },
-                                    },
-                                },
+                                "rejected": failures_of("sha256"),
                             },
                         },
                         "the images stored (or already there), and the ones refused",
