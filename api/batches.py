@@ -5,9 +5,10 @@ and a million one-image tasks; a worker embeds best in batches. So a job works i
 
 1. ``POST /v1/blobs`` (many images per request, each part named by its sha256) or
    ``PUT /v1/blobs/{sha256}`` (one): upload each image once, by its content hash. The API
-   checks the hash and decodes the image, so a bad file is refused here, alone, with its
-   reason. One request per batch instead of one per image is most of what keeps the API's
-   and the indexer's CPU off the cores the model needs (docs/performance.md).
+   checks the hash and reads the image through (lookalike.images.validate_image), so a bad
+   file is refused here, alone, with its reason. One request per batch instead of one per
+   image is most of what keeps the API's and the indexer's CPU off the cores the model needs
+   (docs/performance.md).
 2. ``POST /v1/batches``: index up to :data:`MAX_BATCH_ITEMS` items that name their uploaded
    image by hash, as one worker task (the worker embeds them in model-sized batches).
 
@@ -113,12 +114,13 @@ def put_blob(sha256: str) -> tuple[Response, int]:
         raise APIError(
             400, "invalid_parameter", "the path must name a lower-case hex sha256", "sha256"
         )
-    problem = _store_blob(sha256, request.get_data(cache=False))
+    data = request.get_data(cache=False)
+    problem = _store_blob(sha256, data)
     if problem is not None:
         status, code, message = problem
         field = {400: "sha256", 422: "body"}.get(status)
         raise APIError(status, code, message, field)
-    return jsonify(sha256=sha256, size=_blobs().path(sha256).stat().st_size), 200
+    return jsonify(sha256=sha256, size=len(data)), 200
 
 
 @bp.post("/v1/blobs")
@@ -340,7 +342,7 @@ def openapi_paths() -> dict[str, Any]:
         "/v1/blobs": {
             "post": _op(
                 f"upload up to {MAX_BATCH_ITEMS} images in one request, each file part named "
-                "by its sha256 (each checked and decoded; a bad one is rejected alone)",
+                "by its sha256 (each checked and read through; a bad one is rejected alone)",
                 {
                     "200": _json(
                         {
@@ -374,7 +376,7 @@ def openapi_paths() -> dict[str, Any]:
                 {"name": "sha256", "in": "path", "required": True, "schema": sha},
             ],
             "put": _op(
-                "upload an image by its sha256 (checked, and decoded to refuse a bad file)",
+                "upload an image by its sha256 (checked, and read through to refuse a bad file)",
                 {
                     "200": _json(
                         {

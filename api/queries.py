@@ -158,7 +158,7 @@ def search_by_image() -> Response:
         raise invalid("diversity", "diversity applies to a search by the photo alone")
     examples = _vectors(positive=positive, negative=negative)
     # Only the header here: the worker decodes the photo and reports a corrupt one (422).
-    data = _uploaded_image(decode=False)
+    data = _uploaded_image(header_only=True)
     task_id = _tasks().send(EMBED_QUERY, base64.b64encode(data).decode("ascii"))
     result = _tasks().result(task_id)
     try:

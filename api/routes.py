@@ -96,9 +96,9 @@ def _int_arg(name: str, default: int, lo: int, hi: int) -> int:
     return value
 
 
-def _uploaded_image(field: str = "image", *, decode: bool = True) -> bytes:
+def _uploaded_image(field: str = "image", *, header_only: bool = False) -> bytes:
     """The uploaded image's bytes, checked: read through (lookalike.images.validate_image:
-    a damaged or truncated file is refused here), or with ``decode=False`` only its header
+    a damaged or truncated file is refused here), or with ``header_only`` only its header
     (format, size), for a photo a worker decodes next anyway and whose problems it reports
     with the same codes."""
     upload = request.files.get(field)
@@ -110,10 +110,10 @@ def _uploaded_image(field: str = "image", *, decode: bool = True) -> bytes:
             413, "payload_too_large", f"images may be at most {_settings().max_upload_bytes} bytes"
         )
     try:
-        if decode:
-            validate_image(data, max_pixels=_settings().max_image_pixels)
-        else:
+        if header_only:
             check_image(data, max_pixels=_settings().max_image_pixels)
+        else:
+            validate_image(data, max_pixels=_settings().max_image_pixels)
     except ImageProblem as exc:
         raise APIError(422, exc.code, exc.message, field) from exc
     return data
