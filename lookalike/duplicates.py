@@ -51,11 +51,15 @@ _BIN_OF = (np.arange(256) * BINS // 256).astype(np.uint16)  # channel value -> i
 
 
 def color_signature(image: Image.Image) -> str:
-    """The compact colour signature of a decoded RGB image, for the item's payload."""
-    if image.mode != "RGB":
-        image = image.convert("RGB")
-    rgb = np.asarray(image.resize((_SIDE, _SIDE), Image.Resampling.BILINEAR))
-    red, green, blue = rgb[..., 0], rgb[..., 1], rgb[..., 2]
+    """The compact colour signature of a decoded image (RGB or L), for the item's payload."""
+    if image.mode == "L":
+        # Greyscale: one plane resized, the same values as its RGB conversion's three.
+        red = green = blue = np.asarray(image.resize((_SIDE, _SIDE), Image.Resampling.BILINEAR))
+    else:
+        if image.mode != "RGB":
+            image = image.convert("RGB")
+        rgb = np.asarray(image.resize((_SIDE, _SIDE), Image.Resampling.BILINEAR))
+        red, green, blue = rgb[..., 0], rgb[..., 1], rgb[..., 2]
     # Per channel planes and a lookup table instead of reductions over a (pixels, 3) array:
     # the same bins, three times faster (it runs once per ingested image, beside the model).
     index = (_BIN_OF[red] * BINS + _BIN_OF[green]) * BINS + _BIN_OF[blue]

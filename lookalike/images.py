@@ -76,7 +76,9 @@ def validate_image(data: bytes, *, max_pixels: int) -> tuple[str, tuple[int, int
 
 
 def decode_image(data: bytes, *, max_pixels: int, draft_size: int = 0) -> Image.Image:
-    """Decode bytes into an RGB image (EXIF orientation applied, first frame of animations).
+    """Decode bytes into an RGB image, or an ``L`` one for a greyscale picture (EXIF
+    orientation applied, first frame of animations). Kept greyscale, an image is framed for
+    the model on one channel instead of three (worker/model/preprocess.py), same pixels.
 
     ``draft_size`` > 0 lets a JPEG decode at a reduced scale (1/2, 1/4 or 1/8, done inside
     the IDCT) as long as both sides stay at least ``draft_size`` pixels: a 12 MP photo headed
@@ -148,12 +150,13 @@ def _problems() -> Iterator[None]:
 
 
 def _to_rgb(img: Image.Image) -> Image.Image:
-    """Flatten transparency onto white (catalog photos are shown on white), convert to RGB."""
+    """Flatten transparency onto white (catalog photos are shown on white), convert to RGB;
+    8-bit greyscale (``L``) stays as it is."""
     if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
         rgba = img.convert("RGBA")
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         return Image.alpha_composite(background, rgba).convert("RGB")
     if img.mode in ("I;16", "I;16B", "I;16L", "I"):
         # 16-bit greyscale: scale to 8 bits instead of clipping.
-        img = img.point(lambda v: v / 256).convert("L")
-    return img.convert("RGB")
+        return img.point(lambda v: v / 256).convert("L")
+    return img if img.mode == "L" else img.convert("RGB")

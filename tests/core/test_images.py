@@ -6,10 +6,13 @@ import io
 import struct
 import zlib
 
+import numpy as np
 import pytest
 from PIL import Image
 
+from lookalike.duplicates import color_signature
 from lookalike.images import ImageProblem, decode_image, validate_image
+from worker.model.preprocess import preprocess
 
 MAX_PIXELS = 40_000_000
 
@@ -70,12 +73,27 @@ def test_unusable_files_are_refused_with_stable_codes(photo: Image.Image) -> Non
     "mode",
     ["RGB", "RGBA", "L", "LA", "CMYK", "P", "I;16"],
 )
-def test_every_pixel_format_decodes_to_rgb(photo: Image.Image, mode: str) -> None:
+def test_every_pixel_format_decodes_to_rgb_or_grey(photo: Image.Image, mode: str) -> None:
     fmt = "JPEG" if mode == "CMYK" else "PNG"
     source = photo.convert("I;16") if mode == "I;16" else photo.convert(mode)
     decoded = decode_image(encode(source, fmt), max_pixels=MAX_PIXELS)
-    assert decoded.mode == "RGB"
+    assert decoded.mode == ("L" if mode in ("L", "I;16") else "RGB")
     assert decoded.size == photo.size
+
+
+@pytest.mark.parametrize("preprocess_mode", ["pad", "stretch", "crop"])
+@pytest.mark.parametrize("size", [(28, 28), (60, 40), (300, 500)])
+def test_a_grey_image_frames_and_signs_as_its_rgb_conversion(
+    photo: Image.Image, preprocess_mode: str, size: tuple[int, int]
+) -> None:
+    """Greyscale images skip the RGB conversion: the model input and the colour signature
+    must be the very bytes the converted image gives."""
+    grey = photo.convert("L").resize(size)
+    rgb = grey.convert("RGB")
+    assert np.array_equal(
+        preprocess([grey], 224, preprocess_mode), preprocess([rgb], 224, preprocess_mode)
+    )
+    assert color_signature(grey) == color_signature(rgb)
 
 
 def test_transparency_is_flattened_onto_white() -> None:

@@ -54,7 +54,9 @@ def _pad(image: Image.Image, size: int) -> Image.Image:
     w, h = image.size
     scale = size / max(w, h)
     nw, nh = max(1, round(w * scale)), max(1, round(h * scale))
-    canvas = Image.new("RGB", (size, size), BACKGROUND)
+    if (nw, nh) == (size, size):
+        return _resize(image, size, size)
+    canvas = Image.new(image.mode, (size, size), BACKGROUND if image.mode == "RGB" else 255)
     canvas.paste(_resize(image, nw, nh), ((size - nw) // 2, (size - nh) // 2))
     return canvas
 
@@ -83,9 +85,17 @@ def method(mode: str) -> str:
 
 
 def preprocess(images: Sequence[Image.Image], size: int, mode: str = "resize") -> np.ndarray:
-    """uint8 array (n, size, size, 3) of the images framed by ``mode``."""
+    """uint8 array (n, size, size, 3) of the images framed by ``mode``.
+
+    A greyscale (``L``) image is framed on its one channel and copied into the three: the
+    same pixels as converting it to RGB first (resampling works channel by channel), for
+    a third of the resampling.
+    """
     fn = _METHODS[method(mode)]
     out = np.empty((len(images), size, size, 3), dtype=np.uint8)
     for i, image in enumerate(images):
-        out[i] = np.asarray(fn(to_rgb(image), size))
+        if image.mode == "L":
+            out[i] = np.asarray(fn(image, size))[..., None]
+        else:
+            out[i] = np.asarray(fn(to_rgb(image), size))
     return out
