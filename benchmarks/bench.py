@@ -40,6 +40,8 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from lookalike.settings import Settings
+
 REPO = Path(__file__).resolve().parent.parent
 FASHION = Path("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz")
 FASHION_LABELS = Path("/usr/share/datasets/fashion-mnist/train-labels-idx1-ubyte.gz")
@@ -278,7 +280,6 @@ class Report:
 
 def bench_model(report: Report, cache: Path, batches: list[int], seconds: float) -> None:
     from benchmarks.embed_throughput import compare
-    from lookalike.settings import Settings
     from worker.model import get_embedder
 
     images, _ = fashion_mnist(max(batches))
@@ -352,7 +353,6 @@ def draft_cosine(cache: Path, jpegs: list[bytes]) -> dict[str, float]:
     """How far a query photo's vector moves when the worker decodes it at a reduced JPEG
     scale (worker/pipeline.py embed_query) instead of in full: cosine of the two vectors."""
     from lookalike.images import decode_image
-    from lookalike.settings import Settings
     from worker.model import get_embedder
     from worker.pipeline import QUERY_DRAFT_FACTOR
 
@@ -455,7 +455,6 @@ def bench_ingest(report: Report, work: Path, cache: Path, sources: dict[str, Pat
 
 
 def real_embeddings(cache: Path, n: int) -> tuple[np.ndarray, np.ndarray, str]:
-    from lookalike.settings import Settings
     from worker.model import get_embedder
 
     images, labels = fashion_mnist(n)
@@ -489,7 +488,6 @@ def build_catalog(data: Path, cache: Path, vectors: np.ndarray, labels: np.ndarr
     from lookalike.blobs import BlobStore
     from lookalike.images import sha256_hex
     from lookalike.schema import point_id
-    from lookalike.settings import Settings
     from lookalike.store import StoredItem, open_store
 
     settings = Settings.from_env().replace(
@@ -727,8 +725,9 @@ def render(report: Report, files: dict[str, str], img_rel: str) -> str:
         "",
         f"Run {report.started} by `python -m benchmarks{' --quick' if report.quick else ''}`. "
         f"Machine: {m['cpu']}, {m['cpus']} CPUs, {m['mem_gib']:.0f} GiB RAM, load average at "
-        f"start {m['load']}, Python {m['python']}. GPU: none on this machine, so there is no "
-        "GPU column (the Keras/TF path below ran on the CPU).",
+        f"start {m['load']}, Python {m['python']}; vectors stored as {m['vector_datatype']}. "
+        "GPU: none on this machine, so there is no GPU column (the Keras/TF path below ran on "
+        "the CPU).",
         "",
         "## Headline",
         "",
@@ -932,6 +931,7 @@ def main(argv: list[str] | None = None) -> int:
         "mem_gib": memory_gib(),
         "load": " ".join(f"{x:.1f}" for x in os.getloadavg()),
         "python": platform.python_version(),
+        "vector_datatype": Settings.from_env().vector_datatype,
     }
     args.out.mkdir(parents=True, exist_ok=True)
     img_dir = args.img_dir or args.out / "img"

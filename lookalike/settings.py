@@ -26,6 +26,8 @@ FEATURES = ("pooled", "multiscale")
 # ("raw"), or scaled as keras.applications' preprocess_input modes "tf", "torch", "caffe" do.
 # Empty: the architecture's own mode (LOOKALIKE_CUSTOM_MODEL_ARCH), else "raw".
 CUSTOM_INPUT_MODES = ("", "raw", "tf", "torch", "caffe")
+# How a new collection stores its vectors (lookalike/store.py VECTOR_DATATYPES).
+VECTOR_DATATYPES = ("float32", "float16")
 LOG_FORMATS = ("text", "json")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
@@ -96,6 +98,10 @@ class Settings:
     # The embedded qdrant-edge shard builds its HNSW index once no item was written for this
     # many seconds (0: never; queries then scan every vector). docs/performance.md.
     index_after_idle_s: float = 5.0
+    # How a new collection stores its vectors: "float32", or "float16" (half the vectors'
+    # RAM, scores within ~1e-3, recall@10 a little lower: docs/performance.md). An existing
+    # collection keeps the type it was created with; a reindex's new version takes this one.
+    vector_datatype: str = "float32"
     # Logs: "text" for a terminal, "json" (one object per line, with the request id) for a
     # log pipeline; the level applies to the root logger.
     log_format: str = "text"
@@ -146,6 +152,10 @@ class Settings:
             )
         if self.custom_model_input_size < 0:
             raise SettingsError("LOOKALIKE_CUSTOM_MODEL_INPUT_SIZE must not be negative")
+        if self.vector_datatype not in VECTOR_DATATYPES:
+            raise SettingsError(
+                f"LOOKALIKE_VECTOR_DATATYPE must be one of {', '.join(VECTOR_DATATYPES)}"
+            )
         if self.log_format not in LOG_FORMATS:
             raise SettingsError(f"LOOKALIKE_LOG_FORMAT must be one of {', '.join(LOG_FORMATS)}")
         if self.log_level.upper() not in LOG_LEVELS:

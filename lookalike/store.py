@@ -67,11 +67,13 @@ from qdrant_edge import (
     RecommendQuery,
     ScrollRequest,
     UpdateOperation,
+    VectorStorageDatatype,
 )
 from qdrant_edge import Filter as EdgeFilter
 from qdrant_edge import Mmr as EdgeMmr
 
 from lookalike.schema import PAYLOAD_INDEXES, VECTOR_NAME
+from lookalike.settings import VECTOR_DATATYPES
 
 if TYPE_CHECKING:
     # qdrant-client takes about a second to import; the embedded default never needs it.
@@ -583,16 +585,23 @@ def open_store(settings: Settings) -> VectorStore:
             settings.collection,
             initial_label=label,
             index_after_idle_s=settings.index_after_idle_s,
+            datatype=settings.vector_datatype,
         )
     from qdrant_client import QdrantClient
 
     if settings.qdrant_url == ":memory:":
-        return ClientStore(QdrantClient(":memory:"), settings.collection, initial_label=label)
+        return ClientStore(
+            QdrantClient(":memory:"),
+            settings.collection,
+            initial_label=label,
+            datatype=settings.vector_datatype,
+        )
     client = QdrantClient(url=settings.qdrant_url, api_key=settings.qdrant_api_key or None)
     return ClientStore(
         client,
         settings.collection,
         initial_label=label,
+        datatype=settings.vector_datatype,
         shard_number=settings.qdrant_shards,
         replication_factor=settings.qdrant_replication_factor,
     )
@@ -807,6 +816,15 @@ EDGE_HNSW = HnswIndexConfig(m=16, ef_construct=64, full_scan_threshold=10_000, m
 # both in one thread. The API's threads already run queries side by side.
 EDGE_SEARCH_THREADS = 1
 
+# How a new collection stores its vectors (LOOKALIKE_VECTOR_DATATYPE). float16 halves the
+# vectors' memory; scores move by a few 1e-4 and recall@10 drops a little (at 100k items,
+# 0.999 -> 0.985 in docs/performance.md's run). A collection keeps the type it was created
+# with: a changed setting applies to new catalogs and new versions (a reindex).
+_EDGE_DATATYPES = {
+    "float32": VectorStorageDatatype.Float32,
+    "float16": VectorStorageDatatype.Float16,
+}
+
 _log = logging.getLogger(__name__)
 
 
@@ -924,6 +942,7 @@ class EdgeStore(VectorStore):
         *,
         initial_label: str | None = None,
         index_after_idle_s: float = 0.0,
+        datatype: str = "float32",
         _pool: _ShardPool | None = None,
     ) -> None:
         if not _COLLECTION_NAME_RE.match(collection):
@@ -933,6 +952,7 @@ class EdgeStore(VectorStore):
         self.collection = collection
         self.root = Path(path)
         self._initial_label = initial_label
+        self.vector_datatype = _checked_datatype(datatype)
         # A version view shares its catalog store's pool and is bound to one directory.
         self._is_view = _pool is not None
         self._pool = _pool or _ShardPool(index_after_idle_s)
@@ -978,17 +998,7 @@ class EdgeStore(VectorStore):
             with self._errors():
                 shard = self._shard or self._pool.get(self.path)
                 if shard is None:
-                    config = EdgeConfig(
-                        vectors={
-                            VECTOR_NAME: EdgeVectorParams(
-                                size=dim, distance=Distance.Cosine, memory=Memory.Cached
-                            )
-                        },
-                        hnsw_config=EDGE_HNSW,
-                        payload_memory=Memory.Cached,
-                        id_tracker_memory=Memory.Pinned,
-                        max_search_threads=EDGE_SEARCH_THREADS,
-                    )
+                    config = _edge_config(dim, self.vector_datatype)
                     if self._initial_label and not self._targets and not self._exists():
                         # A new catalog: its first version, named by the pointer file.
                         first = version_name(self.collection, self._initial_label, 1)
@@ -996,7 +1006,7 @@ class EdgeStore(VectorStore):
                         self.path = self.root / first
                     if self._exists():
                         # With a config, load() checks it against the stored segments.
-                        shard = self._pool.open(self.path, lambda: self._load(config))
+                        shard = self._pool.open(self.path, lambda: self._load(config, dim))
                     else:
                         shard = self._pool.open(
                             self.path, lambda: EdgeShard.create(str(self.path), config)
@@ -1181,16 +1191,25 @@ class EdgeStore(VectorStore):
                 self._shard = self._pool.open(self.path, lambda: self._load(None))
             return self._shard
 
-    def _load(self, config: EdgeConfig | None) -> EdgeShard:
+    def _load(self, config: EdgeConfig | None, dim: int = 0) -> EdgeShard:
+        """The shard at ``self.path``; with a config (of ``dim``), checked against it."""
         try:
             return EdgeShard.load(str(self.path), config)
         except Exception as exc:
-            if "incompatible" in str(exc):
-                raise StoreError(
-                    f"collection {self.collection!r} exists with another vector configuration: "
-                    f"{exc}"
-                ) from exc
-            raise
+            failure = exc
+        if dim and "storage datatype" in str(failure):
+            # Created with the other vector type, which it keeps (LOOKALIKE_VECTOR_DATATYPE).
+            other = next(d for d in VECTOR_DATATYPES if d != self.vector_datatype)
+            try:
+                return EdgeShard.load(str(self.path), _edge_config(dim, other))
+            except Exception as exc:
+                failure = exc
+        if "incompatible" in str(failure):
+            raise StoreError(
+                f"collection {self.collection!r} exists with another vector configuration: "
+                f"{failure}"
+            ) from failure
+        raise failure
 
     def _exists(self) -> bool:
         return _edge_shard_exists(self.path)
@@ -1247,7 +1266,9 @@ class EdgeStore(VectorStore):
             self._check_open()
             view = self._views.get(name)
             if view is None:
-                view = self._views[name] = EdgeStore(self.root, name, _pool=self._pool)
+                view = self._views[name] = EdgeStore(
+                    self.root, name, datatype=self.vector_datatype, _pool=self._pool
+                )
             return view
 
     def _set_alias_targets(self, changes: dict[str, str | None]) -> None:
@@ -1327,6 +1348,31 @@ class EdgeStore(VectorStore):
             if "not initialized" in message:
                 raise StoreError(f"the store for {self.path} is closed") from exc
             raise StoreError(f"qdrant-edge: {message}") from exc
+
+
+def _checked_datatype(datatype: str) -> str:
+    if datatype not in VECTOR_DATATYPES:
+        raise StoreError(
+            f"vector datatype {datatype!r} is not one of {', '.join(VECTOR_DATATYPES)}"
+        )
+    return datatype
+
+
+def _edge_config(dim: int, datatype: str) -> EdgeConfig:
+    return EdgeConfig(
+        vectors={
+            VECTOR_NAME: EdgeVectorParams(
+                size=dim,
+                distance=Distance.Cosine,
+                memory=Memory.Cached,
+                datatype=_EDGE_DATATYPES[datatype],
+            )
+        },
+        hnsw_config=EDGE_HNSW,
+        payload_memory=Memory.Cached,
+        id_tracker_memory=Memory.Pinned,
+        max_search_threads=EDGE_SEARCH_THREADS,
+    )
 
 
 def _edge_shard_exists(path: Path) -> bool:
@@ -1411,6 +1457,7 @@ class ClientStore(VectorStore):
         collection: str,
         *,
         initial_label: str | None = None,
+        datatype: str = "float32",
         _is_view: bool = False,
         shard_number: int | None = None,
         replication_factor: int | None = None,
@@ -1422,6 +1469,7 @@ class ClientStore(VectorStore):
         self.collection = collection
         self._client = client
         self._initial_label = initial_label
+        self.vector_datatype = _checked_datatype(datatype)
         # A Qdrant cluster spreads the collection's shards over its nodes and keeps
         # `replication_factor` copies of each (LOOKALIKE_QDRANT_SHARDS, _REPLICATION_FACTOR).
         self._shard_number = shard_number
@@ -1455,7 +1503,10 @@ class ClientStore(VectorStore):
                         name,
                         vectors_config={
                             VECTOR_NAME: models.VectorParams(
-                                size=dim, distance=models.Distance.COSINE
+                                size=dim,
+                                distance=models.Distance.COSINE,
+                                # qdrant-client's local mode (tests) ignores it.
+                                datatype=models.Datatype(self.vector_datatype),
                             )
                         },
                         shard_number=self._shard_number,
@@ -1517,6 +1568,7 @@ class ClientStore(VectorStore):
         return ClientStore(
             self._client,
             name,
+            datatype=self.vector_datatype,
             _is_view=True,
             shard_number=self._shard_number,
             replication_factor=self._replication_factor,

@@ -78,11 +78,42 @@ def cosine_ranking(query: np.ndarray, items: list[StoredItem]) -> list[tuple[str
     return [(items[i].point_id, float(scores[i])) for i in order]
 
 
+# The embedded shard stores float32 by default; "edge-float16" is the other vector type.
+BACKENDS = ["edge", "edge-float16", "client-memory"]
+
+
 def store_settings(backend: str, tmp_path: Path) -> Settings:
-    return Settings(data_dir=tmp_path / "data", qdrant_url="" if backend == "edge" else ":memory:")
+    return Settings(
+        data_dir=tmp_path / "data",
+        qdrant_url=":memory:" if backend == "client-memory" else "",
+        vector_datatype="float16" if backend == "edge-float16" else "float32",
+    )
 
 
-@pytest.fixture(params=["edge", "client-memory"])
+def holds_float16(store: VectorStore) -> bool:
+    # qdrant-client's local mode ignores the datatype (a server applies it).
+    return isinstance(store, EdgeStore) and store.vector_datatype == "float16"
+
+
+def as_held(store: VectorStore, vector: np.ndarray) -> np.ndarray:
+    """A vector as the store holds it: unit length, rounded to float16 where it stores that."""
+    vector = unit(vector)
+    return vector.astype(np.float16).astype(np.float32) if holds_float16(store) else vector
+
+
+def held(store: VectorStore, items: list[StoredItem] = ITEMS) -> list[StoredItem]:
+    """``items`` with the vectors the store holds for them: the references below are computed
+    from these, so a float16 shard is held to the same rankings."""
+    return [StoredItem(i.point_id, i.payload, as_held(store, i.vector)) for i in items]  # type: ignore[arg-type]
+
+
+def score_tolerance(store: VectorStore) -> float:
+    """How far a score may be from the float32 reference's: float16 search also rounds the
+    query and sums in its own order, a few 1e-4 at most for unit vectors."""
+    return 1e-3 if holds_float16(store) else 1e-5
+
+
+@pytest.fixture(params=BACKENDS)
 def empty_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[VectorStore]:
     store = open_store(store_settings(request.param, tmp_path))
     yield store
@@ -97,7 +128,7 @@ def store(empty_store: VectorStore) -> VectorStore:
     return empty_store
 
 
-@pytest.fixture(scope="module", params=["edge", "client-memory"])
+@pytest.fixture(scope="module", params=BACKENDS)
 def loaded(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[VectorStore]:
@@ -157,8 +188,8 @@ def test_retrieve_returns_payload_and_unit_vector(loaded: VectorStore) -> None:
         assert stored.payload == original.payload
         assert stored.vector is not None and stored.vector.dtype == np.float32
         assert stored.vector.shape == (DIM,)
-        # Cosine collections keep vectors normalized.
-        np.testing.assert_allclose(stored.vector, unit(original.vector), atol=1e-6)  # type: ignore[arg-type]
+        # Cosine collections keep vectors normalized (in float16: to its 11 bits).
+        np.testing.assert_allclose(stored.vector, as_held(loaded, original.vector), atol=1e-6)  # type: ignore[arg-type]
     assert loaded.retrieve([ITEMS[0].point_id])[0].vector is None
 
 
@@ -170,7 +201,7 @@ def test_upserting_the_same_id_overwrites(store: VectorStore) -> None:
     assert store.count() == N_ITEMS
     (stored,) = store.retrieve([original.point_id], with_vectors=True)
     assert stored.payload == {"tenant": "a", "note": "v2"}
-    np.testing.assert_allclose(stored.vector, unit(new_vector), atol=1e-6)  # type: ignore[arg-type]
+    np.testing.assert_allclose(stored.vector, as_held(store, new_vector), atol=1e-6)  # type: ignore[arg-type]
 
 
 def test_delete(store: VectorStore) -> None:
@@ -184,9 +215,11 @@ def test_delete(store: VectorStore) -> None:
 def test_search_ranks_by_cosine_similarity(loaded: VectorStore, query: np.ndarray) -> None:
     hits = loaded.search(query, limit=10)
 
-    expected = cosine_ranking(query, ITEMS)[:10]
+    expected = cosine_ranking(query, held(loaded))[:10]
     assert [hit.point_id for hit in hits] == [pid for pid, _ in expected]
-    np.testing.assert_allclose([hit.score for hit in hits], [s for _, s in expected], atol=1e-5)
+    np.testing.assert_allclose(
+        [hit.score for hit in hits], [s for _, s in expected], atol=score_tolerance(loaded)
+    )
     by_id = {item.point_id: item.payload for item in ITEMS}
     assert all(hit.payload == by_id[hit.point_id] for hit in hits)
 
@@ -290,7 +323,7 @@ def test_set_payload_merges_keys_and_keeps_the_vector(store: VectorStore) -> Non
 
     (stored,) = store.retrieve([item.point_id], with_vectors=True)
     assert stored.payload == {**item.payload, "tenant": "c", "label": "sale"}
-    np.testing.assert_allclose(stored.vector, unit(item.vector), atol=1e-6)  # type: ignore[arg-type]
+    np.testing.assert_allclose(stored.vector, as_held(store, item.vector), atol=1e-6)  # type: ignore[arg-type]
     assert store.count({"tenant": "c"}) == 1
 
 
@@ -352,13 +385,15 @@ def reference_scores(
     return [(items[i].point_id, float(scores[i])) for i in order]
 
 
-def assert_ranked_as(hits: list[Any], expected: list[tuple[str, float]]) -> None:
+def assert_ranked_as(
+    hits: list[Any], expected: list[tuple[str, float]], atol: float = 1e-5
+) -> None:
     """The hits are the expected ranking: same scores in the same order, each hit with its own
     expected score (points with equal scores may come in either order)."""
     reference = dict(expected)
-    np.testing.assert_allclose([h.score for h in hits], [s for _, s in expected], atol=1e-5)
+    np.testing.assert_allclose([h.score for h in hits], [s for _, s in expected], atol=atol)
     np.testing.assert_allclose(
-        [h.score for h in hits], [reference.get(h.point_id, np.nan) for h in hits], atol=1e-5
+        [h.score for h in hits], [reference.get(h.point_id, np.nan) for h in hits], atol=atol
     )
 
 
@@ -381,8 +416,8 @@ def test_recommend_best_score_ranks_like_these_not_those(loaded: VectorStore) ->
 
     hits = loaded.query(Recommend(liked, disliked), limit=N_ITEMS)  # type: ignore[arg-type]
 
-    expected = reference_scores(ITEMS, best_score)
-    assert_ranked_as(hits, expected)
+    expected = reference_scores(held(loaded), best_score)
+    assert_ranked_as(hits, expected, score_tolerance(loaded))
     # The disliked item, and everything nearer to it than to both liked ones, sinks.
     assert hits[-1].point_id == ITEMS[3].point_id and hits[-1].score < 0
     assert {h.point_id for h in hits[:2]} == {ITEMS[1].point_id, ITEMS[2].point_id}
@@ -401,13 +436,15 @@ def test_recommend_sum_scores(loaded: VectorStore) -> None:
 
     candidates = [
         item
-        for item in ITEMS
+        for item in held(loaded)
         if item.payload["tenant"] == "a"
         and item.point_id not in (ITEMS[4].point_id, ITEMS[5].point_id)
     ]
     expected = reference_scores(candidates, lambda m: (m @ p.T).sum(1) - (m @ n.T).sum(1))[:10]
     assert [h.point_id for h in hits] == [pid for pid, _ in expected]
-    np.testing.assert_allclose([h.score for h in hits], [s for _, s in expected], atol=1e-5)
+    np.testing.assert_allclose(
+        [h.score for h in hits], [s for _, s in expected], atol=score_tolerance(loaded)
+    )
 
 
 def test_discover_counts_satisfied_pairs_then_nearness_to_the_target(loaded: VectorStore) -> None:
@@ -422,8 +459,8 @@ def test_discover_counts_satisfied_pairs_then_nearness_to_the_target(loaded: Vec
 
     hits = loaded.query(Discover(target, pairs), limit=15)  # type: ignore[arg-type]
 
-    expected = reference_scores(ITEMS, discovery)[:15]
-    assert_ranked_as(hits, expected)
+    expected = reference_scores(held(loaded), discovery)[:15]
+    assert_ranked_as(hits, expected, score_tolerance(loaded))
 
 
 def reference_mmr(
@@ -452,11 +489,11 @@ def test_diverse_reranks_by_maximal_marginal_relevance(
 ) -> None:
     hits = loaded.query(Diverse(query, diversity, candidates=30), limit=8)
 
-    assert [h.point_id for h in hits] == reference_mmr(query, ITEMS, diversity, 30, 8)
+    assert [h.point_id for h in hits] == reference_mmr(query, held(loaded), diversity, 30, 8)
     # Hits keep their cosine similarity to the query.
-    cosine = dict(cosine_ranking(query, ITEMS))
+    cosine = dict(cosine_ranking(query, held(loaded)))
     np.testing.assert_allclose(
-        [h.score for h in hits], [cosine[h.point_id] for h in hits], atol=1e-5
+        [h.score for h in hits], [cosine[h.point_id] for h in hits], atol=score_tolerance(loaded)
     )
 
 
@@ -950,3 +987,29 @@ def test_reads_during_an_edge_switch_never_fail(tmp_path: Path, query: np.ndarra
             thread.join()
     assert errors == []
     assert answers and set(answers) == {5}
+
+
+def test_a_catalog_keeps_the_vector_type_it_was_created_with(tmp_path: Path) -> None:
+    """LOOKALIKE_VECTOR_DATATYPE applies to new collections: a float32 shard opens under
+    float16 settings with its vectors exact, and takes new items."""
+    with open_store(store_settings("edge", tmp_path)) as old:
+        old.ensure_collection(DIM)
+        old.upsert(ITEMS[:10])
+    with open_store(store_settings("edge-float16", tmp_path)) as reopened:
+        assert isinstance(reopened, EdgeStore) and reopened.vector_datatype == "float16"
+        reopened.ensure_collection(DIM)
+        reopened.upsert(ITEMS[10:20])
+        assert reopened.count() == 20
+        for item in reopened.retrieve([i.point_id for i in ITEMS[:20]], with_vectors=True):
+            original = next(i for i in ITEMS if i.point_id == item.point_id)
+            np.testing.assert_allclose(item.vector, unit(original.vector), atol=1e-6)  # type: ignore[arg-type]
+    with (
+        open_store(store_settings("edge-float16", tmp_path)) as wrong,
+        pytest.raises(StoreError, match=r"another vector configuration.*vector size"),
+    ):
+        wrong.ensure_collection(DIM + 1)
+
+
+def test_settings_refuse_an_unknown_vector_type() -> None:
+    with pytest.raises(ValueError, match="LOOKALIKE_VECTOR_DATATYPE"):
+        Settings(vector_datatype="float64")
