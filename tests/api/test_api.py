@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+from pathlib import Path
 
 import pytest
 from PIL import Image
@@ -132,3 +133,28 @@ def test_gallery_page_is_served(client) -> None:  # type: ignore[no-untyped-def]
     resp = client.get("/")
     assert resp.status_code == 200 and resp.mimetype == "text/html"
     assert b"/v1/items" in resp.data and b"/similar" in resp.data
+
+
+@pytest.mark.parametrize("keys", ["", "tenant-key-123456"])
+@pytest.mark.parametrize("script_root", ["", "/shop/search"])
+def test_result_image_urls_are_the_ones_url_for_builds(
+    tmp_path: Path, keys: str, script_root: str
+) -> None:
+    """Result rows build their image URLs from a per-request template (api/routes.py
+    _item_urls); every id and tenant the API accepts must come out as url_for gives it."""
+    from flask import url_for
+
+    from api.routes import _image_params, _item_urls
+
+    app = create_app(Settings(data_dir=tmp_path, api_keys_read=keys))
+    ids = ["sku-1", "A.b_c:d@e+f=g-h", "9", "x" * 120, "shoe:42+wide=yes"]
+    tenants = ["default", "shop-a", "b2b:eu@x+y=z"]
+    with app.test_request_context("/v1/items/x/similar", base_url=f"http://h{script_root}"):
+        for item_id in ids:
+            for tenant in tenants:
+                for sha in (None, "ab" * 32):
+                    params = _image_params(tenant, item_id, sha)
+                    assert _item_urls(item_id, params) == (
+                        url_for("api.item_image", item_id=item_id, **params),
+                        url_for("api.item_thumbnail", item_id=item_id, **params),
+                    )
