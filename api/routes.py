@@ -158,6 +158,10 @@ def _image_params(tenant: str, item_id: str, sha256: str | None) -> dict[str, An
 
 # Stands for the item id in a URL built once per request (_item_urls).
 _ID_SLOT = "__lookalike_item_id__"
+# werkzeug's safe characters for a path segment (BaseConverter.to_url) and a query string
+# (werkzeug.urls._urlencode).
+_PATH_SAFE = "!$&'()*+,/:;=@"
+_QUERY_SAFE = "!$'()*,/:;?@"
 
 
 def _item_urls(item_id: str, params: dict[str, Any]) -> tuple[str, str]:
@@ -178,12 +182,6 @@ def _item_urls(item_id: str, params: dict[str, Any]) -> tuple[str, str]:
         f"{image_head}{segment}{image_tail}{query}",
         f"{thumb_head}{segment}{thumb_tail}{query}",
     )
-
-
-# werkzeug's safe characters for a path segment (BaseConverter.to_url) and a query string
-# (werkzeug.urls._urlencode).
-_PATH_SAFE = "!$&'()*+,/:;=@"
-_QUERY_SAFE = "!$'()*,/:;?@"
 
 
 def _item_json(payload: dict[str, Any], score: float | None = None) -> dict[str, Any]:

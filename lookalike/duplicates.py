@@ -52,14 +52,14 @@ _BIN_OF = (np.arange(256) * BINS // 256).astype(np.uint16)  # channel value -> i
 
 def color_signature(image: Image.Image) -> str:
     """The compact colour signature of a decoded image (RGB or L), for the item's payload."""
-    if image.mode == "L":
+    if image.mode not in ("RGB", "L"):
+        image = image.convert("RGB")
+    pixels = np.asarray(image.resize((_SIDE, _SIDE), Image.Resampling.BILINEAR))
+    if pixels.ndim == 2:
         # Greyscale: one plane resized, the same values as its RGB conversion's three.
-        red = green = blue = np.asarray(image.resize((_SIDE, _SIDE), Image.Resampling.BILINEAR))
+        red = green = blue = pixels
     else:
-        if image.mode != "RGB":
-            image = image.convert("RGB")
-        rgb = np.asarray(image.resize((_SIDE, _SIDE), Image.Resampling.BILINEAR))
-        red, green, blue = rgb[..., 0], rgb[..., 1], rgb[..., 2]
+        red, green, blue = pixels[..., 0], pixels[..., 1], pixels[..., 2]
     # Per channel planes and a lookup table instead of reductions over a (pixels, 3) array:
     # the same bins, three times faster (it runs once per ingested image, beside the model).
     index = (_BIN_OF[red] * BINS + _BIN_OF[green]) * BINS + _BIN_OF[blue]

@@ -94,7 +94,7 @@ def decode_image(data: bytes, *, max_pixels: int, draft_size: int = 0) -> Image.
         img.load()
         # In place: the decoded picture is ours, and a copy of a 12 MP photo is 36 MB.
         ImageOps.exif_transpose(img, in_place=True)
-        return _to_rgb(img)
+        return _to_rgb_or_grey(img)
 
 
 def _open(data: bytes, max_pixels: int) -> Image.Image:
@@ -151,7 +151,7 @@ def _problems() -> Iterator[None]:
         raise ImageProblem("corrupt_image", f"the image could not be decoded: {exc}") from exc
 
 
-def _to_rgb(img: Image.Image) -> Image.Image:
+def _to_rgb_or_grey(img: Image.Image) -> Image.Image:
     """Flatten transparency onto white (catalog photos are shown on white), convert to RGB;
     8-bit greyscale (``L``) stays as it is."""
     if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):

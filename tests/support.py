@@ -6,10 +6,31 @@ from pathlib import Path
 
 import pytest
 
+from lookalike.settings import Settings
+from lookalike.store import EdgeStore, VectorStore
+
 REPO = Path(__file__).resolve().parents[1]
 TUXPAINT_STAMPS = Path("/usr/share/tuxpaint/stamps")
 # Categories of Debian's tuxpaint-stamps-default with enough real photos for retrieval tests.
 CATEGORIES = ("animals", "food", "plants", "vehicles", "seasonal", "town")
+
+
+# The stores the store tests run on: the embedded shard (float32, the default, and float16)
+# and qdrant-client's local mode standing in for a server.
+STORE_BACKENDS = ["edge", "edge-float16", "client-memory"]
+
+
+def store_settings(backend: str, tmp_path: Path) -> Settings:
+    return Settings(
+        data_dir=tmp_path / "data",
+        qdrant_url=":memory:" if backend == "client-memory" else "",
+        vector_datatype="float16" if backend == "edge-float16" else "float32",
+    )
+
+
+def holds_float16(store: VectorStore) -> bool:
+    # qdrant-client's local mode ignores the datatype (a server applies it).
+    return isinstance(store, EdgeStore) and store.vector_datatype == "float16"
 
 
 def labelled_images(

@@ -12,8 +12,8 @@ import pytest
 
 from lookalike.duplicates import candidate_query, embedding_floor
 from lookalike.schema import MODEL_DIMS, MULTISCALE_DIMS, point_id
-from lookalike.settings import Settings
-from lookalike.store import EdgeStore, StoredItem, VectorStore, open_store
+from lookalike.store import StoredItem, VectorStore, open_store
+from support import STORE_BACKENDS, holds_float16, store_settings
 
 MODEL = "efficientnet-lite0"
 HEAD, WHOLE = MODEL_DIMS[MODEL], MULTISCALE_DIMS[MODEL]
@@ -28,14 +28,9 @@ def multiscale(head: np.ndarray, stage: np.ndarray) -> np.ndarray:
     return unit(np.concatenate([unit(head), unit(stage)]))
 
 
-@pytest.fixture(params=["edge", "edge-float16", "client-memory"])
+@pytest.fixture(params=STORE_BACKENDS)
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[VectorStore]:
-    settings = Settings(
-        data_dir=tmp_path / "data",
-        qdrant_url=":memory:" if request.param == "client-memory" else "",
-        vector_datatype="float16" if request.param == "edge-float16" else "float32",
-    )
-    with open_store(settings) as opened:
+    with open_store(store_settings(request.param, tmp_path)) as opened:
         yield opened
 
 
@@ -74,9 +69,9 @@ def test_a_multiscale_vector_is_searched_and_scored_by_its_pooled_head(
     assert [h.payload["item_id"] for h in hits] == above[::-1]
     assert above[-1] == "copy"
     # A float16 shard scores within a few 1e-4 of float32.
-    float16 = isinstance(store, EdgeStore) and store.vector_datatype == "float16"
+    tolerance = 2e-3 if holds_float16(store) else 1e-5
     for name, similarity in found.items():
-        assert similarity == pytest.approx(expected[name], abs=2e-3 if float16 else 1e-5)
+        assert similarity == pytest.approx(expected[name], abs=tolerance)
 
 
 @pytest.mark.parametrize(

@@ -36,6 +36,7 @@ from lookalike.store import (
     Version,
     open_store,
 )
+from support import STORE_BACKENDS, holds_float16, store_settings
 
 DIM = 12
 N_ITEMS = 60
@@ -78,23 +79,6 @@ def cosine_ranking(query: np.ndarray, items: list[StoredItem]) -> list[tuple[str
     return [(items[i].point_id, float(scores[i])) for i in order]
 
 
-# The embedded shard stores float32 by default; "edge-float16" is the other vector type.
-BACKENDS = ["edge", "edge-float16", "client-memory"]
-
-
-def store_settings(backend: str, tmp_path: Path) -> Settings:
-    return Settings(
-        data_dir=tmp_path / "data",
-        qdrant_url=":memory:" if backend == "client-memory" else "",
-        vector_datatype="float16" if backend == "edge-float16" else "float32",
-    )
-
-
-def holds_float16(store: VectorStore) -> bool:
-    # qdrant-client's local mode ignores the datatype (a server applies it).
-    return isinstance(store, EdgeStore) and store.vector_datatype == "float16"
-
-
 def as_held(store: VectorStore, vector: np.ndarray) -> np.ndarray:
     """A vector as the store holds it: unit length, rounded to float16 where it stores that."""
     vector = unit(vector)
@@ -113,7 +97,7 @@ def score_tolerance(store: VectorStore) -> float:
     return 1e-3 if holds_float16(store) else 1e-5
 
 
-@pytest.fixture(params=BACKENDS)
+@pytest.fixture(params=STORE_BACKENDS)
 def empty_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[VectorStore]:
     store = open_store(store_settings(request.param, tmp_path))
     yield store
@@ -128,7 +112,7 @@ def store(empty_store: VectorStore) -> VectorStore:
     return empty_store
 
 
-@pytest.fixture(scope="module", params=BACKENDS)
+@pytest.fixture(scope="module", params=STORE_BACKENDS)
 def loaded(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[VectorStore]:
