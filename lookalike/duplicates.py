@@ -48,6 +48,7 @@ _SIDE = 128  # the histogram is taken on a thumbnail: enough pixels, little work
 _WHITE = 235  # a pixel whose every channel is above this is background
 _MIN_FOREGROUND = 50  # fewer foreground pixels than this: use the whole image
 _BIN_OF = (np.arange(256) * BINS // 256).astype(np.uint16)  # channel value -> its bin
+_GREY_BIN_OF = _BIN_OF * (BINS * BINS + BINS + 1)  # grey value -> the bin of (v, v, v)
 
 
 def color_signature(image: Image.Image) -> str:
@@ -56,14 +57,16 @@ def color_signature(image: Image.Image) -> str:
         image = image.convert("RGB")
     pixels = np.asarray(image.resize((_SIDE, _SIDE), Image.Resampling.BILINEAR))
     if pixels.ndim == 2:
-        # Greyscale: one plane resized, the same values as its RGB conversion's three.
-        red = green = blue = pixels
+        # Greyscale: one plane resized, the same values as its RGB conversion's three, so
+        # the same bins from one lookup.
+        index = _GREY_BIN_OF[pixels]
+        foreground = pixels <= _WHITE
     else:
         red, green, blue = pixels[..., 0], pixels[..., 1], pixels[..., 2]
-    # Per channel planes and a lookup table instead of reductions over a (pixels, 3) array:
-    # the same bins, three times faster (it runs once per ingested image, beside the model).
-    index = (_BIN_OF[red] * BINS + _BIN_OF[green]) * BINS + _BIN_OF[blue]
-    foreground = np.minimum(np.minimum(red, green), blue) <= _WHITE
+        # Per channel planes and a lookup table instead of reductions over a (pixels, 3)
+        # array: the same bins, three times faster (it runs once per ingested image).
+        index = (_BIN_OF[red] * BINS + _BIN_OF[green]) * BINS + _BIN_OF[blue]
+        foreground = np.minimum(np.minimum(red, green), blue) <= _WHITE
     if np.count_nonzero(foreground) >= _MIN_FOREGROUND:
         index = index[foreground]
     histogram = np.bincount(index.ravel(), minlength=BINS**3).astype(np.float64)
