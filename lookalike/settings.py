@@ -58,7 +58,10 @@ class Settings:
     model_cache: Path | None = None
     runtime: str = "tflite"
     preprocess: str = "resize"
-    embed_batch_size: int = 32
+    # Images per model call on the CPU: small batches keep a call's activations in the CPU's
+    # caches; with an interpreter per task thread, 2 beat 1, 4, 8 and 32 end to end
+    # (docs/performance.md). On a GPU, 128 or more.
+    embed_batch_size: int = 2
     # Variants of the embedding (docs/quality.md measures them); each changes the vectors, so
     # each is part of the model version stored with every point. "multiscale" (the pooled
     # head and the pooled stage 6) finds more same-category neighbours than "pooled" (the
@@ -78,8 +81,14 @@ class Settings:
     # Input side in pixels; 0: read from the model (or the architecture's default).
     custom_model_input_size: int = 0
     custom_model_input_mode: str = ""
-    # Threads for TFLite inference; 0 lets the runtime choose.
+    # Threads for TFLite inference in all; 0: every CPU the process may use.
     inference_threads: int = 0
+    # TFLite interpreters in a worker process, each with its share of those threads, so that
+    # task threads run the model side by side rather than in turns on one interpreter whose
+    # threads wait for each other after every layer. 0: one per task thread of the worker
+    # (the embedded default's two; `--pool threads --concurrency N`'s N), at most one per
+    # inference thread. docs/performance.md measures it.
+    inference_instances: int = 0
     max_upload_bytes: int = 16 * 1024 * 1024
     max_image_pixels: int = 40_000_000
     max_metadata_bytes: int = 16 * 1024
@@ -166,6 +175,10 @@ class Settings:
             parse_api_keys(getattr(self, name), f"{ENV_PREFIX}{name.upper()}")
         if self.task_max_retries < 0:
             raise SettingsError("LOOKALIKE_TASK_MAX_RETRIES must not be negative")
+        if self.inference_instances < 0 or self.inference_threads < 0:
+            raise SettingsError(
+                "LOOKALIKE_INFERENCE_THREADS and LOOKALIKE_INFERENCE_INSTANCES must not be negative"
+            )
         if not 0 < self.duplicate_threshold <= 1:
             raise SettingsError("LOOKALIKE_DUPLICATE_THRESHOLD must be in (0, 1]")
         for name in (

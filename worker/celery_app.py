@@ -5,6 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from celery import Celery, signals
+from celery.concurrency import get_implementation
+from celery.concurrency.thread import TaskPool as ThreadTaskPool
 from kombu import Queue
 
 from lookalike.logs import install_celery_hooks
@@ -39,7 +41,12 @@ def create_celery(settings: Settings | None = None, store: VectorStore | None = 
         if getattr(sender, "app", app) is app:
             runtime_of(app).close()
 
+    def _count_task_threads(sender: Any = None, **_: Any) -> None:
+        if getattr(sender, "app", None) is app:
+            runtime_of(app).task_threads = task_threads(sender.pool_cls, sender.concurrency)
+
     # weak=False: the closure would otherwise be garbage-collected with this frame.
+    signals.worker_init.connect(_count_task_threads, weak=False)
     signals.worker_shutdown.connect(_close_runtime, weak=False)
     signals.worker_process_shutdown.connect(_close_runtime, weak=False)
     return app
@@ -47,3 +54,12 @@ def create_celery(settings: Settings | None = None, store: VectorStore | None = 
 
 def runtime_of(app: Celery) -> WorkerRuntime:
     return app.lookalike
+
+
+def task_threads(pool: Any, concurrency: Any) -> int:
+    """How many threads of one worker process run tasks: the concurrency of a threads pool,
+    one for ``solo`` and for each child of ``prefork``."""
+    pool_cls = get_implementation(pool)
+    if isinstance(pool_cls, type) and issubclass(pool_cls, ThreadTaskPool):
+        return concurrency if isinstance(concurrency, int) and concurrency > 0 else 1
+    return 1

@@ -21,6 +21,9 @@ class WorkerRuntime:
         self._store = store
         self._store_ready = False
         self._lock = threading.Lock()
+        # Threads that run tasks in this process (set when a worker starts): each gets its
+        # own model interpreter unless LOOKALIKE_INFERENCE_INSTANCES says otherwise.
+        self.task_threads = 1
 
     @property
     def store(self) -> VectorStore:
@@ -38,7 +41,7 @@ class WorkerRuntime:
         # the model loads on the first task, once per process.
         from worker.model import get_embedder
 
-        return get_embedder(self.settings)
+        return get_embedder(self.settings, self.task_threads)
 
     def close(self) -> None:
         with self._lock:

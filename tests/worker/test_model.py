@@ -143,6 +143,39 @@ def test_safe_to_share_between_threads(embedder: Embedder, photos: list[Image.Im
         np.testing.assert_allclose(got, expected[i % 2 :], atol=1e-5)
 
 
+def test_interpreters_side_by_side_give_the_same_vectors(
+    model_cache_dir: Path, photos: list[Image.Image]
+) -> None:
+    one = load_embedder("efficientnet-lite0", model_cache_dir, threads=2, instances=1)
+    two = load_embedder("efficientnet-lite0", model_cache_dir, threads=2, instances=2)
+    assert (one._runner.instances, two._runner.instances) == (1, 2)  # type: ignore[attr-defined]
+    # Never more interpreters than threads: each needs one of its own.
+    capped = load_embedder("efficientnet-lite0", model_cache_dir, threads=1, instances=4)
+    assert capped._runner.instances == 1  # type: ignore[attr-defined]
+    expected = one.embed(photos)
+    results: dict[int, np.ndarray] = {}
+
+    def work(i: int) -> None:
+        results[i] = two.embed(photos[i % 3 :])
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(results) == 6
+    for i, got in results.items():
+        np.testing.assert_allclose(got, expected[i % 3 :], atol=1e-5)
+
+
+def test_get_embedder_keeps_an_interpreter_per_task_thread(model_cache_dir: Path) -> None:
+    settings = Settings(model_cache=model_cache_dir, inference_threads=2)
+    assert get_embedder(settings)._runner.instances == 1  # type: ignore[attr-defined]
+    assert get_embedder(settings, task_threads=2)._runner.instances == 2  # type: ignore[attr-defined]
+    fixed = settings.replace(inference_instances=1)
+    assert get_embedder(fixed, task_threads=2)._runner.instances == 1  # type: ignore[attr-defined]
+
+
 def test_tflite_runs_under_xnnpack(embedder: Embedder) -> None:
     assert embedder.runtime == "tflite"
     assert embedder._runner.delegates == ["DELEGATE"]  # type: ignore[attr-defined]

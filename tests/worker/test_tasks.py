@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from celery.worker import WorkController
 
+from launcher.embedded import EmbeddedThreadPool
 from lookalike.blobs import BlobStore
 from lookalike.images import sha256_hex
 from lookalike.schema import point_id
@@ -25,6 +27,27 @@ def test_every_task_is_routed_to_a_declared_queue(settings: Settings) -> None:
     for name, task in ours.items():
         assert routes[name]["queue"] in declared, f"{name} is routed to an undeclared queue"
         assert task.acks_late
+
+
+@pytest.mark.parametrize(
+    ("pool", "concurrency", "expected"),
+    [("threads", 3, 3), ("solo", 1, 1), ("prefork", 4, 1), (EmbeddedThreadPool, 2, 2)],
+)
+def test_a_worker_counts_the_threads_that_run_its_tasks(
+    settings: Settings, pool: object, concurrency: int, expected: int
+) -> None:
+    # Each of them gets a model interpreter of its own (LOOKALIKE_INFERENCE_INSTANCES=0).
+    app = create_celery(settings)
+    WorkController(
+        app=app,
+        hostname="count@localhost",
+        pool_cls=pool,
+        concurrency=concurrency,
+        without_heartbeat=True,
+        without_mingle=True,
+        without_gossip=True,
+    )
+    assert runtime_of(app).task_threads == expected
 
 
 @pytest.fixture

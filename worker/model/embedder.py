@@ -184,6 +184,7 @@ def load_embedder(
     batch_size: int = 32,
     threads: int = 0,
     *,
+    instances: int = 1,
     features: str = "pooled",
     tta_flip: bool = False,
     head: str = "",
@@ -213,7 +214,7 @@ def load_embedder(
         from worker.model.heads import load_head
 
         loaded_head = load_head(Path(cache_dir), head, runtime, threads)
-    runner = make_runner(runtime, files, threads)
+    runner = make_runner(runtime, files, threads, instances)
     dim = files.multiscale_dim if features == "multiscale" else files.feature_dim
     return Embedder(
         files.model,
@@ -234,10 +235,15 @@ _embedders: dict[tuple[object, ...], Embedder] = {}
 _pid = os.getpid()
 
 
-def get_embedder(settings: Settings) -> Embedder:
-    """The process's embedder for these settings, loaded on first use."""
+def get_embedder(settings: Settings, task_threads: int = 1) -> Embedder:
+    """The process's embedder for these settings, loaded on first use.
+
+    ``task_threads``: how many threads of the caller run the model at once; with
+    ``inference_instances`` 0, the embedder keeps an interpreter for each.
+    """
     global _pid
     custom = CustomModel.from_settings(settings) if settings.model == "custom" else None
+    instances = settings.inference_instances or max(1, task_threads)
     key = (
         settings.model,
         str(Path(settings.model_dir).resolve()),
@@ -245,6 +251,7 @@ def get_embedder(settings: Settings) -> Embedder:
         settings.preprocess,
         settings.embed_batch_size,
         settings.inference_threads,
+        instances,
         settings.model_features,
         settings.tta_flip,
         settings.head,
@@ -263,6 +270,7 @@ def get_embedder(settings: Settings) -> Embedder:
                 preprocess=settings.preprocess,
                 batch_size=settings.embed_batch_size,
                 threads=settings.inference_threads,
+                instances=instances,
                 features=settings.model_features,
                 tta_flip=settings.tta_flip,
                 head=settings.head,

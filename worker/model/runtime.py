@@ -10,6 +10,7 @@ serialises its calls; a worker that wants parallel inference runs more processes
 from __future__ import annotations
 
 import os
+import queue
 import threading
 import warnings
 from pathlib import Path
@@ -50,24 +51,32 @@ def _interpreter_class() -> Any:
 class TFLiteRunner:
     name = "tflite"
 
-    def __init__(self, path: Path, threads: int = 0) -> None:
+    def __init__(self, path: Path, threads: int = 0, instances: int = 1) -> None:
         self.threads = resolve_threads(threads)
+        self.instances = max(1, min(instances, self.threads))
         self.path = Path(path)
+        # ``instances`` interpreters, each with its share of the threads: calls from several
+        # threads run side by side, each on its own cores, instead of queueing for one
+        # interpreter whose threads meet at a barrier after every operation.
+        per_instance = max(1, self.threads // self.instances)
+        self._idle: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        for _ in range(self.instances):
+            self._idle.put(self._signature_runner(per_instance))
+
+    def _signature_runner(self, threads: int) -> Any:
         interpreter_class = _interpreter_class()
         with warnings.catch_warnings():
             # tf.lite.Interpreter warns that it is deprecated in favour of ai_edge_litert.
             warnings.simplefilter("ignore", UserWarning)
             # The default op resolver applies the XNNPACK delegate, with these threads.
-            self._interpreter = interpreter_class(
-                model_path=str(self.path), num_threads=self.threads
-            )
-        signatures = self._interpreter.get_signature_list()
+            interpreter = interpreter_class(model_path=str(self.path), num_threads=threads)
+        signatures = interpreter.get_signature_list()
         if len(signatures) != 1:
             raise ValueError(f"{self.path}: expected one signature, found {list(signatures)}")
         ((key, signature),) = signatures.items()
         (self._input,) = signature["inputs"]
-        self._runner = self._interpreter.get_signature_runner(key)
-        self._lock = threading.Lock()
+        self._interpreter = interpreter
+        return interpreter.get_signature_runner(key)
 
     @property
     def delegates(self) -> list[str]:
@@ -78,9 +87,12 @@ class TFLiteRunner:
 
     def run(self, pixels: np.ndarray) -> dict[str, np.ndarray]:
         pixels = np.ascontiguousarray(pixels, dtype=np.float32)
-        with self._lock:
+        runner = self._idle.get()
+        try:
             # Resizing to the same batch shape again is free; a new shape re-plans once.
-            out = self._runner(**{self._input: pixels})
+            out = runner(**{self._input: pixels})
+        finally:
+            self._idle.put(runner)
         # Every named output: "features" and "logits" for EfficientNet-Lite, "features" alone
         # for a user's own model, "embedding" for a trained head.
         return {name: np.asarray(value) for name, value in out.items()}
@@ -119,9 +131,9 @@ RUNNERS: dict[str, type[TFLiteRunner] | type[KerasRunner]] = {
 }
 
 
-def make_runner(runtime: str, files: Any, threads: int = 0) -> Runner:
+def make_runner(runtime: str, files: Any, threads: int = 0, instances: int = 1) -> Runner:
     if runtime == "tflite":
-        return TFLiteRunner(files.tflite, threads)
+        return TFLiteRunner(files.tflite, threads, instances)
     if runtime == "keras":
         return KerasRunner(files.keras, threads)
     raise ValueError(f"unknown runtime {runtime!r}; choose one of {', '.join(RUNNERS)}")
