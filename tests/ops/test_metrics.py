@@ -44,7 +44,9 @@ def delta(before: Samples, after: Samples) -> Callable[..., float]:
     return moved
 
 
-def test_metrics_show_the_named_series_after_real_traffic(client: Any) -> None:
+def test_metrics_show_the_named_series_after_real_traffic(
+    client: Any, embedded_settings: Settings
+) -> None:
     before = scrape(client)
     photos = labelled_images(per_category=1, categories=("animals", "food", "vehicles"))
     task_ids = []
@@ -124,8 +126,10 @@ def test_metrics_show_the_named_series_after_real_traffic(client: Any) -> None:
     assert moved("lookalike_embed_images_total", kind="ingest") == 3
     assert value(after, "lookalike_embed_images_per_second", kind="ingest") > 0
     assert moved("lookalike_embed_batch_fill_ratio_count", kind="ingest") == 3
-    # One image per task against a batch of 32: each call was 1/32 full.
-    assert moved("lookalike_embed_batch_fill_ratio_sum", kind="ingest") == pytest.approx(3 / 32)
+    # One image per task against the model's batch size: each call was 1/batch full.
+    batch = embedded_settings.embed_batch_size
+    assert batch > 1
+    assert moved("lookalike_embed_batch_fill_ratio_sum", kind="ingest") == pytest.approx(3 / batch)
     # Vectors in the collection.
     assert value(after, "lookalike_collection_vectors", collection="catalog") == 3
     assert value(after, "lookalike_vector_store_up") == 1
