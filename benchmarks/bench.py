@@ -711,7 +711,7 @@ def plots(report: Report, img_dir: Path) -> dict[str, str]:
     files: dict[str, str] = {}
     if report.model.get("rows"):
         rows = report.model["rows"]
-        fig, ax = plt.subplots(figsize=(6, 3.2), dpi=80)
+        fig, ax = plt.subplots(figsize=(6, 3.8), dpi=80)
         x = np.arange(len(rows))
         setups = {"tflite": "TFLite", "tflite_side": "TFLite side by side", "keras": "Keras (TF)"}
         for k, (key, label) in enumerate(setups.items()):
@@ -724,7 +724,7 @@ def plots(report: Report, img_dir: Path) -> dict[str, str]:
         ax.set_xlabel("batch size")
         ax.set_ylabel("images/s")
         ax.set_title("Model-only embedding throughput (EfficientNet-Lite0, CPU)")
-        ax.legend(fontsize=8)
+        ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2)
         fig.tight_layout()
         fig.savefig(img_dir / "perf-model.png")
         plt.close(fig)
@@ -893,11 +893,11 @@ def render(report: Report, files: dict[str, str], img_rel: str) -> str:
         "`indexer ingest FOLDER` → `POST /v1/blobs` + `POST /v1/batches` → in-process broker → "
         "Celery worker (decode, embed, upsert) → qdrant-edge, against `lookalike serve` "
         "(embedded default) in its own process. The indexer runs on the same cores. "
-        "*/ model-only*: over section 1's rate at the worker's batch size. CPU "
-        "ms per image: the server's and the indexer's CPU time during the ingest, per image "
-        "indexed; *by CPU* is the model's CPU time per image (section 1) over their sum, the "
-        "ratio the wall-clock one tends to on an otherwise idle machine where the cores are "
-        "the limit.",
+        "*/ model-only*: over section 1's rate of the worker's set-up (side by side) at its "
+        "batch size. CPU ms per image: the server's and the indexer's CPU time during the "
+        "ingest, per image indexed; *by CPU* is the model's CPU time per image (section 1) "
+        "over their sum, the ratio the wall-clock one tends to on an otherwise idle machine "
+        "where the cores are the limit.",
         "",
         "| source | images | indexed | failed | seconds | img/s | / model-only | server CPU ms "
         "| indexer CPU ms | by CPU |",
