@@ -3,8 +3,10 @@
 Both take a float32 batch (pixels (n, size, size, 3) in [0, 255] for a backbone, vectors for
 a trained head) and return the model's named outputs (``{"features", "logits"}`` for
 EfficientNet-Lite).
-Neither kind of model object is safe to call from several threads at once, so each runner
-serialises its calls; a worker that wants parallel inference runs more processes.
+Neither kind of model object is safe to call from several threads at once. The Keras runner
+serialises its calls; the TFLite runner keeps one interpreter per caller that may run at
+once (``instances``) and hands each call an idle one, so calls from a worker's task threads
+run side by side.
 """
 
 from __future__ import annotations
@@ -75,6 +77,7 @@ class TFLiteRunner:
             raise ValueError(f"{self.path}: expected one signature, found {list(signatures)}")
         ((key, signature),) = signatures.items()
         (self._input,) = signature["inputs"]
+        # All interpreters are alike: `delegates` reads one of them.
         self._interpreter = interpreter
         return interpreter.get_signature_runner(key)
 
