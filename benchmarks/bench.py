@@ -31,7 +31,6 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -293,29 +292,8 @@ class Report:
 # ----------------------------------------------------------------------------- 1. model
 
 
-def side_by_side(
-    embedder: Any, pixels: np.ndarray, seconds: float, callers: int
-) -> tuple[int, float]:
-    """Images done and seconds taken with ``callers`` threads calling ``embedder.infer`` at
-    once, as a worker's task threads do (each call takes one of the embedder's interpreters)."""
-    done = [0] * callers
-    stop = time.perf_counter() + seconds
-
-    def loop(i: int) -> None:
-        while time.perf_counter() < stop:
-            embedder.infer(pixels)
-            done[i] += len(pixels)
-
-    started = time.perf_counter()
-    threads = [threading.Thread(target=loop, args=(i,)) for i in range(callers)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    return sum(done), time.perf_counter() - started
-
-
 def bench_model(report: Report, cache: Path, batches: list[int], seconds: float) -> None:
+    from benchmarks.embed_throughput import compare, infer_for
     from worker.model import get_embedder
 
     images, _ = fashion_mnist(max(batches))
@@ -326,40 +304,31 @@ def bench_model(report: Report, cache: Path, batches: list[int], seconds: float)
     settings = Settings.from_env()
     callers = max(1, settings.embedded_worker_threads)
     base = settings.replace(model_cache=cache, embed_batch_size=max(batches))
-    one = base.replace(runtime="tflite", inference_instances=1)
-    configs = {
-        "tflite": (get_embedder(one), 1),
-        "tflite_side": (get_embedder(base.replace(runtime="tflite"), callers), callers),
-        "keras": (get_embedder(base.replace(runtime="keras")), 1),
+    embedders = {
+        "tflite": get_embedder(base.replace(runtime="tflite", inference_instances=1)),
+        "tflite_side": get_embedder(base.replace(runtime="tflite"), callers),
+        "keras": get_embedder(base.replace(runtime="keras")),
     }
-    pixels = configs["tflite"][0].pixels(pils)
-    rounds = 2
+    pixels = embedders["tflite"].pixels(pils)
     rows = []
     for batch in batches:
-        part = pixels[:batch]
-        for embedder, _ in configs.values():
-            embedder.infer(part)  # warm-up: plans the graph for this batch shape
-        rates: dict[str, list[float]] = {name: [] for name in configs}
-        # Rounds alternate the configurations, so the machine's drift hits each of them.
-        for _ in range(rounds):
-            for name, (embedder, n) in configs.items():
-                images, took = side_by_side(embedder, part, seconds / rounds / 3, n)
-                rates[name].append(images / took)
-        row = {"batch": batch, **{name: float(np.median(r)) for name, r in rates.items()}}
-        rows.append(row)
-        print(f"  model batch {batch}: {row}", flush=True)
+        rates = compare(
+            embedders, pixels[:batch], seconds / len(embedders), 2, {"tflite_side": callers}
+        )
+        rows.append({"batch": batch, **rates})
+        print(f"  model batch {batch}: {rates}", flush=True)
     # CPU time per image of the worker's configuration at its batch size: what the model
     # alone costs whatever else the machine runs (section 3 compares with it).
-    side, n = configs["tflite_side"]
+    side = embedders["tflite_side"]
     batch = pixels[: min(settings.embed_batch_size, len(pixels))]
     began = cpu_seconds("self")
-    done, _ = side_by_side(side, batch, seconds / 4, n)
+    done, _ = infer_for(side, batch, seconds / 4, callers)
     report.model = {
         "rows": rows,
         "threads": {
-            "tflite": configs["tflite"][0].threads,
-            "tflite_side": f"{n} interpreters x {max(1, side.threads // n)}",
-            "keras": configs["keras"][0].threads,
+            "tflite": embedders["tflite"].threads,
+            "tflite_side": f"{callers} interpreters x {max(1, side.threads // callers)}",
+            "keras": embedders["keras"].threads,
         },
         "version": side.version,
         "cpu_ms_per_image": (cpu_seconds("self") - began) * 1000 / done,

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import threading
 import time
 from pathlib import Path
 
@@ -40,25 +41,57 @@ def photos(n: int) -> list[Image.Image]:
     return [base[i % len(base)] for i in range(n)]
 
 
-def images_per_second(embedder: Embedder, pixels: np.ndarray, seconds: float) -> float:
-    done, started = 0, time.perf_counter()
-    while True:
-        embedder.infer(pixels)
-        done += len(pixels)
-        elapsed = time.perf_counter() - started
-        if elapsed >= seconds:
-            return done / elapsed
+def infer_for(
+    embedder: Embedder, pixels: np.ndarray, seconds: float, callers: int = 1
+) -> tuple[int, float]:
+    """Images done and seconds taken with ``callers`` threads calling ``embedder.infer`` at
+    once for ``seconds`` (each at least once), as a worker's task threads do: each call takes
+    one of the embedder's interpreters."""
+    done = [0] * callers
+    stop = time.perf_counter() + seconds
+
+    def loop(i: int) -> None:
+        while True:
+            embedder.infer(pixels)
+            done[i] += len(pixels)
+            if time.perf_counter() >= stop:
+                return
+
+    started = time.perf_counter()
+    threads = [threading.Thread(target=loop, args=(i,)) for i in range(callers)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return sum(done), time.perf_counter() - started
 
 
-def compare(embedders: dict[str, Embedder], pixels: np.ndarray, seconds: float, rounds: int):
-    """Median rate per runtime over rounds that alternate runtimes, so drift hits both."""
+def images_per_second(
+    embedder: Embedder, pixels: np.ndarray, seconds: float, callers: int = 1
+) -> float:
+    done, took = infer_for(embedder, pixels, seconds, callers)
+    return done / took
+
+
+def compare(
+    embedders: dict[str, Embedder],
+    pixels: np.ndarray,
+    seconds: float,
+    rounds: int,
+    callers: dict[str, int] | None = None,
+) -> dict[str, float]:
+    """Median rate per set-up over rounds that alternate set-ups, so drift hits each;
+    ``callers``: threads calling a set-up at once (default 1)."""
+    callers = callers or {}
     for embedder in embedders.values():
         embedder.infer(pixels)  # warm-up: plans the graph for this batch shape
-    rates: dict[str, list[float]] = {runtime: [] for runtime in embedders}
+    rates: dict[str, list[float]] = {name: [] for name in embedders}
     for _ in range(rounds):
-        for runtime, embedder in embedders.items():
-            rates[runtime].append(images_per_second(embedder, pixels, seconds / rounds))
-    return {runtime: float(np.median(r)) for runtime, r in rates.items()}
+        for name, embedder in embedders.items():
+            rates[name].append(
+                images_per_second(embedder, pixels, seconds / rounds, callers.get(name, 1))
+            )
+    return {name: float(np.median(r)) for name, r in rates.items()}
 
 
 def main() -> None:

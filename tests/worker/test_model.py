@@ -127,19 +127,27 @@ def test_similar_images_are_nearer_than_different_ones(
     assert sims[1] > sims[2:].max()
 
 
-def test_safe_to_share_between_threads(embedder: Embedder, photos: list[Image.Image]) -> None:
-    expected = embedder.embed(photos)
+def embed_from_threads(
+    embedder: Embedder, photos: list[Image.Image], callers: int, offsets: int
+) -> dict[int, np.ndarray]:
+    """Thread i embeds ``photos[i % offsets:]``, all ``callers`` threads at once."""
     results: dict[int, np.ndarray] = {}
 
     def work(i: int) -> None:
-        results[i] = embedder.embed(photos[i % 2 :])
+        results[i] = embedder.embed(photos[i % offsets :])
 
-    threads = [threading.Thread(target=work, args=(i,)) for i in range(4)]
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(callers)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    for i, got in results.items():
+    assert sorted(results) == list(range(callers))
+    return results
+
+
+def test_safe_to_share_between_threads(embedder: Embedder, photos: list[Image.Image]) -> None:
+    expected = embedder.embed(photos)
+    for i, got in embed_from_threads(embedder, photos, callers=4, offsets=2).items():
         np.testing.assert_allclose(got, expected[i % 2 :], atol=1e-5)
 
 
@@ -153,18 +161,7 @@ def test_interpreters_side_by_side_give_the_same_vectors(
     capped = load_embedder("efficientnet-lite0", model_cache_dir, threads=1, instances=4)
     assert capped._runner.instances == 1  # type: ignore[attr-defined]
     expected = one.embed(photos)
-    results: dict[int, np.ndarray] = {}
-
-    def work(i: int) -> None:
-        results[i] = two.embed(photos[i % 3 :])
-
-    threads = [threading.Thread(target=work, args=(i,)) for i in range(6)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert len(results) == 6
-    for i, got in results.items():
+    for i, got in embed_from_threads(two, photos, callers=6, offsets=3).items():
         np.testing.assert_allclose(got, expected[i % 3 :], atol=1e-5)
 
 
