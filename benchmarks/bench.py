@@ -26,6 +26,7 @@ import io
 import json
 import os
 import platform
+import re
 import shutil
 import signal
 import socket
@@ -249,6 +250,12 @@ class Server:
     def rss(self) -> float:
         return rss_mib(self.proc.pid)
 
+    def embedded_images(self) -> float:
+        """The worker's count of images embedded for ingest, from /metrics."""
+        _, body = self.get("/metrics")
+        found = re.search(rb'^lookalike_embed_images_total\{kind="ingest"\} (\S+)$', body, re.M)
+        return float(found.group(1)) if found else 0.0
+
     def stop(self) -> None:
         self.proc.send_signal(signal.SIGINT)
         try:
@@ -420,6 +427,29 @@ def write_stamp_folder(root: Path, n: int) -> Path:
     return root
 
 
+# How often the ingest's progress is sampled from the server's /metrics (a scrape costs the
+# server about a millisecond).
+PROGRESS_INTERVAL_S = 0.25
+# The steady rate: over the middle of the job, between these fractions of its images.
+STEADY_SPAN = (0.2, 0.8)
+
+
+def steady_rate(progress: list[tuple[float, float]]) -> float:
+    """Images/s between STEADY_SPAN of the images embedded, times interpolated between the
+    samples (seconds, images so far): the rate once the job is under way, without its start
+    (the indexer's start, the first batch's upload) and its end (the last tasks, the final
+    poll)."""
+    if len(progress) < 3 or progress[-1][1] <= 0:
+        return float("nan")
+    t, n = np.array(progress).T
+    lo, hi = (f * n[-1] for f in STEADY_SPAN)
+    # np.interp needs increasing x: the counter never goes down, so keep its first samples.
+    n, first = np.unique(n, return_index=True)
+    t = t[first]
+    t_lo, t_hi = np.interp([lo, hi], n, t)
+    return float((hi - lo) / (t_hi - t_lo)) if t_hi > t_lo else float("nan")
+
+
 def bench_ingest(report: Report, work: Path, cache: Path, sources: dict[str, Path]) -> None:
     for label, folder in sources.items():
         data = work / f"ingest-{len(report.ingest)}" / "data"
@@ -437,8 +467,9 @@ def bench_ingest(report: Report, work: Path, cache: Path, sources: dict[str, Pat
             server_cpu, indexer_cpu = cpu_seconds(server.proc.pid), children_cpu_seconds()
             state = work / f"state-{len(report.ingest)}.sqlite"
             out = work / f"ingest-report-{len(report.ingest)}.json"
+            before = server.embedded_images()
             t0 = time.perf_counter()
-            subprocess.run(
+            indexer = subprocess.Popen(
                 [
                     sys.executable,
                     "-m",
@@ -454,10 +485,14 @@ def bench_ingest(report: Report, work: Path, cache: Path, sources: dict[str, Pat
                     "--no-duplicates",
                 ],
                 cwd=REPO,
-                check=False,
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
             )
+            # Images embedded over time, for the rate once the job is under way.
+            progress = []
+            while indexer.poll() is None:
+                progress.append((time.perf_counter() - t0, server.embedded_images() - before))
+                time.sleep(PROGRESS_INTERVAL_S)
             elapsed = time.perf_counter() - t0
             server_cpu = cpu_seconds(server.proc.pid) - server_cpu
             indexer_cpu = children_cpu_seconds() - indexer_cpu
@@ -470,6 +505,7 @@ def bench_ingest(report: Report, work: Path, cache: Path, sources: dict[str, Pat
                 "failed": int(result.get("failed_count", 0)),
                 "seconds": elapsed,
                 "rate": indexed / elapsed,
+                "steady_rate": steady_rate(progress),
                 "rss_mib": server.rss(),
                 "rss_before_mib": rss_before,
                 "server_cpu_ms": server_cpu * 1000 / max(1, indexed),
@@ -787,6 +823,12 @@ def render(report: Report, files: dict[str, str], img_rel: str) -> str:
             f"({_f(best_model)} img/s, {best_at}) | ≥ 0.85 x |"
         )
         out.append(
+            f"| … once under way (steady: {STEADY_SPAN[0]:.0%} to {STEADY_SPAN[1]:.0%} of the "
+            f"images), {r['source']} | {_f(r.get('steady_rate'))} img/s = "
+            f"{_f(r.get('steady_rate', float('nan')) / worker_model, '.2f')} x model-only as "
+            "the worker runs it | |"
+        )
+        out.append(
             f"| … by CPU time: model / all processes per image, {r['source']} | "
             f"{_f(model_cpu, '.2f')} / {_f(_ingest_cpu(r), '.2f')} ms = "
             f"{_f(model_cpu / _ingest_cpu(r), '.2f')} | |"
@@ -873,15 +915,19 @@ def render(report: Report, files: dict[str, str], img_rel: str) -> str:
         "batch size. CPU ms per image: the server's and the indexer's CPU time during the "
         "ingest, per image indexed; *by CPU* is the model's CPU time per image (section 1) "
         "over their sum, the ratio the wall-clock one tends to on an otherwise idle machine "
-        "where the cores are the limit.",
+        "where the cores are the limit. *steady*: the rate between "
+        f"{STEADY_SPAN[0]:.0%} and {STEADY_SPAN[1]:.0%} of the images embedded (the server's "
+        f"`/metrics` sampled every {PROGRESS_INTERVAL_S} s), without the job's start and end.",
         "",
-        "| source | images | indexed | failed | seconds | img/s | / model-only | server CPU ms "
-        "| indexer CPU ms | by CPU |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| source | images | indexed | failed | seconds | img/s | / model-only | steady img/s "
+        "| steady / model-only | server CPU ms | indexer CPU ms | by CPU |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     out += [
         f"| {r['source']} | {r['images']} | {r['indexed']} | {r['failed']} | {_f(r['seconds'])} "
         f"| {_f(r['rate'])} | {_f(r['rate'] / worker_model, '.2f')} "
+        f"| {_f(r.get('steady_rate'))} "
+        f"| {_f(r.get('steady_rate', float('nan')) / worker_model, '.2f')} "
         f"| {_f(r.get('server_cpu_ms'), '.2f')} | {_f(r.get('indexer_cpu_ms'), '.2f')} "
         f"| {_f(model_cpu / _ingest_cpu(r), '.2f')} |"
         for r in report.ingest
