@@ -538,16 +538,26 @@ def synthetic_catalog(real: np.ndarray, labels: np.ndarray, n: int, seed: int = 
     rng = np.random.default_rng(seed)
     extra = n - len(real)
     pick = rng.integers(0, len(real), extra)
-    scale = float(np.mean(np.std(real, axis=0))) * 0.5
+    scale = noise_scale(real)
     out = np.empty((n, real.shape[1]), np.float32)
     out[: len(real)] = real
     for s in range(0, extra, 20000):
         idx = pick[s : s + 20000]
-        block = real[idx] + rng.normal(0, scale, (len(idx), real.shape[1])).astype(np.float32)
-        np.clip(block, 0, None, out=block)
-        block /= np.linalg.norm(block, axis=1, keepdims=True)
-        out[len(real) + s : len(real) + s + len(idx)] = block
+        out[len(real) + s : len(real) + s + len(idx)] = noisy(real[idx], scale, rng)
     return out, np.concatenate([labels, labels[pick]])
+
+
+def noise_scale(real: np.ndarray) -> float:
+    """Half the mean per-dimension spread of the real embeddings: the synthetic items' noise."""
+    return float(np.mean(np.std(real, axis=0))) * 0.5
+
+
+def noisy(base: np.ndarray, scale: float, rng: np.random.Generator) -> np.ndarray:
+    """Synthetic items: real embeddings plus Gaussian noise, clipped at 0, unit length."""
+    block = base + rng.normal(0, scale, base.shape).astype(np.float32)
+    np.clip(block, 0, None, out=block)
+    block /= np.linalg.norm(block, axis=1, keepdims=True)
+    return block
 
 
 def build_catalog(data: Path, cache: Path, vectors: np.ndarray, labels: np.ndarray, version: str):

@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 import qdrant_edge as edge
 
-from benchmarks.bench import REPO, real_embeddings
+from benchmarks.bench import REPO, noise_scale, noisy, real_embeddings
 from benchmarks.embed_throughput import cpu_name
 from lookalike.schema import VECTOR_NAME
 from lookalike.store import _edge_config
@@ -53,7 +53,7 @@ class Catalog:
     def __init__(self, real: np.ndarray, size: int) -> None:
         self.real = real
         self.size = size
-        self.scale = float(np.mean(np.std(real, axis=0))) * 0.5
+        self.scale = noise_scale(real)
 
     def chunk(self, index: int) -> np.ndarray:
         lo, hi = index * CHUNK, min(self.size, (index + 1) * CHUNK)
@@ -64,11 +64,7 @@ class Catalog:
         extra = int((~real).sum())
         if extra:
             rng = np.random.default_rng(1000 + index)
-            block = self.real[rng.integers(0, len(self.real), extra)]
-            block = block + rng.normal(0, self.scale, block.shape).astype(np.float32)
-            np.clip(block, 0, None, out=block)
-            block /= np.linalg.norm(block, axis=1, keepdims=True)
-            out[~real] = block
+            out[~real] = noisy(self.real[rng.integers(0, len(self.real), extra)], self.scale, rng)
         return out
 
     def chunks(self) -> Iterator[tuple[int, np.ndarray]]:
@@ -103,19 +99,13 @@ class Catalog:
 
 
 def shard_config(dim: int, quantized: bool) -> edge.EdgeConfig:
-    config = _edge_config(dim, "float32")
-    if not quantized:
-        return config
-    return edge.EdgeConfig(
-        vectors=config.vectors,
-        hnsw_config=config.hnsw_config,
-        payload_memory=config.payload_memory,
-        id_tracker_memory=config.id_tracker_memory,
-        max_search_threads=config.max_search_threads,
-        quantization_config=edge.ScalarQuantizationConfig(
-            edge.ScalarType.Int8, quantile=0.99, always_ram=True
-        ),
+    """The service's shard configuration, with int8 quantization when asked."""
+    quantization = (
+        edge.ScalarQuantizationConfig(edge.ScalarType.Int8, quantile=0.99, always_ram=True)
+        if quantized
+        else None
     )
+    return _edge_config(dim, "float32", quantization)
 
 
 def build(path: Path, catalog: Catalog, quantized: bool) -> tuple[edge.EdgeShard, dict[str, Any]]:

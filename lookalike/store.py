@@ -1358,7 +1358,8 @@ def _checked_datatype(datatype: str) -> str:
     return datatype
 
 
-def _edge_config(dim: int, datatype: str) -> EdgeConfig:
+def _edge_config(dim: int, datatype: str, quantization: Any = None) -> EdgeConfig:
+    # ``quantization``: for benchmarks/vector_storage.py, which measured int8 and rejected it.
     return EdgeConfig(
         vectors={
             VECTOR_NAME: EdgeVectorParams(
@@ -1372,6 +1373,7 @@ def _edge_config(dim: int, datatype: str) -> EdgeConfig:
         payload_memory=Memory.Cached,
         id_tracker_memory=Memory.Pinned,
         max_search_threads=EDGE_SEARCH_THREADS,
+        quantization_config=quantization,
     )
 
 

@@ -19,6 +19,8 @@ from collections.abc import Callable, Sequence
 import numpy as np
 from PIL import Image
 
+from lookalike.images import flatten_on_white, has_transparency
+
 MODES = ("resize", "crop", "pad", "stretch")
 RESIZE_METHOD = "pad"
 # EfficientNet's eval preprocessing (tensorflow/tpu efficientnet/preprocessing.py CROP_PADDING).
@@ -34,11 +36,8 @@ def to_rgb(image: Image.Image) -> Image.Image:
     """RGB, with any transparency flattened onto the white background."""
     if image.mode == "RGB":
         return image
-    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
-        rgba = image.convert("RGBA")
-        canvas = Image.new("RGB", rgba.size, BACKGROUND)
-        canvas.paste(rgba, mask=rgba.getchannel("A"))
-        return canvas
+    if has_transparency(image):
+        return flatten_on_white(image)
     return image.convert("RGB")
 
 
