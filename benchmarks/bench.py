@@ -450,11 +450,20 @@ def steady_rate(progress: list[tuple[float, float]]) -> float:
     return float((hi - lo) / (t_hi - t_lo)) if t_hi > t_lo else float("nan")
 
 
-def bench_ingest(report: Report, work: Path, cache: Path, sources: dict[str, Path]) -> None:
+def bench_ingest(
+    report: Report,
+    work: Path,
+    cache: Path,
+    sources: dict[str, Path],
+    env: dict[str, str] | None = None,
+    indexer_args: tuple[str, ...] = (),
+) -> None:
+    """``env``: the server's settings beyond the defaults (benchmarks/gpu.py runs the worker
+    on a GPU); ``indexer_args``: options of ``indexer ingest`` (its --batch-size)."""
     for label, folder in sources.items():
         data = work / f"ingest-{len(report.ingest)}" / "data"
         data.mkdir(parents=True)
-        server = Server(data, cache, threads=8, extra_env={})
+        server = Server(data, cache, threads=8, extra_env=env or {})
         try:
             # The first search loads the model in the worker: not part of the ingest rate.
             body, ctype = multipart(next(folder.rglob("*.png")).read_bytes())
@@ -483,6 +492,7 @@ def bench_ingest(report: Report, work: Path, cache: Path, sources: dict[str, Pat
                     "--state",
                     str(state),
                     "--no-duplicates",
+                    *indexer_args,
                 ],
                 cwd=REPO,
                 stdout=subprocess.DEVNULL,

@@ -220,6 +220,46 @@ def test_cache_is_reused_and_repaired(model_cache_dir: Path, tmp_path: Path) -> 
     )
 
 
+def test_the_keras_runtime_needs_no_tflite_file(tmp_path: Path) -> None:
+    # A GPU worker runs Keras (on JAX where no TensorFlow GPU build is installed): its cache
+    # holds the Keras file alone, and a later TFLite user converts both.
+    cache = tmp_path / "models"
+    files = build_model_cache("efficientnet-lite0", cache, tflite=False)
+    assert files.built and files.keras.is_file() and not files.tflite.exists()
+    manifest = json.loads(files.manifest.read_text())
+    assert set(manifest["files"]) == {"keras"}
+    assert manifest["built_with"]["keras_backend"] == "tensorflow"
+    keras_only = load_embedder("efficientnet-lite0", cache, runtime="keras")
+    assert not files.tflite.exists()
+    assert keras_only.classify([photo("coffee")]).argmax() == ESPRESSO
+
+    both = build_model_cache("efficientnet-lite0", cache)
+    assert both.built and both.tflite.is_file()
+    assert set(json.loads(both.manifest.read_text())["files"]) == {"keras", "tflite"}
+    assert not build_model_cache("efficientnet-lite0", cache, tflite=False).built
+    assert not build_model_cache("efficientnet-lite0", cache).built
+
+
+def test_padded_batches_give_the_same_outputs(model_cache_dir: Path) -> None:
+    # On JAX the Keras runner pads a batch up to a power of two (one compiled shape per
+    # bucket); the padding rows must not reach the caller nor change the real rows.
+    from worker.model.runtime import KerasRunner, bucket
+
+    assert [bucket(n) for n in (1, 2, 3, 4, 5, 127, 128, 129)] == [1, 2, 4, 4, 8, 128, 128, 256]
+    embedder = load_embedder("efficientnet-lite0", model_cache_dir, runtime="keras")
+    pixels = embedder.pixels([photo(name) for name in PHOTOS[:3]]).astype(np.float32)
+    runner = KerasRunner(model_cache_dir / "efficientnet-lite0.keras")
+    assert not runner.pads  # TensorFlow here: no padding needed
+    plain = runner.run(pixels)
+    runner.pads = True
+    runner.prepare(3)
+    padded = runner.run(pixels)
+    assert plain.keys() == padded.keys()
+    for key, value in plain.items():
+        assert padded[key].shape == value.shape
+        np.testing.assert_allclose(padded[key], value, atol=1e-5)
+
+
 def test_lite1_builds_and_classifies(model_cache_dir: Path) -> None:
     embedder = load_embedder("efficientnet-lite1", model_cache_dir)
     assert (embedder.name, embedder.input_size, embedder.dim) == ("efficientnet-lite1", 240, 1280)

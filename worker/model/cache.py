@@ -2,8 +2,11 @@
 
 ``build_model_cache`` writes into ``cache_dir``: ``<model>.keras``, ``<model>.tflite``
 (float32, runs under XNNPACK) and ``<model>.json``, a manifest naming the source weights'
-sha256 and the model version. A later call checks the manifest against the installed weights
-and the files on disk and does nothing when they match, so every worker may call it at start.
+sha256, the model version and the files built. With ``tflite=False`` (the Keras runtime) only
+the Keras file is needed: it is built without TensorFlow where Keras runs on another backend
+(JAX on a GPU machine), and a later TFLite user converts both. A later call checks the
+manifest against the installed weights and the files on disk and does nothing when they match,
+so every worker may call it at start.
 Concurrent builders (several worker processes) are serialised by a lock file.
 """
 
@@ -115,8 +118,11 @@ def _paths(cache_dir: Path, model: str) -> tuple[Path, Path, Path]:
     return cache_dir / f"{model}.keras", cache_dir / f"{model}.tflite", cache_dir / f"{model}.json"
 
 
-def _up_to_date(manifest_path: Path, weights_sha256: str) -> dict[str, Any] | None:
-    """The manifest, if it and the files it names match the installed weights."""
+def _up_to_date(
+    manifest_path: Path, weights_sha256: str, tflite: bool = True
+) -> dict[str, Any] | None:
+    """The manifest, if it and the files it names match the installed weights and it names
+    the TFLite file when one is needed."""
     try:
         manifest = json.loads(manifest_path.read_text())
     except (OSError, ValueError):
@@ -125,6 +131,8 @@ def _up_to_date(manifest_path: Path, weights_sha256: str) -> dict[str, Any] | No
         return None
     if manifest.get("weights", {}).get("sha256") != weights_sha256:
         return None
+    if tflite and "tflite" not in manifest.get("files", {}):
+        return None
     for entry in manifest.get("files", {}).values():
         path = manifest_path.parent / entry["name"]
         if not path.is_file() or sha256_file(path) != entry["sha256"]:
@@ -132,8 +140,11 @@ def _up_to_date(manifest_path: Path, weights_sha256: str) -> dict[str, Any] | No
     return manifest
 
 
-def build_model_cache(model_name: str, cache_dir: Path, *, force: bool = False) -> ModelFiles:
-    """Make sure ``cache_dir`` holds the converted model; convert only when needed."""
+def build_model_cache(
+    model_name: str, cache_dir: Path, *, force: bool = False, tflite: bool = True
+) -> ModelFiles:
+    """Make sure ``cache_dir`` holds the converted model (the TFLite file too unless
+    ``tflite`` is False); convert only when needed."""
     variant = get_variant(model_name)
     cache_dir = Path(cache_dir)
     cache_dir.mkdir(parents=True, exist_ok=True)
@@ -154,23 +165,30 @@ def build_model_cache(model_name: str, cache_dir: Path, *, force: bool = False) 
             multiscale_dim=MULTISCALE_DIMS[variant.name],
         )
 
-    if not force and _up_to_date(manifest_path, weights_sha256):
+    if not force and _up_to_date(manifest_path, weights_sha256, tflite):
         return files(built=False)
     with _locked(cache_dir / f".{variant.name}.lock"):
         # Another process may have finished the build while this one waited for the lock.
-        if not force and _up_to_date(manifest_path, weights_sha256):
+        if not force and _up_to_date(manifest_path, weights_sha256, tflite):
             return files(built=False)
-        _convert(variant, source, weights_sha256, cache_dir)
+        _convert(variant, source, weights_sha256, cache_dir, tflite)
     return files(built=True)
 
 
-def _convert(variant: Variant, source: Path, weights_sha256: str, cache_dir: Path) -> None:
+def _convert(
+    variant: Variant, source: Path, weights_sha256: str, cache_dir: Path, tflite: bool = True
+) -> None:
     from worker.model.pth import load_state_dict
 
     started = time.monotonic()
     log.info("converting %s from %s", variant.name, source)
-    tf = import_tensorflow()
+    built_with = {}
+    if tflite:
+        built_with["tensorflow"] = import_tensorflow().__version__
+    os.environ.setdefault("KERAS_BACKEND", "tensorflow")
     import keras
+
+    built_with.update(keras=keras.__version__, keras_backend=keras.backend.backend())
 
     model = efficientnet_lite.build(variant)
     efficientnet_lite.load_weights(model, variant, load_state_dict(source))
@@ -183,14 +201,19 @@ def _convert(variant: Variant, source: Path, weights_sha256: str, cache_dir: Pat
             # Keras 3.15 + NumPy 2 warn once per variable about np.array(copy=False) on save.
             warnings.simplefilter("ignore", DeprecationWarning)
             model.save(staged_keras)
-        # Float32 flatbuffer with the graph as built: the converter folds BatchNorm into the
-        # convolutions and the explicit padding into SAME convolutions; XNNPACK runs it all.
-        model.export(str(staged_tflite), format="litert", verbose=False)
-        max_diff = _self_check(model, staged_tflite, variant)
-        if max_diff > SELF_CHECK_TOLERANCE:
-            raise ModelCacheError(
-                f"{variant.name}: TFLite output differs from Keras by {max_diff:.2e}"
-            )
+        files = {"keras": {"name": keras_path.name, "sha256": sha256_file(staged_keras)}}
+        max_diff = None
+        if tflite:
+            # Float32 flatbuffer with the graph as built: the converter folds BatchNorm into
+            # the convolutions and the explicit padding into SAME convolutions; XNNPACK runs
+            # it all.
+            model.export(str(staged_tflite), format="litert", verbose=False)
+            max_diff = _self_check(model, staged_tflite, variant)
+            if max_diff > SELF_CHECK_TOLERANCE:
+                raise ModelCacheError(
+                    f"{variant.name}: TFLite output differs from Keras by {max_diff:.2e}"
+                )
+            files["tflite"] = {"name": tflite_path.name, "sha256": sha256_file(staged_tflite)}
         dist = variant.weights_package.replace("_", "-")
         manifest = {
             "format": CACHE_FORMAT,
@@ -206,15 +229,13 @@ def _convert(variant: Variant, source: Path, weights_sha256: str, cache_dir: Pat
                 "file": source.name,
                 "sha256": weights_sha256,
             },
-            "files": {
-                "keras": {"name": keras_path.name, "sha256": sha256_file(staged_keras)},
-                "tflite": {"name": tflite_path.name, "sha256": sha256_file(staged_tflite)},
-            },
-            "built_with": {"tensorflow": tf.__version__, "keras": keras.__version__},
+            "files": files,
+            "built_with": built_with,
             "keras_vs_tflite_max_abs_diff": max_diff,
         }
         os.replace(staged_keras, keras_path)
-        os.replace(staged_tflite, tflite_path)
+        if tflite:
+            os.replace(staged_tflite, tflite_path)
         # The manifest goes last: its presence says the two files beside it are complete.
         tmp_manifest = staging / manifest_path.name
         tmp_manifest.write_text(json.dumps(manifest, indent=2) + "\n")

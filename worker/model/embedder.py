@@ -21,7 +21,7 @@ from worker.model import efficientnet_lite
 from worker.model.cache import ModelFiles, build_model_cache
 from worker.model.custom import CustomModel
 from worker.model.preprocess import method, preprocess
-from worker.model.runtime import Runner, make_runner
+from worker.model.runtime import KerasRunner, Runner, make_runner
 
 if TYPE_CHECKING:
     from lookalike.settings import Settings
@@ -208,13 +208,16 @@ def load_embedder(
             raise ValueError("a custom model has only pooled features")
         files = build_custom_cache(custom, Path(cache_dir))
     else:
-        files = build_model_cache(model, Path(cache_dir))
+        # Keras alone needs no TFLite file (nor TensorFlow, on another Keras backend).
+        files = build_model_cache(model, Path(cache_dir), tflite=runtime == "tflite")
     loaded_head = None
     if head:
         from worker.model.heads import load_head
 
         loaded_head = load_head(Path(cache_dir), head, runtime, threads)
     runner = make_runner(runtime, files, threads, instances)
+    if isinstance(runner, KerasRunner):
+        runner.prepare(batch_size)
     dim = files.multiscale_dim if features == "multiscale" else files.feature_dim
     return Embedder(
         files.model,

@@ -1,4 +1,6 @@
-"""The two ways to run a converted model: TFLite (default) and Keras on TensorFlow.
+"""The two ways to run a converted model: TFLite (default) and Keras (on TensorFlow, or on
+whichever backend ``KERAS_BACKEND`` names: JAX runs the same model file on a GPU where no
+TensorFlow GPU build is installed).
 
 Both take a float32 batch (pixels (n, size, size, 3) in [0, 255] for a backbone, vectors for
 a trained head) and return the model's named outputs (``{"features", "logits"}`` for
@@ -101,31 +103,60 @@ class TFLiteRunner:
         return {name: np.asarray(value) for name, value in out.items()}
 
 
+def bucket(n: int) -> int:
+    """The batch size a batch of ``n`` is padded to on a compiling backend: the next power
+    of two, so a worker's batches of every size up to its batch size compile a handful of
+    shapes, not one per size."""
+    return 1 << max(0, n - 1).bit_length()
+
+
 class KerasRunner:
     name = "keras"
 
     def __init__(self, path: Path, threads: int = 0) -> None:
-        from worker.model.cache import import_tensorflow
-
-        tf = import_tensorflow()
-        self.threads = resolve_threads(threads)
-        if threads > 0:
-            try:
-                tf.config.threading.set_intra_op_parallelism_threads(threads)
-            except RuntimeError:
-                # TensorFlow already started its thread pools in this process.
-                self.threads = tf.config.threading.get_intra_op_parallelism_threads() or 0
+        # Keras picks its backend at import: TensorFlow unless KERAS_BACKEND says otherwise.
+        os.environ.setdefault("KERAS_BACKEND", "tensorflow")
         import keras
 
+        self.backend = keras.backend.backend()
+        self.threads = resolve_threads(threads)
+        if self.backend == "tensorflow":
+            from worker.model.cache import import_tensorflow
+
+            tf = import_tensorflow()
+            if threads > 0:
+                try:
+                    tf.config.threading.set_intra_op_parallelism_threads(threads)
+                except RuntimeError:
+                    # TensorFlow already started its thread pools in this process.
+                    self.threads = tf.config.threading.get_intra_op_parallelism_threads() or 0
         self.path = Path(path)
         self._model = keras.saving.load_model(self.path, compile=False)
         self._lock = threading.Lock()
+        # JAX compiles the model for each input shape it meets (seconds each on a GPU):
+        # batches are padded up to bucket() sizes. TensorFlow's predict needs no padding.
+        self.pads = self.backend == "jax"
+
+    def prepare(self, batch_size: int) -> None:
+        """Compile every padded batch shape up to ``batch_size`` now, at load, rather than
+        while the first batches of each size wait for it."""
+        if not self.pads:
+            return
+        size = self._model.input_shape[1:]
+        n = 1
+        while n <= bucket(batch_size):
+            self.run(np.zeros((n, *size), dtype=np.float32))
+            n *= 2
 
     def run(self, pixels: np.ndarray) -> dict[str, np.ndarray]:
         pixels = np.ascontiguousarray(pixels, dtype=np.float32)
+        n = len(pixels)
+        if self.pads and bucket(n) != n:
+            padding = np.zeros((bucket(n) - n, *pixels.shape[1:]), dtype=np.float32)
+            pixels = np.concatenate([pixels, padding])
         with self._lock:
             out = self._model.predict_on_batch(pixels)
-        return {name: np.asarray(value) for name, value in out.items()}
+        return {name: np.asarray(value)[:n] for name, value in out.items()}
 
 
 RUNNERS: dict[str, type[TFLiteRunner] | type[KerasRunner]] = {
