@@ -61,5 +61,8 @@ def test_quick_benchmark_writes_a_report(tmp_path: Path, model_cache_dir: Path) 
     # The real path indexed every image, and the ANN search found the exact neighbours.
     assert results["ingest"][0]["indexed"] == results["ingest"][0]["images"] > 0
     assert results["ingest"][0]["failed"] == 0
+    # The model-only rate measured around the ingest, for a ratio that does not ride drift.
+    assert results["ingest"][0]["model_before"] > 0 and results["ingest"][0]["model_after"] > 0
+    assert "against model-only measured right before and after it" in report
     assert results["queries"][0]["recall10"] >= 0.9
     assert results["load"]["errors"] == 0
