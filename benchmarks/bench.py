@@ -878,7 +878,7 @@ def render(report: Report, files: dict[str, str], img_rel: str) -> str:
             f"({_f(best_model)} img/s, {best_at}) | ≥ 0.85 x |"
         )
         if "model_before" in r:
-            around = (r["model_before"] + r["model_after"]) / 2
+            around = _around(r)
             out.append(
                 f"| … against model-only measured right before and after it, {r['source']} | "
                 f"{_f(r['rate'])} / {_f(around)} img/s = {_f(r['rate'] / around, '.2f')} "

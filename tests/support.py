@@ -13,6 +13,11 @@ REPO = Path(__file__).resolve().parents[1]
 TUXPAINT_STAMPS = Path("/usr/share/tuxpaint/stamps")
 # Categories of Debian's tuxpaint-stamps-default with enough real photos for retrieval tests.
 CATEGORIES = ("animals", "food", "plants", "vehicles", "seasonal", "town")
+# The benchmarks' volume images: tests of a benchmark command skip without them.
+NEEDS_FASHION_MNIST = pytest.mark.skipif(
+    not Path("/usr/share/datasets/fashion-mnist").is_dir(),
+    reason="needs Debian's dataset-fashion-mnist",
+)
 
 
 # The stores the store tests run on: the embedded shard (float32, the default, and float16)

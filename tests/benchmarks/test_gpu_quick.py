@@ -11,14 +11,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
+from support import NEEDS_FASHION_MNIST
 
 REPO = Path(__file__).resolve().parents[2]
 
-pytestmark = pytest.mark.skipif(
-    not Path("/usr/share/datasets/fashion-mnist").is_dir(),
-    reason="needs Debian's dataset-fashion-mnist",
-)
+pytestmark = NEEDS_FASHION_MNIST
 
 
 def test_quick_gpu_benchmark_writes_its_column(tmp_path: Path, model_cache_dir: Path) -> None:
