@@ -61,5 +61,6 @@ def start_embedded(settings: Settings) -> EmbeddedService:
     thread = threading.Thread(target=worker.start, name="embedded-worker", daemon=True)
     thread.start()
     app = create_app(settings, store=store)
+    app.extensions["lookalike.store"].open_soon()
     log.info("embedded worker started (queues: %s)", ", ".join(QUEUES))
     return EmbeddedService(app, worker, thread)
