@@ -57,19 +57,24 @@ def color_signature(image: Image.Image) -> str:
         image = image.convert("RGB")
     pixels = np.asarray(image.resize((_SIDE, _SIDE), Image.Resampling.BILINEAR))
     if pixels.ndim == 2:
-        # Greyscale: one plane resized, the same values as its RGB conversion's three, so
-        # the same bins from one lookup.
-        index = _GREY_BIN_OF[pixels]
-        foreground = pixels <= _WHITE
+        # Greyscale: one plane resized, the same values as its RGB conversion's three. Its
+        # 256 grey levels counted, then summed into the bins of (v, v, v): the same
+        # histogram as binning every pixel, in a third of the time.
+        levels = np.bincount(pixels.ravel(), minlength=256)
+        if levels[: _WHITE + 1].sum() >= _MIN_FOREGROUND:
+            levels = levels[: _WHITE + 1]
+        histogram = np.bincount(
+            _GREY_BIN_OF[: len(levels)], weights=levels, minlength=BINS**3
+        ).astype(np.float64)
     else:
         red, green, blue = pixels[..., 0], pixels[..., 1], pixels[..., 2]
         # Per channel planes and a lookup table instead of reductions over a (pixels, 3)
         # array: the same bins, three times faster (it runs once per ingested image).
         index = (_BIN_OF[red] * BINS + _BIN_OF[green]) * BINS + _BIN_OF[blue]
         foreground = np.minimum(np.minimum(red, green), blue) <= _WHITE
-    if np.count_nonzero(foreground) >= _MIN_FOREGROUND:
-        index = index[foreground]
-    histogram = np.bincount(index.ravel(), minlength=BINS**3).astype(np.float64)
+        if np.count_nonzero(foreground) >= _MIN_FOREGROUND:
+            index = index[foreground]
+        histogram = np.bincount(index.ravel(), minlength=BINS**3).astype(np.float64)
     root = np.sqrt(histogram / histogram.sum())  # unit length: sum of the histogram is 1
     return base64.b64encode(np.round(root * 255).astype(np.uint8).tobytes()).decode("ascii")
 

@@ -96,6 +96,14 @@ def test_a_grey_image_frames_and_signs_as_its_rgb_conversion(
     assert color_signature(grey) == color_signature(rgb)
 
 
+def test_a_grey_image_with_little_foreground_signs_as_its_rgb_conversion() -> None:
+    # Fewer than 50 pixels darker than the background: the whole image is counted.
+    grey = Image.new("L", (40, 30), 250)
+    grey.paste(20, (0, 0, 1, 1))
+    assert color_signature(grey) == color_signature(grey.convert("RGB"))
+    assert color_signature(grey) != color_signature(Image.new("L", (40, 30), 20))
+
+
 def test_transparency_is_flattened_onto_white() -> None:
     clear = Image.new("RGBA", (32, 32), (255, 0, 0, 0))
     assert decode_image(encode(clear, "PNG"), max_pixels=MAX_PIXELS).getpixel((5, 5)) == (
