@@ -454,9 +454,10 @@ def steady_rate(progress: list[tuple[float, float]]) -> float:
 ADJACENT_MODEL_S = 4.0
 
 
-def worker_model_rate(cache: Path, seconds: float) -> float:
+def worker_model_rate(cache: Path, seconds: float) -> tuple[float, float]:
     """Model-only images/s of the worker's own set-up (its runtime, interpreters side by side
-    and batch size, from the settings), in this process, on framed Fashion-MNIST images."""
+    and batch size, from the settings), in this process, on framed Fashion-MNIST images; and
+    the CPU ms it took per image (this process's, all its threads)."""
     from benchmarks.embed_throughput import infer_for
     from worker.model import get_embedder
 
@@ -466,8 +467,9 @@ def worker_model_rate(cache: Path, seconds: float) -> float:
     images, _ = fashion_mnist(settings.embed_batch_size)
     pixels = embedder.pixels([Image.fromarray(a).convert("RGB") for a in images])
     embedder.infer(pixels)
+    began = cpu_seconds("self")
     done, took = infer_for(embedder, pixels, seconds, callers)
-    return done / took
+    return done / took, (cpu_seconds("self") - began) * 1000 / done
 
 
 def bench_ingest(
@@ -496,7 +498,7 @@ def bench_ingest(
             c.getresponse().read()
             rss_before = server.rss()
             n = sum(1 for _ in folder.rglob("*.png"))
-            model_before = worker_model_rate(cache, ADJACENT_MODEL_S) if adjacent_model else None
+            before_model = worker_model_rate(cache, ADJACENT_MODEL_S) if adjacent_model else None
             warm_cpus()
             server_cpu, indexer_cpu = cpu_seconds(server.proc.pid), children_cpu_seconds()
             state = work / f"state-{len(report.ingest)}.sqlite"
@@ -531,7 +533,7 @@ def bench_ingest(
             elapsed = time.perf_counter() - t0
             server_cpu = cpu_seconds(server.proc.pid) - server_cpu
             indexer_cpu = children_cpu_seconds() - indexer_cpu
-            model_after = worker_model_rate(cache, ADJACENT_MODEL_S) if adjacent_model else None
+            after_model = worker_model_rate(cache, ADJACENT_MODEL_S) if adjacent_model else None
             result = json.loads(out.read_text())
             indexed = int(result.get("indexed", 0))
             row = {
@@ -547,8 +549,9 @@ def bench_ingest(
                 "server_cpu_ms": server_cpu * 1000 / max(1, indexed),
                 "indexer_cpu_ms": indexer_cpu * 1000 / max(1, indexed),
             }
-            if model_before is not None and model_after is not None:
-                row["model_before"], row["model_after"] = model_before, model_after
+            if before_model is not None and after_model is not None:
+                row["model_before"], row["model_cpu_before_ms"] = before_model
+                row["model_after"], row["model_cpu_after_ms"] = after_model
             report.ingest.append(row)
             print(f"  ingest {label}: {row}", flush=True)
         finally:
@@ -836,6 +839,13 @@ def _around(row: dict[str, Any]) -> float:
     return (float(row["model_before"]) + float(row["model_after"])) / 2
 
 
+def _around_cpu(row: dict[str, Any]) -> float:
+    """The model's CPU ms per image measured around an ingest (nan when it was not)."""
+    if "model_cpu_before_ms" not in row:
+        return float("nan")
+    return (float(row["model_cpu_before_ms"]) + float(row["model_cpu_after_ms"])) / 2
+
+
 def _f(v: Any, fmt: str = ".1f") -> str:
     if v is None or (isinstance(v, float) and np.isnan(v)):
         return "n/a"
@@ -894,7 +904,14 @@ def render(report: Report, files: dict[str, str], img_rel: str) -> str:
         out.append(
             f"| … by CPU time: model / all processes per image, {r['source']} | "
             f"{_f(model_cpu, '.2f')} / {_f(_ingest_cpu(r), '.2f')} ms = "
-            f"{_f(model_cpu / _ingest_cpu(r), '.2f')} | |"
+            f"{_f(model_cpu / _ingest_cpu(r), '.2f')}"
+            + (
+                f"; with the model's CPU measured around it {_f(_around_cpu(r), '.2f')} ms: "
+                f"{_f(_around_cpu(r) / _ingest_cpu(r), '.2f')}"
+                if "model_cpu_before_ms" in r
+                else ""
+            )
+            + " | |"
         )
     for q in report.queries:
         out.append(
@@ -983,13 +1000,15 @@ def render(report: Report, files: dict[str, str], img_rel: str) -> str:
         f"`/metrics` sampled every {PROGRESS_INTERVAL_S} s), without the job's start and end. "
         "*around*: the worker's model-only rate measured in the benchmark's process for "
         f"{ADJACENT_MODEL_S:.0f} s right before and right after the ingest (the server idle), "
-        "averaged: the ratio against it does not ride the machine's drift since section 1.",
+        "averaged: the ratio against it does not ride the machine's drift since section 1; "
+        "*by CPU around*: the model's CPU time per image in those same measurements, over the "
+        "ingest's.",
         "",
         "| source | images | indexed | failed | seconds | img/s | / model-only | steady img/s "
         "| steady / model-only | server CPU ms | indexer CPU ms | by CPU | model-only around "
-        "img/s | / around | steady / around |",
+        "img/s | / around | steady / around | by CPU around |",
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- "
-        "| --- |",
+        "| --- | --- |",
     ]
     out += [
         f"| {r['source']} | {r['images']} | {r['indexed']} | {r['failed']} | {_f(r['seconds'])} "
@@ -999,7 +1018,8 @@ def render(report: Report, files: dict[str, str], img_rel: str) -> str:
         f"| {_f(r.get('server_cpu_ms'), '.2f')} | {_f(r.get('indexer_cpu_ms'), '.2f')} "
         f"| {_f(model_cpu / _ingest_cpu(r), '.2f')} | {_f(_around(r))} "
         f"| {_f(r['rate'] / _around(r), '.2f')} "
-        f"| {_f(r.get('steady_rate', float('nan')) / _around(r), '.2f')} |"
+        f"| {_f(r.get('steady_rate', float('nan')) / _around(r), '.2f')} "
+        f"| {_f(_around_cpu(r) / _ingest_cpu(r), '.2f')} |"
         for r in report.ingest
     ]
     out += [

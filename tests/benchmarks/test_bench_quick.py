@@ -60,6 +60,9 @@ def test_quick_benchmark_writes_a_report(tmp_path: Path, model_cache_dir: Path) 
     assert results["ingest"][0]["failed"] == 0
     # The model-only rate measured around the ingest, for a ratio that does not ride drift.
     assert results["ingest"][0]["model_before"] > 0 and results["ingest"][0]["model_after"] > 0
+    assert results["ingest"][0]["model_cpu_before_ms"] > 0
+    assert results["ingest"][0]["model_cpu_after_ms"] > 0
+    assert "with the model's CPU measured around it" in report
     assert "against model-only measured right before and after it" in report
     assert results["queries"][0]["recall10"] >= 0.9
     assert results["load"]["errors"] == 0
