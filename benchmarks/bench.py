@@ -41,6 +41,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from launcher.cli import default_http_threads
 from lookalike.settings import Settings
 
 REPO = Path(__file__).resolve().parent.parent
@@ -489,7 +490,7 @@ def bench_ingest(
     for label, folder in sources.items():
         data = work / f"ingest-{len(report.ingest)}" / "data"
         data.mkdir(parents=True)
-        server = Server(data, cache, threads=8, extra_env=env or {})
+        server = Server(data, cache, threads=default_http_threads(), extra_env=env or {})
         try:
             # The first search loads the model in the worker: not part of the ingest rate.
             body, ctype = multipart(next(folder.rglob("*.png")).read_bytes())
@@ -1026,7 +1027,8 @@ def render(report: Report, files: dict[str, str], img_rel: str) -> str:
         "",
         "## 4. Query latency, recall and memory by catalog size",
         "",
-        "Sequential requests over one keep-alive connection to `lookalike serve` (8 server "
+        "Sequential requests over one keep-alive connection to `lookalike serve` "
+        f"({report.loads[0]['server_threads'] if report.loads else 'its default'} server "
         "threads): `GET /v1/items/{id}/similar?limit=10` for random items and `POST /v1/search` "
         "with a 2048x1536 JPEG photo. Recall@10: the API's 10 results against exact cosine "
         "search over the same vectors (the item itself excluded). The first 2,000 (quick: "
@@ -1091,7 +1093,12 @@ def main(argv: list[str] | None = None) -> int:
         "catalog is about 9 GB: more than many a tmpfs /tmp); removed after the run",
     )
     parser.add_argument("--load-threads", type=int, default=8)
-    parser.add_argument("--server-threads", type=int, default=8)
+    parser.add_argument(
+        "--server-threads",
+        type=int,
+        default=None,
+        help="the server's HTTP threads (default: lookalike serve's own, twice the cores, >= 4)",
+    )
     args = parser.parse_args(argv)
     quick = args.quick
     sections = set(args.sections.split(","))
@@ -1145,7 +1152,7 @@ def main(argv: list[str] | None = None) -> int:
                 n_upload=5 if quick else 40,
                 load_seconds=3 if quick else 15,
                 load_threads=args.load_threads,
-                server_threads=args.server_threads,
+                server_threads=args.server_threads or default_http_threads(),
             )
     finally:
         shutil.rmtree(work, ignore_errors=True)

@@ -3,10 +3,20 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from lookalike.logs import configure_logging
 from lookalike.settings import Settings, SettingsError
+
+
+def default_http_threads() -> int:
+    """waitress threads when ``--threads`` is not given: twice the cores, at least 4. More
+    threads than that only take turns at the GIL: on 2 cores, similar-by-id under load from
+    8 clients ran 5-7 % faster with 4 threads than with 8 (docs/performance.md). A thread
+    waiting for a search by photo's embedding holds its place, so a server whose callers
+    wait on slow requests wants more (the API image sets 16)."""
+    return max(4, 2 * (os.cpu_count() or 1))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -15,7 +25,12 @@ def main(argv: list[str] | None = None) -> int:
     serve = sub.add_parser("serve", help="serve the API (and, with no Redis configured, a worker)")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8000)
-    serve.add_argument("--threads", type=int, default=8, help="HTTP server threads")
+    serve.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="HTTP server threads (default: twice the cores, at least 4)",
+    )
     build = sub.add_parser("build-model", help="convert the pretrained weights into the cache")
     build.add_argument("--model", default=None, help="default: LOOKALIKE_MODEL")
     args = parser.parse_args(argv)
@@ -51,7 +66,8 @@ def main(argv: list[str] | None = None) -> int:
         mode = "API only (workers consume from Redis)"
     print(f"lookalike serving on http://{args.host}:{args.port}/  [{mode}]", flush=True)
     try:
-        waitress_serve(app, host=args.host, port=args.port, threads=args.threads)
+        threads = args.threads or default_http_threads()
+        waitress_serve(app, host=args.host, port=args.port, threads=threads)
     finally:
         if service is not None:
             service.stop()
