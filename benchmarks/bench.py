@@ -481,16 +481,19 @@ def bench_ingest(
     env: dict[str, str] | None = None,
     indexer_args: tuple[str, ...] = (),
     adjacent_model: bool = False,
+    server_threads: int | None = None,
 ) -> None:
     """``env``: the server's settings beyond the defaults (benchmarks/gpu.py runs the worker
     on a GPU); ``indexer_args``: options of ``indexer ingest`` (its --batch-size);
     ``adjacent_model``: also measure the worker's model-only rate in this process right
     before and after each ingest (the server idle), so that the ratio does not ride the
-    machine's drift between section 1 and this one."""
+    machine's drift between section 1 and this one; ``server_threads``: the server's HTTP
+    threads (default: ``lookalike serve``'s own)."""
     for label, folder in sources.items():
         data = work / f"ingest-{len(report.ingest)}" / "data"
         data.mkdir(parents=True)
-        server = Server(data, cache, threads=default_http_threads(), extra_env=env or {})
+        threads = server_threads or default_http_threads()
+        server = Server(data, cache, threads=threads, extra_env=env or {})
         try:
             # The first search loads the model in the worker: not part of the ingest rate.
             body, ctype = multipart(next(folder.rglob("*.png")).read_bytes())
@@ -1102,6 +1105,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     quick = args.quick
     sections = set(args.sections.split(","))
+    server_threads = args.server_threads or default_http_threads()
     cache = args.model_cache or Path(
         os.environ.get("LOOKALIKE_TEST_MODEL_CACHE", REPO / "build" / "test-models")
     )
@@ -1138,7 +1142,9 @@ def main(argv: list[str] | None = None) -> int:
             sources = {f"Fashion-MNIST ({n})": write_fashion_folder(work / "fashion", n)}
             if not quick:
                 sources["tuxpaint photos (802)"] = write_stamp_folder(work / "stamps", 802)
-            bench_ingest(report, work, cache, sources, adjacent_model=True)
+            bench_ingest(
+                report, work, cache, sources, adjacent_model=True, server_threads=server_threads
+            )
         if "queries" in sections:
             print("4-6. queries, load, memory", flush=True)
             real = real_embeddings(cache, min(max(sizes), 200 if quick else 2000))
@@ -1152,7 +1158,7 @@ def main(argv: list[str] | None = None) -> int:
                 n_upload=5 if quick else 40,
                 load_seconds=3 if quick else 15,
                 load_threads=args.load_threads,
-                server_threads=args.server_threads or default_http_threads(),
+                server_threads=server_threads,
             )
     finally:
         shutil.rmtree(work, ignore_errors=True)
