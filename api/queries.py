@@ -17,7 +17,6 @@ from flask import Blueprint, Response, jsonify, request
 from api.auth import read_only
 from api.errors import APIError
 from api.params import (
-    GROUP_FIELDS,
     MAX_BATCH,
     MAX_EXAMPLES,
     QueryOptions,
@@ -40,7 +39,7 @@ from api.routes import (
     _tenant,
     _uploaded_image,
 )
-from lookalike.schema import point_id
+from lookalike.schema import CatalogSchema, point_id
 from lookalike.store import (
     RECOMMEND_STRATEGIES,
     Discover,
@@ -55,6 +54,10 @@ from lookalike.tasks import EMBED_QUERY
 bp = Blueprint("queries", __name__)
 
 _OPTION_FIELDS = ("limit", "offset", "score_threshold", "filter", "group_by", "group_size")
+
+
+def _schema() -> CatalogSchema:
+    return _settings().catalog
 
 
 def _hits_json(hits: list[Hit]) -> list[dict[str, Any]]:
@@ -92,7 +95,7 @@ def _run(query: SimilarityQuery, opts: QueryOptions, exclude_ids: list[str]) -> 
     if opts.group_by is not None:
         groups = store.query_groups(
             query,
-            group_by=GROUP_FIELDS[opts.group_by],
+            group_by=f"metadata.{opts.group_by}",
             group_size=opts.group_size,
             limit=opts.limit,
             where={"tenant": _tenant(), **opts.filters},
@@ -141,7 +144,7 @@ def _json_body() -> dict[str, Any]:
 
 @bp.get("/v1/items/<item_id>/similar")
 def similar_items(item_id: str) -> Response:
-    opts = options_from_args(request.args)
+    opts = options_from_args(request.args, _schema())
     item = _get_item(_item_id(item_id), _tenant(), with_vector=True)
     assert item.vector is not None
     result = _run(item.vector, opts, [item.point_id])
@@ -151,7 +154,7 @@ def similar_items(item_id: str) -> Response:
 @bp.post("/v1/search")
 @read_only
 def search_by_image() -> Response:
-    opts = options_from_args(request.args)
+    opts = options_from_args(request.args, _schema())
     positive = ids_from_form(request.form.getlist("positive"), "positive")
     negative = ids_from_form(request.form.getlist("negative"), "negative")
     if (positive or negative) and opts.diversity is not None:
@@ -205,7 +208,7 @@ def recommend() -> Response:
     positive = json_ids(body, "positive", required=True)
     negative = json_ids(body, "negative", required=False)
     strategy = _strategy(body.get("strategy"), "strategy")
-    opts = options_from_json(body, diversity=False)
+    opts = options_from_json(body, _schema(), diversity=False)
     vectors = _vectors(positive=positive, negative=negative)
     query = Recommend([vectors[i] for i in positive], [vectors[i] for i in negative], strategy)
     tenant = _tenant()
@@ -223,7 +226,7 @@ def discover() -> Response:
     reject_unknown(body, ("target", "context", *_OPTION_FIELDS))
     target = json_id(body, "target")
     pairs = _context_pairs(body.get("context"))
-    opts = options_from_json(body, diversity=False)
+    opts = options_from_json(body, _schema(), diversity=False)
     ids = list(dict.fromkeys([target, *(i for pair in pairs for i in pair)]))
     vectors = _vectors(target=[target], context=ids[1:])
     query = Discover(vectors[target], [(vectors[p], vectors[n]) for p, n in pairs])
@@ -285,7 +288,7 @@ def _batch_entry(raw: Any, prefix: str) -> dict[str, Any]:
         return {
             "ids": [item],
             "echo": {"id": item},
-            "options": options_from_json(entry, prefix=prefix, groups=False),
+            "options": options_from_json(entry, _schema(), prefix=prefix, groups=False),
         }
     if "positive" in entry:
         reject_unknown(entry, ("positive", "negative", "strategy", *options), prefix)
@@ -295,7 +298,9 @@ def _batch_entry(raw: Any, prefix: str) -> dict[str, Any]:
         return {
             "ids": list(dict.fromkeys(positive + negative)),
             "echo": {"positive": positive, "negative": negative, "strategy": strategy},
-            "options": options_from_json(entry, prefix=prefix, groups=False, diversity=False),
+            "options": options_from_json(
+                entry, _schema(), prefix=prefix, groups=False, diversity=False
+            ),
         }
     raise APIError(
         400, "missing_field", f"{prefix}id or {prefix}positive is required", f"{prefix}id"

@@ -44,6 +44,16 @@ def test_the_default_is_the_four_fields_the_api_always_had() -> None:
     }
     assert [f.name for f in schema.with_role("facet")] == ["category", "brand"]
     assert [f.name for f in schema.with_role("group")] == ["category", "brand"]
+    # The indexes a catalog built before declared schemas has: it is served unchanged.
+    assert schema.payload_indexes() == {
+        "item_id": "keyword",
+        "tenant": "keyword",
+        "image_sha256": "keyword",
+        "metadata.category": "keyword",
+        "metadata.brand": "keyword",
+        "metadata.price": "float",
+        "metadata.in_stock": "bool",
+    }
 
 
 def test_a_schema_from_inline_json_or_a_file(tmp_path: Path) -> None:
