@@ -366,6 +366,7 @@ def openapi_paths() -> dict[str, Any]:
                     key: {"type": "string"},
                     "code": {"type": "string"},
                     "message": {"type": "string"},
+                    "field": {"type": "string"},
                 },
             },
         }
@@ -479,7 +480,7 @@ def openapi_paths() -> dict[str, Any]:
         },
         "/v1/batches/metadata": {
             "post": _op(
-                "replace items' metadata without re-embedding them",
+                "replace (or merge) items' metadata without re-embedding them",
                 {
                     "200": _json(
                         {
@@ -507,7 +508,12 @@ def openapi_paths() -> dict[str, Any]:
                                         "metadata": {"type": "object"},
                                     },
                                 },
-                            }
+                            },
+                            "mode": {
+                                "type": "string",
+                                "enum": list(METADATA_MODES),
+                                "default": "replace",
+                            },
                         },
                     }
                 ),
