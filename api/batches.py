@@ -213,14 +213,6 @@ def add_batch() -> tuple[Response, int]:
     job = valid_item_id(body["job"], "job") if "job" in body else None
     accepted: list[dict[str, Any]] = []
     rejected: list[dict[str, str]] = []
-    # An entry without metadata re-indexes an existing item's image and keeps its metadata.
-    keep = stored_metadata(
-        [
-            point_id(item_id, tenant)
-            for item_id, entry in zip(ids, entries, strict=True)
-            if isinstance(entry, dict) and "metadata" not in entry
-        ]
-    )
     for i, (item_id, entry) in enumerate(zip(ids, entries, strict=True)):
         field = f"items[{i}]"
         sha = entry.get("image_sha256")
@@ -234,7 +226,8 @@ def add_batch() -> tuple[Response, int]:
             if problem is None:
                 metadata = _catalog().check_metadata(metadata)
         else:
-            metadata, problem = keep.get(point_id(item_id, tenant), {}), None
+            # No metadata: the worker keeps an existing item's (api/routes.py add_item).
+            metadata, problem = None, None
         if problem is None and not _blobs().exists(sha):
             problem = {
                 "code": "image_missing",

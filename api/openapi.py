@@ -15,6 +15,7 @@ from typing import Any
 
 from flask import Blueprint, Flask, Response, current_app, jsonify, request
 
+from api.contract import openapi_schemas
 from api.errors import APIError
 from api.params import (
     MAX_BATCH,
@@ -646,13 +647,6 @@ def _schemas(schema: CatalogSchema) -> Json:
         "score_threshold": {"type": "number"},
         "filter": _schema("Filter"),
     }
-    grouping: Json = {
-        "group_by": {
-            "type": "string",
-            "enum": [f.name for f in schema.with_role("group")] or [""],
-        },
-        "group_size": {"type": "integer", "minimum": 1, "maximum": MAX_GROUP_SIZE},
-    }
     strategy = {"type": "string", "enum": list(RECOMMEND_STRATEGIES), "default": "best_score"}
     item: Json = {
         "type": "object",
@@ -792,39 +786,7 @@ def _schemas(schema: CatalogSchema) -> Json:
                 },
             },
         },
-        "RecommendRequest": {
-            "type": "object",
-            "additionalProperties": False,
-            "required": ["positive"],
-            "properties": {
-                "positive": {**ids, "minItems": 1},
-                "negative": ids,
-                "strategy": strategy,
-                **options,
-                **grouping,
-            },
-        },
-        "DiscoverRequest": {
-            "type": "object",
-            "additionalProperties": False,
-            "required": ["target", "context"],
-            "properties": {
-                "target": _ID_SCHEMA,
-                "context": {
-                    "type": "array",
-                    "minItems": 1,
-                    "maxItems": MAX_EXAMPLES,
-                    "items": {
-                        "type": "object",
-                        "additionalProperties": False,
-                        "required": ["positive", "negative"],
-                        "properties": {"positive": _ID_SCHEMA, "negative": _ID_SCHEMA},
-                    },
-                },
-                **options,
-                **grouping,
-            },
-        },
+        **openapi_schemas(_schema("Filter"), [f.name for f in schema.with_role("group")]),
         "BatchRequest": {
             "type": "object",
             "additionalProperties": False,

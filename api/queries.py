@@ -15,10 +15,10 @@ from celery.exceptions import TimeoutError as CeleryTimeout
 from flask import Blueprint, Response, jsonify, request
 
 from api.auth import read_only
+from api.contract import DiscoverBody, QueryOptionsBody, RecommendBody, parse_body
 from api.errors import APIError
 from api.params import (
     MAX_BATCH,
-    MAX_EXAMPLES,
     QueryOptions,
     ids_from_form,
     invalid,
@@ -52,8 +52,6 @@ from lookalike.store import (
 from lookalike.tasks import EMBED_QUERY
 
 bp = Blueprint("queries", __name__)
-
-_OPTION_FIELDS = ("limit", "offset", "score_threshold", "filter", "group_by", "group_size")
 
 
 def _schema() -> CatalogSchema:
@@ -203,12 +201,9 @@ def search_by_image() -> Response:
 @bp.post("/v1/recommend")
 @read_only
 def recommend() -> Response:
-    body = _json_body()
-    reject_unknown(body, ("positive", "negative", "strategy", *_OPTION_FIELDS))
-    positive = json_ids(body, "positive", required=True)
-    negative = json_ids(body, "negative", required=False)
-    strategy = _strategy(body.get("strategy"), "strategy")
-    opts = options_from_json(body, _schema(), diversity=False)
+    body = parse_body(RecommendBody, _json_body())
+    opts = _body_options(body)
+    positive, negative, strategy = body.positive, body.negative, body.strategy
     vectors = _vectors(positive=positive, negative=negative)
     query = Recommend([vectors[i] for i in positive], [vectors[i] for i in negative], strategy)
     tenant = _tenant()
@@ -222,11 +217,10 @@ def recommend() -> Response:
 @bp.post("/v1/discover")
 @read_only
 def discover() -> Response:
-    body = _json_body()
-    reject_unknown(body, ("target", "context", *_OPTION_FIELDS))
-    target = json_id(body, "target")
-    pairs = _context_pairs(body.get("context"))
-    opts = options_from_json(body, _schema(), diversity=False)
+    body = parse_body(DiscoverBody, _json_body())
+    opts = _body_options(body)
+    target = body.target
+    pairs = [(pair.positive, pair.negative) for pair in body.context]
     ids = list(dict.fromkeys([target, *(i for pair in pairs for i in pair)]))
     vectors = _vectors(target=[target], context=ids[1:])
     query = Discover(vectors[target], [(vectors[p], vectors[n]) for p, n in pairs])
@@ -234,6 +228,15 @@ def discover() -> Response:
     result = _run(query, opts, [point_id(i, tenant) for i in ids])
     context = [{"positive": p, "negative": n} for p, n in pairs]
     return jsonify(query={"target": target, "context": context}, **result)
+
+
+def _body_options(body: QueryOptionsBody) -> QueryOptions:
+    """A validated body's query options, its filter read through the catalog schema."""
+    given = body.model_dump(
+        include={"limit", "offset", "score_threshold", "filter", "group_by", "group_size"},
+        exclude_none=True,
+    )
+    return options_from_json(given, _schema(), diversity=False)
 
 
 @bp.post("/v1/batch")
@@ -313,17 +316,3 @@ def _strategy(value: Any, field: str) -> str:
     if value not in RECOMMEND_STRATEGIES:
         raise invalid(field, f"strategy must be one of {', '.join(RECOMMEND_STRATEGIES)}")
     return str(value)
-
-
-def _context_pairs(value: Any) -> list[tuple[str, str]]:
-    if value is None:
-        raise APIError(400, "missing_field", "context is required", "context")
-    if not isinstance(value, list) or not 1 <= len(value) <= MAX_EXAMPLES:
-        raise invalid("context", f"context must be a list of 1 to {MAX_EXAMPLES} pairs")
-    pairs = []
-    for n, raw in enumerate(value):
-        prefix = f"context[{n}]."
-        pair = json_object(raw, f"context[{n}]")
-        reject_unknown(pair, ("positive", "negative"), prefix)
-        pairs.append((json_id(pair, "positive", prefix), json_id(pair, "negative", prefix)))
-    return pairs

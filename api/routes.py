@@ -314,11 +314,8 @@ def add_item() -> tuple[Response, int]:
         job = _item_id(job, "job")
     metadata = _metadata()
     data = _uploaded_image()
-    if metadata is None:
-        # No metadata field: a new image for an existing item keeps its metadata (never a
-        # silent wipe); a new item starts with none.
-        pid = point_id(item_id, tenant)
-        metadata = stored_metadata([pid]).get(pid, {})
+    # No metadata field (None): the worker keeps an existing item's stored metadata (never a
+    # silent wipe), read when it writes the new vector; a new item starts with none.
     sha = sha256_hex(data)
     _blobs().put(sha, data)
     item = {"id": item_id, "tenant": tenant, "image_sha256": sha, "metadata": metadata}

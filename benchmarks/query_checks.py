@@ -9,9 +9,12 @@ read through the catalog schema (api/params.py). This measures, in one process a
    qdrant-edge search with the filters inside, JSON) with the check on and off, in
    alternating rounds so that a shared machine's noise falls on both alike;
 
-and prints the check's share of a request. The catalog is synthetic (random unit vectors
-of the default model's size, with category/brand/price/in_stock metadata): the check's cost
-does not depend on the vectors, and the search is the cheapest part a real catalog has.
+3. reading a ``POST /v1/recommend`` body with its pydantic model (api/contract.py), and with
+   the hand parser that the batch entries still use (api/params.py), per call;
+
+and prints each one's share of a similar-by-id request. The catalog is synthetic (random
+unit vectors of the default model's size, with category/brand/price/in_stock metadata): the
+checks' cost does not depend on the vectors.
 """
 
 from __future__ import annotations
@@ -79,6 +82,45 @@ def check_alone(app: object, calls: int) -> float:
         return (time.perf_counter() - began) / calls
 
 
+RECOMMEND = {
+    "positive": ["s1", "s2"],
+    "negative": ["s3"],
+    "limit": 10,
+    "filter": {"category": ["c1", "c2"], "brand": "b3", "price_max": 80, "in_stock": True},
+    "group_by": "category",
+    "group_size": 2,
+}
+
+
+def body_parsing(app: object, calls: int) -> dict[str, float]:
+    """Seconds per call reading RECOMMEND: the pydantic model, and the hand parser."""
+    from api.contract import RecommendBody, parse_body
+    from api.params import json_ids, options_from_json, reject_unknown
+
+    schema = app.extensions["lookalike.settings"].catalog  # type: ignore[attr-defined]
+    options = ("limit", "offset", "score_threshold", "filter", "group_by", "group_size")
+
+    def model() -> None:
+        body = parse_body(RecommendBody, RECOMMEND)
+        given = body.model_dump(include=set(options), exclude_none=True)
+        options_from_json(given, schema, diversity=False)
+
+    def by_hand() -> None:
+        reject_unknown(RECOMMEND, ("positive", "negative", "strategy", *options))
+        json_ids(RECOMMEND, "positive", required=True)
+        json_ids(RECOMMEND, "negative", required=False)
+        options_from_json(RECOMMEND, schema, diversity=False)
+
+    out = {}
+    for name, run in (("pydantic model", model), ("hand parser", by_hand)):
+        run()
+        began = time.perf_counter()
+        for _ in range(calls):
+            run()
+        out[name] = (time.perf_counter() - began) / calls
+    return out
+
+
 def requests_per_variant(app: object, rounds: int, per_round: int, n: int) -> dict[str, float]:
     """Median seconds per similar-by-id request, with and without the check."""
     flask_app = app  # type: ignore[assignment]
@@ -112,6 +154,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         app, _ = build(Path(tmp) / "data", args.items)
         alone = check_alone(app, 20_000)
+        bodies = body_parsing(app, 20_000)
         medians = requests_per_variant(app, args.rounds, args.per_round, args.items)
         app.extensions["lookalike.store"].get().close()  # type: ignore[attr-defined]
     with_check, without = medians["with check"], medians["without"]
@@ -125,6 +168,11 @@ def main(argv: list[str] | None = None) -> int:
         f"the check's share: {alone / without:.2%} (alone / request); "
         f"difference of medians {(with_check - without) / without:+.2%}"
     )
+    for name, seconds in bodies.items():
+        print(
+            f"a recommend body read by the {name}: {seconds * 1e6:.1f} us, "
+            f"{seconds / without:.2%} of a similar-by-id request"
+        )
     return 0
 
 

@@ -322,3 +322,33 @@ def test_the_document_shows_the_declared_fields(client) -> None:  # type: ignore
     assert set(group_by["schema"]["enum"]) == {"category", "color", "size", "stock"}
     metadata = doc["components"]["schemas"]["Item"]["properties"]["metadata"]
     assert set(metadata["properties"]) == set(SCHEMA["fields"])
+
+
+def test_a_batch_entry_without_metadata_keeps_it_and_a_wrong_one_is_refused_alone(
+    client, catalog
+) -> None:  # type: ignore[no-untyped-def]
+    import hashlib
+
+    before = client.get("/v1/items/plants-1").get_json()
+    data = catalog["animals-3"]["path"].read_bytes()
+    sha = hashlib.sha256(data).hexdigest()
+    assert client.put(f"/v1/blobs/{sha}", data=data).status_code in (200, 201, 204)
+    resp = client.post(
+        "/v1/batches",
+        json={
+            "items": [
+                {"id": "plants-1", "image_sha256": sha},
+                {"id": "new-1", "image_sha256": sha, "metadata": {"released": 2024}},
+            ]
+        },
+    )
+    body = resp.get_json()
+    assert resp.status_code == 202, body
+    assert body["accepted"] == ["plants-1"]
+    assert [(r["id"], r["code"], r["field"]) for r in body["rejected"]] == [
+        ("new-1", "invalid_metadata", "items[1].metadata.released")
+    ]
+    assert wait_for_task(client, body["task_id"])["status"] == "succeeded"
+    after = client.get("/v1/items/plants-1").get_json()
+    assert after["image_sha256"] == sha != before["image_sha256"]
+    assert after["metadata"] == before["metadata"]
