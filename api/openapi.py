@@ -112,8 +112,8 @@ def _query_rules(app: Flask) -> dict[tuple[str, str], dict[str, bool]]:
     for path, item in doc["paths"].items():
         rule = re.sub(r"{([^}]+)}", r"<\1>", path)
         for method, op in item.items():
-            if method == "parameters":
-                continue
+            if method == "parameters" or "pages" in op.get("tags", ()):
+                continue  # an HTML page's query string is the page script's own state
             params = resolved(item.get("parameters", [])) + resolved(op.get("parameters", []))
             rules[(rule, method.upper())] = {
                 p["name"]: p["schema"].get("type") == "array" for p in params if p["in"] == "query"
