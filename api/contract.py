@@ -8,7 +8,8 @@ shape with the same codes as before (``missing_field``, ``invalid_id``,
 the route reads it with :func:`api.params.filters_from_json`; the document refers to the
 schema-driven ``Filter`` component (api/openapi.py).
 
-So far the JSON bodies of ``POST /v1/recommend`` and ``POST /v1/discover`` are declared here;
+So far the JSON bodies of ``POST /v1/recommend``, ``/v1/discover`` and ``/v1/batch`` are
+declared here;
 the other routes still read their input by hand (api/params.py, api/batches.py) and are
 documented in api/openapi.py.
 """
@@ -23,14 +24,16 @@ from pydantic import (
     BaseModel,
     BeforeValidator,
     ConfigDict,
+    Discriminator,
     Field,
+    Tag,
     ValidationError,
     WithJsonSchema,
 )
 from pydantic_core import PydanticCustomError
 
 from api.errors import APIError
-from api.params import MAX_EXAMPLES, MAX_GROUP_SIZE, MAX_LIMIT, MAX_OFFSET
+from api.params import MAX_BATCH, MAX_EXAMPLES, MAX_GROUP_SIZE, MAX_LIMIT, MAX_OFFSET
 from lookalike.schema import ID_PATTERN, MAX_ID_LENGTH, InvalidId, validate_id
 from lookalike.store import RECOMMEND_STRATEGIES
 
@@ -69,13 +72,18 @@ class Body(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
 
-class QueryOptionsBody(Body):
+class PageOptions(Body):
     """The options every similarity query takes in a JSON body."""
 
     limit: int = Field(10, ge=1, le=MAX_LIMIT, description="results per page (groups)")
     offset: int = Field(0, ge=0, le=MAX_OFFSET, description="results to skip")
     score_threshold: Number = Field(None, description="leave out results scoring below it")  # type: ignore[assignment]
     filter: dict[str, Any] = Field(None, description="the catalog's filters")  # type: ignore[arg-type]
+
+
+class QueryOptionsBody(PageOptions):
+    """...and grouping, for a query answered on its own."""
+
     group_by: str = Field(None, description="a declared group field")  # type: ignore[assignment]
     group_size: int = Field(1, ge=1, le=MAX_GROUP_SIZE, description="results per group")
 
@@ -86,6 +94,40 @@ class RecommendBody(QueryOptionsBody):
     strategy: Literal[RECOMMEND_STRATEGIES] = "best_score"  # type: ignore[valid-type]
 
 
+class SimilarEntry(PageOptions):
+    """A /v1/batch entry: items like this one."""
+
+    id: ItemId
+    diversity: Number = Field(None, ge=0, le=1, description="MMR: 0 plain, towards 1 varied")  # type: ignore[assignment]
+
+
+class RecommendEntry(PageOptions):
+    """A /v1/batch entry: more like ``positive``, less like ``negative``."""
+
+    positive: list[ItemId] = Field(min_length=1, max_length=MAX_EXAMPLES)
+    negative: list[ItemId] = Field(default_factory=list, max_length=MAX_EXAMPLES)
+    strategy: Literal[RECOMMEND_STRATEGIES] = "best_score"  # type: ignore[valid-type]
+
+
+def _entry_kind(value: Any) -> str:
+    # An entry naming positive examples is a recommend query; any other is read as a
+    # similar-item query (so an entry with neither is told that id is missing).
+    return "recommend" if isinstance(value, dict) and "positive" in value else "similar"
+
+
+BatchEntry = Annotated[
+    Annotated[SimilarEntry, Tag("similar")] | Annotated[RecommendEntry, Tag("recommend")],
+    Discriminator(_entry_kind),
+]
+
+
+class BatchBody(Body):
+    queries: list[BatchEntry] = Field(min_length=1, max_length=MAX_BATCH)
+
+
+_TAGS = frozenset({"similar", "recommend"})
+
+
 class ContextPair(Body):
     positive: ItemId
     negative: ItemId
@@ -94,6 +136,14 @@ class ContextPair(Body):
 class DiscoverBody(QueryOptionsBody):
     target: ItemId
     context: list[ContextPair] = Field(min_length=1, max_length=MAX_EXAMPLES)
+
+
+# The document's name of each declared body.
+BODIES: dict[str, type[BaseModel]] = {
+    "RecommendRequest": RecommendBody,
+    "DiscoverRequest": DiscoverBody,
+    "BatchRequest": BatchBody,
+}
 
 
 def parse_body(model: type[Model], body: Any) -> Model:
@@ -119,6 +169,8 @@ def parse_body(model: type[Model], body: Any) -> Model:
 def _path(loc: tuple[int | str, ...]) -> str:
     out = ""
     for part in loc:
+        if part in _TAGS:
+            continue  # the union member pydantic tried, not a field
         out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
     return out
 
@@ -127,13 +179,16 @@ def openapi_schemas(filter_ref: dict[str, Any], group_by: list[str]) -> dict[str
     """The bodies' schemas for the document's components (OpenAPI 3.0 JSON Schema): each
     model's, with the catalog's Filter and group_by values put in."""
     schemas: dict[str, Any] = {}
-    for name, model in (("RecommendRequest", RecommendBody), ("DiscoverRequest", DiscoverBody)):
+    for name, model in BODIES.items():
         schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
-        for sub_name, sub in schema.pop("$defs", {}).items():
-            schemas[sub_name] = _openapi(sub)
-        schema["properties"]["filter"] = dict(filter_ref)
-        schema["properties"]["group_by"] = {"type": "string", "enum": group_by or [""]}
-        schemas[name] = _openapi(schema)
+        found = {name: schema, **schema.pop("$defs", {})}
+        for found_name, found_schema in found.items():
+            properties = found_schema.get("properties", {})
+            if "filter" in properties:
+                properties["filter"] = dict(filter_ref)
+            if "group_by" in properties:
+                properties["group_by"] = {"type": "string", "enum": group_by or [""]}
+            schemas[found_name] = _openapi(found_schema)
     return schemas
 
 

@@ -18,8 +18,6 @@ from flask import Blueprint, Flask, Response, current_app, jsonify, request
 from api.contract import openapi_schemas
 from api.errors import APIError
 from api.params import (
-    MAX_BATCH,
-    MAX_EXAMPLES,
     MAX_GROUP_SIZE,
     MAX_LIMIT,
     MAX_OFFSET,
@@ -37,7 +35,6 @@ from lookalike.schema import (
     CatalogField,
     CatalogSchema,
 )
-from lookalike.store import RECOMMEND_STRATEGIES
 
 bp = Blueprint("openapi", __name__)
 
@@ -640,14 +637,6 @@ def _parameters(schema: CatalogSchema) -> Json:
 
 def _schemas(schema: CatalogSchema) -> Json:
     nullable_string = {"type": "string", "nullable": True}
-    ids = {"type": "array", "items": _ID_SCHEMA, "maxItems": MAX_EXAMPLES}
-    options: Json = {
-        "limit": {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT, "default": 10},
-        "offset": {"type": "integer", "minimum": 0, "maximum": MAX_OFFSET, "default": 0},
-        "score_threshold": {"type": "number"},
-        "filter": _schema("Filter"),
-    }
-    strategy = {"type": "string", "enum": list(RECOMMEND_STRATEGIES), "default": "best_score"}
     item: Json = {
         "type": "object",
         "required": ["id", "tenant", "metadata", "image_url", "thumbnail_url"],
@@ -787,43 +776,6 @@ def _schemas(schema: CatalogSchema) -> Json:
             },
         },
         **openapi_schemas(_schema("Filter"), [f.name for f in schema.with_role("group")]),
-        "BatchRequest": {
-            "type": "object",
-            "additionalProperties": False,
-            "required": ["queries"],
-            "properties": {
-                "queries": {
-                    "type": "array",
-                    "minItems": 1,
-                    "maxItems": MAX_BATCH,
-                    "items": {
-                        "oneOf": [
-                            {
-                                "type": "object",
-                                "additionalProperties": False,
-                                "required": ["id"],
-                                "properties": {
-                                    "id": _ID_SCHEMA,
-                                    "diversity": {"type": "number", "minimum": 0, "maximum": 1},
-                                    **options,
-                                },
-                            },
-                            {
-                                "type": "object",
-                                "additionalProperties": False,
-                                "required": ["positive"],
-                                "properties": {
-                                    "positive": {**ids, "minItems": 1},
-                                    "negative": ids,
-                                    "strategy": strategy,
-                                    **options,
-                                },
-                            },
-                        ]
-                    },
-                }
-            },
-        },
         "BatchResult": {
             "type": "object",
             "required": ["results"],

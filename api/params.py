@@ -260,29 +260,6 @@ def filters_from_json(raw: Any, schema: CatalogSchema, prefix: str) -> dict[str,
     return filters
 
 
-def json_ids(body: Mapping[str, Any], name: str, *, required: bool, prefix: str = "") -> list[str]:
-    value = body.get(name)
-    field_name = f"{prefix}{name}"
-    if value is None:
-        if required:
-            raise APIError(400, "missing_field", f"{field_name} is required", field_name)
-        return []
-    if not isinstance(value, list):
-        raise invalid(field_name, f"{field_name} must be a list of item ids")
-    if required and not value:
-        raise invalid(field_name, f"{field_name} needs at least one item id")
-    if len(value) > MAX_EXAMPLES:
-        raise invalid(field_name, f"at most {MAX_EXAMPLES} item ids in {field_name}")
-    return [item_id(v, field_name) for v in value]
-
-
-def json_id(body: Mapping[str, Any], name: str, prefix: str = "") -> str:
-    field_name = f"{prefix}{name}"
-    if name not in body:
-        raise APIError(400, "missing_field", f"{field_name} is required", field_name)
-    return item_id(body[name], field_name)
-
-
 def item_id(value: Any, field_name: str) -> str:
     if not isinstance(value, str):
         raise APIError(400, "invalid_id", f"{field_name} must hold item ids (strings)", field_name)

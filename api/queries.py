@@ -15,19 +15,23 @@ from celery.exceptions import TimeoutError as CeleryTimeout
 from flask import Blueprint, Response, jsonify, request
 
 from api.auth import read_only
-from api.contract import DiscoverBody, QueryOptionsBody, RecommendBody, parse_body
+from api.contract import (
+    BatchBody,
+    DiscoverBody,
+    QueryOptionsBody,
+    RecommendBody,
+    RecommendEntry,
+    SimilarEntry,
+    parse_body,
+)
 from api.errors import APIError
 from api.params import (
-    MAX_BATCH,
     QueryOptions,
     ids_from_form,
     invalid,
-    json_id,
-    json_ids,
     json_object,
     options_from_args,
     options_from_json,
-    reject_unknown,
 )
 from api.routes import (
     _get_item,
@@ -41,7 +45,6 @@ from api.routes import (
 )
 from lookalike.schema import CatalogSchema, point_id
 from lookalike.store import (
-    RECOMMEND_STRATEGIES,
     Discover,
     Diverse,
     Hit,
@@ -245,12 +248,8 @@ def batch() -> Response:
     """Many queries in one request, run as one batch in the vector store. An entry is either
     ``{"id": ...}`` (items like that item) or ``{"positive": [...], "negative": [...]}``; an
     entry naming a missing item gets an error of its own and the others still run."""
-    body = _json_body()
-    reject_unknown(body, ("queries",))
-    raw = body.get("queries")
-    if not isinstance(raw, list) or not 1 <= len(raw) <= MAX_BATCH:
-        raise invalid("queries", f"queries must be a list of 1 to {MAX_BATCH} queries")
-    entries = [_batch_entry(entry, f"queries[{n}].") for n, entry in enumerate(raw)]
+    body = parse_body(BatchBody, _json_body())
+    entries = [_batch_entry(entry) for entry in body.queries]
     tenant = _tenant()
     wanted = {point_id(i, tenant): i for e in entries for i in e["ids"]}
     found = _store().retrieve(list(wanted), with_vectors=True)
@@ -282,37 +281,22 @@ def batch() -> Response:
     return jsonify(results=results)
 
 
-def _batch_entry(raw: Any, prefix: str) -> dict[str, Any]:
-    entry = json_object(raw, prefix.rstrip("."))
-    options = ("limit", "offset", "score_threshold", "filter")
-    if "id" in entry:
-        reject_unknown(entry, ("id", "diversity", *options), prefix)
-        item = json_id(entry, "id", prefix)
-        return {
-            "ids": [item],
-            "echo": {"id": item},
-            "options": options_from_json(entry, _schema(), prefix=prefix, groups=False),
-        }
-    if "positive" in entry:
-        reject_unknown(entry, ("positive", "negative", "strategy", *options), prefix)
-        positive = json_ids(entry, "positive", required=True, prefix=prefix)
-        negative = json_ids(entry, "negative", required=False, prefix=prefix)
-        strategy = _strategy(entry.get("strategy"), f"{prefix}strategy")
-        return {
-            "ids": list(dict.fromkeys(positive + negative)),
-            "echo": {"positive": positive, "negative": negative, "strategy": strategy},
-            "options": options_from_json(
-                entry, _schema(), prefix=prefix, groups=False, diversity=False
-            ),
-        }
-    raise APIError(
-        400, "missing_field", f"{prefix}id or {prefix}positive is required", f"{prefix}id"
+def _batch_entry(entry: SimilarEntry | RecommendEntry) -> dict[str, Any]:
+    options = entry.model_dump(
+        include={"limit", "offset", "score_threshold", "filter", "diversity"}, exclude_none=True
     )
-
-
-def _strategy(value: Any, field: str) -> str:
-    if value is None:
-        return "best_score"
-    if value not in RECOMMEND_STRATEGIES:
-        raise invalid(field, f"strategy must be one of {', '.join(RECOMMEND_STRATEGIES)}")
-    return str(value)
+    if isinstance(entry, SimilarEntry):
+        return {
+            "ids": [entry.id],
+            "echo": {"id": entry.id},
+            "options": options_from_json(options, _schema(), groups=False),
+        }
+    return {
+        "ids": list(dict.fromkeys(entry.positive + entry.negative)),
+        "echo": {
+            "positive": entry.positive,
+            "negative": entry.negative,
+            "strategy": entry.strategy,
+        },
+        "options": options_from_json(options, _schema(), groups=False, diversity=False),
+    }

@@ -95,13 +95,19 @@ def test_every_operation_takes_only_the_query_parameters_it_documents(tmp_path) 
 
 
 def test_request_bodies_are_documented_from_their_models(tmp_path) -> None:  # type: ignore[no-untyped-def]
-    from api.contract import DiscoverBody, RecommendBody
+    from api.contract import BODIES, RecommendEntry, SimilarEntry
 
     app = create_app(Settings(data_dir=tmp_path, qdrant_url=":memory:"))
     schemas = app.test_client().get("/openapi.json").get_json()["components"]["schemas"]
-    for name, model in (("RecommendRequest", RecommendBody), ("DiscoverRequest", DiscoverBody)):
+    for name, model in [
+        *BODIES.items(),
+        ("SimilarEntry", SimilarEntry),
+        ("RecommendEntry", RecommendEntry),
+    ]:
         assert set(schemas[name]["properties"]) == set(model.model_fields), name
         assert schemas[name]["additionalProperties"] is False
+    entries = schemas["BatchRequest"]["properties"]["queries"]["items"]["oneOf"]
+    assert {e["$ref"].rsplit("/", 1)[1] for e in entries} == {"SimilarEntry", "RecommendEntry"}
 
 
 # The served document, read from an app that opens nothing (its store opens on first use);
