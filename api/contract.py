@@ -31,10 +31,21 @@ from pydantic import (
     WithJsonSchema,
 )
 from pydantic_core import PydanticCustomError
+from werkzeug.datastructures import MultiDict
 
 from api.errors import APIError
-from api.params import MAX_BATCH, MAX_EXAMPLES, MAX_GROUP_SIZE, MAX_LIMIT, MAX_OFFSET
-from lookalike.schema import ID_PATTERN, MAX_ID_LENGTH, InvalidId, validate_id
+from api.params import (
+    MAX_BATCH,
+    MAX_EXAMPLES,
+    MAX_GROUP_SIZE,
+    MAX_LIMIT,
+    MAX_OFFSET,
+    QueryOptions,
+    checked_options,
+    filters_from_args,
+    invalid,
+)
+from lookalike.schema import ID_PATTERN, MAX_ID_LENGTH, CatalogSchema, InvalidId, validate_id
 from lookalike.store import RECOMMEND_STRATEGIES
 
 Model = TypeVar("Model", bound=BaseModel)
@@ -136,6 +147,82 @@ class ContextPair(Body):
 class DiscoverBody(QueryOptionsBody):
     target: ItemId
     context: list[ContextPair] = Field(min_length=1, max_length=MAX_EXAMPLES)
+
+
+class QueryArgs(BaseModel):
+    """The options of a similarity query in a query string (``GET .../similar``,
+    ``POST /v1/search``): text, converted to the declared types. The catalog's filters are
+    read apart (api/params.py ``filters_from_args``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    limit: int = Field(
+        10, ge=1, le=MAX_LIMIT, description="results per page (with group_by: groups)"
+    )
+    offset: int = Field(
+        0,
+        ge=0,
+        le=MAX_OFFSET,
+        description="results to skip (not with group_by); `next_offset` gives the next page's",
+    )
+    score_threshold: Number = Field(None, description="leave out results scoring below this")  # type: ignore[assignment]
+    group_by: str = Field(  # type: ignore[assignment]
+        None,
+        description="at most group_size results per value of this field; `limit` counts groups",
+    )
+    group_size: int = Field(1, ge=1, le=MAX_GROUP_SIZE, description="results per group")
+    diversity: Number = Field(  # type: ignore[assignment]
+        None, ge=0, le=1, description="0: plain ranking; towards 1: results unlike each other (MMR)"
+    )
+
+
+# The document's component name of each query option.
+QUERY_PARAMETERS = {
+    "limit": "Limit",
+    "offset": "Offset",
+    "score_threshold": "ScoreThreshold",
+    "group_by": "GroupBy",
+    "group_size": "GroupSize",
+    "diversity": "Diversity",
+}
+
+
+def options_from_query(
+    args: MultiDict[str, str], schema: CatalogSchema, *, groups: bool = True
+) -> QueryOptions:
+    """A query string's options, read by :class:`QueryArgs`, and its catalog filters."""
+    given = {name: args[name] for name in QueryArgs.model_fields if name in args}
+    opts = parse_body(QueryArgs, given)
+    if opts.group_by is not None and not groups:
+        raise invalid("group_by", "this query cannot be grouped")
+    return checked_options(
+        schema,
+        opts.limit,
+        opts.offset,
+        opts.score_threshold,
+        filters_from_args(args, schema),
+        opts.group_by,
+        opts.group_size,
+        opts.diversity,
+    )
+
+
+def query_parameter_components(group_by: list[str]) -> dict[str, Any]:
+    """The document's query parameters of :class:`QueryArgs`, from the model."""
+    properties = QueryArgs.model_json_schema()["properties"]
+    components = {}
+    for name, component in QUERY_PARAMETERS.items():
+        schema = _openapi(properties[name])
+        description = schema.pop("description", "")
+        if name == "group_by":
+            schema["enum"] = group_by or [""]
+        components[component] = {
+            "name": name,
+            "in": "query",
+            "schema": schema,
+            "description": description,
+        }
+    return components
 
 
 # The document's name of each declared body.

@@ -15,12 +15,9 @@ from typing import Any
 
 from flask import Blueprint, Flask, Response, current_app, jsonify, request
 
-from api.contract import openapi_schemas
+from api.contract import openapi_schemas, query_parameter_components
 from api.errors import APIError
 from api.params import (
-    MAX_GROUP_SIZE,
-    MAX_LIMIT,
-    MAX_OFFSET,
     filter_parameters,
 )
 from api.thumbnails import DEFAULT_SIZE, SIZES
@@ -586,35 +583,8 @@ def _parameters(schema: CatalogSchema) -> Json:
         "ThumbnailSize": _query_param(
             "size", {"type": "integer", "enum": list(SIZES), "default": DEFAULT_SIZE}, "pixels"
         ),
-        "Limit": _query_param(
-            "limit",
-            {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT, "default": 10},
-            "results per page (with group_by: groups)",
-        ),
-        "Offset": _query_param(
-            "offset",
-            {"type": "integer", "minimum": 0, "maximum": MAX_OFFSET, "default": 0},
-            "results to skip (not with group_by); `next_offset` gives the next page's",
-        ),
-        "ScoreThreshold": _query_param(
-            "score_threshold", {"type": "number"}, "leave out results scoring below this"
-        ),
+        **query_parameter_components(groups),
         **_filter_components(schema),
-        "GroupBy": _query_param(
-            "group_by",
-            {"type": "string", "enum": groups or [""]},
-            "at most group_size results per value of this field; `limit` counts groups",
-        ),
-        "GroupSize": _query_param(
-            "group_size",
-            {"type": "integer", "minimum": 1, "maximum": MAX_GROUP_SIZE, "default": 1},
-            "results per group",
-        ),
-        "Diversity": _query_param(
-            "diversity",
-            {"type": "number", "minimum": 0, "maximum": 1},
-            "0: plain ranking; towards 1: results unlike each other (MMR)",
-        ),
         "PageLimit": _query_param(
             "limit", {"type": "integer", "minimum": 1, "maximum": 500, "default": 50}, "page size"
         ),

@@ -55,29 +55,6 @@ def invalid(field_name: str, message: str) -> APIError:
 # --------------------------------------------------------------------------- query strings
 
 
-def options_from_args(
-    args: MultiDict[str, str], schema: CatalogSchema, *, groups: bool = True
-) -> QueryOptions:
-    limit = _int(args.get("limit"), "limit", 10, 1, MAX_LIMIT)
-    offset = _int(args.get("offset"), "offset", 0, 0, MAX_OFFSET)
-    threshold = _float(args.get("score_threshold"), "score_threshold")
-    diversity = _float(args.get("diversity"), "diversity", 0.0, 1.0)
-    group_by = args.get("group_by")
-    group_size = _int(args.get("group_size"), "group_size", 1, 1, MAX_GROUP_SIZE)
-    if group_by is not None and not groups:
-        raise invalid("group_by", "this query cannot be grouped")
-    return _checked(
-        schema,
-        limit,
-        offset,
-        threshold,
-        filters_from_args(args, schema),
-        group_by,
-        group_size,
-        diversity,
-    )
-
-
 def filter_parameters(declared: CatalogField) -> list[str]:
     """The query parameters (and JSON filter keys) that filter on a declared field."""
     names = [declared.name] if declared.matched else []
@@ -158,30 +135,6 @@ def ids_from_form(values: list[str], field_name: str) -> list[str]:
     return [item_id(v, field_name) for v in ids]
 
 
-def _int(raw: str | None, name: str, default: int, lo: int, hi: int) -> int:
-    if raw is None:
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise invalid(name, f"{name} must be an integer") from None
-    if not lo <= value <= hi:
-        raise invalid(name, f"{name} must be between {lo} and {hi}")
-    return value
-
-
-def _float(
-    raw: str | None, name: str, lo: float | None = None, hi: float | None = None
-) -> float | None:
-    if raw is None:
-        return None
-    try:
-        value = float(raw)
-    except ValueError:
-        raise invalid(name, f"{name} must be a number") from None
-    return _bounded(value, name, lo, hi)
-
-
 # --------------------------------------------------------------------------- JSON bodies
 
 
@@ -222,7 +175,9 @@ def options_from_json(
         raise invalid(f"{prefix}diversity", "diversity applies to searches by item or photo")
     raw_filter = body.get("filter")
     filters = {} if raw_filter is None else filters_from_json(raw_filter, schema, f"{prefix}filter")
-    return _checked(schema, limit, offset, threshold, filters, group_by, group_size, spread, prefix)
+    return checked_options(
+        schema, limit, offset, threshold, filters, group_by, group_size, spread, prefix
+    )
 
 
 def filter_keys(schema: CatalogSchema) -> tuple[str, ...]:
@@ -316,7 +271,7 @@ def _keywords(values: list[str], name: str) -> str | list[str]:
     return values[0] if len(values) == 1 else list(dict.fromkeys(values))
 
 
-def _checked(
+def checked_options(
     schema: CatalogSchema,
     limit: int,
     offset: int,

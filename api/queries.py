@@ -22,6 +22,7 @@ from api.contract import (
     RecommendBody,
     RecommendEntry,
     SimilarEntry,
+    options_from_query,
     parse_body,
 )
 from api.errors import APIError
@@ -30,7 +31,6 @@ from api.params import (
     ids_from_form,
     invalid,
     json_object,
-    options_from_args,
     options_from_json,
 )
 from api.routes import (
@@ -145,7 +145,7 @@ def _json_body() -> dict[str, Any]:
 
 @bp.get("/v1/items/<item_id>/similar")
 def similar_items(item_id: str) -> Response:
-    opts = options_from_args(request.args, _schema())
+    opts = options_from_query(request.args, _schema())
     item = _get_item(_item_id(item_id), _tenant(), with_vector=True)
     assert item.vector is not None
     result = _run(item.vector, opts, [item.point_id])
@@ -155,7 +155,7 @@ def similar_items(item_id: str) -> Response:
 @bp.post("/v1/search")
 @read_only
 def search_by_image() -> Response:
-    opts = options_from_args(request.args, _schema())
+    opts = options_from_query(request.args, _schema())
     positive = ids_from_form(request.form.getlist("positive"), "positive")
     negative = ids_from_form(request.form.getlist("negative"), "negative")
     if (positive or negative) and opts.diversity is not None:
