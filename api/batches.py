@@ -290,7 +290,7 @@ def update_metadata() -> Response:
         if mode == "merge" and pid in found:
             metadata = {**found[pid], **metadata}
             problem = metadata_problem(metadata, f"items[{ids.index(item_id)}]")
-            if problem is not None:  # the merged whole is too large
+            if problem is not None:  # too large, or a stored value of another type
                 failed.append({"id": item_id, **problem})
                 continue
         if pid not in found:
