@@ -18,6 +18,15 @@ SUPPORTED_FORMATS = frozenset({"JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF"})
 MIN_SIDE = 8
 MAX_ASPECT_RATIO = 20.0
 
+# How a catalog item's picture was decoded before framing, recorded on its point under
+# DECODE_FIELD: vectors are comparable only between points decoded alike. ``full``: every
+# pixel (catalogs indexed before shrink-on-load; a point without the field was decoded so);
+# ``scaled-1``: :func:`decode_scaled` (shrink-on-load). A catalog keeps the way its points
+# were decoded until ``indexer reindex`` rebuilds it (worker/pipeline.py).
+DECODE_FIELD = "decode"
+DECODE_FULL = "full"
+DECODE_SCALED = "scaled-1"
+
 # Truncated files must fail, not be padded with grey.
 ImageFile.LOAD_TRUNCATED_IMAGES = False
 
@@ -95,6 +104,21 @@ def decode_image(data: bytes, *, max_pixels: int, draft_size: int = 0) -> Image.
         # In place: the decoded picture is ours, and a copy of a 12 MP photo is 36 MB.
         ImageOps.exif_transpose(img, in_place=True)
         return _to_rgb_or_grey(img)
+
+
+def decode_scaled(data: bytes, *, max_pixels: int, side: int) -> Image.Image:
+    """Decode only the pixels a model of input ``side`` needs (shrink-on-load): a JPEG at the
+    smallest IDCT scale (1/2, 1/4, 1/8) that keeps both sides at least ``side``, then any
+    picture still twice that or more box-reduced by an integer factor that keeps both sides
+    at least ``side``. The full-resolution pixels of a JPEG are never held; those of other
+    formats only until the reduce. Same checks and codes as :func:`decode_image`.
+    """
+    img = decode_image(data, max_pixels=max_pixels, draft_size=side)
+    factor = min(img.size) // side
+    if factor >= 2:
+        with _problems():
+            img = img.reduce(factor)
+    return img
 
 
 def _open(data: bytes, max_pixels: int) -> Image.Image:
