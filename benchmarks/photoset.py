@@ -125,12 +125,15 @@ def photo(source: Source, rng: np.random.Generator, size: tuple[int, int], fmt: 
     return buf.getvalue()
 
 
-def build(out: Path = DEFAULT_OUT, per_size: int = 400, seed: int = 0) -> dict[str, Path]:
-    """The photo set, built into ``out`` unless it is there already with these parameters.
-    Returns size name -> its folder."""
-    params = {"recipe": RECIPE, "per_size": per_size, "seed": seed, "sizes": SIZES}
+def build(
+    out: Path = DEFAULT_OUT, per_size: int = 400, seed: int = 0, sizes: tuple[str, ...] = ()
+) -> dict[str, Path]:
+    """The photo set (``sizes``: a subset of :data:`SIZES`, default all), built into ``out``
+    unless it is there already with these parameters. Returns size name -> its folder."""
+    chosen = {name: SIZES[name] for name in (sizes or tuple(SIZES))}
+    params = {"recipe": RECIPE, "per_size": per_size, "seed": seed, "sizes": chosen}
     manifest = out / "manifest.json"
-    folders = {name: out / name for name in SIZES}
+    folders = {name: out / name for name in chosen}
     if manifest.exists():
         try:
             if json.loads(manifest.read_text()).get("params") == json.loads(json.dumps(params)):
@@ -139,7 +142,8 @@ def build(out: Path = DEFAULT_OUT, per_size: int = 400, seed: int = 0) -> dict[s
             pass
     material = sources()
     summary: dict[str, dict[str, float]] = {}
-    for s, (name, size) in enumerate(SIZES.items()):
+    for name, size in chosen.items():
+        s = list(SIZES).index(name)  # the same photos whichever sizes are built
         folder = folders[name]
         if folder.exists():
             for old in sorted(folder.rglob("*"), reverse=True):
