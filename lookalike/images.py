@@ -26,6 +26,9 @@ MAX_ASPECT_RATIO = 20.0
 DECODE_FIELD = "decode"
 DECODE_FULL = "full"
 DECODE_SCALED = "scaled-1"
+# ``scaled-1`` keeps both sides of a picture at least this many times the model's input side
+# (docs/performance.md compares the factors and decoders on realistic photos).
+SCALED_DECODE_FACTOR = 1
 
 # Truncated files must fail, not be padded with grey.
 ImageFile.LOAD_TRUNCATED_IMAGES = False

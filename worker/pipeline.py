@@ -31,6 +31,7 @@ from lookalike.images import (
     DECODE_FIELD,
     DECODE_FULL,
     DECODE_SCALED,
+    SCALED_DECODE_FACTOR,
     ImageProblem,
     decode_image,
     decode_scaled,
@@ -46,9 +47,6 @@ log = logging.getLogger(__name__)
 # A query photo (JPEG) is decoded at the smallest JPEG scale with both sides at least this
 # many times the model's input side.
 QUERY_DRAFT_FACTOR = 2
-# Shrink-on-load keeps both sides of a catalog image at least this many times the model's
-# input side (docs/performance.md compares the factors and decoders on realistic photos).
-SCALED_DECODE_FACTOR = 1
 
 
 @dataclass

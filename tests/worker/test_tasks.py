@@ -16,6 +16,7 @@ from lookalike.images import (
     DECODE_FIELD,
     DECODE_FULL,
     DECODE_SCALED,
+    SCALED_DECODE_FACTOR,
     decode_image,
     decode_scaled,
     sha256_hex,
@@ -162,7 +163,7 @@ def test_a_catalog_decoded_in_full_stays_so_until_a_reindex_rebuilds_it(runtime)
     ]
     limit = runtime.settings.max_image_pixels
     embedder = runtime.embedder
-    side = pipeline.SCALED_DECODE_FACTOR * embedder.input_size
+    side = SCALED_DECODE_FACTOR * embedder.input_size
 
     def stored(item_id: str, store: VectorStore | None = None) -> StoredItem:
         (point,) = (store or runtime.store).retrieve([point_id(item_id)], with_vectors=True)
