@@ -244,3 +244,21 @@ def test_a_scaled_decode_refuses_every_damaged_file_a_full_decode_refuses(
         with pytest.raises(ImageProblem) as info:
             decode_scaled(header_problem, max_pixels=MAX_PIXELS, side=224)
         assert info.value.code == code
+
+
+def test_webp_validation_refuses_a_cut_short_file_without_decoding_it(
+    catalog_photo: Image.Image,
+) -> None:
+    """libwebp has no cheaper pass than a full decode, so the API checks a WebP's RIFF chunks
+    against the file's length instead: a file cut short is refused with the decode's code; one
+    garbled inside a chunk passes and fails in the worker (a decode), recorded per item."""
+    data = encode(catalog_photo, "WEBP", quality=85)
+    assert validate_image(data, max_pixels=MAX_PIXELS) == ("WEBP", catalog_photo.size)
+    for cut in (0.05, 0.3, 0.5, 0.7, 0.9, 0.99):
+        bad = data[: int(len(data) * cut)]
+        assert _verdict(validate_image, bad) == _verdict(decode_image, bad) == "corrupt_image"
+    overrun = data[:16] + (len(data)).to_bytes(4, "little") + data[20:]  # first chunk's size
+    assert _verdict(validate_image, overrun) == "corrupt_image"
+    frames = [catalog_photo, catalog_photo.transpose(Image.Transpose.FLIP_LEFT_RIGHT)]
+    animated = encode(frames[0], "WEBP", save_all=True, append_images=frames[1:])
+    assert validate_image(animated, max_pixels=MAX_PIXELS)[0] == "WEBP"
