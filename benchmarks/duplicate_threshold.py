@@ -30,8 +30,14 @@ the whole vectors' cosine, except for multiscale vectors (``--features multiscal
 default), which are compared on their pooled head; the whole multiscale vectors' cosine is
 measured beside it.
 
+With ``--catalog-side PX`` the stamps become catalog photos first (upscaled to that longer
+side with sensor noise, JPEG quality 90), and ``--decode`` says how the service decodes every
+photo and edited copy: ``scaled-1`` (shrink-on-load, a new catalog) or ``full`` (a catalog
+indexed before it): the before/after of shrink-on-load on near-duplicates.
+
     python benchmarks/duplicate_threshold.py [--model efficientnet-lite0] [--features F]
-                                             [--cache-dir DIR]
+                                             [--cache-dir DIR] [--catalog-side PX]
+                                             [--decode scaled-1|full]
 """
 
 from __future__ import annotations
@@ -57,7 +63,7 @@ from lookalike.duplicates import (
     color_signature,
     decode_signature,
 )
-from lookalike.images import decode_image
+from lookalike.images import DECODE_FULL, DECODE_SCALED, decode_image, decode_scaled
 from lookalike.settings import FEATURES, Settings
 from worker.model import load_embedder
 
@@ -128,8 +134,38 @@ class Pairs:
         )
 
 
-def flatten(path: Path) -> Image.Image:
-    return decode_image(path.read_bytes(), max_pixels=MAX_PIXELS)
+# How the service decodes a file (set by --decode), and each catalog-mode original's file.
+_side = 0
+_files: dict[int, bytes] = {}
+
+
+def service_decode(data: bytes) -> Image.Image:
+    if _side:
+        return decode_scaled(data, max_pixels=MAX_PIXELS, side=_side)
+    return decode_image(data, max_pixels=MAX_PIXELS)
+
+
+def flatten(path: Path, catalog_side: int = 0, seed: int = 0) -> Image.Image:
+    image = decode_image(path.read_bytes(), max_pixels=MAX_PIXELS)
+    if not catalog_side:
+        return image
+    scale = catalog_side / max(image.size)
+    big = image.resize(
+        (round(image.width * scale), round(image.height * scale)), Image.Resampling.BICUBIC
+    )
+    noise = np.random.default_rng(seed).normal(0, 3, (big.height, big.width, 3))
+    noisy = Image.fromarray(np.clip(np.asarray(big) + noise, 0, 255).astype(np.uint8))
+    buffer = io.BytesIO()
+    noisy.save(buffer, "JPEG", quality=90)
+    original = decode_image(buffer.getvalue(), max_pixels=MAX_PIXELS)
+    _files[id(original)] = buffer.getvalue()
+    return original
+
+
+def as_stored(image: Image.Image) -> Image.Image:
+    """An original as the service decodes its file (itself when it has no file)."""
+    data = _files.get(id(image))
+    return image if data is None else service_decode(data)
 
 
 def edit(image: Image.Image, kind: str, rng: np.random.Generator) -> Image.Image:
@@ -151,7 +187,7 @@ def edit(image: Image.Image, kind: str, rng: np.random.Generator) -> Image.Image
         out = out.rotate(angle, resample=Image.Resampling.BILINEAR, fillcolor=(255, 255, 255))
     buffer = io.BytesIO()
     out.save(buffer, "JPEG", quality=int(rng.integers(30, 61)))
-    return decode_image(buffer.getvalue(), max_pixels=MAX_PIXELS)
+    return service_decode(buffer.getvalue())
 
 
 def signatures(images: list[Image.Image]) -> tuple[np.ndarray, np.ndarray]:
@@ -178,7 +214,8 @@ def make_pairs(
             edited.append(edit(image, kind, rng))
             sources.append(i)
             kinds.append(kind)
-    emb_o, emb_e = embed.embed(chosen), embed.embed(edited)  # type: ignore[attr-defined]
+    stored = [as_stored(image) for image in chosen]
+    emb_o, emb_e = embed.embed(stored), embed.embed(edited)  # type: ignore[attr-defined]
     model = embed.name  # type: ignore[attr-defined]
     # Each pair as the service scores it: the first item's candidate search, its hit score.
     query_o = [candidate_query(v, model) for v in emb_o]
@@ -187,7 +224,7 @@ def make_pairs(
     def similarity(query: Any, others: np.ndarray) -> np.ndarray:
         return np.asarray(others @ query.vector, dtype=np.float64) * query.scale
 
-    (sig_o, info_o), (sig_e, info_e) = signatures(chosen), signatures(edited)
+    (sig_o, info_o), (sig_e, info_e) = signatures(stored), signatures(edited)
     pos_e = np.array([similarity(query_o[i], emb_e[j]) for j, i in enumerate(sources)])
     pos_w = np.array([emb_e[j] @ emb_o[i] for j, i in enumerate(sources)])
     pos_c = np.array([sig_e[j] @ sig_o[i] for j, i in enumerate(sources)])
@@ -307,15 +344,25 @@ def main() -> None:
     parser.add_argument("--tune-seed", type=int, default=3)
     parser.add_argument("--test-seed", type=int, default=4)
     parser.add_argument("--json", type=Path, default=None, help="write the measurements here")
+    parser.add_argument(
+        "--catalog-side", type=int, default=0, help="make catalog photos of this longer side"
+    )
+    parser.add_argument("--decode", choices=(DECODE_SCALED, DECODE_FULL), default=DECODE_FULL)
     args = parser.parse_args()
 
     started = time.monotonic()
     paths = sorted(p for p in args.stamps.glob("*/**/*.png") if p.stat().st_size > MIN_BYTES)
     if not paths:
         raise SystemExit(f"no photos under {args.stamps}: apt-get install tuxpaint-stamps-default")
-    originals = [flatten(p) for p in paths]
+    originals = [flatten(p, args.catalog_side, i) for i, p in enumerate(paths)]
     labels = np.array([p.relative_to(args.stamps).parts[0] for p in paths])
     embedder = load_embedder(args.model, args.cache_dir, features=args.features)
+    global _side
+    if args.decode == DECODE_SCALED:
+        from lookalike.images import SCALED_DECODE_FACTOR
+
+        _side = SCALED_DECODE_FACTOR * embedder.input_size
+    print(f"decode: {args.decode}; catalog photos: {args.catalog_side or 'no'}")
     index = np.arange(len(paths))
     tune = make_pairs(originals, labels, index[index % 2 == 0], embedder, args.tune_seed)
     test = make_pairs(originals, labels, index[index % 2 == 1], embedder, args.test_seed)
