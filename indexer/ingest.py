@@ -41,8 +41,9 @@ import httpx
 
 from indexer.client import APIClient, APIClientError
 from indexer.duplicate_report import groups, star_groups
+from indexer.fetch import download_client
 from indexer.progress import Progress, duration
-from indexer.sources import SourceItem, UrlNotAllowed, check_url
+from indexer.sources import SourceItem, UrlNotAllowed
 from indexer.state import FileState, ItemState, JobState, metadata_hash
 from lookalike.images import sha256_hex
 from lookalike.schema import DEFAULT_TENANT, InvalidId, validate_id
@@ -201,11 +202,11 @@ class IngestJob:
         self.out = out
         self.report = IngestReport(dry_run=self.options.dry_run)
         self.default_tenant = client.tenant or ""
-        self._downloads = httpx.Client(
-            follow_redirects=True,
+        # Each connection, the first and every redirect's, goes to an address checked when
+        # it is made (no DNS-rebinding window between a check and the connection).
+        self._downloads = download_client(
             timeout=self.options.download_timeout,
-            # Checked on every request, so a redirect cannot lead to a private address either.
-            event_hooks={"request": [self._check_request]},
+            allow_private=self.options.allow_private_urls,
         )
         # task id -> the items it carries (for a re-run: the ones met so far)
         self._pending: dict[str, list[Prepared]] = {}
@@ -377,9 +378,6 @@ class IngestJob:
             tag = f"modified:{response.headers['Last-Modified']}"
         self.state.set_file(url, FileState(len(data), None, tag, sha))
         return sha, data
-
-    def _check_request(self, request: httpx.Request) -> None:
-        check_url(str(request.url), allow_private=self.options.allow_private_urls)
 
     def _download(self, url: str, headers: dict[str, str]) -> tuple[bytes, httpx.Response]:
         try:
