@@ -284,7 +284,7 @@ def add_item() -> tuple[Response, int]:
     metadata = _metadata()
     data = _uploaded_image()
     sha = sha256_hex(data)
-    _blobs().put(sha, data)
+    _blobs().put(sha, data, tenant=tenant)
     item = {"id": item_id, "tenant": tenant, "image_sha256": sha, "metadata": metadata}
     meta = {"items": [item_id], "tenant": tenant, "job": job}
     task_id = _tasks().send(INDEX_ITEMS, [item], meta=meta)

@@ -275,7 +275,7 @@ def run_through_service(
         timed(f"search:{name}", lambda q=query: client.post("/v1/search?limit=1", data=q))
         # The worker meets the same bytes as a damaged file in the image store would reach it.
         if data:
-            blobs.put(sha256_hex(data), data)
+            blobs.put(sha256_hex(data), data, tenant="default")
         batch.append({"id": f"{item_id}-worker", "image_sha256": sha256_hex(data)})
         if n % 8 == 0:  # a good photo in between, by upload and in the batch
             photo = good[(n // 8) % len(good)]
@@ -288,7 +288,7 @@ def run_through_service(
             )
             if resp.status_code == 202:
                 good_ids.append(good_id)
-            blobs.put(sha256_hex(photo), photo)
+            blobs.put(sha256_hex(photo), photo, tenant="default")
             batch.append({"id": f"{good_id}-worker", "image_sha256": sha256_hex(photo)})
             good_ids.append(f"{good_id}-worker")
         if len(batch) >= batch_size or n == len(files) - 1:

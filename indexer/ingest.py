@@ -28,6 +28,7 @@ update, without re-embedding.
 
 from __future__ import annotations
 
+import functools
 import sys
 import time
 from collections import deque
@@ -448,7 +449,7 @@ class IngestJob:
                 del self._index[tenant]
 
     def _send_index(self, tenant: str, batch: list[Prepared]) -> None:
-        batch = self._upload(batch)
+        batch = self._upload(tenant, batch)
         if not batch:
             return
         body = [
@@ -470,15 +471,17 @@ class IngestJob:
             )
             self._pending[task_id] = queued
 
-    def _upload(self, batch: list[Prepared]) -> list[Prepared]:
-        """Upload the batch's images, each distinct image once; an item whose image the
+    def _upload(self, tenant: str, batch: list[Prepared]) -> list[Prepared]:
+        """Upload the batch's images, each distinct image once, as the batch's tenant (an
+        image is usable only by the tenant that uploaded it); an item whose image the
         service refuses fails with its reason. Returns the items whose image is stored."""
         blobs = {p.sha256: p.data for p in batch if p.sha256 and p.data is not None}
         refused: dict[str, tuple[str, str]] = {}
         if blobs:
             assert self._uploads is not None
             chunks = _blob_chunks(blobs, self.options.workers)
-            for answer in self._uploads.map(self._put_blobs, chunks):
+            put = functools.partial(self._put_blobs, tenant=tenant or None)
+            for answer in self._uploads.map(put, chunks):
                 refused.update(answer)
         kept = []
         for p in batch:
@@ -489,18 +492,20 @@ class IngestJob:
                 kept.append(p)
         return kept
 
-    def _put_blobs(self, blobs: dict[str, bytes]) -> dict[str, tuple[str, str]]:
+    def _put_blobs(
+        self, blobs: dict[str, bytes], tenant: str | None = None
+    ) -> dict[str, tuple[str, str]]:
         """One POST /v1/blobs; the refused images with (code, message). A request refused as
         a whole (too large, say) is sent again one image at a time, so each gets its reason."""
         try:
-            answer = self.client.put_blobs(blobs)
+            answer = self.client.put_blobs(blobs, tenant=tenant)
         except APIClientError as exc:
             if exc.transient:
                 raise
             refused = {}
             for sha, data in blobs.items():
                 try:
-                    self.client.put_blob(sha, data)
+                    self.client.put_blob(sha, data, tenant=tenant)
                 except APIClientError as one:
                     if one.transient:
                         raise

@@ -270,6 +270,30 @@ def test_a_killed_ingest_resumes_without_loss_or_duplicates(
     assert service.total(tenant) == len(ids)
 
 
+def test_a_manifest_with_a_tenant_column_uploads_each_image_as_its_rows_tenant(
+    service: Service, tmp_path: Path
+) -> None:
+    """An image is usable only by the tenant that uploaded it (docs/api.md): the indexer
+    uploads each batch's images as the batch's tenant, so rows of two tenants naming the
+    same photo are both indexed."""
+    photos = [path for _, path in labelled_images(per_category=1, categories=("food", "town"))]
+    rows = [
+        {"id": "shared", "path": str(photos[0]), "tenant": "rows-a"},
+        {"id": "shared", "path": str(photos[0]), "tenant": "rows-b"},
+        {"id": "own", "path": str(photos[1]), "tenant": "rows-b"},
+    ]
+    manifest = tmp_path / "catalog.jsonl"
+    manifest.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    run = service.run(
+        "ingest", manifest, "--base-dir", TUXPAINT_STAMPS, "--state", tmp_path / "state"
+    )
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert sorted(service.ids("rows-a")) == ["shared"]
+    assert sorted(service.ids("rows-b")) == ["own", "shared"]
+    image = service.get("/v1/items/shared/image", "rows-a")
+    assert image.status_code == 200 and image.content == photos[0].read_bytes()
+
+
 # ---------------------------------------------------------------------------- sync
 
 
