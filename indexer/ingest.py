@@ -50,6 +50,8 @@ from lookalike.images import sha256_hex
 from lookalike.schema import DEFAULT_TENANT, InvalidId, validate_id
 
 DUPLICATES_PER_REQUEST = 100
+# Deleted (or, in a dry run, to be deleted) item ids listed in the summary on screen.
+SHOWN_DELETED_IDS = 20
 TASKS_PER_REQUEST = 100  # the API's limit for GET /v1/tasks?ids=
 # POST /v1/blobs: at most this many bytes of images per request (the API takes 64 MiB), and
 # a batch's images are spread over parallel requests only when each gets at least the minimum
@@ -102,6 +104,9 @@ class IngestReport:
     dry_run: bool = False
     planned: dict[str, int] = field(default_factory=dict)
     duplicates: dict[str, Any] | None = None
+    # The items --sync deleted (or, in a dry run, would delete): "id", or "tenant/id" for a
+    # tenant other than the command's. All of them in the JSON report, the first few on screen.
+    deleted_ids: list[str] = field(default_factory=list)
 
     @property
     def images_per_second(self) -> float | None:
@@ -116,6 +121,7 @@ class IngestReport:
             "metadata_updated": self.metadata_updated,
             "skipped_unchanged": self.skipped,
             "deleted": self.deleted,
+            "deleted_ids": [] if self.dry_run else self.deleted_ids,
             "failed_count": len(self.failed),
             "seconds": round(self.seconds, 2),
             "images_per_second": self.images_per_second,
@@ -127,6 +133,7 @@ class IngestReport:
         if self.dry_run:
             body["dry_run"] = True
             body["planned"] = self.planned
+            body["planned_delete_ids"] = self.deleted_ids
         return body
 
     def summary(self) -> str:
@@ -145,6 +152,14 @@ class IngestReport:
                 + (f" ({rate} img/s)" if rate else "")
                 + f", metadata updated {self.metadata_updated}, unchanged {self.skipped}, "
                 f"deleted {self.deleted}, failed {len(self.failed)}"
+            )
+        if self.deleted_ids:
+            shown = self.deleted_ids[:SHOWN_DELETED_IDS]
+            more = len(self.deleted_ids) - len(shown)
+            verb = "would delete" if self.dry_run else "deleted"
+            lines.append(
+                f"  {verb}: {', '.join(shown)}"
+                + (f" ... and {more} more (all in the JSON report, --report)" if more else "")
             )
         if self.duplicates:
             d = self.duplicates
@@ -627,6 +642,7 @@ class IngestJob:
                     break
             if dry_run:
                 self.report.planned["delete"] = self.report.planned.get("delete", 0) + len(gone)
+                self.report.deleted_ids.extend(self._name(tenant, i) for i in gone)
                 continue
             if total and len(gone) > self.options.max_delete_fraction * total:
                 self.report.error = (
@@ -637,7 +653,9 @@ class IngestJob:
                 continue
             for start in range(0, len(gone), 1000):
                 answer = self.client.delete_items(gone[start : start + 1000], tenant=tenant or None)
-                self.report.deleted += len(answer.get("deleted", []))
+                deleted = answer.get("deleted", [])
+                self.report.deleted += len(deleted)
+                self.report.deleted_ids.extend(self._name(tenant, i) for i in deleted)
             self.state.forget((tenant, item_id) for item_id in gone)
         # Recorded items the source dropped but the index did not hold any more.
         self.state.forget(list(self.state.unseen(self._tenants)))

@@ -351,6 +351,17 @@ def test_sync_deletes_what_left_and_re_embeds_only_changed_images(
         },
     ]
     write_manifest(manifest, changed)
+    gone = [f"sku-{i}" for i in range(25, 30)]
+    # A dry run says which items a sync would delete: on screen and in the JSON report.
+    plan_path = tmp_path / "plan.json"
+    plan = service.run(
+        "ingest", manifest, *photos_dir, "--state", state, "--sync", "--dry-run",
+        "--report", plan_path, tenant=tenant,
+    )  # fmt: skip
+    assert plan.returncode == 0, plan.stdout + plan.stderr
+    assert sorted(json.loads(plan_path.read_text())["planned_delete_ids"]) == gone
+    assert "would delete: " in plan.stdout and all(i in plan.stdout for i in gone)
+    assert service.total(tenant) == 30
     report_path = tmp_path / "report.json"
     second = service.run(
         "ingest",
@@ -367,6 +378,8 @@ def test_sync_deletes_what_left_and_re_embeds_only_changed_images(
     assert second.returncode == 0, second.stdout + second.stderr
     report = json.loads(report_path.read_text())
     assert (report["deleted"], report["metadata_updated"], report["indexed"]) == (5, 3, 4)
+    assert sorted(report["deleted_ids"]) == gone
+    assert "  deleted: " in second.stdout and all(i in second.stdout for i in gone)
     assert report["skipped_unchanged"] == 20
     assert service.total(tenant) == 27
     assert service.get("/v1/items/sku-27", tenant).status_code == 404
