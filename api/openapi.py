@@ -168,7 +168,8 @@ def build_spec() -> Json:
         },
         "/readyz": {
             "get": _op(
-                "readiness: the vector store and the broker answer",
+                "readiness: the vector store and the broker answer, and a worker consumes "
+                "the query queue (`serves` says what ingest and search by photo can do)",
                 {
                     "200": _json(_schema("Readiness"), "ready"),
                     "503": _json(_schema("Readiness"), "not ready; `checks` says why"),
@@ -546,6 +547,8 @@ def _schemas() -> Json:
             "properties": {
                 "status": {"type": "string", "enum": ["ready", "not_ready"]},
                 "checks": {"type": "object", "additionalProperties": {"type": "string"}},
+                # "ok" or why not, for "ingest" and "search_by_photo" (api/readiness.py).
+                "serves": {"type": "object", "additionalProperties": {"type": "string"}},
             },
         },
         "Item": item,

@@ -19,6 +19,7 @@ from api.auth import keyring, request_tenant, signed_url
 from api.celery_client import TaskClient
 from api.errors import APIError
 from api.params import filters_from_args
+from api.readiness import served_by_workers
 from api.thumbnails import DEFAULT_SIZE, MIMETYPE, SIZES, Thumbnails
 from lookalike.blobs import BlobStore
 from lookalike.images import ImageProblem, check_image, sha256_hex, validate_image
@@ -257,8 +258,15 @@ def readyz() -> tuple[Response, int]:
         checks["broker"] = "ok"
     except Exception as exc:
         checks["broker"] = f"unavailable: {type(exc).__name__}"
-    ready = all(v == "ok" for v in checks.values())
-    return jsonify(status="ready" if ready else "not_ready", checks=checks), 200 if ready else 503
+    serves = served_by_workers(_tasks(), _settings(), broker_ok=checks["broker"] == "ok")
+    # Search by photo waits on a worker inside the request: without one on the query queue it
+    # cannot be served, so the API is not ready. Ingest tasks wait in the queue (an autoscaler
+    # may start ingest workers from zero on its length): said, but not a reason to be unready.
+    ready = all(v == "ok" for v in checks.values()) and serves["search_by_photo"] == "ok"
+    return (
+        jsonify(status="ready" if ready else "not_ready", checks=checks, serves=serves),
+        200 if ready else 503,
+    )
 
 
 @bp.get("/")
