@@ -187,6 +187,15 @@ def test_a_real_ingest_indexes_every_photo_and_reports_the_bad_ones(
     assert catalog_wide["items"] == len(ids)
     assert sorted([first, "animals.zz-copy"]) in catalog_wide["exact"]
     assert any("animals.zz-edited" in group for group in catalog_wide["near"])
+    # The scan's progress counts items, once per state (not its last line twice).
+    progress = [ln for ln in listed.stderr.splitlines() if ln.startswith("duplicates:")]
+    assert progress and all("items/s" in ln and "img/s" not in ln for ln in progress)
+    assert len(progress) == len(set(ln.split("elapsed")[0] for ln in progress)), progress
+
+    # The server, at its default INFO level, did not log each task's result (lists of item
+    # ids, issue #22): Celery's "succeeded in" line is at DEBUG.
+    server_log = (service.root / "server.log").read_text()
+    assert "succeeded in" not in server_log
 
 
 # ------------------------------------------------------------------- kill and resume
