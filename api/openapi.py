@@ -215,8 +215,14 @@ def build_spec() -> Json:
             ),
             "get": _op(
                 "browse the catalog (filtered), a page at a time",
-                {"200": _json(_schema("ItemPage"), "a page of items in id order")},
-                params=["PageLimit", "Cursor", *_FILTER_PARAMS],
+                {
+                    "200": _json(
+                        _schema("ItemPage"),
+                        "a page of items, in a stable order (of the point ids), or the most "
+                        "recently ingested first with sort=newest",
+                    )
+                },
+                params=["PageLimit", "Cursor", "ItemSort", *_FILTER_PARAMS],
                 errors=(503,),
                 tag="items",
             ),
@@ -471,6 +477,11 @@ def _parameters() -> Json:
             "limit", {"type": "integer", "minimum": 1, "maximum": 500, "default": 50}, "page size"
         ),
         "Cursor": _query_param("cursor", {"type": "string"}, "`next_cursor` of the previous page"),
+        "ItemSort": _query_param(
+            "sort",
+            {"type": "string", "enum": ["newest"]},
+            "`newest`: the most recently ingested first; without it, a stable order",
+        ),
         "FacetField": _query_param(
             "field", {"type": "string", "enum": ["category", "brand"], "default": "category"}, ""
         ),

@@ -311,10 +311,16 @@ def list_items() -> Response:
     tenant = _tenant()
     limit = _int_arg("limit", 50, 1, 500)
     cursor = request.args.get("cursor") or None
+    sort = request.args.get("sort") or None
+    if sort not in (None, "newest"):
+        raise APIError(400, "invalid_parameter", "sort must be newest (or left out)", "sort")
     where: dict[str, Any] = {"tenant": tenant, **filters_from_args(request.args)}
     store = _store()
     try:
-        items, next_cursor = store.scroll(limit=limit, offset=cursor, where=where)
+        if sort == "newest":
+            items, next_cursor = store.scroll_newest(limit=limit, cursor=cursor, where=where)
+        else:
+            items, next_cursor = store.scroll(limit=limit, offset=cursor, where=where)
     except StoreUnavailable:
         raise
     except StoreError as exc:

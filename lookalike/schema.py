@@ -32,6 +32,8 @@ PAYLOAD_INDEXES: dict[str, str] = {
     "metadata.brand": "keyword",
     "metadata.price": "float",
     "metadata.in_stock": "bool",
+    # GET /v1/items?sort=newest orders by it (an order needs a range index).
+    "ingested_at": "datetime",
 }
 
 

@@ -24,6 +24,7 @@ atomically with ``os.replace``.
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import os
@@ -38,6 +39,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeAlias
@@ -69,8 +71,10 @@ from qdrant_edge import (
     UpdateOperation,
     VectorStorageDatatype,
 )
+from qdrant_edge import Direction as EdgeDirection
 from qdrant_edge import Filter as EdgeFilter
 from qdrant_edge import Mmr as EdgeMmr
+from qdrant_edge import OrderBy as EdgeOrderBy
 
 from lookalike import residency
 from lookalike.schema import PAYLOAD_INDEXES, VECTOR_NAME
@@ -409,6 +413,25 @@ class VectorStore(ABC):
         start = None if offset is None else _canonical_id(offset)
         return self._scroll(limit, start, _parse_where(where))
 
+    def scroll_newest(
+        self, *, limit: int, cursor: str | None = None, where: Where | None = None
+    ) -> tuple[list[StoredItem], str | None]:
+        """One page of points, the most recently ingested first (``ingested_at``, which has a
+        range index for this), and the cursor of the next page (``None`` after the last).
+
+        Items ingested in one batch share their time, so a cursor is that time plus the ids
+        of the page's items that have it: the next page starts at the time, without them.
+        """
+        _check_limit(limit)
+        at, seen = _decode_newest_cursor(cursor)
+        items = self._scroll_ordered(limit + 1, NEWEST_KEY, at, seen, _parse_where(where))
+        if len(items) <= limit:
+            return items, None
+        items = items[:limit]
+        last = str(items[-1].payload.get(NEWEST_KEY))
+        same = [i.point_id for i in items if str(i.payload.get(NEWEST_KEY)) == last]
+        return items, _encode_newest_cursor(last, (seen if last == at else []) + same)
+
     def count(self, where: Where | None = None) -> int:
         """The exact number of points matching ``where`` (all points without it)."""
         return self._count(_parse_where(where))
@@ -548,6 +571,17 @@ class VectorStore(ABC):
     def _scroll(
         self, limit: int, offset: str | None, conditions: list[_Condition]
     ) -> tuple[list[StoredItem], str | None]: ...
+
+    @abstractmethod
+    def _scroll_ordered(
+        self,
+        limit: int,
+        key: str,
+        start: str | None,
+        exclude: list[str],
+        conditions: list[_Condition],
+    ) -> list[StoredItem]:
+        """Up to ``limit`` points by ``key`` descending, from ``start`` (inclusive) down."""
 
     @abstractmethod
     def _count(self, conditions: list[_Condition]) -> int: ...
@@ -1102,6 +1136,25 @@ class EdgeStore(VectorStore):
             records, next_offset = self._open().scroll(request)
         items = [StoredItem(str(r.id), dict(r.payload or {})) for r in records]
         return items, None if next_offset is None else str(next_offset)
+
+    def _scroll_ordered(
+        self,
+        limit: int,
+        key: str,
+        start: str | None,
+        exclude: list[str],
+        conditions: list[_Condition],
+    ) -> list[StoredItem]:
+        request = ScrollRequest(
+            limit=limit,
+            filter=_edge_filter(conditions, exclude),
+            with_payload=True,
+            with_vector=False,
+            order_by=EdgeOrderBy(key, EdgeDirection.Desc, start_from=start),
+        )
+        with self._errors():
+            records, _ = self._open().scroll(request)
+        return [StoredItem(str(r.id), dict(r.payload or {})) for r in records]
 
     def _count(self, conditions: list[_Condition]) -> int:
         request = CountRequest(exact=True, filter=_edge_filter(conditions, []))
@@ -1694,6 +1747,29 @@ class ClientStore(VectorStore):
         items = [StoredItem(str(r.id), dict(r.payload or {})) for r in records]
         return items, None if next_offset is None else str(next_offset)
 
+    def _scroll_ordered(
+        self,
+        limit: int,
+        key: str,
+        start: str | None,
+        exclude: list[str],
+        conditions: list[_Condition],
+    ) -> list[StoredItem]:
+        from qdrant_client import models
+
+        begin = datetime.fromisoformat(start) if start is not None else None
+        order = models.OrderBy(key=key, direction=models.Direction.DESC, start_from=begin)
+        with _client_errors():
+            records, _ = self._client.scroll(
+                self.collection,
+                scroll_filter=_client_filter(conditions, exclude),
+                limit=limit,
+                order_by=order,
+                with_payload=True,
+                with_vectors=False,
+            )
+        return [StoredItem(str(r.id), dict(r.payload or {})) for r in records]
+
     def _count(self, conditions: list[_Condition]) -> int:
         with _client_errors():
             result = self._client.count(
@@ -1795,6 +1871,28 @@ def _client_index_type(kind: str) -> qm.PayloadSchemaType:
     if kind not in types:
         raise StoreError(f"unknown payload index type {kind!r}")
     return types[kind]
+
+
+NEWEST_KEY = "ingested_at"
+
+
+def _encode_newest_cursor(at: str, seen: list[str]) -> str:
+    raw = json.dumps({"at": at, "seen": seen}, separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _decode_newest_cursor(cursor: str | None) -> tuple[str | None, list[str]]:
+    if not cursor:
+        return None, []
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        body = json.loads(raw)
+        at, seen = body["at"], body["seen"]
+        if not isinstance(at, str) or not all(isinstance(i, str) for i in seen):
+            raise TypeError("not a newest-first cursor")
+        return at, [_canonical_id(i) for i in seen]
+    except (ValueError, TypeError, KeyError) as exc:
+        raise StoreError(f"not a valid cursor: {exc}") from exc
 
 
 def _client_filter(conditions: list[_Condition], exclude_ids: list[str]) -> qm.Filter | None:

@@ -331,6 +331,15 @@ def test_labels_tenant_link_and_find_by_id(page, catalog, named_catalog) -> None
     )
     assert "tenant: named-shop" in page.inner_text("#access-summary")
 
+    # Newest first: the items were ingested in this order, one task each.
+    with page.expect_response(lambda r: "sort=newest" in r.url):
+        page.select_option("#sort", "newest")
+    page.wait_for_function(
+        "document.querySelector('#catalog .card')?.dataset.id === 'shop.food.crumb-7'"
+    )
+    assert card_ids(page, "#catalog .card") == list(reversed(list(named_catalog)))
+    assert "sort=newest" in page.url and "tenant=named-shop" in page.url
+
     # Find an item by its id: its similar items, with a URL that keeps the tenant.
     page.fill("#find-id", "shop.shoes.trail-2")
     with page.expect_response(lambda r: "/similar" in r.url) as similar:
