@@ -222,7 +222,7 @@ def build_spec() -> Json:
                         "recently ingested first with sort=newest",
                     )
                 },
-                params=["PageLimit", "Cursor", "ItemSort", *_FILTER_PARAMS],
+                params=["PageLimit", "Cursor", "ItemSort", "ItemSearch", *_FILTER_PARAMS],
                 errors=(503,),
                 tag="items",
             ),
@@ -477,6 +477,11 @@ def _parameters() -> Json:
             "limit", {"type": "integer", "minimum": 1, "maximum": 500, "default": 50}, "page size"
         ),
         "Cursor": _query_param("cursor", {"type": "string"}, "`next_cursor` of the previous page"),
+        "ItemSearch": _query_param(
+            "q",
+            {"type": "string", "minLength": 1, "maxLength": 200},
+            "items whose id holds these words, or whose name or title has words starting with them",
+        ),
         "ItemSort": _query_param(
             "sort",
             {"type": "string", "enum": ["newest"]},

@@ -23,18 +23,27 @@ from api.readiness import served_by_workers
 from api.thumbnails import DEFAULT_SIZE, MIMETYPE, SIZES, Thumbnails
 from lookalike.blobs import BlobStore
 from lookalike.images import ImageProblem, check_image, sha256_hex, validate_image
-from lookalike.schema import DEFAULT_TENANT, InvalidId, point_id, validate_id
+from lookalike.schema import (
+    DEFAULT_TENANT,
+    TEXT_SEARCH_FIELDS,
+    InvalidId,
+    point_id,
+    validate_id,
+)
 from lookalike.settings import Settings
 from lookalike.store import (
     StoredItem,
     StoreError,
     StoreUnavailable,
+    TextMatch,
     VectorStore,
     mirror_versions,
 )
 from lookalike.tasks import INDEX_ITEMS
 
 bp = Blueprint("api", __name__)
+
+MAX_SEARCH_TEXT = 200
 
 MAX_LIMIT = 100
 # In a browser the gallery's images are loaded once and kept; a re-uploaded item gets new
@@ -315,6 +324,9 @@ def list_items() -> Response:
     if sort not in (None, "newest"):
         raise APIError(400, "invalid_parameter", "sort must be newest (or left out)", "sort")
     where: dict[str, Any] = {"tenant": tenant, **filters_from_args(request.args)}
+    text = request.args.get("q")
+    if text is not None:
+        where.update(_text_search(text))
     store = _store()
     try:
         if sort == "newest":
@@ -330,6 +342,18 @@ def list_items() -> Response:
         next_cursor=next_cursor,
         total=_store().count(where),
     )
+
+
+def _text_search(text: str) -> dict[str, Any]:
+    """GET /v1/items?q=: items whose id holds the words of ``text`` or whose name or title
+    has words starting with them (lookalike/schema.py TEXT_SEARCH_FIELDS)."""
+    text = text.strip()
+    if not 1 <= len(text) <= MAX_SEARCH_TEXT:
+        raise APIError(
+            400, "invalid_parameter", f"q must hold 1 to {MAX_SEARCH_TEXT} characters", "q"
+        )
+    first, *others = TEXT_SEARCH_FIELDS
+    return {first: TextMatch(text, tuple(others))}
 
 
 @bp.get("/v1/facets")

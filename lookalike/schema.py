@@ -34,7 +34,13 @@ PAYLOAD_INDEXES: dict[str, str] = {
     "metadata.in_stock": "bool",
     # GET /v1/items?sort=newest orders by it (an order needs a range index).
     "ingested_at": "datetime",
+    # GET /v1/items?q= finds items by the start of a word of their name or title
+    # (full-text, prefix tokens, lower-cased).
+    "metadata.name": "text_prefix",
+    "metadata.title": "text_prefix",
 }
+# The fields GET /v1/items?q= searches: the item id by its whole words, then these.
+TEXT_SEARCH_FIELDS = ("item_id", "metadata.name", "metadata.title")
 
 
 class InvalidId(ValueError):

@@ -58,6 +58,7 @@ from qdrant_edge import (
     HasIdCondition,
     HnswIndexConfig,
     MatchAny,
+    MatchText,
     MatchValue,
     Memory,
     PayloadSchemaType,
@@ -68,6 +69,8 @@ from qdrant_edge import (
     RangeFloat,
     RecommendQuery,
     ScrollRequest,
+    TextIndexParams,
+    TokenizerType,
     UpdateOperation,
     VectorStorageDatatype,
 )
@@ -131,9 +134,20 @@ Where: TypeAlias = Mapping[str, Any]
 All conditions must hold.
 """
 
+
 # A parsed condition of a Where: field path and an exact value, a list to match any of,
 # or a Range.
-_Value: TypeAlias = str | int | bool | list[str] | list[int] | Range
+@dataclass(frozen=True)
+class TextMatch:
+    """A full-text condition for :data:`Where`: the words of ``text`` in the condition's
+    field or in any of ``also`` (one matching field is enough). A field with a prefix text
+    index matches the start of a word ("run" finds "Runner"); others whole words."""
+
+    text: str
+    also: tuple[str, ...] = ()
+
+
+_Value: TypeAlias = str | int | bool | list[str] | list[int] | Range | TextMatch
 _Condition: TypeAlias = tuple[str, _Value]
 
 RECOMMEND_STRATEGIES = ("best_score", "sum_scores")
@@ -777,6 +791,10 @@ def _parse_condition(key: str, value: Any) -> _Value:
         return Range(gte=number, lte=number)
     if isinstance(value, str):
         return value
+    if isinstance(value, TextMatch):
+        if not value.text.strip():
+            raise StoreError(f"filter on {key!r}: the text to match is empty")
+        return value
     if isinstance(value, Range):
         bounds = (value.gte, value.lte, value.gt, value.lt)
         if all(bound is None for bound in bounds):
@@ -832,6 +850,7 @@ _EDGE_INDEX_TYPES = {
     "float": PayloadSchemaType.Float,
     "bool": PayloadSchemaType.Bool,
     "datetime": PayloadSchemaType.Datetime,
+    "text_prefix": PayloadSchemaType.Text,
 }
 
 
@@ -1388,7 +1407,10 @@ class EdgeStore(VectorStore):
             if wanted is None:
                 raise StoreError(f"unknown payload index type {kind!r} for {field_name!r}")
             if existing.get(field_name) != wanted:
-                shard.update(UpdateOperation.create_field_index(field_name, wanted))
+                params: Any = wanted
+                if kind == "text_prefix":
+                    params = TextIndexParams(tokenizer=TokenizerType.Prefix, lowercase=True)
+                shard.update(UpdateOperation.create_field_index(field_name, params))
 
     @contextmanager
     def _errors(self) -> Iterator[None]:
@@ -1452,6 +1474,9 @@ def _edge_filter(conditions: list[_Condition], exclude_ids: list[str]) -> EdgeFi
 
 
 def _edge_condition(key: str, value: _Value) -> Any:
+    if isinstance(value, TextMatch):
+        fields = (key, *value.also)
+        return EdgeFilter(should=[FieldCondition(f, match=MatchText(value.text)) for f in fields])
     if isinstance(value, Range):
         bounds = RangeFloat(gte=value.gte, gt=value.gt, lte=value.lte, lt=value.lt)
         return FieldCondition(key, range=bounds)
@@ -1858,9 +1883,13 @@ def _client_query(query: SimilarityQuery) -> Any:
     return query.tolist()
 
 
-def _client_index_type(kind: str) -> qm.PayloadSchemaType:
+def _client_index_type(kind: str) -> qm.PayloadSchemaType | qm.TextIndexParams:
     from qdrant_client import models
 
+    if kind == "text_prefix":
+        return models.TextIndexParams(
+            type=models.TextIndexType.TEXT, tokenizer=models.TokenizerType.PREFIX, lowercase=True
+        )
     types = {
         "keyword": models.PayloadSchemaType.KEYWORD,
         "integer": models.PayloadSchemaType.INTEGER,
@@ -1902,7 +1931,13 @@ def _client_filter(conditions: list[_Condition], exclude_ids: list[str]) -> qm.F
         return None
     must: list[models.Condition] = []
     for key, value in conditions:
-        if isinstance(value, Range):
+        if isinstance(value, TextMatch):
+            should: list[models.Condition] = [
+                models.FieldCondition(key=f, match=models.MatchText(text=value.text))
+                for f in (key, *value.also)
+            ]
+            must.append(models.Filter(should=should))
+        elif isinstance(value, Range):
             bounds = models.Range(gte=value.gte, gt=value.gt, lte=value.lte, lt=value.lt)
             must.append(models.FieldCondition(key=key, range=bounds))
         elif isinstance(value, list):

@@ -1034,3 +1034,46 @@ def test_scroll_newest_pages_through_every_item_newest_first(empty_store: Vector
     assert batches == sorted(batches, reverse=True)
     with pytest.raises(StoreError):
         empty_store.scroll_newest(limit=3, cursor="not-a-cursor")
+
+
+def test_text_match_finds_id_words_and_name_word_prefixes(empty_store: VectorStore) -> None:
+    from lookalike.store import TextMatch
+
+    empty_store.ensure_collection(DIM)
+    rng = np.random.default_rng(4)
+    rows = [
+        ("shop.shoes.red-runner", {"name": "Red Runner"}),
+        ("shop.shoes.trail-2", {"title": "Trail shoe, size 42"}),
+        ("shop.food.crumb-7", {}),
+    ]
+    empty_store.upsert(
+        [
+            StoredItem(
+                point_id(item_id, "t"),
+                {"item_id": item_id, "tenant": "t", "metadata": meta},
+                rng.normal(size=DIM).astype(np.float32),
+            )
+            for item_id, meta in rows
+        ]
+    )
+
+    def found(text: str) -> list[str]:
+        where = {
+            "tenant": "t",
+            "item_id": TextMatch(text, ("metadata.name", "metadata.title")),
+        }
+        items, _ = empty_store.scroll(limit=10, where=where)
+        assert empty_store.count(where) == len(items)
+        return sorted(i.payload["item_id"] for i in items)
+
+    assert found("crumb") == ["shop.food.crumb-7"]  # a word of the id
+    assert found("shoes") == ["shop.shoes.red-runner", "shop.shoes.trail-2"]
+    assert found("runner") == ["shop.shoes.red-runner"]  # a word of the name, any case
+    assert found("nothing-like-it") == []
+    if isinstance(empty_store, EdgeStore):
+        # The start of a word of a name or title: the prefix text index (a Qdrant server
+        # builds it too; qdrant-client's local mode ignores payload indexes).
+        assert found("run") == ["shop.shoes.red-runner"]
+        assert found("tra") == ["shop.shoes.trail-2"]
+    with pytest.raises(StoreError):
+        empty_store.scroll(limit=10, where={"item_id": TextMatch("  ")})
