@@ -25,8 +25,9 @@ from lookalike.blobs import BlobStore
 from lookalike.images import ImageProblem, check_image, sha256_hex, validate_image
 from lookalike.schema import (
     DEFAULT_TENANT,
-    TEXT_SEARCH_FIELDS,
+    CatalogSchema,
     InvalidId,
+    InvalidMetadata,
     point_id,
     validate_id,
 )
@@ -67,6 +68,10 @@ def _store() -> VectorStore:
         raise APIError(
             503, "store_misconfigured", f"the catalog cannot be opened as configured: {exc}"
         ) from exc
+
+
+def _catalog() -> CatalogSchema:
+    return _settings().catalog
 
 
 def _tasks() -> TaskClient:
@@ -130,9 +135,13 @@ def _uploaded_image(field: str = "image", *, header_only: bool = False) -> bytes
     return data
 
 
-def _metadata() -> dict[str, Any]:
+def _metadata() -> dict[str, Any] | None:
+    """The item's metadata form field, checked against the catalog schema; None when the
+    form has none (a re-post then keeps the stored metadata)."""
     raw = request.form.get("metadata")
-    if raw is None or raw == "":
+    if raw is None:
+        return None
+    if raw == "":
         return {}
     if len(raw.encode()) > _settings().max_metadata_bytes:
         raise APIError(
@@ -149,7 +158,23 @@ def _metadata() -> dict[str, Any]:
         ) from exc
     if not isinstance(value, dict):
         raise APIError(400, "invalid_metadata", "metadata must be a JSON object", "metadata")
-    return value
+    return checked_metadata(value, "metadata")
+
+
+def checked_metadata(value: dict[str, Any], field: str) -> dict[str, Any]:
+    """Metadata as stored: each declared field of its declared type (422 naming it)."""
+    try:
+        return _catalog().check_metadata(value)
+    except InvalidMetadata as exc:
+        raise APIError(422, "invalid_metadata", exc.message, f"{field}.{exc.field}") from exc
+
+
+def stored_metadata(point_ids: list[str]) -> dict[str, dict[str, Any]]:
+    """The metadata stored for these points (those that exist), read in one call."""
+    if not point_ids:
+        return {}
+    found = _store().retrieve(point_ids)
+    return {item.point_id: dict(item.payload.get("metadata") or {}) for item in found}
 
 
 def _image_params(tenant: str, item_id: str, sha256: str | None) -> dict[str, Any]:
@@ -300,6 +325,8 @@ def add_item() -> tuple[Response, int]:
         job = _item_id(job, "job")
     metadata = _metadata()
     data = _uploaded_image()
+    # No metadata field (None): the worker keeps an existing item's stored metadata (never a
+    # silent wipe), read when it writes the new vector; a new item starts with none.
     sha = sha256_hex(data)
     _blobs().put(sha, data, tenant=tenant)
     item = {"id": item_id, "tenant": tenant, "image_sha256": sha, "metadata": metadata}
@@ -323,10 +350,11 @@ def list_items() -> Response:
     sort = request.args.get("sort") or None
     if sort not in (None, "newest"):
         raise APIError(400, "invalid_parameter", "sort must be newest (or left out)", "sort")
-    where: dict[str, Any] = {"tenant": tenant, **filters_from_args(request.args)}
+    schema = _catalog()
+    where: dict[str, Any] = {"tenant": tenant, **filters_from_args(request.args, schema)}
     text = request.args.get("q")
     if text is not None:
-        where.update(_text_search(text))
+        where.update(_text_search(text, schema))
     store = _store()
     try:
         if sort == "newest":
@@ -344,31 +372,48 @@ def list_items() -> Response:
     )
 
 
-def _text_search(text: str) -> dict[str, Any]:
+def _text_search(text: str, schema: CatalogSchema) -> dict[str, Any]:
     """GET /v1/items?q=: items whose id holds the words of ``text`` or whose name or title
-    has words starting with them (lookalike/schema.py TEXT_SEARCH_FIELDS)."""
+    has words starting with them (CatalogSchema.text_search_paths: a name or title the
+    catalog schema declares is filtered as its type instead)."""
     text = text.strip()
     if not 1 <= len(text) <= MAX_SEARCH_TEXT:
         raise APIError(
             400, "invalid_parameter", f"q must hold 1 to {MAX_SEARCH_TEXT} characters", "q"
         )
-    first, *others = TEXT_SEARCH_FIELDS
+    first, *others = schema.text_search_paths()
     return {first: TextMatch(text, tuple(others))}
 
 
 @bp.get("/v1/facets")
 def facets() -> Response:
-    """The values of category or brand among the tenant's items (under the same filters)."""
+    """The values of a declared facet field among the tenant's items (under the same
+    filters), most frequent first."""
     tenant = _tenant()
-    name = request.args.get("field", "category")
-    paths = {"category": "metadata.category", "brand": "metadata.brand"}
-    if name not in paths:
-        raise APIError(400, "invalid_parameter", "field must be category or brand", "field")
+    schema = _catalog()
+    facets = [f.name for f in schema.with_role("facet")]
+    name = request.args.get("field", facets[0] if facets else "")
+    declared = schema.field(name)
+    if declared is None or "facet" not in declared.roles:
+        raise APIError(
+            400,
+            "invalid_parameter",
+            f"field must be one of {', '.join(facets) or '(none)'}",
+            "field",
+        )
     limit = _int_arg("limit", 100, 1, 1000)
-    filters = filters_from_args(request.args)
-    filters.pop(paths[name], None)  # a field's own filter would hide its other values
-    found = _store().facet(paths[name], where={"tenant": tenant, **filters}, limit=limit)
+    filters = filters_from_args(request.args, schema)
+    filters.pop(declared.path, None)  # a field's own filter would hide its other values
+    found = _store().facet(declared.path, where={"tenant": tenant, **filters}, limit=limit)
     return jsonify(field=name, values=[{"value": f.value, "count": f.count} for f in found])
+
+
+@bp.get("/v1/schema")
+def catalog_schema() -> Response:
+    """The catalog's declared fields (LOOKALIKE_CATALOG_SCHEMA): what the indexer types its
+    manifests by and the gallery draws its filters from."""
+    _tenant()  # the same key rules as every /v1 route
+    return jsonify(_catalog().as_json())
 
 
 @bp.get("/v1/items/<item_id>")

@@ -66,6 +66,7 @@ def index_items(runtime: WorkerRuntime, items: list[dict[str, Any]]) -> BatchRep
     if not decoded:
         metrics.observe_items(0, len(report.failed))
         return report
+    _keep_stored_metadata(runtime, items, decoded)
 
     aliases = runtime.store.aliases()
     embedder = embedder_for(runtime, aliases.active)
@@ -96,6 +97,28 @@ def index_items(runtime: WorkerRuntime, items: list[dict[str, Any]]) -> BatchRep
     metrics.observe_items(len(report.indexed), len(report.failed))
     log.info("indexed %d items, %d failed", len(report.indexed), len(report.failed))
     return report
+
+
+def _keep_stored_metadata(
+    runtime: WorkerRuntime, items: list[dict[str, Any]], decoded: list[_Decoded]
+) -> None:
+    """An item sent without metadata (``None``: a new image for an existing id) keeps the
+    metadata stored with it, read now, when its new vector is written; a new item gets none.
+    An explicit ``{}`` replaces (lookalike's update semantics, README "The catalog schema")."""
+    keep = {
+        str(raw.get("id", ""))
+        for raw in items
+        if isinstance(raw, dict) and raw.get("metadata") is None
+    }
+    wanted = {point_id(d.item_id, d.tenant): d for d in decoded if d.item_id in keep}
+    if not wanted:
+        return
+    # StoreUnavailable propagates: the task retries, as for the upsert below.
+    for stored in runtime.store.retrieve(list(wanted)):
+        metadata = stored.payload.get("metadata")
+        if isinstance(metadata, dict):
+            item = wanted[stored.point_id]
+            item.payload = {**item.payload, "metadata": metadata}
 
 
 def _decode_item(
