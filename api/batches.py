@@ -136,7 +136,7 @@ def put_blob(sha256: str) -> tuple[Response, int]:
             400, "invalid_parameter", "the path must name a lower-case hex sha256", "sha256"
         )
     data = request.get_data(cache=False)
-    problem = _store_blob(sha256, data)
+    problem = _store_blob(sha256, data, _tenant())
     if problem is not None:
         status, code, message = problem
         field = {400: "sha256", 422: "body"}.get(status)
@@ -149,6 +149,7 @@ def post_blobs() -> Response:
     """Store many images in one request: a multipart form whose file parts are each named by
     their sha256. Each image is checked and stored, or rejected alone with its reason."""
     settings = _settings()
+    tenant = _tenant()
     # Werkzeug enforces these while it parses, before any image is read.
     request.max_content_length = MAX_BLOBS_REQUEST_BYTES
     request.max_form_parts = MAX_BATCH_ITEMS + 16
@@ -174,7 +175,7 @@ def post_blobs() -> Response:
             rejected.append({"sha256": name, "code": "invalid_parameter", "message": message})
             continue
         data = upload.stream.read(settings.max_upload_bytes + 1)
-        problem = _store_blob(name, data)
+        problem = _store_blob(name, data, tenant)
         if problem is None:
             stored.append(name)
         else:
@@ -182,8 +183,9 @@ def post_blobs() -> Response:
     return jsonify(stored=stored, rejected=rejected)
 
 
-def _store_blob(sha256: str, data: bytes) -> tuple[int, str, str] | None:
-    """Check an upload and store it; (HTTP status, code, message) when it is refused."""
+def _store_blob(sha256: str, data: bytes, tenant: str) -> tuple[int, str, str] | None:
+    """Check an upload and store it for ``tenant``; (HTTP status, code, message) when it is
+    refused."""
     settings = _settings()
     if len(data) > settings.max_upload_bytes:
         limit = settings.max_upload_bytes
@@ -191,15 +193,16 @@ def _store_blob(sha256: str, data: bytes) -> tuple[int, str, str] | None:
     if sha256_hex(data) != sha256:
         return 400, "checksum_mismatch", "the body's sha256 is not the one named"
     blobs = _blobs()
-    # A stored blob was checked when it was stored, and the same hash is the same bytes:
-    # a re-run of an ingestion job does not decode its images again.
-    if blobs.exists(sha256):
+    # A blob this tenant stored was checked when it was stored, and the same hash is the same
+    # bytes: a re-run of an ingestion job does not decode its images again. Another tenant's
+    # copy does not count (the answer, and its time, must not tell that it exists).
+    if blobs.owns(tenant, sha256):
         return None
     try:
         validate_image(data, max_pixels=settings.max_image_pixels)
     except ImageProblem as exc:
         return 422, exc.code, exc.message
-    blobs.put(sha256, data)
+    blobs.put(sha256, data, tenant=tenant)
     return None
 
 
@@ -228,10 +231,11 @@ def add_batch() -> tuple[Response, int]:
         else:
             # No metadata: the worker keeps an existing item's (api/routes.py add_item).
             metadata, problem = None, None
-        if problem is None and not _blobs().exists(sha):
+        if problem is None and not _blobs().owns(tenant, sha):
             problem = {
                 "code": "image_missing",
-                "message": "no image with this sha256 was uploaded (PUT /v1/blobs/{sha256})",
+                "message": "this tenant uploaded no image with this sha256 "
+                "(PUT /v1/blobs/{sha256})",
             }
         if problem is not None:
             rejected.append({"id": item_id, **problem})

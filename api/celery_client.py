@@ -13,9 +13,11 @@ from flask import Flask
 
 from lookalike.logs import TASK_HEADER, current_request_id
 from lookalike.settings import Settings
-from lookalike.tasks import TASK_QUEUES, celery_config
+from lookalike.tasks import QUEUES, TASK_QUEUES, celery_config
 
 _SUBMITTED_PREFIX = "lookalike-submitted-"
+# How long /readyz trusts its last count of the workers on each queue.
+CONSUMERS_TTL_S = 5.0
 
 
 class TaskClient:
@@ -29,6 +31,8 @@ class TaskClient:
             )
         )
         self.history = TaskHistory(settings.redis_url, settings.jobs_history)
+        self._consumers: tuple[float, dict[str, int]] | None = None
+        self._consumers_lock = threading.Lock()
 
     def send(self, name: str, *args: Any, meta: dict[str, Any] | None = None) -> str:
         # The request id travels in the message headers, so the worker logs it too.
@@ -85,6 +89,22 @@ class TaskClient:
     def ping_broker(self, timeout: float = 2.0) -> None:
         with self.celery.connection_for_write() as conn:
             conn.ensure_connection(max_retries=1, timeout=timeout)
+
+    def consumers(self, timeout: float = 1.0) -> dict[str, int]:
+        """How many worker processes consume each queue (Celery's remote control: every
+        worker answers ``active_queues`` within ``timeout``). Cached for a few seconds, so a
+        readiness probe every few seconds asks the workers at most that often."""
+        with self._consumers_lock:
+            now = time.monotonic()
+            if self._consumers is not None and now - self._consumers[0] < CONSUMERS_TTL_S:
+                return dict(self._consumers[1])
+            replies = self.celery.control.inspect(timeout=timeout).active_queues() or {}
+            counts = dict.fromkeys(QUEUES, 0)
+            for queues in replies.values():
+                for queue in queues or []:
+                    counts[queue["name"]] = counts.get(queue["name"], 0) + 1
+            self._consumers = (time.monotonic(), counts)
+            return dict(counts)
 
 
 def celery_init_app(app: Flask, settings: Settings) -> TaskClient:

@@ -144,6 +144,7 @@ def init_metrics(app: Flask) -> None:
 
     def metrics() -> Response:
         body = generate_latest(REGISTRY) + generate_latest(app_registry)
-        return Response(body, mimetype=CONTENT_TYPE_LATEST)
+        # content_type, not mimetype: CONTENT_TYPE_LATEST carries its charset already.
+        return Response(body, content_type=CONTENT_TYPE_LATEST)
 
     app.add_url_rule("/metrics", "metrics", metrics, methods=["GET"])

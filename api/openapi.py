@@ -250,7 +250,8 @@ def build_spec(schema: CatalogSchema = DEFAULT_CATALOG_SCHEMA) -> Json:
         },
         "/readyz": {
             "get": _op(
-                "readiness: the vector store and the broker answer",
+                "readiness: the vector store and the broker answer, and a worker consumes "
+                "the query queue (`serves` says what ingest and search by photo can do)",
                 {
                     "200": _json(_schema("Readiness"), "ready"),
                     "503": _json(_schema("Readiness"), "not ready; `checks` says why"),
@@ -296,8 +297,14 @@ def build_spec(schema: CatalogSchema = DEFAULT_CATALOG_SCHEMA) -> Json:
             ),
             "get": _op(
                 "browse the catalog (filtered), a page at a time",
-                {"200": _json(_schema("ItemPage"), "a page of items in id order")},
-                params=["PageLimit", "Cursor", *_filter_params(schema)],
+                {
+                    "200": _json(
+                        _schema("ItemPage"),
+                        "a page of items, in a stable order (of the point ids), or the most "
+                        "recently ingested first with sort=newest",
+                    )
+                },
+                params=["PageLimit", "Cursor", "ItemSort", "ItemSearch", *_filter_params(schema)],
                 errors=(503,),
                 tag="items",
             ),
@@ -469,6 +476,16 @@ def build_spec(schema: CatalogSchema = DEFAULT_CATALOG_SCHEMA) -> Json:
     }
 
 
+def _search_description(schema: CatalogSchema) -> str:
+    fields = [p.removeprefix("metadata.") for p in schema.text_search_paths()[1:]]
+    if not fields:
+        return "items whose id holds these words"
+    return (
+        f"items whose id holds these words, or whose {' or '.join(fields)} has words "
+        "starting with them"
+    )
+
+
 def _query_param(name: str, schema: Json, description: str, **extra: Any) -> Json:
     return {"name": name, "in": "query", "schema": schema, "description": description, **extra}
 
@@ -589,6 +606,16 @@ def _parameters(schema: CatalogSchema) -> Json:
             "limit", {"type": "integer", "minimum": 1, "maximum": 500, "default": 50}, "page size"
         ),
         "Cursor": _query_param("cursor", {"type": "string"}, "`next_cursor` of the previous page"),
+        "ItemSearch": _query_param(
+            "q",
+            {"type": "string", "minLength": 1, "maxLength": 200},
+            _search_description(schema),
+        ),
+        "ItemSort": _query_param(
+            "sort",
+            {"type": "string", "enum": ["newest"]},
+            "`newest`: the most recently ingested first; without it, a stable order",
+        ),
         "FacetField": _query_param(
             "field",
             {"type": "string", "enum": facets or [""], "default": (facets or [""])[0]},
@@ -649,6 +676,8 @@ def _schemas(schema: CatalogSchema) -> Json:
             "properties": {
                 "status": {"type": "string", "enum": ["ready", "not_ready"]},
                 "checks": {"type": "object", "additionalProperties": {"type": "string"}},
+                # "ok" or why not, for "ingest" and "search_by_photo" (api/readiness.py).
+                "serves": {"type": "object", "additionalProperties": {"type": "string"}},
             },
         },
         "Item": item,

@@ -19,6 +19,7 @@ from api.auth import keyring, request_tenant, signed_url
 from api.celery_client import TaskClient
 from api.errors import APIError
 from api.params import filters_from_args
+from api.readiness import served_by_workers
 from api.thumbnails import DEFAULT_SIZE, MIMETYPE, SIZES, Thumbnails
 from lookalike.blobs import BlobStore
 from lookalike.images import ImageProblem, check_image, sha256_hex, validate_image
@@ -35,12 +36,15 @@ from lookalike.store import (
     StoredItem,
     StoreError,
     StoreUnavailable,
+    TextMatch,
     VectorStore,
     mirror_versions,
 )
 from lookalike.tasks import INDEX_ITEMS
 
 bp = Blueprint("api", __name__)
+
+MAX_SEARCH_TEXT = 200
 
 MAX_LIMIT = 100
 # In a browser the gallery's images are loaded once and kept; a re-uploaded item gets new
@@ -288,8 +292,15 @@ def readyz() -> tuple[Response, int]:
         checks["broker"] = "ok"
     except Exception as exc:
         checks["broker"] = f"unavailable: {type(exc).__name__}"
-    ready = all(v == "ok" for v in checks.values())
-    return jsonify(status="ready" if ready else "not_ready", checks=checks), 200 if ready else 503
+    serves = served_by_workers(_tasks(), _settings(), broker_ok=checks["broker"] == "ok")
+    # Search by photo waits on a worker inside the request: without one on the query queue it
+    # cannot be served, so the API is not ready. Ingest tasks wait in the queue (an autoscaler
+    # may start ingest workers from zero on its length): said, but not a reason to be unready.
+    ready = all(v == "ok" for v in checks.values()) and serves["search_by_photo"] == "ok"
+    return (
+        jsonify(status="ready" if ready else "not_ready", checks=checks, serves=serves),
+        200 if ready else 503,
+    )
 
 
 @bp.get("/")
@@ -317,7 +328,7 @@ def add_item() -> tuple[Response, int]:
     # No metadata field (None): the worker keeps an existing item's stored metadata (never a
     # silent wipe), read when it writes the new vector; a new item starts with none.
     sha = sha256_hex(data)
-    _blobs().put(sha, data)
+    _blobs().put(sha, data, tenant=tenant)
     item = {"id": item_id, "tenant": tenant, "image_sha256": sha, "metadata": metadata}
     meta = {"items": [item_id], "tenant": tenant, "job": job}
     task_id = _tasks().send(INDEX_ITEMS, [item], meta=meta)
@@ -336,10 +347,20 @@ def list_items() -> Response:
     tenant = _tenant()
     limit = _int_arg("limit", 50, 1, 500)
     cursor = request.args.get("cursor") or None
-    where: dict[str, Any] = {"tenant": tenant, **filters_from_args(request.args, _catalog())}
+    sort = request.args.get("sort") or None
+    if sort not in (None, "newest"):
+        raise APIError(400, "invalid_parameter", "sort must be newest (or left out)", "sort")
+    schema = _catalog()
+    where: dict[str, Any] = {"tenant": tenant, **filters_from_args(request.args, schema)}
+    text = request.args.get("q")
+    if text is not None:
+        where.update(_text_search(text, schema))
     store = _store()
     try:
-        items, next_cursor = store.scroll(limit=limit, offset=cursor, where=where)
+        if sort == "newest":
+            items, next_cursor = store.scroll_newest(limit=limit, cursor=cursor, where=where)
+        else:
+            items, next_cursor = store.scroll(limit=limit, offset=cursor, where=where)
     except StoreUnavailable:
         raise
     except StoreError as exc:
@@ -349,6 +370,19 @@ def list_items() -> Response:
         next_cursor=next_cursor,
         total=_store().count(where),
     )
+
+
+def _text_search(text: str, schema: CatalogSchema) -> dict[str, Any]:
+    """GET /v1/items?q=: items whose id holds the words of ``text`` or whose name or title
+    has words starting with them (CatalogSchema.text_search_paths: a name or title the
+    catalog schema declares is filtered as its type instead)."""
+    text = text.strip()
+    if not 1 <= len(text) <= MAX_SEARCH_TEXT:
+        raise APIError(
+            400, "invalid_parameter", f"q must hold 1 to {MAX_SEARCH_TEXT} characters", "q"
+        )
+    first, *others = schema.text_search_paths()
+    return {first: TextMatch(text, tuple(others))}
 
 
 @bp.get("/v1/facets")

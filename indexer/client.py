@@ -110,20 +110,21 @@ class APIClient:
         )
         return result
 
-    def put_blob(self, sha256: str, data: bytes) -> dict[str, Any]:
+    def put_blob(self, sha256: str, data: bytes, *, tenant: str | None = None) -> dict[str, Any]:
         result: dict[str, Any] = self.request(
             "PUT",
             f"/v1/blobs/{sha256}",
             content=data,
             headers={"Content-Type": "application/octet-stream"},
+            tenant=tenant,
         )
         return result
 
-    def put_blobs(self, blobs: dict[str, bytes]) -> dict[str, Any]:
+    def put_blobs(self, blobs: dict[str, bytes], *, tenant: str | None = None) -> dict[str, Any]:
         """Upload many images in one request (``POST /v1/blobs``), each named by its sha256:
         ``{"stored": [sha256...], "rejected": [{"sha256", "code", "message"}]}``."""
         files = [(sha, (sha, data, "application/octet-stream")) for sha, data in blobs.items()]
-        result: dict[str, Any] = self.request("POST", "/v1/blobs", files=files)
+        result: dict[str, Any] = self.request("POST", "/v1/blobs", files=files, tenant=tenant)
         return result
 
     def add_batch(

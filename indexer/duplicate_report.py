@@ -105,7 +105,9 @@ def duplicate_report(
     while True:
         page = client.list_items(cursor=cursor, limit=PAGE, tenant=tenant)
         if progress is None:
-            progress = Progress(out, int(page.get("total") or 0), label="duplicates")
+            progress = Progress(
+                out, int(page.get("total") or 0), label="duplicates", unit="items/s"
+            )
         ids = [item["id"] for item in page["items"]]
         if ids:
             answer = client.duplicates(ids, tenant=tenant, threshold=threshold)

@@ -28,6 +28,7 @@ update, without re-embedding.
 
 from __future__ import annotations
 
+import functools
 import sys
 import time
 from collections import deque
@@ -41,13 +42,16 @@ import httpx
 
 from indexer.client import APIClient, APIClientError
 from indexer.duplicate_report import groups, star_groups
+from indexer.fetch import download_client
 from indexer.progress import Progress, duration
-from indexer.sources import SourceItem, UrlNotAllowed, check_url
+from indexer.sources import SourceItem, UrlNotAllowed
 from indexer.state import FileState, ItemState, JobState, metadata_hash
 from lookalike.images import sha256_hex
 from lookalike.schema import DEFAULT_TENANT, InvalidId, validate_id
 
 DUPLICATES_PER_REQUEST = 100
+# Deleted (or, in a dry run, to be deleted) item ids listed in the summary on screen.
+SHOWN_DELETED_IDS = 20
 TASKS_PER_REQUEST = 100  # the API's limit for GET /v1/tasks?ids=
 # POST /v1/blobs: at most this many bytes of images per request (the API takes 64 MiB), and
 # a batch's images are spread over parallel requests only when each gets at least the minimum
@@ -100,6 +104,9 @@ class IngestReport:
     dry_run: bool = False
     planned: dict[str, int] = field(default_factory=dict)
     duplicates: dict[str, Any] | None = None
+    # The items --sync deleted (or, in a dry run, would delete): "id", or "tenant/id" for a
+    # tenant other than the command's. All of them in the JSON report, the first few on screen.
+    deleted_ids: list[str] = field(default_factory=list)
 
     @property
     def images_per_second(self) -> float | None:
@@ -114,6 +121,7 @@ class IngestReport:
             "metadata_updated": self.metadata_updated,
             "skipped_unchanged": self.skipped,
             "deleted": self.deleted,
+            "deleted_ids": [] if self.dry_run else self.deleted_ids,
             "failed_count": len(self.failed),
             "seconds": round(self.seconds, 2),
             "images_per_second": self.images_per_second,
@@ -125,6 +133,7 @@ class IngestReport:
         if self.dry_run:
             body["dry_run"] = True
             body["planned"] = self.planned
+            body["planned_delete_ids"] = self.deleted_ids
         return body
 
     def summary(self) -> str:
@@ -143,6 +152,14 @@ class IngestReport:
                 + (f" ({rate} img/s)" if rate else "")
                 + f", metadata updated {self.metadata_updated}, unchanged {self.skipped}, "
                 f"deleted {self.deleted}, failed {len(self.failed)}"
+            )
+        if self.deleted_ids:
+            shown = self.deleted_ids[:SHOWN_DELETED_IDS]
+            more = len(self.deleted_ids) - len(shown)
+            verb = "would delete" if self.dry_run else "deleted"
+            lines.append(
+                f"  {verb}: {', '.join(shown)}"
+                + (f" ... and {more} more (all in the JSON report, --report)" if more else "")
             )
         if self.duplicates:
             d = self.duplicates
@@ -201,11 +218,11 @@ class IngestJob:
         self.out = out
         self.report = IngestReport(dry_run=self.options.dry_run)
         self.default_tenant = client.tenant or ""
-        self._downloads = httpx.Client(
-            follow_redirects=True,
+        # Each connection, the first and every redirect's, goes to an address checked when
+        # it is made (no DNS-rebinding window between a check and the connection).
+        self._downloads = download_client(
             timeout=self.options.download_timeout,
-            # Checked on every request, so a redirect cannot lead to a private address either.
-            event_hooks={"request": [self._check_request]},
+            allow_private=self.options.allow_private_urls,
         )
         # task id -> the items it carries (for a re-run: the ones met so far)
         self._pending: dict[str, list[Prepared]] = {}
@@ -378,9 +395,6 @@ class IngestJob:
         self.state.set_file(url, FileState(len(data), None, tag, sha))
         return sha, data
 
-    def _check_request(self, request: httpx.Request) -> None:
-        check_url(str(request.url), allow_private=self.options.allow_private_urls)
-
     def _download(self, url: str, headers: dict[str, str]) -> tuple[bytes, httpx.Response]:
         try:
             response = self._downloads.get(url, headers=headers)
@@ -450,7 +464,7 @@ class IngestJob:
                 del self._index[tenant]
 
     def _send_index(self, tenant: str, batch: list[Prepared]) -> None:
-        batch = self._upload(batch)
+        batch = self._upload(tenant, batch)
         if not batch:
             return
         body = [
@@ -472,15 +486,17 @@ class IngestJob:
             )
             self._pending[task_id] = queued
 
-    def _upload(self, batch: list[Prepared]) -> list[Prepared]:
-        """Upload the batch's images, each distinct image once; an item whose image the
+    def _upload(self, tenant: str, batch: list[Prepared]) -> list[Prepared]:
+        """Upload the batch's images, each distinct image once, as the batch's tenant (an
+        image is usable only by the tenant that uploaded it); an item whose image the
         service refuses fails with its reason. Returns the items whose image is stored."""
         blobs = {p.sha256: p.data for p in batch if p.sha256 and p.data is not None}
         refused: dict[str, tuple[str, str]] = {}
         if blobs:
             assert self._uploads is not None
             chunks = _blob_chunks(blobs, self.options.workers)
-            for answer in self._uploads.map(self._put_blobs, chunks):
+            put = functools.partial(self._put_blobs, tenant=tenant or None)
+            for answer in self._uploads.map(put, chunks):
                 refused.update(answer)
         kept = []
         for p in batch:
@@ -491,18 +507,20 @@ class IngestJob:
                 kept.append(p)
         return kept
 
-    def _put_blobs(self, blobs: dict[str, bytes]) -> dict[str, tuple[str, str]]:
+    def _put_blobs(
+        self, blobs: dict[str, bytes], tenant: str | None = None
+    ) -> dict[str, tuple[str, str]]:
         """One POST /v1/blobs; the refused images with (code, message). A request refused as
         a whole (too large, say) is sent again one image at a time, so each gets its reason."""
         try:
-            answer = self.client.put_blobs(blobs)
+            answer = self.client.put_blobs(blobs, tenant=tenant)
         except APIClientError as exc:
             if exc.transient:
                 raise
             refused = {}
             for sha, data in blobs.items():
                 try:
-                    self.client.put_blob(sha, data)
+                    self.client.put_blob(sha, data, tenant=tenant)
                 except APIClientError as one:
                     if one.transient:
                         raise
@@ -624,6 +642,7 @@ class IngestJob:
                     break
             if dry_run:
                 self.report.planned["delete"] = self.report.planned.get("delete", 0) + len(gone)
+                self.report.deleted_ids.extend(self._name(tenant, i) for i in gone)
                 continue
             if total and len(gone) > self.options.max_delete_fraction * total:
                 self.report.error = (
@@ -634,7 +653,9 @@ class IngestJob:
                 continue
             for start in range(0, len(gone), 1000):
                 answer = self.client.delete_items(gone[start : start + 1000], tenant=tenant or None)
-                self.report.deleted += len(answer.get("deleted", []))
+                deleted = answer.get("deleted", [])
+                self.report.deleted += len(deleted)
+                self.report.deleted_ids.extend(self._name(tenant, i) for i in deleted)
             self.state.forget((tenant, item_id) for item_id in gone)
         # Recorded items the source dropped but the index did not hold any more.
         self.state.forget(list(self.state.unseen(self._tenants)))

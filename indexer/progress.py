@@ -20,10 +20,15 @@ def duration(seconds: float) -> str:
 
 
 class Progress:
-    def __init__(self, out: TextIO, total: int | None, *, label: str = "") -> None:
+    def __init__(
+        self, out: TextIO, total: int | None, *, label: str = "", unit: str = "img/s"
+    ) -> None:
         self.out = out
         self.total = total
         self.label = label
+        # What the rate counts: images embedded for an ingest, items checked for a scan.
+        self.unit = unit
+        self._printed: tuple[int, ...] | None = None
         self.started = time.monotonic()
         self._tty = bool(getattr(out, "isatty", lambda: False)())
         self._interval = 0.2 if self._tty else 5.0
@@ -59,12 +64,16 @@ class Progress:
         parts.append(f"done {done}  failed {failed}  skipped {skipped}")
         if queued:
             parts.append(f"queued {queued}")
-        parts.append(f"{rate:.1f} img/s")
+        parts.append(f"{rate:.1f} {self.unit}")
         if self.total and processed:
             remaining = (self.total - processed) * elapsed / processed
             parts.append(f"ETA {duration(remaining)}")
         parts.append(f"elapsed {duration(elapsed)}")
         line = (f"{self.label}: " if self.label else "") + "  ".join(parts)
+        counts = (done, failed, skipped, queued)
+        if counts == self._printed:
+            return  # a final forced update with nothing new: not the same line twice
+        self._printed = counts
         if self._tty:
             self.out.write("\r" + line.ljust(self._width))
             self._width = len(line)

@@ -232,8 +232,9 @@ class UrlNotAllowed(ValueError):
 def check_url(url: str, *, allow_private: bool = False) -> None:
     """Refuse a URL that is not http(s), or whose host resolves to a loopback, private,
     link-local (cloud metadata: 169.254.169.254), multicast, reserved or unspecified address,
-    unless ``allow_private``. Every address the host resolves to is checked, and the indexer
-    checks again on every redirect (indexer/ingest.py)."""
+    unless ``allow_private``. Every address the host resolves to is checked. An early answer
+    only: the indexer's downloads connect to the addresses they checked themselves
+    (indexer/fetch.py), for the first request and every redirect."""
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise UrlNotAllowed(f"{url}: only http(s) URLs with a host are fetched")
@@ -246,13 +247,19 @@ def check_url(url: str, *, allow_private: bool = False) -> None:
         raise UrlNotAllowed(f"{url}: cannot resolve {host}: {exc}") from exc
     for info in infos:
         address = ipaddress.ip_address(str(info[4][0]).split("%")[0])
-        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-            address = address.ipv4_mapped
-        if not address.is_global or address.is_multicast:
+        if not address_allowed(address):
             raise UrlNotAllowed(
                 f"{url}: {host} is a private, loopback or link-local address ({address}); "
                 "use --allow-private-urls for a trusted internal source"
             )
+
+
+def address_allowed(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    """Whether the indexer may connect to ``address``: a global unicast address (an
+    IPv4-mapped IPv6 address judged as the IPv4 one)."""
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    return address.is_global and not address.is_multicast
 
 
 def _problem(raw_id: Any, origin: str, code: str, message: str) -> SourceItem:

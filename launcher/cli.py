@@ -8,6 +8,7 @@ import sys
 
 from lookalike.logs import configure_logging
 from lookalike.settings import Settings, SettingsError
+from lookalike.topology import api_topology_problem
 
 
 def default_http_threads() -> int:
@@ -49,6 +50,13 @@ def main(argv: list[str] | None = None) -> int:
         files = build_model_cache(args.model or settings.model, settings.model_dir)
         print(f"model cache ready: {files}")
         return 0
+
+    # A layout that cannot work stops here, saying what to set, instead of answering /readyz
+    # and then failing every ingest and search by photo (lookalike/topology.py).
+    problem = api_topology_problem(settings)
+    if problem is not None:
+        print(f"configuration error: {problem}", file=sys.stderr)
+        return 2
 
     from waitress import serve as waitress_serve
 

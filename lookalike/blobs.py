@@ -2,10 +2,17 @@
 
 The API writes an upload here before it queues the item, so a task carries only the image's
 sha256 and a redelivered task finds the same bytes.
+
+The same bytes are stored once, whoever uploads them, but a tenant may only use an image it
+uploaded itself: each upload also records the uploading tenant as an owner of the blob
+(an empty file under ``owners/``), and the API lets a tenant name an image by its sha256
+only when it owns it. Knowing another tenant's image hash gives neither its bytes nor
+whether it exists (issue #22).
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import tempfile
@@ -23,8 +30,11 @@ class BlobStore:
             raise ValueError("not a sha256 hex digest")
         return self.root / sha256[:2] / sha256
 
-    def put(self, sha256: str, data: bytes) -> Path:
+    def put(self, sha256: str, data: bytes, *, tenant: str | None = None) -> Path:
+        """Store the bytes (once); with ``tenant``, record that tenant as an owner."""
         target = self.path(sha256)
+        if tenant is not None:
+            self.grant(tenant, sha256)
         if target.exists():
             return target
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -45,3 +55,20 @@ class BlobStore:
 
     def exists(self, sha256: str) -> bool:
         return self.path(sha256).exists()
+
+    def _owner_marker(self, tenant: str, sha256: str) -> Path:
+        # The tenant's name hashed: any valid tenant id (up to 256 characters) makes a short,
+        # safe folder name.
+        folder = hashlib.sha256(tenant.encode()).hexdigest()[:32]
+        return self.root / "owners" / folder / sha256[:2] / self.path(sha256).name
+
+    def grant(self, tenant: str, sha256: str) -> None:
+        """Record ``tenant`` as an owner of the blob (it uploaded these bytes)."""
+        marker = self._owner_marker(tenant, sha256)
+        if not marker.exists():
+            marker.parent.mkdir(parents=True, exist_ok=True)
+            marker.touch()
+
+    def owns(self, tenant: str, sha256: str) -> bool:
+        """Whether ``tenant`` uploaded this blob and it is still stored."""
+        return self._owner_marker(tenant, sha256).exists() and self.exists(sha256)

@@ -199,6 +199,21 @@ def _problems() -> Iterator[None]:
         raise ImageProblem("not_an_image", "the file is not a recognised image") from exc
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         raise ImageProblem("corrupt_image", f"the image could not be decoded: {exc}") from exc
+    except NotImplementedError as exc:
+        # A plugin meeting a variant it has no code for (a DDS pixel format, ...).
+        raise ImageProblem(
+            "unsupported_format", f"the image uses a variant that is not supported: {exc}"
+        ) from exc
+    except MemoryError as exc:
+        raise ImageProblem("image_too_large", "the image needs too much memory to decode") from exc
+    except Exception as exc:
+        # Whatever else a decoder plugin raises on a malformed file (IndexError, struct.error,
+        # TypeError, ZeroDivisionError, ...): the file is at fault, never the service, so a
+        # 422 / a per-item failure, not a 500 or a dead worker (issue #22; the fuzz corpus in
+        # benchmarks/fuzz_images.py looks for more).
+        raise ImageProblem(
+            "corrupt_image", f"the image could not be decoded: {type(exc).__name__}: {exc}"
+        ) from exc
 
 
 def has_transparency(img: Image.Image) -> bool:

@@ -106,6 +106,24 @@ class JsonFormatter(logging.Formatter):
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s [%(request_id)s]: %(message)s"
 
 
+class TaskResultsAtDebug(logging.Filter):
+    """Celery's "Task ... succeeded in 0.8s: <the task's whole result>" line, at DEBUG
+    instead of INFO: a batch's result lists every item id, so at INFO a demo's terminal or a
+    production log fills with them (issue #22). Per-item failures are still logged at WARNING
+    (worker/pipeline.py) and every result stays readable in GET /v1/tasks/{id}."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno != logging.INFO or "succeeded in" not in str(record.msg):
+            return True
+        if not logging.getLogger().isEnabledFor(logging.DEBUG):
+            return False
+        record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+        return True
+
+
+_TASK_RESULTS_FILTER = TaskResultsAtDebug()
+
+
 def configure_logging(settings: Settings, level: int | str | None = None) -> None:
     """Replace the root logger's handlers with one stderr handler in the configured format.
 
@@ -122,6 +140,8 @@ def configure_logging(settings: Settings, level: int | str | None = None) -> Non
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level if level is not None else settings.log_level.upper())
+    # The filter of the logger Celery writes task outcomes to (added once per process).
+    logging.getLogger("celery.app.trace").addFilter(_TASK_RESULTS_FILTER)
     # Python warnings become log records too (one format on stderr); native libraries'
     # own stderr lines (TFLite's "Created TensorFlow Lite XNNPACK delegate") cannot.
     logging.captureWarnings(True)

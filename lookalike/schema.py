@@ -32,7 +32,15 @@ BASE_INDEXES: dict[str, str] = {
     "item_id": "keyword",
     "tenant": "keyword",
     "image_sha256": "keyword",
+    # GET /v1/items?sort=newest orders by it (an order needs a range index).
+    "ingested_at": "datetime",
 }
+# GET /v1/items?q= finds items by the whole words of their id, and by the start of a word of
+# these metadata fields (a full-text index with prefix tokens, lower-cased) -- unless the
+# catalog schema declares the field: a declared field has its declared type's index, is
+# filtered as that type, and q leaves it alone (CatalogSchema.text_search_paths).
+TEXT_SEARCH_NAMES = ("name", "title")
+TEXT_INDEX = "text_prefix"
 
 
 class InvalidId(ValueError):
@@ -346,9 +354,16 @@ class CatalogSchema:
     def with_role(self, role: str) -> list[CatalogField]:
         return [f for f in self.fields if role in f.roles]
 
+    def text_search_paths(self) -> tuple[str, ...]:
+        """The payload fields GET /v1/items?q= searches: the item id, then each of
+        TEXT_SEARCH_NAMES the schema does not declare."""
+        names = [n for n in TEXT_SEARCH_NAMES if self.field(n) is None]
+        return ("item_id", *(f"metadata.{n}" for n in names))
+
     def payload_indexes(self) -> dict[str, str]:
         """Payload field path -> index type, for every point of the catalog."""
-        return {**BASE_INDEXES, **{f.path: f.index_type for f in self.fields}}
+        text = {path: TEXT_INDEX for path in self.text_search_paths()[1:]}
+        return {**BASE_INDEXES, **text, **{f.path: f.index_type for f in self.fields}}
 
     def check_metadata(self, metadata: Mapping[str, Any]) -> dict[str, Any]:
         """The metadata as stored: each declared field checked (and a datetime normalized),

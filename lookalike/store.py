@@ -24,6 +24,7 @@ atomically with ``os.replace``.
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import os
@@ -38,6 +39,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeAlias
@@ -56,6 +58,7 @@ from qdrant_edge import (
     HasIdCondition,
     HnswIndexConfig,
     MatchAny,
+    MatchText,
     MatchValue,
     Memory,
     PayloadSchemaType,
@@ -67,14 +70,18 @@ from qdrant_edge import (
     RangeFloat,
     RecommendQuery,
     ScrollRequest,
+    TextIndexParams,
+    TokenizerType,
     UpdateOperation,
     VectorStorageDatatype,
 )
+from qdrant_edge import Direction as EdgeDirection
 from qdrant_edge import Filter as EdgeFilter
 from qdrant_edge import Mmr as EdgeMmr
+from qdrant_edge import OrderBy as EdgeOrderBy
 
 from lookalike import residency
-from lookalike.schema import DEFAULT_CATALOG_SCHEMA, VECTOR_NAME, CatalogSchema
+from lookalike.schema import DEFAULT_CATALOG_SCHEMA, TEXT_INDEX, VECTOR_NAME, CatalogSchema
 from lookalike.settings import VECTOR_DATATYPES
 
 if TYPE_CHECKING:
@@ -133,9 +140,20 @@ Where: TypeAlias = Mapping[str, Any]
 All conditions must hold.
 """
 
+
 # A parsed condition of a Where: field path and an exact value, a list to match any of,
 # or a Range.
-_Value: TypeAlias = str | int | bool | list[str] | list[int] | Range
+@dataclass(frozen=True)
+class TextMatch:
+    """A full-text condition for :data:`Where`: the words of ``text`` in the condition's
+    field or in any of ``also`` (one matching field is enough). A field with a prefix text
+    index matches the start of a word ("run" finds "Runner"); others whole words."""
+
+    text: str
+    also: tuple[str, ...] = ()
+
+
+_Value: TypeAlias = str | int | bool | list[str] | list[int] | Range | TextMatch
 _Condition: TypeAlias = tuple[str, _Value]
 
 RECOMMEND_STRATEGIES = ("best_score", "sum_scores")
@@ -415,6 +433,25 @@ class VectorStore(ABC):
         start = None if offset is None else _canonical_id(offset)
         return self._scroll(limit, start, _parse_where(where))
 
+    def scroll_newest(
+        self, *, limit: int, cursor: str | None = None, where: Where | None = None
+    ) -> tuple[list[StoredItem], str | None]:
+        """One page of points, the most recently ingested first (``ingested_at``, which has a
+        range index for this), and the cursor of the next page (``None`` after the last).
+
+        Items ingested in one batch share their time, so a cursor is that time plus the ids
+        of the page's items that have it: the next page starts at the time, without them.
+        """
+        _check_limit(limit)
+        at, seen = _decode_newest_cursor(cursor)
+        items = self._scroll_ordered(limit + 1, NEWEST_KEY, at, seen, _parse_where(where))
+        if len(items) <= limit:
+            return items, None
+        items = items[:limit]
+        last = str(items[-1].payload.get(NEWEST_KEY))
+        same = [i.point_id for i in items if str(i.payload.get(NEWEST_KEY)) == last]
+        return items, _encode_newest_cursor(last, (seen if last == at else []) + same)
+
     def count(self, where: Where | None = None) -> int:
         """The exact number of points matching ``where`` (all points without it)."""
         return self._count(_parse_where(where))
@@ -554,6 +591,17 @@ class VectorStore(ABC):
     def _scroll(
         self, limit: int, offset: str | None, conditions: list[_Condition]
     ) -> tuple[list[StoredItem], str | None]: ...
+
+    @abstractmethod
+    def _scroll_ordered(
+        self,
+        limit: int,
+        key: str,
+        start: str | None,
+        exclude: list[str],
+        conditions: list[_Condition],
+    ) -> list[StoredItem]:
+        """Up to ``limit`` points by ``key`` descending, from ``start`` (inclusive) down."""
 
     @abstractmethod
     def _count(self, conditions: list[_Condition]) -> int: ...
@@ -752,6 +800,10 @@ def _parse_condition(key: str, value: Any) -> _Value:
         return Range(gte=number, lte=number)
     if isinstance(value, str):
         return value
+    if isinstance(value, TextMatch):
+        if not value.text.strip():
+            raise StoreError(f"filter on {key!r}: the text to match is empty")
+        return value
     if isinstance(value, Range):
         bounds = (value.gte, value.lte, value.gt, value.lt)
         if all(bound is None for bound in bounds):
@@ -813,6 +865,7 @@ _EDGE_INDEX_TYPES = {
     "float": PayloadSchemaType.Float,
     "bool": PayloadSchemaType.Bool,
     "datetime": PayloadSchemaType.Datetime,
+    TEXT_INDEX: PayloadSchemaType.Text,
 }
 _EDGE_INDEX_NAMES = {kind: name for name, kind in _EDGE_INDEX_TYPES.items()}
 
@@ -826,8 +879,13 @@ def _check_index_types(
         have = existing.get(path)
         if have is not None and have != kind:
             name = path.removeprefix("metadata.")
+            wants = (
+                "not declared, so GET /v1/items?q= text-indexes it"
+                if kind == TEXT_INDEX
+                else f"declared {kind}"
+            )
             raise StoreError(
-                f"the catalog field {name!r} is declared {kind} but collection {collection!r} "
+                f"the catalog field {name!r} is {wants} but collection {collection!r} "
                 f"indexes it as {have}: a field's type cannot change in place (declare the "
                 "values under a new field name, or restore the old type in "
                 "LOOKALIKE_CATALOG_SCHEMA)"
@@ -1138,6 +1196,25 @@ class EdgeStore(VectorStore):
         items = [StoredItem(str(r.id), dict(r.payload or {})) for r in records]
         return items, None if next_offset is None else str(next_offset)
 
+    def _scroll_ordered(
+        self,
+        limit: int,
+        key: str,
+        start: str | None,
+        exclude: list[str],
+        conditions: list[_Condition],
+    ) -> list[StoredItem]:
+        request = ScrollRequest(
+            limit=limit,
+            filter=_edge_filter(conditions, exclude),
+            with_payload=True,
+            with_vector=False,
+            order_by=EdgeOrderBy(key, EdgeDirection.Desc, start_from=start),
+        )
+        with self._errors():
+            records, _ = self._open().scroll(request)
+        return [StoredItem(str(r.id), dict(r.payload or {})) for r in records]
+
     def _count(self, conditions: list[_Condition]) -> int:
         request = CountRequest(exact=True, filter=_edge_filter(conditions, []))
         with self._errors():
@@ -1378,9 +1455,10 @@ class EdgeStore(VectorStore):
         _check_index_types(self.collection, existing, wanted)
         for field_name, kind in wanted.items():
             if field_name not in existing:
-                shard.update(
-                    UpdateOperation.create_field_index(field_name, _EDGE_INDEX_TYPES[kind])
-                )
+                params: Any = _EDGE_INDEX_TYPES[kind]
+                if kind == TEXT_INDEX:
+                    params = TextIndexParams(tokenizer=TokenizerType.Prefix, lowercase=True)
+                shard.update(UpdateOperation.create_field_index(field_name, params))
 
     @contextmanager
     def _errors(self) -> Iterator[None]:
@@ -1444,6 +1522,9 @@ def _edge_filter(conditions: list[_Condition], exclude_ids: list[str]) -> EdgeFi
 
 
 def _edge_condition(key: str, value: _Value) -> Any:
+    if isinstance(value, TextMatch):
+        fields = (key, *value.also)
+        return EdgeFilter(should=[FieldCondition(f, match=MatchText(value.text)) for f in fields])
     if isinstance(value, Range):
         kind: Any = RangeDateTime if value.datetimes else RangeFloat
         bounds = kind(gte=value.gte, gt=value.gt, lte=value.lte, lt=value.lt)
@@ -1587,8 +1668,9 @@ class ClientStore(VectorStore):
                 f"not {VECTOR_NAME!r}: {dim}-d cosine"
             )
         indexed = {
-            path: str(getattr(index.data_type, "value", index.data_type))
+            path: _CLIENT_INDEX_NAMES.get(kind, kind)
             for path, index in (info.payload_schema or {}).items()
+            for kind in [str(getattr(index.data_type, "value", index.data_type))]
         }
         wanted = self.schema.payload_indexes()
         _check_index_types(name, indexed, wanted)
@@ -1748,6 +1830,29 @@ class ClientStore(VectorStore):
         items = [StoredItem(str(r.id), dict(r.payload or {})) for r in records]
         return items, None if next_offset is None else str(next_offset)
 
+    def _scroll_ordered(
+        self,
+        limit: int,
+        key: str,
+        start: str | None,
+        exclude: list[str],
+        conditions: list[_Condition],
+    ) -> list[StoredItem]:
+        from qdrant_client import models
+
+        begin = datetime.fromisoformat(start) if start is not None else None
+        order = models.OrderBy(key=key, direction=models.Direction.DESC, start_from=begin)
+        with _client_errors():
+            records, _ = self._client.scroll(
+                self.collection,
+                scroll_filter=_client_filter(conditions, exclude),
+                limit=limit,
+                order_by=order,
+                with_payload=True,
+                with_vectors=False,
+            )
+        return [StoredItem(str(r.id), dict(r.payload or {})) for r in records]
+
     def _count(self, conditions: list[_Condition]) -> int:
         with _client_errors():
             result = self._client.count(
@@ -1836,9 +1941,17 @@ def _client_query(query: SimilarityQuery) -> Any:
     return query.tolist()
 
 
-def _client_index_type(kind: str) -> qm.PayloadSchemaType:
+# The server names a text index "text" whatever its tokenizer; ours is the only one we create.
+_CLIENT_INDEX_NAMES = {"text": TEXT_INDEX}
+
+
+def _client_index_type(kind: str) -> qm.PayloadSchemaType | qm.TextIndexParams:
     from qdrant_client import models
 
+    if kind == TEXT_INDEX:
+        return models.TextIndexParams(
+            type=models.TextIndexType.TEXT, tokenizer=models.TokenizerType.PREFIX, lowercase=True
+        )
     types = {
         "keyword": models.PayloadSchemaType.KEYWORD,
         "integer": models.PayloadSchemaType.INTEGER,
@@ -1851,6 +1964,28 @@ def _client_index_type(kind: str) -> qm.PayloadSchemaType:
     return types[kind]
 
 
+NEWEST_KEY = "ingested_at"
+
+
+def _encode_newest_cursor(at: str, seen: list[str]) -> str:
+    raw = json.dumps({"at": at, "seen": seen}, separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _decode_newest_cursor(cursor: str | None) -> tuple[str | None, list[str]]:
+    if not cursor:
+        return None, []
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        body = json.loads(raw)
+        at, seen = body["at"], body["seen"]
+        if not isinstance(at, str) or not all(isinstance(i, str) for i in seen):
+            raise TypeError("not a newest-first cursor")
+        return at, [_canonical_id(i) for i in seen]
+    except (ValueError, TypeError, KeyError) as exc:
+        raise StoreError(f"not a valid cursor: {exc}") from exc
+
+
 def _client_filter(conditions: list[_Condition], exclude_ids: list[str]) -> qm.Filter | None:
     from qdrant_client import models
 
@@ -1858,7 +1993,13 @@ def _client_filter(conditions: list[_Condition], exclude_ids: list[str]) -> qm.F
         return None
     must: list[models.Condition] = []
     for key, value in conditions:
-        if isinstance(value, Range):
+        if isinstance(value, TextMatch):
+            should: list[models.Condition] = [
+                models.FieldCondition(key=f, match=models.MatchText(text=value.text))
+                for f in (key, *value.also)
+            ]
+            must.append(models.Filter(should=should))
+        elif isinstance(value, Range):
             kind: Any = models.DatetimeRange if value.datetimes else models.Range
             bounds = kind(gte=value.gte, gt=value.gt, lte=value.lte, lt=value.lt)
             must.append(models.FieldCondition(key=key, range=bounds))

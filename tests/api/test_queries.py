@@ -112,6 +112,60 @@ def test_a_tenant_sees_and_queries_only_its_own_items(client, catalog) -> None: 
     _error(client.get("/v1/items", headers={"X-Tenant": "bad tenant"}), 400, "invalid_tenant")
 
 
+def test_browse_newest_first_pages_through_the_catalog(client, catalog) -> None:  # type: ignore[no-untyped-def]
+    """GET /v1/items?sort=newest: the most recently ingested first, every item once, under
+    the filters too."""
+    seen: list[dict[str, Any]] = []
+    cursor = None
+    while True:
+        query = "sort=newest&limit=5" + (f"&cursor={cursor}" if cursor else "")
+        page = client.get(f"/v1/items?{query}").get_json()
+        seen += page["items"]
+        cursor = page["next_cursor"]
+        if not cursor:
+            break
+    assert sorted(i["id"] for i in seen) == sorted(catalog)
+    times = [i["ingested_at"] for i in seen]
+    assert times == sorted(times, reverse=True)
+    food = client.get("/v1/items?sort=newest&category=food&limit=100").get_json()
+    assert sorted(i["id"] for i in food["items"]) == sorted(c for c in catalog if "food" in c)
+    bad = client.get("/v1/items?sort=oldest")
+    assert bad.status_code == 400 and bad.get_json()["error"]["field"] == "sort"
+    assert client.get("/v1/items?sort=newest&cursor=nope").status_code == 400
+
+
+def test_browse_by_id_words_and_name_prefix(client, catalog) -> None:  # type: ignore[no-untyped-def]
+    """GET /v1/items?q=: the words of an id, the start of a word of a name or title."""
+    tenant = {"X-Tenant": "search"}
+    paths = [v["path"] for v in catalog.values()][:3]
+    rows = {
+        "shop.shoes.red-runner": {"name": "Red Runner", "category": "shoes"},
+        "shop.shoes.trail-2": {"title": "Trail shoe, size 42", "category": "shoes"},
+        "shop.food.crumb-7": {"category": "food"},
+    }
+    for (item_id, meta), path in zip(rows.items(), paths, strict=True):
+        resp = _post(client, item_id, path.read_bytes(), meta, tenant="search")
+        assert wait_for_task(client, resp.get_json()["task_id"], headers=tenant)["status"] == (
+            "succeeded"
+        )
+
+    def found(query: str) -> list[str]:
+        body = client.get(f"/v1/items?{query}", headers=tenant).get_json()
+        assert body["total"] == len(body["items"])
+        return sorted(i["id"] for i in body["items"])
+
+    assert found("q=crumb") == ["shop.food.crumb-7"]
+    assert found("q=shoes") == ["shop.shoes.red-runner", "shop.shoes.trail-2"]
+    assert found("q=run") == ["shop.shoes.red-runner"]
+    assert found("q=TRAIL%20sh") == ["shop.shoes.trail-2"]
+    assert found("q=shoes&category=food") == []
+    assert found("q=red&sort=newest") == ["shop.shoes.red-runner"]
+    assert client.get("/v1/items?q=runner").get_json()["total"] == 0  # another tenant's
+    for bad in ("q=", "q=%20", "q=" + "x" * 201):
+        resp = client.get(f"/v1/items?{bad}", headers=tenant)
+        assert resp.status_code == 400 and resp.get_json()["error"]["field"] == "q", bad
+
+
 def test_offset_pages_through_the_ranking(client, catalog) -> None:  # type: ignore[no-untyped-def]
     whole = client.get("/v1/items/food-1/similar?limit=12").get_json()
     pages, offset = [], 0

@@ -17,7 +17,7 @@ from lookalike.schema import (
     point_id,
 )
 from lookalike.settings import Settings, SettingsError
-from lookalike.store import EdgeStore, Range, StoredItem, StoreError, open_store
+from lookalike.store import EdgeStore, Range, StoredItem, StoreError, TextMatch, open_store
 from support import store_settings
 
 SHOP = {
@@ -44,16 +44,28 @@ def test_the_default_is_the_four_fields_the_api_always_had() -> None:
     }
     assert [f.name for f in schema.with_role("facet")] == ["category", "brand"]
     assert [f.name for f in schema.with_role("group")] == ["category", "brand"]
-    # The indexes a catalog built before declared schemas has: it is served unchanged.
+    # The indexes a catalog built before declared schemas has (it is served unchanged), and
+    # those GET /v1/items?sort=newest and ?q= need (added to an existing catalog at start).
     assert schema.payload_indexes() == {
         "item_id": "keyword",
         "tenant": "keyword",
         "image_sha256": "keyword",
+        "ingested_at": "datetime",
+        "metadata.name": "text_prefix",
+        "metadata.title": "text_prefix",
         "metadata.category": "keyword",
         "metadata.brand": "keyword",
         "metadata.price": "float",
         "metadata.in_stock": "bool",
     }
+    assert schema.text_search_paths() == ("item_id", "metadata.name", "metadata.title")
+
+
+def test_a_declared_name_is_its_type_and_no_longer_searched() -> None:
+    schema = load_catalog_schema(json.dumps({"fields": {"name": "keyword", "color": "keyword"}}))
+    assert schema.text_search_paths() == ("item_id", "metadata.title")
+    indexes = schema.payload_indexes()
+    assert indexes["metadata.name"] == "keyword" and indexes["metadata.title"] == "text_prefix"
 
 
 def test_a_schema_from_inline_json_or_a_file(tmp_path: Path) -> None:
@@ -218,3 +230,48 @@ def test_a_reindexed_version_keeps_the_schema(tmp_path: Path) -> None:
         assert isinstance(view, EdgeStore)
         assert "metadata.released" in view._open().info().payload_schema
         assert view.count({"metadata.released": Range(lt="2022-01-01T00:00:00Z")}) == 4
+
+
+@pytest.mark.parametrize("backend", ["edge", "client-memory"])
+def test_a_declared_name_is_filtered_exactly_and_q_searches_the_title(
+    backend: str, tmp_path: Path
+) -> None:
+    named = store_settings(backend, tmp_path).replace(
+        catalog_schema=json.dumps({"fields": {"name": "keyword"}})
+    )
+    store = open_store(named)
+    store.ensure_collection(DIM)
+    rng = np.random.default_rng(3)
+    rows = {"a": {"name": "Red Runner", "title": "Trail shoe"}, "b": {"name": "Blue Boot"}}
+    store.upsert(
+        [
+            StoredItem(
+                point_id=point_id(item_id),
+                vector=rng.standard_normal(DIM).astype(np.float32),
+                payload={"item_id": item_id, "tenant": "default", "metadata": meta},
+            )
+            for item_id, meta in rows.items()
+        ]
+    )
+    assert store.count({"metadata.name": "Red Runner"}) == 1
+    first, *others = named.catalog.text_search_paths()
+    items, _ = store.scroll(limit=10, where={first: TextMatch("trail", tuple(others))})
+    assert [i.payload["item_id"] for i in items] == ["a"]
+    if isinstance(store, EdgeStore):
+        indexed = store._open().info().payload_schema
+        assert str(indexed["metadata.name"].data_type).endswith("Keyword")
+    store.close()
+
+
+def test_declaring_a_text_indexed_name_on_an_existing_catalog_is_refused(tmp_path: Path) -> None:
+    default = store_settings("edge", tmp_path)
+    with open_store(default) as store:
+        store.ensure_collection(DIM)
+    named = default.replace(catalog_schema=json.dumps({"fields": {"name": "keyword"}}))
+    with (
+        open_store(named) as store,
+        pytest.raises(StoreError, match=r"'name' is declared keyword .* indexes it as text_prefix"),
+    ):
+        store.ensure_collection(DIM)
+    with open_store(default) as store:  # the catalog is untouched
+        store.ensure_collection(DIM)

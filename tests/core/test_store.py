@@ -997,3 +997,83 @@ def test_a_catalog_keeps_the_vector_type_it_was_created_with(tmp_path: Path) -> 
 def test_settings_refuse_an_unknown_vector_type() -> None:
     with pytest.raises(ValueError, match="LOOKALIKE_VECTOR_DATATYPE"):
         Settings(vector_datatype="float64")
+
+
+def test_scroll_newest_pages_through_every_item_newest_first(empty_store: VectorStore) -> None:
+    """Items of one batch share their ingest time: the cursor carries the page's ids at the
+    boundary time, so no item is skipped or repeated across pages."""
+    from datetime import UTC, datetime, timedelta
+
+    empty_store.ensure_collection(DIM)
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    rng = np.random.default_rng(3)
+    items = [
+        StoredItem(
+            point_id(f"b{i // 4}-{i}", "t"),
+            {
+                "item_id": f"b{i // 4}-{i}",
+                "tenant": "t" if i != 5 else "other",
+                "ingested_at": (start + timedelta(minutes=i // 4)).isoformat(),
+            },
+            rng.normal(size=DIM).astype(np.float32),
+        )
+        for i in range(14)  # batches of 4, 4, 4, 2 items
+    ]
+    empty_store.upsert(items)
+    seen: list[str] = []
+    cursor = None
+    pages = 0
+    while True:
+        page, cursor = empty_store.scroll_newest(limit=3, cursor=cursor, where={"tenant": "t"})
+        seen += [i.payload["item_id"] for i in page]
+        pages += 1
+        if cursor is None:
+            break
+    assert pages == 5 and len(seen) == len(set(seen)) == 13  # one item is another tenant's
+    batches = [int(i.split("-")[0][1:]) for i in seen]
+    assert batches == sorted(batches, reverse=True)
+    with pytest.raises(StoreError):
+        empty_store.scroll_newest(limit=3, cursor="not-a-cursor")
+
+
+def test_text_match_finds_id_words_and_name_word_prefixes(empty_store: VectorStore) -> None:
+    from lookalike.store import TextMatch
+
+    empty_store.ensure_collection(DIM)
+    rng = np.random.default_rng(4)
+    rows = [
+        ("shop.shoes.red-runner", {"name": "Red Runner"}),
+        ("shop.shoes.trail-2", {"title": "Trail shoe, size 42"}),
+        ("shop.food.crumb-7", {}),
+    ]
+    empty_store.upsert(
+        [
+            StoredItem(
+                point_id(item_id, "t"),
+                {"item_id": item_id, "tenant": "t", "metadata": meta},
+                rng.normal(size=DIM).astype(np.float32),
+            )
+            for item_id, meta in rows
+        ]
+    )
+
+    def found(text: str) -> list[str]:
+        where = {
+            "tenant": "t",
+            "item_id": TextMatch(text, ("metadata.name", "metadata.title")),
+        }
+        items, _ = empty_store.scroll(limit=10, where=where)
+        assert empty_store.count(where) == len(items)
+        return sorted(i.payload["item_id"] for i in items)
+
+    assert found("crumb") == ["shop.food.crumb-7"]  # a word of the id
+    assert found("shoes") == ["shop.shoes.red-runner", "shop.shoes.trail-2"]
+    assert found("runner") == ["shop.shoes.red-runner"]  # a word of the name, any case
+    assert found("nothing-like-it") == []
+    if isinstance(empty_store, EdgeStore):
+        # The start of a word of a name or title: the prefix text index (a Qdrant server
+        # builds it too; qdrant-client's local mode ignores payload indexes).
+        assert found("run") == ["shop.shoes.red-runner"]
+        assert found("tra") == ["shop.shoes.trail-2"]
+    with pytest.raises(StoreError):
+        empty_store.scroll(limit=10, where={"item_id": TextMatch("  ")})

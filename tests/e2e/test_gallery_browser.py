@@ -234,3 +234,134 @@ def test_jobs_page_shows_ingestion_progress(page, catalog) -> None:  # type: ign
     assert int(succeeded) >= len(catalog)
     assert page.locator("#tasks .status.succeeded").count() >= len(catalog)
     shot(page, "07-ingestion-jobs")
+
+
+NAMED = {"X-Tenant": "named-shop"}
+
+
+@pytest.fixture(scope="module")
+def named_catalog(client, catalog) -> dict[str, str]:  # type: ignore[no-untyped-def]
+    """A tenant of its own whose items have dotted ids, some with a name: the labels."""
+    items = {
+        "shop.shoes.red-runner": {"category": "shoes", "name": "Red runner"},
+        "shop.shoes.trail-2": {"category": "shoes", "title": "Trail shoe, size 42"},
+        "shop.food.crumb-7": {"category": "food"},
+    }
+    paths = list(catalog.values())
+    for (item_id, meta), path in zip(items.items(), paths, strict=False):
+        form = {
+            "id": item_id,
+            "metadata": json.dumps(meta),
+            "image": (io.BytesIO(path.read_bytes()), path.name),
+        }
+        resp = client.post("/v1/items", data=form, headers=NAMED)
+        assert resp.status_code == 202, resp.get_json()
+        assert wait_for_task(client, resp.get_json()["task_id"], headers=NAMED)["status"] == (
+            "succeeded"
+        )
+    return {"shop.shoes.red-runner": "Red runner", "shop.shoes.trail-2": "Trail shoe, size 42",
+            "shop.food.crumb-7": "crumb-7"}  # fmt: skip
+
+
+def test_every_view_has_a_url_that_reloads_and_goes_back(page, catalog) -> None:  # type: ignore[no-untyped-def]
+    # A shared link: an item's similar items under a filter.
+    page.goto("/?item=food-1&category=food")
+    page.wait_for_function("document.querySelectorAll('#catalog .card').length === 4")
+    wait_for_results(page)
+    assert "Looks like food-1" in page.inner_text("#query")
+    assert page.get_attribute("#filter-category .chip.on", "data-value") == "food"
+    assert set(card_ids(page, "#results .card")) <= {f"food-{i}" for i in range(4)}
+    # The panel says which filters its results are under.
+    assert page.inner_text("#applied") == "Filters applied: category food."
+    shot(page, "08-linked-item-and-filter")
+
+    # A click is a new view with its own URL; back returns to the previous one.
+    with page.expect_response(lambda r: "/v1/items/food-2/similar" in r.url):
+        page.click("#catalog .card[data-id=food-2] img")
+    assert "item=food-2" in page.url and "category=food" in page.url
+    page.go_back()
+    page.wait_for_function("document.querySelector('#query h2')?.textContent.includes('food-1')")
+    assert "item=food-1" in page.url
+    page.go_forward()
+    page.wait_for_function("document.querySelector('#query h2')?.textContent.includes('food-2')")
+
+    # Filters and result options are in the URL too, and a reload shows the same view.
+    page.select_option("#filter-in-stock", "true")
+    page.select_option("#group-by", "brand")
+    page.wait_for_selector("#results .group h3")
+    assert "in_stock=true" in page.url and "group_by=brand" in page.url
+    page.reload()
+    page.wait_for_selector("#results .group h3")
+    assert page.input_value("#filter-in-stock") == "true"
+    assert page.input_value("#group-by") == "brand"
+    assert page.inner_text("#applied") == (
+        "Filters applied: category food · in stock; grouped by brand, at most 2 each."
+    )
+    assert page.get_attribute("#catalog .card.selected", "data-id") == "food-2"
+    shot(page, "09-reloaded-view")
+
+    # Back to where the first link started, then to no item at all.
+    page.go_back()
+    page.go_back()
+    page.go_back()
+    page.wait_for_function("document.querySelector('#query h2')?.textContent.includes('food-1')")
+    assert page.input_value("#group-by") == "" and page.input_value("#filter-in-stock") == ""
+
+
+def test_labels_tenant_link_and_find_by_id(page, catalog, named_catalog) -> None:  # type: ignore[no-untyped-def]
+    page.goto("/?tenant=named-shop")
+    page.wait_for_function("document.querySelectorAll('#catalog .card').length === 3")
+    labels = dict(
+        zip(
+            card_ids(page, "#catalog .card"),
+            page.eval_on_selector_all(
+                "#catalog .card .label", "els => els.map(e => e.textContent)"
+            ),
+            strict=True,
+        )
+    )
+    assert labels == named_catalog
+    categories = page.eval_on_selector_all(
+        "#catalog .card .category", "els => els.map(e => e.textContent)"
+    )
+    assert sorted(categories) == ["food", "shoes", "shoes"]
+    assert page.get_attribute("#catalog .card[data-id='shop.food.crumb-7']", "title") == (
+        "shop.food.crumb-7 · food"
+    )
+    assert "tenant: named-shop" in page.inner_text("#access-summary")
+
+    # Newest first: the items were ingested in this order, one task each.
+    with page.expect_response(lambda r: "sort=newest" in r.url):
+        page.select_option("#sort", "newest")
+    page.wait_for_function(
+        "document.querySelector('#catalog .card')?.dataset.id === 'shop.food.crumb-7'"
+    )
+    assert card_ids(page, "#catalog .card") == list(reversed(list(named_catalog)))
+    assert "sort=newest" in page.url and "tenant=named-shop" in page.url
+
+    # Find an item by its id: its similar items, with a URL that keeps the tenant.
+    page.fill("#find-id", "shop.shoes.trail-2")
+    with page.expect_response(lambda r: "/similar" in r.url) as similar:
+        page.press("#find-id", "Enter")
+    assert similar.value.request.headers.get("x-tenant") == "named-shop"
+    wait_for_results(page)
+    assert "Looks like Trail shoe, size 42 (shop.shoes.trail-2)" in page.inner_text("#query")
+    assert "tenant=named-shop" in page.url and "item=shop.shoes.trail-2" in page.url
+    assert page.inner_text("#applied") == "No filter: the whole catalog."
+    shot(page, "10-named-labels-find-by-id")
+    # By the start of a word of a name: the catalog narrows, the search is in the URL.
+    with page.expect_response(lambda r: "q=run" in r.url):
+        page.fill("#find-id", "run")
+        page.press("#find-id", "Enter")
+    page.wait_for_function("document.querySelectorAll('#catalog .card').length === 1")
+    assert card_ids(page, "#catalog .card") == ["shop.shoes.red-runner"]
+    assert "q=run" in page.url
+    shot(page, "11-search-by-name")
+    page.reload()
+    page.wait_for_function("document.querySelectorAll('#catalog .card').length === 1")
+    assert page.input_value("#find-id") == "run"
+    page.fill("#find-id", "no-such-item")
+    page.press("#find-id", "Enter")
+    page.wait_for_selector("#results .error")
+    assert 'No item matches "no-such-item"' in page.inner_text("#results .error")
+    assert page.locator("#catalog .card").count() == 0

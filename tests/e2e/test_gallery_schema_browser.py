@@ -145,3 +145,62 @@ def test_the_selected_item_shows_its_declared_fields(page, catalog) -> None:  # 
     page.wait_for_selector("#results .group h3")
     keys = page.eval_on_selector_all("#results .group", "els => els.map(e => e.dataset.group)")
     assert set(keys) <= {"red", "blue", "green"} and keys
+
+
+def test_declared_filters_live_in_the_url(page, catalog) -> None:  # type: ignore[no-untyped-def]
+    """Every schema-drawn filter is in the view's URL: a link restores it, a change is a new
+    history entry, back/forward and reload show the same view."""
+    blue = sorted(i for i, m in catalog.items() if "blue" in m["color"])
+    later = sorted(i for i in blue if catalog[i]["released"] >= "2023")
+    item = later[0]
+
+    def shown() -> list[str]:
+        return sorted(
+            page.eval_on_selector_all("#catalog .card", "els => els.map(e => e.dataset.id)")
+        )
+
+    def wait_for_cards(n: int) -> None:
+        page.wait_for_function(f"document.querySelectorAll('#catalog .card').length === {n}")
+
+    page.goto(f"/?item={item}&color=blue&released_min=2023-01-01")
+    wait_for_cards(len(later))
+    assert shown() == later
+    page.wait_for_selector("#filter-color .chip.on")
+    assert page.eval_on_selector_all(
+        "#filter-color .chip.on", "els => els.map(e => e.dataset.value)"
+    ) == ["blue"]
+    assert page.input_value("#filter-released-min") == "2023-01-01"
+    page.wait_for_selector("#applied")
+    assert page.inner_text("#applied") == (
+        "Filters applied: color blue · released from 2023-01-01."
+    )
+    assert page.get_attribute("#catalog .card.selected", "data-id") == item
+
+    # A new filter: a new URL; back returns to the link's view, forward to the new one.
+    top = int(max(catalog[i]["rating"] for i in later))
+    rated = sorted(i for i in later if catalog[i]["rating"] <= top - 1)
+    assert len(rated) < len(later)
+    page.fill("#filter-rating-max", str(top - 1))
+    page.dispatch_event("#filter-rating-max", "change")
+    wait_for_cards(len(rated))
+    assert f"rating_max={top - 1}" in page.url and "color=blue" in page.url
+    page.go_back()
+    wait_for_cards(len(later))
+    assert page.input_value("#filter-rating-max") == ""
+    page.go_forward()
+    wait_for_cards(len(rated))
+    assert page.input_value("#filter-rating-max") == str(top - 1)
+    page.reload()
+    wait_for_cards(len(rated))
+    assert shown() == rated
+    page.wait_for_selector("#filter-color .chip.on[data-value=blue]")
+    assert page.input_value("#filter-released-min") == "2023-01-01"
+
+    # A chip click is a view too; back undoes it.
+    page.click("#filter-color .chip[data-value=blue]")
+    page.wait_for_function("!location.search.includes('color=')")
+    assert count(page, "#filter-color .chip.on") == 0
+    page.go_back()
+    page.wait_for_selector("#filter-color .chip.on[data-value=blue]")
+    wait_for_cards(len(rated))
+    page.screenshot(path=str(SCREENSHOTS / "gallery-schema-url-state.png"), full_page=True)

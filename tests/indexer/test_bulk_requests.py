@@ -19,7 +19,8 @@ def sha(data: bytes) -> str:
 
 def post_blobs(client: Any, parts: dict[str, bytes]) -> Any:
     files = {name: (io.BytesIO(data), f"{name[:8]}.png") for name, data in parts.items()}
-    return client.post("/v1/blobs", data=files, content_type="multipart/form-data")
+    # As the tenant that then indexes them: an image is usable only by its uploader's tenant.
+    return client.post("/v1/blobs", data=files, content_type="multipart/form-data", headers=TENANT)
 
 
 def test_many_images_in_one_request_and_a_bad_one_fails_alone(client: Any) -> None:

@@ -187,6 +187,15 @@ def test_a_real_ingest_indexes_every_photo_and_reports_the_bad_ones(
     assert catalog_wide["items"] == len(ids)
     assert sorted([first, "animals.zz-copy"]) in catalog_wide["exact"]
     assert any("animals.zz-edited" in group for group in catalog_wide["near"])
+    # The scan's progress counts items, once per state (not its last line twice).
+    progress = [ln for ln in listed.stderr.splitlines() if ln.startswith("duplicates:")]
+    assert progress and all("items/s" in ln and "img/s" not in ln for ln in progress)
+    assert len(progress) == len(set(ln.split("elapsed")[0] for ln in progress)), progress
+
+    # The server, at its default INFO level, did not log each task's result (lists of item
+    # ids, issue #22): Celery's "succeeded in" line is at DEBUG.
+    server_log = (service.root / "server.log").read_text()
+    assert "succeeded in" not in server_log
 
 
 # ------------------------------------------------------------------- kill and resume
@@ -270,6 +279,30 @@ def test_a_killed_ingest_resumes_without_loss_or_duplicates(
     assert service.total(tenant) == len(ids)
 
 
+def test_a_manifest_with_a_tenant_column_uploads_each_image_as_its_rows_tenant(
+    service: Service, tmp_path: Path
+) -> None:
+    """An image is usable only by the tenant that uploaded it (docs/api.md): the indexer
+    uploads each batch's images as the batch's tenant, so rows of two tenants naming the
+    same photo are both indexed."""
+    photos = [path for _, path in labelled_images(per_category=1, categories=("food", "town"))]
+    rows = [
+        {"id": "shared", "path": str(photos[0]), "tenant": "rows-a"},
+        {"id": "shared", "path": str(photos[0]), "tenant": "rows-b"},
+        {"id": "own", "path": str(photos[1]), "tenant": "rows-b"},
+    ]
+    manifest = tmp_path / "catalog.jsonl"
+    manifest.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    run = service.run(
+        "ingest", manifest, "--base-dir", TUXPAINT_STAMPS, "--state", tmp_path / "state"
+    )
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert sorted(service.ids("rows-a")) == ["shared"]
+    assert sorted(service.ids("rows-b")) == ["own", "shared"]
+    image = service.get("/v1/items/shared/image", "rows-a")
+    assert image.status_code == 200 and image.content == photos[0].read_bytes()
+
+
 # ---------------------------------------------------------------------------- sync
 
 
@@ -327,6 +360,17 @@ def test_sync_deletes_what_left_and_re_embeds_only_changed_images(
         },
     ]
     write_manifest(manifest, changed)
+    gone = [f"sku-{i}" for i in range(25, 30)]
+    # A dry run says which items a sync would delete: on screen and in the JSON report.
+    plan_path = tmp_path / "plan.json"
+    plan = service.run(
+        "ingest", manifest, *photos_dir, "--state", state, "--sync", "--dry-run",
+        "--report", plan_path, tenant=tenant,
+    )  # fmt: skip
+    assert plan.returncode == 0, plan.stdout + plan.stderr
+    assert sorted(json.loads(plan_path.read_text())["planned_delete_ids"]) == gone
+    assert "would delete: " in plan.stdout and all(i in plan.stdout for i in gone)
+    assert service.total(tenant) == 30
     report_path = tmp_path / "report.json"
     second = service.run(
         "ingest",
@@ -343,6 +387,8 @@ def test_sync_deletes_what_left_and_re_embeds_only_changed_images(
     assert second.returncode == 0, second.stdout + second.stderr
     report = json.loads(report_path.read_text())
     assert (report["deleted"], report["metadata_updated"], report["indexed"]) == (5, 3, 4)
+    assert sorted(report["deleted_ids"]) == gone
+    assert "  deleted: " in second.stdout and all(i in second.stdout for i in gone)
     assert report["skipped_unchanged"] == 20
     assert service.total(tenant) == 27
     assert service.get("/v1/items/sku-27", tenant).status_code == 404

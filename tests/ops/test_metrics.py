@@ -191,6 +191,9 @@ def test_metrics_need_no_api_key_when_the_api_does(settings: Settings) -> None:
     resp = client.get("/metrics")
     assert resp.status_code == 200
     assert "lookalike_http_requests_total" in resp.get_data(as_text=True)
+    # Prometheus' exposition type, its charset once.
+    content_type = resp.headers["Content-Type"]
+    assert content_type.startswith("text/plain; version=") and content_type.count("charset") == 1
     samples = scrape(client)
     assert value(samples, "lookalike_collection_vectors", collection="catalog") == 0
     assert value(samples, "lookalike_queue_depth", queue="query") == 0

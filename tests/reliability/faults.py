@@ -82,8 +82,21 @@ def start_worker(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
         )
 
 
+# The API as `lookalike serve` builds it (the app factory under waitress), without the
+# launcher's layout check: with Redis and no Qdrant server, `lookalike serve` refuses to
+# start (lookalike/topology.py), since an API beside workers cannot open the embedded shard.
+# There is no Qdrant server here, and the restart test needs only the API's task routes,
+# which never open the shard; the worker owns it.
+_API_ONLY = (
+    "import sys; from waitress import serve; from api import create_app; "
+    "from lookalike.logs import configure_logging; from lookalike.settings import Settings; "
+    "s = Settings.from_env(); configure_logging(s); "
+    "serve(create_app(s), host='127.0.0.1', port=int(sys.argv[1]), threads=4)"
+)
+
+
 def start_api(env: dict[str, str], port: int, log: Path) -> subprocess.Popen[bytes]:
-    command = [sys.executable, "-m", "launcher.cli", "serve", "--port", str(port)]
+    command = [sys.executable, "-c", _API_ONLY, str(port)]
     with log.open("ab") as out:
         proc = subprocess.Popen(
             command, cwd=REPO, env={**os.environ, **env}, stdout=out, stderr=out

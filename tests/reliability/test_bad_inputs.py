@@ -192,7 +192,7 @@ def test_a_batch_indexes_odd_valid_images_and_poison_images_fail_alone(  # type:
     ):
         for item_id, payload in ((name, data), (bad and f"poison-{bad}", bad_data)):
             if item_id:
-                blobs.put(sha256_hex(payload), payload)
+                blobs.put(sha256_hex(payload), payload, tenant="default")
                 items.append({"id": item_id, "image_sha256": sha256_hex(payload)})
     resp = client.post("/v1/batches", json={"items": items})
     assert resp.status_code == 202, resp.get_json()

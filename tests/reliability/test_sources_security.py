@@ -134,3 +134,112 @@ def test_manifest_paths_may_not_escape_the_manifest_folder(tmp_path: Path) -> No
     assert wider["deep"].problem is not None
     anywhere = {i.id: i for i in open_source(manifest, allow_outside=True)}
     assert anywhere["deep"].problem is None
+
+
+class Rebinding:
+    """A resolver whose answer for a host changes: the first answer, then the second for
+    every later question (a DNS-rebinding attacker's name server with a TTL of 0)."""
+
+    def __init__(self, first: str, then: str) -> None:
+        self.answers = [first, then]
+        self.asked = 0
+
+    def __call__(self, host: str, port: int) -> list[str]:
+        self.asked += 1
+        return [self.answers[min(self.asked - 1, 1)]]
+
+
+@pytest.fixture
+def two_servers(tmp_path: Path) -> Iterator[tuple[int, list[str]]]:
+    """The same port on 127.0.0.1 (standing in for a public host) and on 127.0.0.2 (an
+    internal one); each answers with its own name and records what it was asked."""
+    seen: list[str] = []
+
+    def handler(name: str) -> type[http.server.BaseHTTPRequestHandler]:
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                seen.append(f"{name}{self.path}")
+                if self.path == "/hop":
+                    self.send_response(302)
+                    self.send_header("Location", "/a.png")
+                    self.end_headers()
+                    return
+                body = name.encode()
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        return Handler
+
+    public = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler("public"))
+    port = public.server_address[1]
+    internal = http.server.ThreadingHTTPServer(("127.0.0.2", port), handler("internal"))
+    for server in (public, internal):
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield port, seen
+    for server in (public, internal):
+        server.shutdown()
+        server.server_close()
+
+
+def _only_public(address) -> bool:  # type: ignore[no-untyped-def]
+    return str(address) == "127.0.0.1"
+
+
+def test_a_dns_answer_that_changes_after_the_check_never_reaches_the_internal_host(
+    two_servers: tuple[int, list[str]],
+) -> None:
+    from indexer.fetch import download_client
+
+    port, seen = two_servers
+    url = f"http://rebind.test:{port}"
+    # First request: the answer checked is the one connected to.
+    resolver = Rebinding("127.0.0.1", then="127.0.0.2")
+    with download_client(timeout=5, resolver=resolver, allowed=_only_public) as client:
+        assert client.get(f"{url}/a.png").text == "public"
+    # A new connection asks again; the internal answer is checked and refused.
+    with (
+        download_client(timeout=5, resolver=resolver, allowed=_only_public) as client,
+        pytest.raises(UrlNotAllowed, match=r"127\.0\.0\.2"),
+    ):
+        client.get(f"{url}/a.png")
+    # A redirect: checked when its connection is made, with the answer it connects to.
+    resolver = Rebinding("127.0.0.1", then="127.0.0.2")
+    with (
+        download_client(timeout=5, resolver=resolver, allowed=_only_public) as client,
+        pytest.raises(UrlNotAllowed),
+    ):
+        client.get(f"{url}/hop", headers={"Connection": "close"})
+    assert resolver.asked == 2
+    assert seen == ["public/a.png", "public/hop"]  # the internal host was never asked
+
+
+def test_the_indexer_connects_to_the_address_it_checked(
+    tmp_path: Path, two_servers: tuple[int, list[str]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same through the indexer's own download path and the system resolver: a name
+    that resolves to a public address when checked and to loopback when connected to."""
+    import socket
+
+    port, seen = two_servers
+    answers = iter(["93.184.216.34"] + ["127.0.0.1"] * 10)
+    real = socket.getaddrinfo
+
+    def rebinding(host, *args, **kwargs):  # type: ignore[no-untyped-def]
+        if host != "rebind.test":
+            return real(host, *args, **kwargs)
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (next(answers), port))]
+
+    monkeypatch.setattr(socket, "getaddrinfo", rebinding)
+    state = JobState(tmp_path / "state.sqlite")
+    job = IngestJob(APIClient("http://127.0.0.1:9"), state, IngestOptions(download_timeout=1))
+    for path in ("/a.png", "/hop"):
+        with pytest.raises(SourceProblem) as info:
+            job._download(f"http://rebind.test:{port}{path}", {})
+        # Connected to the checked public address (unreachable here), or refused loopback.
+        assert info.value.code in ("download_failed", "url_not_allowed"), info.value
+    assert seen == []
