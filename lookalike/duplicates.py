@@ -1,30 +1,15 @@
-"""The near-duplicate test: the same photo re-uploaded after editing, told apart from a
-different item that merely looks alike.
+"""Finding an item's near-duplicate candidates in the vector index.
 
-Similarity search ranks by the cosine of the model's embeddings, which is high for two
-different red dresses too. A duplicate test needs more: the same photo keeps its colours
-through cropping, rescaling, recompression and a small rotation, while two different items
-of a category rarely share both their embedding *and* their colour distribution. So
+The candidates are the item's nearest neighbours whose embedding similarity reaches
+lookalike.verify.CANDIDATE_FLOOR; lookalike/verify.py then decides, from the two images'
+keypoints, which are the same shot edited (near-duplicates), the same shot recoloured
+(variants) or something else. The colour signature below is still stored at ingest; it no
+longer decides anything (measured in docs/indexer.md: two products photographed alike share
+their colours).
 
-    duplicate score = EMBEDDING_WEIGHT * cosine(embeddings)
-                      + (1 - EMBEDDING_WEIGHT) * colour similarity
-
-and a pair is a near-duplicate when the score reaches the threshold
-(``LOOKALIKE_DUPLICATE_THRESHOLD``). The colour similarity is the Bhattacharyya coefficient
-(the dot product of square-rooted histograms) of two 8x8x8 RGB histograms of the image's
-non-white pixels (catalog photos sit on white; the background would make every pair alike).
-
-Colours say little about images that have hardly any: black line drawings, a black shoe on
-white. All such images look alike in colour, so a pair where either image has less than
-:data:`MIN_COLOR_ENTROPY` bits of colour is judged on the embedding alone, which must then
-reach the threshold plus :data:`COLORLESS_MARGIN`.
-
-For a multiscale vector (the default), "cosine(embeddings)" is the cosine of its pooled head
-part alone (:func:`candidate_query`): the whole vector does worse at this test.
-
-Weight, gate, threshold and the head part were chosen by measurement
-(benchmarks/duplicate_threshold.py, docs/indexer.md). Exact duplicates (same bytes, same
-sha256) are a separate, exact test.
+For a multiscale vector (the default), the embedding similarity is the cosine of its pooled
+head part alone (:func:`candidate_query`). Exact duplicates (same bytes, same sha256) are a
+separate, exact test.
 """
 
 from __future__ import annotations
@@ -39,9 +24,6 @@ from lookalike.schema import head_part
 
 # The payload field holding an item's colour signature (base64 of BINS**3 uint8 values).
 SIGNATURE_FIELD = "color_signature"
-EMBEDDING_WEIGHT = 0.4
-MIN_COLOR_ENTROPY = 2.0
-COLORLESS_MARGIN = 0.10
 
 BINS = 8
 _SIDE = 128  # the histogram is taken on a thumbnail: enough pixels, little work
@@ -91,48 +73,12 @@ def decode_signature(signature: str) -> np.ndarray | None:
     return vector / np.linalg.norm(vector)
 
 
-def color_entropy(vector: np.ndarray) -> float:
-    """Shannon entropy in bits of the colour histogram behind a decoded signature."""
-    p = vector.astype(np.float64) ** 2
-    p = p[p > 0] / p.sum()
-    return float(-(p * np.log2(p)).sum())
-
-
-def color_similarity(a: str, b: str) -> tuple[float, bool] | None:
-    """Bhattacharyya coefficient of two signatures in [0, 1], and whether both images have
-    colour enough for it to mean something; None if either signature is unusable."""
-    va, vb = decode_signature(a), decode_signature(b)
-    if va is None or vb is None:
-        return None
-    informative = min(color_entropy(va), color_entropy(vb)) >= MIN_COLOR_ENTROPY
-    return float(np.clip(va @ vb, 0.0, 1.0)), informative
-
-
-def duplicate_score(
-    embedding_cosine: float, color: float, informative: bool = True, weight: float | None = None
-) -> float:
-    """The duplicate score; compared with the threshold. Without informative colours, the
-    embedding alone, less the margin it must clear."""
-    if not informative:
-        return embedding_cosine - COLORLESS_MARGIN
-    w = EMBEDDING_WEIGHT if weight is None else weight
-    return w * embedding_cosine + (1 - w) * color
-
-
-def embedding_floor(threshold: float) -> float:
-    """The lowest embedding cosine that can still reach ``threshold`` (colour similarity is
-    at most 1): the score threshold of the ANN search that finds the candidates."""
-    return min(
-        (threshold - (1 - EMBEDDING_WEIGHT)) / EMBEDDING_WEIGHT, threshold + COLORLESS_MARGIN
-    )
-
-
 @dataclass(frozen=True)
 class CandidateQuery:
     """How to find an item's near-duplicate candidates in the vector index.
 
     ``vector`` is what the ANN search is asked with; a hit's cosine score times ``scale`` is
-    the embedding similarity that the duplicate score weighs.
+    the embedding similarity.
     """
 
     vector: np.ndarray
@@ -141,10 +87,9 @@ class CandidateQuery:
     def similarity(self, score: float) -> float:
         return score * self.scale
 
-    def score_threshold(self, threshold: float) -> float:
-        """The ANN search's score threshold: the lowest hit score that can still reach
-        ``threshold`` (see :func:`embedding_floor`)."""
-        return max(-1.0, embedding_floor(threshold) / self.scale)
+    def score_threshold(self, floor: float) -> float:
+        """The ANN search's score threshold for an embedding similarity of ``floor``."""
+        return max(-1.0, floor / self.scale)
 
 
 def candidate_query(vector: np.ndarray, model: object) -> CandidateQuery:

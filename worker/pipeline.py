@@ -26,6 +26,7 @@ from lookalike.schema import DEFAULT_TENANT, InvalidId, point_id, validate_id
 from lookalike.settings import MODELS
 from lookalike.store import StoredItem, VectorStore, Version
 from worker import metrics
+from worker.keypoints import keypoint_payload
 from worker.runtime import WorkerRuntime
 
 log = logging.getLogger(__name__)
@@ -126,6 +127,8 @@ def _decode_item(
         "metadata": metadata if isinstance(metadata, dict) else {},
         # Model-independent, for the near-duplicate test (lookalike/duplicates.py).
         SIGNATURE_FIELD: color_signature(image),
+        # What verifies near-duplicates without decoding the image again (lookalike/verify.py).
+        **keypoint_payload(image),
     }
     return _Decoded(item_id, tenant, image, payload)
 

@@ -1,0 +1,172 @@
+"""Geometric verification of near-duplicate candidates: is this the same shot, edited?
+
+Two different products photographed alike (same background, same framing) look alike
+globally: their embeddings and colour histograms agree, and only the pixels tell them apart.
+An edited copy (cropped up to ~30 %, rescaled, recompressed, slightly rotated, brightened,
+watermarked, padded) keeps its pixels' *correspondence*: the same corners and edges, moved
+by one similarity transform. So a candidate from the vector index is a near-duplicate only
+when enough of the two images' local features (ORB keypoints and their binary descriptors,
+computed once at ingest by worker/keypoints.py and kept in the point's payload) match under
+one such transform, found with RANSAC.
+
+The score of a pair is the share of the smaller keypoint set that the transform explains
+(``inliers / min(keypoints)``), in [0, 1]; a pair is verified when the score reaches the
+threshold (``LOOKALIKE_DUPLICATE_THRESHOLD``) with at least :data:`MIN_INLIERS` inliers.
+
+A verified pair whose matched points changed colour (the median Lab chroma difference at the
+inliers reaches :data:`VARIANT_COLOR_DELTA`) is a **colour variant** (the same shot
+recoloured: "also in red"), not a duplicate.
+
+An image with fewer than :data:`MIN_KEYPOINTS` keypoints (tiny, or plain: a flat colour, a
+thin line) cannot be verified: it is nobody's near-duplicate or variant (only exact copies,
+same bytes, are found for it). Constants chosen by measurement:
+benchmarks/duplicate_threshold.py, docs/indexer.md.
+"""
+
+from __future__ import annotations
+
+import base64
+import struct
+from dataclasses import dataclass
+from typing import Any
+
+import cv2
+import numpy as np
+
+# The payload field holding an item's keypoints (:func:`encode`).
+KEYPOINTS_FIELD = "keypoints"
+FORMAT = 1  # bump when what is stored changes: older points read as "not yet computed"
+SIDE = 512  # keypoints are found on the image scaled to this longest side
+MAX_KEYPOINTS = 256
+MIN_KEYPOINTS = 24
+MIN_INLIERS = 8
+RATIO = 0.85  # Lowe's ratio test on the two nearest descriptors
+RANSAC_PIXELS = 6.0  # reprojection error of an inlier, in SIDE-scaled pixels
+MAX_ROTATION = 25.0  # degrees: a "small rotation" edit, with room
+SCALE_RANGE = (0.4, 2.5)  # of one image's SIDE-scaled frame to the other's
+CHROMA = 12.0  # a keypoint with less Lab chroma than this on both sides is grey
+VARIANT_COLOR_DELTA = 21.0
+MIN_COLOURED = 6  # fewer coloured inliers: colour cannot tell, the pair is "near"
+# Candidates are the nearest neighbours in the vector index whose embedding similarity
+# (lookalike.duplicates.candidate_query) reaches this: low enough for heavy edits and
+# recolouring, the verification decides.
+CANDIDATE_FLOOR = 0.5
+
+_HEADER = struct.Struct("<BH")
+_DESCRIPTOR = 32  # ORB: 256 bits
+
+
+@dataclass(frozen=True)
+class Keypoints:
+    """An image's keypoints: positions (SIDE-scaled pixels), Lab (a, b) around each,
+    ORB descriptors."""
+
+    xy: np.ndarray  # (n, 2) float32
+    ab: np.ndarray  # (n, 2) float32, Lab a and b, 0 = grey
+    descriptors: np.ndarray  # (n, 32) uint8
+
+    def __len__(self) -> int:
+        return int(self.xy.shape[0])
+
+    @property
+    def verifiable(self) -> bool:
+        return len(self) >= MIN_KEYPOINTS
+
+
+def encode(points: Keypoints) -> str:
+    """The compact payload form: header, then per keypoint x, y (float16), a, b (int8) and
+    the 32-byte descriptor, base64 (about 50 bytes a keypoint)."""
+    n = len(points)
+    body = b"".join(
+        [
+            _HEADER.pack(FORMAT, n),
+            points.xy.astype(np.float16).tobytes(),
+            np.clip(np.round(points.ab), -127, 127).astype(np.int8).tobytes(),
+            points.descriptors.astype(np.uint8).tobytes(),
+        ]
+    )
+    return base64.b64encode(body).decode("ascii")
+
+
+def decode(value: Any) -> Keypoints | None:
+    """The keypoints of a payload value; None if missing, malformed or of another format
+    (the item needs a reindex to be verified)."""
+    if not isinstance(value, str):
+        return None
+    try:
+        raw = base64.b64decode(value, validate=True)
+        version, n = _HEADER.unpack_from(raw)
+    except (ValueError, TypeError, struct.error):
+        return None
+    if version != FORMAT or len(raw) != _HEADER.size + n * (4 + 2 + _DESCRIPTOR):
+        return None
+    at = _HEADER.size
+    xy = np.frombuffer(raw, np.float16, 2 * n, at).reshape(n, 2).astype(np.float32)
+    at += 4 * n
+    ab = np.frombuffer(raw, np.int8, 2 * n, at).reshape(n, 2).astype(np.float32)
+    at += 2 * n
+    descriptors = np.frombuffer(raw, np.uint8, _DESCRIPTOR * n, at).reshape(n, _DESCRIPTOR)
+    return Keypoints(xy, ab, descriptors)
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """What verification found for a pair."""
+
+    inliers: int
+    score: float  # inliers / the smaller keypoint count
+    color_delta: float  # median Lab (a, b) distance at the coloured inliers; 0 if too few
+
+    def verified(self, threshold: float, min_inliers: int | None = None) -> bool:
+        least = MIN_INLIERS if min_inliers is None else min_inliers
+        return self.inliers >= least and self.score >= threshold
+
+    def relation(
+        self, threshold: float, min_inliers: int | None = None, variant_delta: float | None = None
+    ) -> str | None:
+        """``"near"``, ``"variant"`` or None (not the same shot)."""
+        if not self.verified(threshold, min_inliers):
+            return None
+        delta = VARIANT_COLOR_DELTA if variant_delta is None else variant_delta
+        return "variant" if self.color_delta >= delta else "near"
+
+
+NO_MATCH = Verdict(0, 0.0, 0.0)
+_MATCHER = cv2.BFMatcher(cv2.NORM_HAMMING)
+
+
+def verify(a: Keypoints, b: Keypoints) -> Verdict:
+    """Match ``a``'s descriptors to ``b``'s, keep the matches that one similarity transform
+    (scale, rotation, shift: what crop, rescale, rotation and padding do) explains."""
+    if not (a.verifiable and b.verifiable):
+        return NO_MATCH
+    pairs = _MATCHER.knnMatch(a.descriptors, b.descriptors, k=2)
+    good = [p[0] for p in pairs if len(p) == 2 and p[0].distance < RATIO * p[1].distance]
+    if len(good) < MIN_INLIERS:
+        return NO_MATCH
+    src = a.xy[[m.queryIdx for m in good]]
+    dst = b.xy[[m.trainIdx for m in good]]
+    transform, mask = cv2.estimateAffinePartial2D(
+        src,
+        dst,
+        method=cv2.RANSAC,
+        ransacReprojThreshold=RANSAC_PIXELS,
+        maxIters=1000,
+        confidence=0.995,
+    )
+    if transform is None or mask is None:
+        return NO_MATCH
+    scale = float(np.hypot(transform[0, 0], transform[1, 0]))
+    angle = float(np.degrees(np.arctan2(transform[1, 0], transform[0, 0])))
+    if not SCALE_RANGE[0] <= scale <= SCALE_RANGE[1] or abs(angle) > MAX_ROTATION:
+        return NO_MATCH
+    inlier = mask.ravel().astype(bool)
+    # One match per keypoint of b: many of a's points matched onto one of b's are one inlier.
+    count = len({m.trainIdx for m, keep in zip(good, inlier, strict=True) if keep})
+    ab_a = a.ab[[m.queryIdx for m in good]][inlier]
+    ab_b = b.ab[[m.trainIdx for m in good]][inlier]
+    coloured = np.maximum(np.hypot(*ab_a.T), np.hypot(*ab_b.T)) >= CHROMA
+    delta = 0.0
+    if int(coloured.sum()) >= MIN_COLOURED:
+        delta = float(np.median(np.hypot(*(ab_a[coloured] - ab_b[coloured]).T)))
+    return Verdict(count, count / min(len(a), len(b)), delta)

@@ -1,0 +1,72 @@
+"""The keypoints an item's near-duplicate test needs (lookalike/verify.py), found once at
+ingest so that a ``/duplicates`` query decodes no image.
+
+ORB on the image scaled to a longest side of lookalike.verify.SIDE: binary descriptors
+(32 bytes), fast to find and to match. The strongest keypoints are kept, spread over a grid
+so that one busy region (a text overlay, a logo) cannot take them all.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import cv2
+import numpy as np
+from PIL import Image
+
+from lookalike.verify import KEYPOINTS_FIELD, MAX_KEYPOINTS, SIDE, Keypoints, encode
+
+_GRID = 4  # cells per side; each keeps at most twice its share of MAX_KEYPOINTS
+_CANDIDATES = 3 * MAX_KEYPOINTS
+_WINDOW = 7  # pixels around a keypoint whose mean colour it carries
+_FAST = 7  # FAST corner threshold: low enough for soft catalog photos
+
+
+def scaled(image: Image.Image) -> np.ndarray:
+    """The image as RGB pixels scaled to a longest side of SIDE (never enlarged past it)."""
+    if image.mode != "RGB":
+        image = image.convert("RGB")
+    factor = SIDE / max(image.size)
+    size = (max(1, round(image.width * factor)), max(1, round(image.height * factor)))
+    return np.asarray(image.resize(size, Image.Resampling.BILINEAR, reducing_gap=3.0))
+
+
+def find_keypoints(image: Image.Image) -> Keypoints:
+    rgb = scaled(image)
+    grey = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
+    orb = cv2.ORB.create(nfeatures=_CANDIDATES, fastThreshold=_FAST)
+    found = orb.detect(grey, None)
+    chosen = _spread(list(found), rgb.shape[1], rgb.shape[0])
+    kept, descriptors = orb.compute(grey, chosen)
+    if descriptors is None or not kept:
+        empty = np.zeros((0, 2), np.float32)
+        return Keypoints(empty, empty, np.zeros((0, 32), np.uint8))
+    xy = np.array([k.pt for k in kept], dtype=np.float32)
+    lab = cv2.cvtColor(cv2.blur(rgb, (_WINDOW, _WINDOW)), cv2.COLOR_RGB2LAB)
+    cols = np.clip(np.round(xy[:, 0]).astype(int), 0, rgb.shape[1] - 1)
+    rows = np.clip(np.round(xy[:, 1]).astype(int), 0, rgb.shape[0] - 1)
+    ab = lab[rows, cols, 1:].astype(np.float32) - 128.0
+    return Keypoints(xy, ab, descriptors)
+
+
+def _spread(found: list[Any], width: int, height: int) -> list[Any]:
+    """The MAX_KEYPOINTS strongest, at most twice a grid cell's share from any one cell."""
+    cap = max(1, 2 * MAX_KEYPOINTS // (_GRID * _GRID))
+    taken: dict[tuple[int, int], int] = {}
+    kept = []
+    for k in sorted(found, key=lambda k: -k.response):
+        cell = (
+            min(_GRID - 1, int(k.pt[0] * _GRID / width)),
+            min(_GRID - 1, int(k.pt[1] * _GRID / height)),
+        )
+        if taken.get(cell, 0) < cap:
+            taken[cell] = taken.get(cell, 0) + 1
+            kept.append(k)
+            if len(kept) == MAX_KEYPOINTS:
+                break
+    return kept
+
+
+def keypoint_payload(image: Image.Image) -> dict[str, str]:
+    """The payload fields for a decoded catalog image (RGB or L)."""
+    return {KEYPOINTS_FIELD: encode(find_keypoints(image))}
