@@ -135,7 +135,7 @@ class Settings:
     # Two items are near-duplicates (the same shot, edited) or colour variants when the share
     # of keypoints one similarity transform explains reaches this: lookalike/verify.py,
     # measured in docs/indexer.md.
-    duplicate_threshold: float = 0.11
+    duplicate_threshold: float = 0.08
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:

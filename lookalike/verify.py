@@ -13,9 +13,10 @@ The score of a pair is the share of the smaller keypoint set that the transform 
 (``inliers / min(keypoints)``), in [0, 1]; a pair is verified when the score reaches the
 threshold (``LOOKALIKE_DUPLICATE_THRESHOLD``) with at least :data:`MIN_INLIERS` inliers.
 
-A verified pair whose matched points changed colour (the median Lab chroma difference at the
-inliers reaches :data:`VARIANT_COLOR_DELTA`) is a **colour variant** (the same shot
-recoloured: "also in red"), not a duplicate.
+A verified pair whose matched points changed colour (the 75th percentile of the Lab (a, b)
+distance at the coloured inliers reaches :data:`VARIANT_COLOR_DELTA`) is a **colour
+variant** (the same shot recoloured: "also in red"), not a duplicate. Brightness, contrast
+and colour-balance edits move those points less.
 
 An image with fewer than :data:`MIN_KEYPOINTS` keypoints (tiny, or plain: a flat colour, a
 thin line) cannot be verified: it is nobody's near-duplicate or variant (only exact copies,
@@ -39,14 +40,15 @@ FORMAT = 1  # bump when what is stored changes: older points read as "not yet co
 SIDE = 512  # keypoints are found on the image scaled to this longest side
 MAX_KEYPOINTS = 256
 MIN_KEYPOINTS = 24
-MIN_INLIERS = 8
+MIN_INLIERS = 11
 RATIO = 0.85  # Lowe's ratio test on the two nearest descriptors
 RANSAC_PIXELS = 6.0  # reprojection error of an inlier, in SIDE-scaled pixels
 MAX_ROTATION = 25.0  # degrees: a "small rotation" edit, with room
 SCALE_RANGE = (0.4, 2.5)  # of one image's SIDE-scaled frame to the other's
-CHROMA = 12.0  # a keypoint with less Lab chroma than this on both sides is grey
-VARIANT_COLOR_DELTA = 21.0
-MIN_COLOURED = 6  # fewer coloured inliers: colour cannot tell, the pair is "near"
+CHROMA = 6.0  # a keypoint with less Lab chroma than this on both sides is grey
+VARIANT_COLOR_DELTA = 22.0
+MIN_COLOURED = 4  # fewer coloured inliers: colour cannot tell, the pair is "near"
+COLOUR_QUANTILE = 75  # which percentile of the coloured inliers' colour change is compared
 # Candidates are the nearest neighbours in the vector index whose embedding similarity
 # (lookalike.duplicates.candidate_query) reaches this: low enough for heavy edits and
 # recolouring, the verification decides.
@@ -115,7 +117,7 @@ class Verdict:
 
     inliers: int
     score: float  # inliers / the smaller keypoint count
-    color_delta: float  # median Lab (a, b) distance at the coloured inliers; 0 if too few
+    color_delta: float  # COLOUR_QUANTILE of the coloured inliers' Lab (a, b) distances
 
     def verified(self, threshold: float, min_inliers: int | None = None) -> bool:
         least = MIN_INLIERS if min_inliers is None else min_inliers
@@ -140,33 +142,89 @@ def verify(a: Keypoints, b: Keypoints) -> Verdict:
     (scale, rotation, shift: what crop, rescale, rotation and padding do) explains."""
     if not (a.verifiable and b.verifiable):
         return NO_MATCH
-    pairs = _MATCHER.knnMatch(a.descriptors, b.descriptors, k=2)
-    good = [p[0] for p in pairs if len(p) == 2 and p[0].distance < RATIO * p[1].distance]
-    if len(good) < MIN_INLIERS:
+    src, dst = _matches(a, b)
+    if len(src) < MIN_INLIERS:
         return NO_MATCH
-    src = a.xy[[m.queryIdx for m in good]]
-    dst = b.xy[[m.trainIdx for m in good]]
-    transform, mask = cv2.estimateAffinePartial2D(
-        src,
-        dst,
-        method=cv2.RANSAC,
-        ransacReprojThreshold=RANSAC_PIXELS,
-        maxIters=1000,
-        confidence=0.995,
-    )
-    if transform is None or mask is None:
+    inlier = _consensus(a.xy[src], b.xy[dst])
+    count = int(inlier.sum())
+    if count < MIN_INLIERS:
         return NO_MATCH
-    scale = float(np.hypot(transform[0, 0], transform[1, 0]))
-    angle = float(np.degrees(np.arctan2(transform[1, 0], transform[0, 0])))
-    if not SCALE_RANGE[0] <= scale <= SCALE_RANGE[1] or abs(angle) > MAX_ROTATION:
-        return NO_MATCH
-    inlier = mask.ravel().astype(bool)
-    # One match per keypoint of b: many of a's points matched onto one of b's are one inlier.
-    count = len({m.trainIdx for m, keep in zip(good, inlier, strict=True) if keep})
-    ab_a = a.ab[[m.queryIdx for m in good]][inlier]
-    ab_b = b.ab[[m.trainIdx for m in good]][inlier]
+    ab_a, ab_b = a.ab[src[inlier]], b.ab[dst[inlier]]
     coloured = np.maximum(np.hypot(*ab_a.T), np.hypot(*ab_b.T)) >= CHROMA
     delta = 0.0
     if int(coloured.sum()) >= MIN_COLOURED:
-        delta = float(np.median(np.hypot(*(ab_a[coloured] - ab_b[coloured]).T)))
+        delta = float(
+            np.percentile(np.hypot(*(ab_a[coloured] - ab_b[coloured]).T), COLOUR_QUANTILE)
+        )
     return Verdict(count, count / min(len(a), len(b)), delta)
+
+
+def _matches(a: Keypoints, b: Keypoints) -> tuple[np.ndarray, np.ndarray]:
+    """Indices of one-to-one matches: ``b``'s nearest to each of ``a``'s descriptors, clearly
+    nearer than the second (Lowe's ratio test), and ``a``'s nearest to it in return."""
+    forward = _MATCHER.knnMatch(a.descriptors, b.descriptors, k=2)
+    backward = {
+        m[0].queryIdx: m[0].trainIdx
+        for m in _MATCHER.knnMatch(b.descriptors, a.descriptors, k=1)
+        if m
+    }
+    pairs = [
+        (p[0].queryIdx, p[0].trainIdx)
+        for p in forward
+        if len(p) == 2
+        and p[0].distance < RATIO * p[1].distance
+        and backward.get(p[0].trainIdx) == p[0].queryIdx
+    ]
+    if not pairs:
+        return np.zeros(0, int), np.zeros(0, int)
+    src, dst = np.array(pairs).T
+    return src, dst
+
+
+_HYPOTHESES = 400  # RANSAC: transforms tried, each from two matches
+_MIN_BASE = 8.0  # pixels between a hypothesis' two points: closer ones make a shaky transform
+
+
+def _plausible(a: np.ndarray) -> np.ndarray:
+    """Whether complex factors ``a`` (scale and rotation of w = a z + b) are an edit's."""
+    scale = np.abs(a)
+    return (
+        (scale >= SCALE_RANGE[0])
+        & (scale <= SCALE_RANGE[1])
+        & (np.abs(np.degrees(np.angle(a))) <= MAX_ROTATION)
+    )
+
+
+def _consensus(p: np.ndarray, q: np.ndarray) -> np.ndarray:
+    """Which matches (points ``p`` of one image, ``q`` of the other) one plausible similarity
+    transform explains: RANSAC over transforms from two matches each, only those an edit
+    could make (scale within SCALE_RANGE, rotation up to MAX_ROTATION) tried, then refined
+    by least squares on the inliers. Seeded: the same pair always gets the same answer."""
+    z = p[:, 0].astype(np.float64) + 1j * p[:, 1]
+    w = q[:, 0].astype(np.float64) + 1j * q[:, 1]
+    n = len(z)
+    if n * (n - 1) // 2 <= _HYPOTHESES:
+        i, j = np.triu_indices(n, 1)
+    else:
+        rng = np.random.default_rng(n)
+        i, j = rng.integers(0, n, (2, _HYPOTHESES))
+    dz = z[i] - z[j]
+    usable = np.abs(dz) >= _MIN_BASE
+    i, j, dz = i[usable], j[usable], dz[usable]
+    a = (w[i] - w[j]) / dz
+    keep = _plausible(a)
+    if not keep.any():
+        return np.zeros(n, bool)
+    a = a[keep]
+    b = w[i[keep]] - a * z[i[keep]]
+    fits = np.abs(a[:, None] * z[None, :] + b[:, None] - w[None, :]) <= RANSAC_PIXELS
+    mask = fits[int(fits.sum(axis=1).argmax())]
+    zm, wm = z[mask], w[mask]
+    zc = zm - zm.mean()
+    if float(np.abs(zc).max()) > 0:
+        a2 = (np.conj(zc) @ (wm - wm.mean())) / (np.conj(zc) @ zc)
+        if _plausible(np.array([a2]))[0]:
+            refined = np.abs(a2 * z + (wm.mean() - a2 * zm.mean()) - w) <= RANSAC_PIXELS
+            if refined.sum() >= mask.sum():
+                mask = refined
+    return mask

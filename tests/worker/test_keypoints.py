@@ -1,0 +1,81 @@
+"""The keypoints found at ingest (worker/keypoints.py) and the verification that reads them
+(lookalike/verify.py), on real photos: no model, no service."""
+
+from __future__ import annotations
+
+import io
+from itertools import combinations
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from lookalike import verify
+from lookalike.images import decode_image
+from lookalike.settings import Settings
+from support import edited_copy, labelled_images
+from worker.keypoints import find_keypoints, keypoint_payload
+
+PIXELS = 40_000_000
+THRESHOLD = Settings().duplicate_threshold
+
+
+def keypoints(data: bytes) -> verify.Keypoints:
+    found = verify.decode(keypoint_payload(decode_image(data, max_pixels=PIXELS))["keypoints"])
+    assert found is not None
+    return found
+
+
+def jpeg(image: Image.Image) -> bytes:
+    out = io.BytesIO()
+    image.save(out, "JPEG", quality=90)
+    return out.getvalue()
+
+
+@pytest.fixture(scope="module")
+def photos() -> list[bytes]:
+    return [path.read_bytes() for _, path in labelled_images(per_category=4)[:24]]
+
+
+def test_the_payload_round_trips_and_a_damaged_one_reads_as_missing(photos: list[bytes]) -> None:
+    found = find_keypoints(decode_image(photos[0], max_pixels=PIXELS))
+    assert found.verifiable and len(found) <= verify.MAX_KEYPOINTS
+    text = verify.encode(found)
+    back = verify.decode(text)
+    assert back is not None and len(back) == len(found)
+    np.testing.assert_array_equal(back.descriptors, found.descriptors)
+    np.testing.assert_allclose(back.xy, found.xy, atol=0.5)  # float16 positions
+    for damaged in (text[:-8], "not base64!", None, 42, ""):
+        assert verify.decode(damaged) is None
+
+
+def test_an_edited_copy_is_near_a_hue_shift_a_variant_other_photos_neither(
+    photos: list[bytes],
+) -> None:
+    import tempfile
+    from pathlib import Path
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "photo.png"
+        path.write_bytes(photos[0])
+        copy = edited_copy(path)
+    original = keypoints(photos[0])
+    assert verify.verify(original, keypoints(copy)).relation(THRESHOLD) == "near"
+    hsv = np.asarray(decode_image(photos[0], max_pixels=PIXELS).convert("HSV")).copy()
+    hsv[..., 0] = (hsv[..., 0].astype(int) + 85) % 256
+    shifted = keypoints(jpeg(Image.fromarray(hsv, "HSV").convert("RGB")))
+    assert verify.verify(original, shifted).relation(THRESHOLD) == "variant"
+    found = [keypoints(p) for p in photos]
+    for a, b in combinations(range(len(found)), 2):
+        assert verify.verify(found[a], found[b]).relation(THRESHOLD) is None, (a, b)
+
+
+def test_a_plain_or_tiny_image_is_never_verified() -> None:
+    flat = jpeg(Image.new("RGB", (800, 600), (200, 180, 160)))
+    tiny = jpeg(Image.new("RGB", (8, 8), (0, 0, 0)))
+    for data in (flat, tiny):
+        points = keypoints(data)
+        assert not points.verifiable
+        # Not even with itself: too few keypoints say nothing.
+        assert verify.verify(points, points) == verify.NO_MATCH
+        assert verify.verify(points, points).relation(THRESHOLD) is None
