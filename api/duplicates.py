@@ -222,7 +222,14 @@ def openapi_paths() -> dict[str, Any]:
             },
         },
     }
-    threshold = {"type": "number", "exclusiveMinimum": True, "minimum": 0, "maximum": 1}
+    threshold = {
+        "type": "number",
+        "exclusiveMinimum": True,
+        "minimum": 0,
+        "maximum": 1,
+        "description": "the least share of keypoints one similarity transform must explain "
+        "for a near-duplicate or variant (default: LOOKALIKE_DUPLICATE_THRESHOLD)",
+    }
     limit = {"type": "integer", "minimum": 1, "maximum": MAX_DUPLICATES, "default": DEFAULT_LIMIT}
     single = {**group, "required": [*group["required"], "threshold"]}
     single["properties"] = {**group["properties"], "threshold": {"type": "number"}}
