@@ -37,7 +37,7 @@ import numpy as np
 # The payload field holding an item's keypoints (:func:`encode`).
 KEYPOINTS_FIELD = "keypoints"
 FORMAT = 1  # bump when what is stored changes: older points read as "not yet computed"
-SIDE = 512  # keypoints are found on the image scaled to this longest side
+SIDE = 512  # keypoints are found on the image scaled down to this longest side
 MAX_KEYPOINTS = 256
 MIN_KEYPOINTS = 24
 MIN_INLIERS = 11
@@ -162,19 +162,20 @@ def verify(a: Keypoints, b: Keypoints) -> Verdict:
 def _matches(a: Keypoints, b: Keypoints) -> tuple[np.ndarray, np.ndarray]:
     """Indices of one-to-one matches: ``b``'s nearest to each of ``a``'s descriptors, clearly
     nearer than the second (Lowe's ratio test), and ``a``'s nearest to it in return."""
-    forward = _MATCHER.knnMatch(a.descriptors, b.descriptors, k=2)
+    forward = [
+        p[0]
+        for p in _MATCHER.knnMatch(a.descriptors, b.descriptors, k=2)
+        if len(p) == 2 and p[0].distance < RATIO * p[1].distance
+    ]
+    if len(forward) < MIN_INLIERS:
+        # Most candidates end here: the backward search (half the cost) is not needed.
+        return np.zeros(0, int), np.zeros(0, int)
     backward = {
         m[0].queryIdx: m[0].trainIdx
         for m in _MATCHER.knnMatch(b.descriptors, a.descriptors, k=1)
         if m
     }
-    pairs = [
-        (p[0].queryIdx, p[0].trainIdx)
-        for p in forward
-        if len(p) == 2
-        and p[0].distance < RATIO * p[1].distance
-        and backward.get(p[0].trainIdx) == p[0].queryIdx
-    ]
+    pairs = [(m.queryIdx, m.trainIdx) for m in forward if backward.get(m.trainIdx) == m.queryIdx]
     if not pairs:
         return np.zeros(0, int), np.zeros(0, int)
     src, dst = np.array(pairs).T
