@@ -2,8 +2,8 @@
 ingest so that a ``/duplicates`` query decodes no image.
 
 ORB on the image scaled to a longest side between MIN_SIDE and lookalike.verify.SIDE: binary
-descriptors (32 bytes), fast to find and to match. The strongest keypoints are kept, spread over a grid
-so that one busy region (a text overlay, a logo) cannot take them all.
+descriptors (32 bytes), fast to find and to match. The strongest keypoints are kept, spread
+over a grid so that one busy region (a text overlay, a logo) cannot take them all.
 """
 
 from __future__ import annotations
