@@ -91,5 +91,6 @@ def create_app(
     app.register_blueprint(queries.bp)
     app.register_blueprint(openapi.bp)
     batches.init_app(app)  # catalog jobs: blobs, batches, duplicates, reindex
+    openapi.init_query_checks(app)
     log.debug("API created (embedded broker: %s)", settings.embedded_broker)
     return app

@@ -13,7 +13,8 @@ and a million one-image tasks; a worker embeds best in batches. So a job works i
    image by hash, as one worker task (the worker embeds them in model-sized batches).
 
 Two more calls keep a catalog in sync without re-embedding anything:
-``POST /v1/batches/metadata`` replaces items' metadata (the vector is untouched) and
+``POST /v1/batches/metadata`` replaces items' metadata, or with ``"mode": "merge"`` sets
+only the fields it names (the vector is untouched), and
 ``POST /v1/batches/delete`` removes items. Both apply at once and also to the version a
 reindex is building or the one kept for a rollback (lookalike/store.py), so neither a switch
 nor a rollback brings a stale item back.
@@ -32,15 +33,25 @@ from flask import Blueprint, Flask, Response, jsonify, request, url_for
 
 from api.errors import APIError
 from api.params import item_id as valid_item_id
-from api.routes import _blobs, _settings, _store, _tasks, _tenant
+from api.routes import (
+    _blobs,
+    _catalog,
+    _settings,
+    _store,
+    _tasks,
+    _tenant,
+    stored_metadata,
+)
 from lookalike.images import ImageProblem, sha256_hex, validate_image
-from lookalike.schema import ID_PATTERN, MAX_ID_LENGTH, point_id
+from lookalike.schema import ID_PATTERN, MAX_ID_LENGTH, InvalidMetadata, point_id
 from lookalike.store import StoreError, mirror_versions
 from lookalike.tasks import INDEX_ITEMS
 
 bp = Blueprint("batches", __name__)
 
 MAX_BATCH_ITEMS = 256
+# POST /v1/batches/metadata: replace an item's whole metadata, or set the fields given.
+METADATA_MODES = ("replace", "merge")
 # The largest POST /v1/blobs request; each image in it is also held to max_upload_bytes.
 MAX_BLOBS_REQUEST_BYTES = 64 * 2**20
 SHA256_PATTERN = "^[0-9a-f]{64}$"
@@ -90,14 +101,24 @@ def unique_ids(entries: list[Any], name: str, key: str | None = "id") -> list[st
 
 
 def metadata_problem(value: Any, field: str) -> dict[str, str] | None:
-    """Why an item's metadata cannot be stored (its size), or None."""
+    """Why an item's metadata cannot be stored (its size, a declared field of another
+    type: ``field`` names it), or None."""
     if len(json.dumps(value, separators=(",", ":")).encode()) > _settings().max_metadata_bytes:
         limit = _settings().max_metadata_bytes
         return {"code": "metadata_too_large", "message": f"metadata may be at most {limit} bytes"}
+    try:
+        _catalog().check_metadata(value)
+    except InvalidMetadata as exc:
+        return {
+            "code": "invalid_metadata",
+            "message": exc.message,
+            "field": f"{field}.metadata.{exc.field}",
+        }
     return None
 
 
 def checked_metadata(entry: dict[str, Any], field: str) -> dict[str, Any]:
+    """The entry's metadata object as given (its fields are checked by metadata_problem)."""
     value = entry.get("metadata", {})
     if not isinstance(value, dict):
         raise APIError(400, "invalid_metadata", f"{field}.metadata must be a JSON object", field)
@@ -199,8 +220,14 @@ def add_batch() -> tuple[Response, int]:
             raise APIError(
                 400, "invalid_parameter", f"{field}.image_sha256 must be a hex sha256", field
             )
-        metadata = checked_metadata(entry, field)
-        problem = metadata_problem(metadata, field)
+        if "metadata" in entry:
+            metadata = checked_metadata(entry, field)
+            problem = metadata_problem(metadata, field)
+            if problem is None:
+                metadata = _catalog().check_metadata(metadata)
+        else:
+            # No metadata: the worker keeps an existing item's (api/routes.py add_item).
+            metadata, problem = None, None
         if problem is None and not _blobs().exists(sha):
             problem = {
                 "code": "image_missing",
@@ -230,9 +257,18 @@ def add_batch() -> tuple[Response, int]:
 
 @bp.post("/v1/batches/metadata")
 def update_metadata() -> Response:
-    """Replace the metadata of existing items; nothing is re-embedded."""
+    """Replace the metadata of existing items (``"mode": "merge"``: set the fields given,
+    keep the others); nothing is re-embedded."""
     tenant = _tenant()
     body = json_body()
+    unknown = sorted(set(body) - {"items", "mode"})
+    if unknown:
+        raise APIError(400, "invalid_parameter", f"unknown field {unknown[0]}", unknown[0])
+    mode = body.get("mode", "replace")
+    if mode not in METADATA_MODES:
+        raise APIError(
+            400, "invalid_parameter", f"mode must be one of {', '.join(METADATA_MODES)}", "mode"
+        )
     entries = json_list(body, "items", MAX_BATCH_ITEMS)
     ids = unique_ids(entries, "items")
     changes: dict[str, tuple[str, dict[str, Any]]] = {}
@@ -246,11 +282,17 @@ def update_metadata() -> Response:
         if problem is not None:
             failed.append({"id": item_id, **problem})
         else:
-            changes[point_id(item_id, tenant)] = (item_id, metadata)
+            changes[point_id(item_id, tenant)] = (item_id, _catalog().check_metadata(metadata))
     store = _store()
-    found = {item.point_id for item in store.retrieve(list(changes))}
+    found = stored_metadata(list(changes))
     updated = []
     for pid, (item_id, metadata) in changes.items():
+        if mode == "merge" and pid in found:
+            metadata = {**found[pid], **metadata}
+            problem = metadata_problem(metadata, f"items[{ids.index(item_id)}]")
+            if problem is not None:  # too large, or a stored value of another type
+                failed.append({"id": item_id, **problem})
+                continue
         if pid not in found:
             failed.append(
                 {"id": item_id, "code": "item_not_found", "message": f"no item {item_id!r}"}
@@ -317,6 +359,7 @@ def openapi_paths() -> dict[str, Any]:
                     key: {"type": "string"},
                     "code": {"type": "string"},
                     "message": {"type": "string"},
+                    "field": {"type": "string"},
                 },
             },
         }
@@ -430,7 +473,7 @@ def openapi_paths() -> dict[str, Any]:
         },
         "/v1/batches/metadata": {
             "post": _op(
-                "replace items' metadata without re-embedding them",
+                "replace (or merge) items' metadata without re-embedding them",
                 {
                     "200": _json(
                         {
@@ -458,7 +501,12 @@ def openapi_paths() -> dict[str, Any]:
                                         "metadata": {"type": "object"},
                                     },
                                 },
-                            }
+                            },
+                            "mode": {
+                                "type": "string",
+                                "enum": list(METADATA_MODES),
+                                "default": "replace",
+                            },
                         },
                     }
                 ),

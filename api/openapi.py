@@ -10,14 +10,28 @@ Another blueprint documents its own routes by passing their path items to
 from __future__ import annotations
 
 import copy
+import re
 from typing import Any
 
-from flask import Blueprint, Flask, Response, current_app, jsonify
+from flask import Blueprint, Flask, Response, current_app, jsonify, request
 
-from api.params import MAX_BATCH, MAX_EXAMPLES, MAX_GROUP_SIZE, MAX_LIMIT, MAX_OFFSET
+from api.contract import openapi_schemas, query_parameter_components
+from api.errors import APIError
+from api.params import (
+    filter_parameters,
+)
 from api.thumbnails import DEFAULT_SIZE, SIZES
-from lookalike.schema import ID_PATTERN, MAX_ID_LENGTH
-from lookalike.store import RECOMMEND_STRATEGIES
+from lookalike.schema import (
+    DEFAULT_CATALOG_SCHEMA,
+    FIELD_ROLES,
+    FIELD_TYPES,
+    ID_PATTERN,
+    MAX_ID_LENGTH,
+    MAX_KEYWORD_LENGTH,
+    MAX_KEYWORDS,
+    CatalogField,
+    CatalogSchema,
+)
 
 bp = Blueprint("openapi", __name__)
 
@@ -34,14 +48,73 @@ def register_paths(app: Flask, paths: Json) -> None:
 
 @bp.get("/openapi.json")
 def openapi_document() -> Response:
-    doc = build_spec()
-    served = {rule.rule for rule in current_app.url_map.iter_rules()}
+    return jsonify(served_document(current_app))
+
+
+def served_document(app: Flask) -> Json:
+    """The whole document of ``app``: its own routes, the catalog's declared fields, and the
+    path items other blueprints registered."""
+    doc = build_spec(app.extensions["lookalike.settings"].catalog)
+    served = {rule.rule for rule in app.url_map.iter_rules()}
     for path, item in _other_routes().items():
         if path in served:
             doc["paths"][path] = item
-    for path, item in current_app.extensions.get(_EXTRA_PATHS, {}).items():
+    for path, item in app.extensions.get(_EXTRA_PATHS, {}).items():
         doc["paths"].setdefault(path, {}).update(copy.deepcopy(item))
-    return jsonify(doc)
+    return doc
+
+
+# --------------------------------------------------------------------------- query strings
+
+_QUERY_RULES = "lookalike.query_rules"
+
+
+def init_query_checks(app: Flask) -> None:
+    """Refuse a query string the document does not describe: an unknown parameter is a 400
+    ``unknown_parameter`` naming it (``?catgory=shoes`` no longer returns the unfiltered
+    catalog), a single-valued parameter given twice a 400 ``invalid_parameter``. The
+    document is the list of what each operation takes, so a route cannot read a parameter
+    the document forgot."""
+
+    @app.before_request
+    def _check_query_string() -> None:
+        if not request.args or request.url_rule is None:
+            return
+        rules = app.extensions.get(_QUERY_RULES)
+        if rules is None:
+            rules = app.extensions[_QUERY_RULES] = _query_rules(app)
+        allowed = rules.get((request.url_rule.rule, request.method))
+        if allowed is None:
+            return  # not an operation of the document (static files)
+        for name in request.args:
+            repeatable = allowed.get(name)
+            if repeatable is None:
+                raise APIError(400, "unknown_parameter", f"unknown query parameter {name!r}", name)
+            if not repeatable and len(request.args.getlist(name)) > 1:
+                raise APIError(400, "invalid_parameter", f"{name} may be given only once", name)
+
+
+def _query_rules(app: Flask) -> dict[tuple[str, str], dict[str, bool]]:
+    """(URL rule, method) -> query parameter name -> whether it may be repeated."""
+    doc = served_document(app)
+    components = doc["components"]["parameters"]
+
+    def resolved(params: list[Json]) -> list[Json]:
+        return [components[p["$ref"].rsplit("/", 1)[1]] if "$ref" in p else p for p in params]
+
+    rules: dict[tuple[str, str], dict[str, bool]] = {}
+    for path, item in doc["paths"].items():
+        rule = re.sub(r"{([^}]+)}", r"<\1>", path)
+        for method, op in item.items():
+            if method == "parameters" or "pages" in op.get("tags", ()):
+                continue  # an HTML page's query string is the page script's own state
+            params = resolved(item.get("parameters", [])) + resolved(op.get("parameters", []))
+            rules[(rule, method.upper())] = {
+                p["name"]: p["schema"].get("type") == "array" for p in params if p["in"] == "query"
+            }
+            if method == "get":
+                rules[(rule, "HEAD")] = rules[(rule, "GET")]
+    return rules
 
 
 def _other_routes() -> Json:
@@ -102,16 +175,23 @@ _ERROR_RESPONSES = {
 # Every /v1 operation may answer these: a bad tenant header, no key or a wrong one.
 _V1_ERRORS = (400, 401, 403)
 
-_FILTER_PARAMS = ["Category", "Brand", "PriceMin", "PriceMax", "InStock"]
-_QUERY_PARAMS = [
-    "Limit",
-    "Offset",
-    "ScoreThreshold",
-    *_FILTER_PARAMS,
-    "GroupBy",
-    "GroupSize",
-    "Diversity",
-]
+
+def _filter_params(schema: CatalogSchema) -> list[str]:
+    """The components of the catalog's filter parameters (lookalike/schema.py)."""
+    return [f"Filter_{name}" for f in schema.with_role("filter") for name in filter_parameters(f)]
+
+
+def _query_params(schema: CatalogSchema) -> list[str]:
+    return [
+        "Limit",
+        "Offset",
+        "ScoreThreshold",
+        *_filter_params(schema),
+        "GroupBy",
+        "GroupSize",
+        "Diversity",
+    ]
+
 
 _ID_SCHEMA: Json = {
     "type": "string",
@@ -155,7 +235,9 @@ def _json_body(schema: Json) -> Json:
 # --------------------------------------------------------------------------- the document
 
 
-def build_spec() -> Json:
+def build_spec(schema: CatalogSchema = DEFAULT_CATALOG_SCHEMA) -> Json:
+    """The document, with the catalog's declared fields as filter parameters, facets,
+    group_by values and metadata properties."""
     item_path = [_param("ItemId")]
     paths: Json = {
         "/healthz": {
@@ -215,17 +297,24 @@ def build_spec() -> Json:
             "get": _op(
                 "browse the catalog (filtered), a page at a time",
                 {"200": _json(_schema("ItemPage"), "a page of items in id order")},
-                params=["PageLimit", "Cursor", *_FILTER_PARAMS],
+                params=["PageLimit", "Cursor", *_filter_params(schema)],
                 errors=(503,),
                 tag="items",
             ),
         },
         "/v1/facets": {
             "get": _op(
-                "the values of category or brand, with counts, under the filters",
+                "the values of a declared facet field, with counts, under the filters",
                 {"200": _json(_schema("Facets"), "values, most frequent first")},
-                params=["FacetField", "FacetLimit", *_FILTER_PARAMS],
+                params=["FacetField", "FacetLimit", *_filter_params(schema)],
                 errors=(503,),
+                tag="items",
+            )
+        },
+        "/v1/schema": {
+            "get": _op(
+                "the catalog's declared fields: their types and roles (filter, facet, group)",
+                {"200": _json(_schema("CatalogSchema"), "the declared fields")},
                 tag="items",
             )
         },
@@ -269,7 +358,7 @@ def build_spec() -> Json:
             "get": _op(
                 "items that look like this one (by its stored vector), itself excluded",
                 {"200": _query_page("the most similar items")},
-                params=_QUERY_PARAMS,
+                params=_query_params(schema),
                 errors=(404, 503),
                 tag="queries",
             ),
@@ -279,7 +368,7 @@ def build_spec() -> Json:
                 "items that look like an uploaded photo; with positive/negative item ids, "
                 "refined by them (a recommend query)",
                 {"200": _query_page("the most similar items")},
-                params=_QUERY_PARAMS,
+                params=_query_params(schema),
                 body={
                     "required": True,
                     "content": {"multipart/form-data": {"schema": _schema("PhotoQuery")}},
@@ -370,8 +459,8 @@ def build_spec() -> Json:
                 "ApiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
                 "Bearer": {"type": "http", "scheme": "bearer"},
             },
-            "parameters": _parameters(),
-            "schemas": _schemas(),
+            "parameters": _parameters(schema),
+            "schemas": _schemas(schema),
             "responses": {
                 name: _json(_schema("Error"), description)
                 for name, description in _ERROR_RESPONSES.values()
@@ -384,9 +473,76 @@ def _query_param(name: str, schema: Json, description: str, **extra: Any) -> Jso
     return {"name": name, "in": "query", "schema": schema, "description": description, **extra}
 
 
-def _parameters() -> Json:
-    # Each value may hold several, comma-separated; an empty one filters nothing.
-    keywords = {"type": "array", "items": {"type": "string"}}
+_JSON_TYPES: dict[str, Json] = {
+    "keyword": {"type": "string", "minLength": 1, "maxLength": MAX_KEYWORD_LENGTH},
+    "integer": {"type": "integer"},
+    "float": {"type": "number"},
+    "bool": {"type": "boolean"},
+    "datetime": {"type": "string", "format": "date-time"},
+}
+
+
+def _value_schema(declared: CatalogField) -> Json:
+    """A declared field's value in an item's metadata."""
+    if declared.type == "keyword_list":
+        keyword = _JSON_TYPES["keyword"]
+        return {"oneOf": [keyword, {"type": "array", "items": keyword, "maxItems": MAX_KEYWORDS}]}
+    return dict(_JSON_TYPES[declared.type])
+
+
+def _metadata_schema(schema: CatalogSchema) -> Json:
+    return {
+        "type": "object",
+        "description": "the catalog's declared fields (typed, filterable); other fields are "
+        "stored and returned as given",
+        "properties": {
+            f.name: {**_value_schema(f), "nullable": True, "description": f"{f.type}"}
+            for f in schema.fields
+        },
+    }
+
+
+def _filter_components(schema: CatalogSchema) -> Json:
+    """Query parameters for the declared filter fields: repeatable values, ranges, bools."""
+    params: Json = {}
+    for declared in schema.with_role("filter"):
+        name, kind = declared.name, declared.type
+        if kind == "bool":
+            params[f"Filter_{name}"] = _query_param(name, {"type": "boolean"}, f"{name} is")
+        elif declared.matched:
+            item = {"type": "integer"} if kind == "integer" else {"type": "string"}
+            params[f"Filter_{name}"] = _query_param(
+                name,
+                {"type": "array", "items": item},
+                f"only these {name} values (repeat the parameter or separate with commas)",
+                style="form",
+                explode=True,
+            )
+        if declared.ranged:
+            bound = _JSON_TYPES[kind] if kind == "datetime" else {"type": "number"}
+            for suffix, says in (("min", "at least"), ("max", "at most")):
+                params[f"Filter_{name}_{suffix}"] = _query_param(
+                    f"{name}_{suffix}", dict(bound), f"{name} {says}"
+                )
+    return params
+
+
+def _filter_schema(schema: CatalogSchema) -> Json:
+    properties: Json = {}
+    for component in _filter_components(schema).values():
+        value = dict(component["schema"])
+        if value.get("type") == "array":  # one value or several
+            item = value["items"]
+            if item.get("type") == "string":
+                item = _JSON_TYPES["keyword"]
+            value = {"oneOf": [item, {"type": "array", "items": item}]}
+        properties[component["name"]] = value
+    return {"type": "object", "additionalProperties": False, "properties": properties}
+
+
+def _parameters(schema: CatalogSchema) -> Json:
+    facets = [f.name for f in schema.with_role("facet")]
+    groups = [f.name for f in schema.with_role("group")]
     return {
         "ItemId": {
             "name": "item_id",
@@ -427,51 +583,16 @@ def _parameters() -> Json:
         "ThumbnailSize": _query_param(
             "size", {"type": "integer", "enum": list(SIZES), "default": DEFAULT_SIZE}, "pixels"
         ),
-        "Limit": _query_param(
-            "limit",
-            {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT, "default": 10},
-            "results per page (with group_by: groups)",
-        ),
-        "Offset": _query_param(
-            "offset",
-            {"type": "integer", "minimum": 0, "maximum": MAX_OFFSET, "default": 0},
-            "results to skip (not with group_by); `next_offset` gives the next page's",
-        ),
-        "ScoreThreshold": _query_param(
-            "score_threshold", {"type": "number"}, "leave out results scoring below this"
-        ),
-        "Category": _query_param(
-            "category",
-            keywords,
-            "only these categories (repeat the parameter or separate with commas)",
-            style="form",
-            explode=True,
-        ),
-        "Brand": _query_param("brand", keywords, "only these brands", style="form", explode=True),
-        "PriceMin": _query_param("price_min", {"type": "number"}, "price at least"),
-        "PriceMax": _query_param("price_max", {"type": "number"}, "price at most"),
-        "InStock": _query_param("in_stock", {"type": "boolean"}, "only (not) in stock"),
-        "GroupBy": _query_param(
-            "group_by",
-            {"type": "string", "enum": ["category", "brand"]},
-            "at most group_size results per category or brand; `limit` counts groups",
-        ),
-        "GroupSize": _query_param(
-            "group_size",
-            {"type": "integer", "minimum": 1, "maximum": MAX_GROUP_SIZE, "default": 1},
-            "results per group",
-        ),
-        "Diversity": _query_param(
-            "diversity",
-            {"type": "number", "minimum": 0, "maximum": 1},
-            "0: plain ranking; towards 1: results unlike each other (MMR)",
-        ),
+        **query_parameter_components(groups),
+        **_filter_components(schema),
         "PageLimit": _query_param(
             "limit", {"type": "integer", "minimum": 1, "maximum": 500, "default": 50}, "page size"
         ),
         "Cursor": _query_param("cursor", {"type": "string"}, "`next_cursor` of the previous page"),
         "FacetField": _query_param(
-            "field", {"type": "string", "enum": ["category", "brand"], "default": "category"}, ""
+            "field",
+            {"type": "string", "enum": facets or [""], "default": (facets or [""])[0]},
+            "a declared facet field",
         ),
         "FacetLimit": _query_param(
             "limit", {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100}, ""
@@ -484,33 +605,15 @@ def _parameters() -> Json:
     }
 
 
-def _schemas() -> Json:
+def _schemas(schema: CatalogSchema) -> Json:
     nullable_string = {"type": "string", "nullable": True}
-    ids = {"type": "array", "items": _ID_SCHEMA, "maxItems": MAX_EXAMPLES}
-    keywords: Json = {
-        "oneOf": [
-            {"type": "string", "minLength": 1, "maxLength": 256},
-            {"type": "array", "items": {"type": "string", "minLength": 1, "maxLength": 256}},
-        ]
-    }
-    options: Json = {
-        "limit": {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT, "default": 10},
-        "offset": {"type": "integer", "minimum": 0, "maximum": MAX_OFFSET, "default": 0},
-        "score_threshold": {"type": "number"},
-        "filter": _schema("Filter"),
-    }
-    grouping: Json = {
-        "group_by": {"type": "string", "enum": ["category", "brand"]},
-        "group_size": {"type": "integer", "minimum": 1, "maximum": MAX_GROUP_SIZE},
-    }
-    strategy = {"type": "string", "enum": list(RECOMMEND_STRATEGIES), "default": "best_score"}
     item: Json = {
         "type": "object",
         "required": ["id", "tenant", "metadata", "image_url", "thumbnail_url"],
         "properties": {
             "id": {"type": "string"},
             "tenant": {"type": "string"},
-            "metadata": {"type": "object"},
+            "metadata": _metadata_schema(schema),
             "image_url": {"type": "string"},
             "thumbnail_url": {"type": "string"},
             "image_sha256": nullable_string,
@@ -574,15 +677,25 @@ def _schemas() -> Json:
                 },
             },
         },
-        "Filter": {
+        "Filter": _filter_schema(schema),
+        "CatalogSchema": {
             "type": "object",
-            "additionalProperties": False,
+            "required": ["fields"],
             "properties": {
-                "category": keywords,
-                "brand": keywords,
-                "price_min": {"type": "number"},
-                "price_max": {"type": "number"},
-                "in_stock": {"type": "boolean"},
+                "fields": {
+                    "type": "object",
+                    "additionalProperties": {
+                        "type": "object",
+                        "required": ["type", "roles"],
+                        "properties": {
+                            "type": {"type": "string", "enum": list(FIELD_TYPES)},
+                            "roles": {
+                                "type": "array",
+                                "items": {"type": "string", "enum": list(FIELD_ROLES)},
+                            },
+                        },
+                    },
+                }
             },
         },
         "QueryResult": {
@@ -632,76 +745,7 @@ def _schemas() -> Json:
                 },
             },
         },
-        "RecommendRequest": {
-            "type": "object",
-            "additionalProperties": False,
-            "required": ["positive"],
-            "properties": {
-                "positive": {**ids, "minItems": 1},
-                "negative": ids,
-                "strategy": strategy,
-                **options,
-                **grouping,
-            },
-        },
-        "DiscoverRequest": {
-            "type": "object",
-            "additionalProperties": False,
-            "required": ["target", "context"],
-            "properties": {
-                "target": _ID_SCHEMA,
-                "context": {
-                    "type": "array",
-                    "minItems": 1,
-                    "maxItems": MAX_EXAMPLES,
-                    "items": {
-                        "type": "object",
-                        "additionalProperties": False,
-                        "required": ["positive", "negative"],
-                        "properties": {"positive": _ID_SCHEMA, "negative": _ID_SCHEMA},
-                    },
-                },
-                **options,
-                **grouping,
-            },
-        },
-        "BatchRequest": {
-            "type": "object",
-            "additionalProperties": False,
-            "required": ["queries"],
-            "properties": {
-                "queries": {
-                    "type": "array",
-                    "minItems": 1,
-                    "maxItems": MAX_BATCH,
-                    "items": {
-                        "oneOf": [
-                            {
-                                "type": "object",
-                                "additionalProperties": False,
-                                "required": ["id"],
-                                "properties": {
-                                    "id": _ID_SCHEMA,
-                                    "diversity": {"type": "number", "minimum": 0, "maximum": 1},
-                                    **options,
-                                },
-                            },
-                            {
-                                "type": "object",
-                                "additionalProperties": False,
-                                "required": ["positive"],
-                                "properties": {
-                                    "positive": {**ids, "minItems": 1},
-                                    "negative": ids,
-                                    "strategy": strategy,
-                                    **options,
-                                },
-                            },
-                        ]
-                    },
-                }
-            },
-        },
+        **openapi_schemas(_schema("Filter"), [f.name for f in schema.with_role("group")]),
         "BatchResult": {
             "type": "object",
             "required": ["results"],

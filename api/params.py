@@ -1,10 +1,17 @@
 """Reading the options of the query endpoints, from a query string or from a JSON body.
 
 The same names everywhere: ``limit``, ``offset``, ``score_threshold``, ``group_by``,
-``group_size``, ``diversity``, and the filters ``category``, ``brand`` (one value or several),
-``price_min``, ``price_max`` and ``in_stock``. A query string repeats a list parameter or
-separates its values with commas; a JSON body nests the filters in a ``filter`` object.
-Every filter runs inside the vector search (the fields have payload indexes).
+``group_size``, ``diversity``, and a filter for each field the catalog schema declares with
+the ``filter`` role (lookalike/schema.py; the default: ``category``, ``brand``, ``price``,
+``in_stock``):
+
+* a keyword or keyword list field, an integer field: ``<name>`` (one value or several);
+* a number or datetime field: ``<name>_min`` and ``<name>_max`` (bounds included);
+* a bool field: ``<name>`` (true or false).
+
+A query string repeats a list parameter or separates its values with commas; a JSON body
+nests the filters in a ``filter`` object. Every filter runs inside the vector search (the
+fields have payload indexes).
 """
 
 from __future__ import annotations
@@ -17,7 +24,7 @@ from typing import Any
 from werkzeug.datastructures import MultiDict
 
 from api.errors import APIError
-from lookalike.schema import InvalidId, validate_id
+from lookalike.schema import CatalogField, CatalogSchema, InvalidId, InvalidMetadata, validate_id
 from lookalike.store import Range
 
 MAX_LIMIT = 100
@@ -27,16 +34,6 @@ MAX_EXAMPLES = 20
 MAX_BATCH = 50
 MAX_FILTER_VALUES = 50
 MAX_VALUE_LENGTH = 256
-
-# group_by names the API accepts, and the payload field each groups on.
-GROUP_FIELDS = {"category": "metadata.category", "brand": "metadata.brand"}
-# Keyword filters: parameter name -> payload field.
-KEYWORD_FILTERS = {"category": "metadata.category", "brand": "metadata.brand"}
-FILTER_KEYS = ("category", "brand", "price_min", "price_max", "in_stock")
-OPTION_KEYS = ("limit", "offset", "score_threshold", "group_by", "group_size", "diversity")
-
-_TRUE = {"true", "1", "yes"}
-_FALSE = {"false", "0", "no"}
 
 
 @dataclass(frozen=True)
@@ -58,37 +55,77 @@ def invalid(field_name: str, message: str) -> APIError:
 # --------------------------------------------------------------------------- query strings
 
 
-def options_from_args(args: MultiDict[str, str], *, groups: bool = True) -> QueryOptions:
-    limit = _int(args.get("limit"), "limit", 10, 1, MAX_LIMIT)
-    offset = _int(args.get("offset"), "offset", 0, 0, MAX_OFFSET)
-    threshold = _float(args.get("score_threshold"), "score_threshold")
-    diversity = _float(args.get("diversity"), "diversity", 0.0, 1.0)
-    group_by = args.get("group_by")
-    group_size = _int(args.get("group_size"), "group_size", 1, 1, MAX_GROUP_SIZE)
-    if group_by is not None and not groups:
-        raise invalid("group_by", "this query cannot be grouped")
-    return _checked(
-        limit, offset, threshold, filters_from_args(args), group_by, group_size, diversity
-    )
+def filter_parameters(declared: CatalogField) -> list[str]:
+    """The query parameters (and JSON filter keys) that filter on a declared field."""
+    names = [declared.name] if declared.matched else []
+    if declared.ranged:
+        names += [f"{declared.name}_min", f"{declared.name}_max"]
+    return names
 
 
-def filters_from_args(args: MultiDict[str, str]) -> dict[str, Any]:
+def filters_from_args(args: MultiDict[str, str], schema: CatalogSchema) -> dict[str, Any]:
     filters: dict[str, Any] = {}
-    for name, path in KEYWORD_FILTERS.items():
-        values = [v.strip() for raw in args.getlist(name) for v in raw.split(",") if v.strip()]
-        if values:
-            filters[path] = _keywords(values, name)
-    low = _float(args.get("price_min"), "price_min")
-    high = _float(args.get("price_max"), "price_max")
-    if low is not None or high is not None:
-        filters["metadata.price"] = Range(gte=low, lte=high)
-    raw = args.get("in_stock")
-    if raw is not None:
-        value = raw.strip().lower()
-        if value not in _TRUE | _FALSE:
-            raise invalid("in_stock", "in_stock must be true or false")
-        filters["metadata.in_stock"] = value in _TRUE
+    for declared in schema.with_role("filter"):
+        name = declared.name
+        if declared.type == "bool":
+            raw = args.get(name)
+            if raw is not None:
+                filters[declared.path] = _from_text(declared, raw, name)
+            continue
+        if declared.matched:
+            values = [v.strip() for raw in args.getlist(name) for v in raw.split(",") if v.strip()]
+            if values:
+                if declared.type == "integer":
+                    filters[declared.path] = _many(
+                        [_from_text(declared, v, name) for v in values], name
+                    )
+                else:
+                    filters[declared.path] = _keywords(values, name)
+        if declared.ranged:
+            low = _bound(declared, args.get(f"{name}_min"), f"{name}_min")
+            high = _bound(declared, args.get(f"{name}_max"), f"{name}_max")
+            if low is not None or high is not None:
+                filters[declared.path] = _range(declared, low, high, name)
     return filters
+
+
+def _from_text(declared: CatalogField, raw: str, name: str) -> Any:
+    try:
+        return declared.from_text(raw)
+    except InvalidMetadata as exc:
+        raise invalid(name, exc.message.replace(declared.name, name, 1)) from None
+
+
+def _bound(declared: CatalogField, raw: Any, name: str) -> float | str | None:
+    """A range bound from a query string (text) or a JSON body (a number, or a datetime's
+    string)."""
+    if raw is None:
+        return None
+    if declared.type == "datetime":
+        if not isinstance(raw, str):
+            raise invalid(name, f"{name} must be an ISO 8601 date-time")
+        return str(_from_text(declared, raw, name))
+    if isinstance(raw, str):
+        try:
+            raw = float(raw)
+        except ValueError:
+            raise invalid(name, f"{name} must be a number") from None
+    elif isinstance(raw, bool) or not isinstance(raw, int | float):
+        raise invalid(name, f"{name} must be a number")
+    return _bounded(float(raw), name, None, None)
+
+
+def _range(declared: CatalogField, low: Any, high: Any, name: str) -> Range:
+    if low is not None and high is not None and low > high:
+        raise invalid(f"{name}_min", f"{name}_min must not exceed {name}_max")
+    return Range(gte=low, lte=high)
+
+
+def _many(values: list[Any], name: str) -> Any:
+    if len(values) > MAX_FILTER_VALUES:
+        raise invalid(name, f"at most {MAX_FILTER_VALUES} values")
+    unique = list(dict.fromkeys(values))
+    return unique[0] if len(unique) == 1 else unique
 
 
 def ids_from_form(values: list[str], field_name: str) -> list[str]:
@@ -96,30 +133,6 @@ def ids_from_form(values: list[str], field_name: str) -> list[str]:
     if len(ids) > MAX_EXAMPLES:
         raise invalid(field_name, f"at most {MAX_EXAMPLES} {field_name} examples")
     return [item_id(v, field_name) for v in ids]
-
-
-def _int(raw: str | None, name: str, default: int, lo: int, hi: int) -> int:
-    if raw is None:
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise invalid(name, f"{name} must be an integer") from None
-    if not lo <= value <= hi:
-        raise invalid(name, f"{name} must be between {lo} and {hi}")
-    return value
-
-
-def _float(
-    raw: str | None, name: str, lo: float | None = None, hi: float | None = None
-) -> float | None:
-    if raw is None:
-        return None
-    try:
-        value = float(raw)
-    except ValueError:
-        raise invalid(name, f"{name} must be a number") from None
-    return _bounded(value, name, lo, hi)
 
 
 # --------------------------------------------------------------------------- JSON bodies
@@ -141,7 +154,12 @@ def reject_unknown(body: Mapping[str, Any], allowed: tuple[str, ...], prefix: st
 
 
 def options_from_json(
-    body: Mapping[str, Any], *, prefix: str = "", groups: bool = True, diversity: bool = True
+    body: Mapping[str, Any],
+    schema: CatalogSchema,
+    *,
+    prefix: str = "",
+    groups: bool = True,
+    diversity: bool = True,
 ) -> QueryOptions:
     limit = _json_int(body, "limit", 10, 1, MAX_LIMIT, prefix)
     offset = _json_int(body, "offset", 0, 0, MAX_OFFSET, prefix)
@@ -156,56 +174,45 @@ def options_from_json(
     if spread is not None and not diversity:
         raise invalid(f"{prefix}diversity", "diversity applies to searches by item or photo")
     raw_filter = body.get("filter")
-    filters = {} if raw_filter is None else filters_from_json(raw_filter, f"{prefix}filter")
-    return _checked(limit, offset, threshold, filters, group_by, group_size, spread, prefix)
+    filters = {} if raw_filter is None else filters_from_json(raw_filter, schema, f"{prefix}filter")
+    return checked_options(
+        schema, limit, offset, threshold, filters, group_by, group_size, spread, prefix
+    )
 
 
-def filters_from_json(raw: Any, prefix: str) -> dict[str, Any]:
+def filter_keys(schema: CatalogSchema) -> tuple[str, ...]:
+    return tuple(n for f in schema.with_role("filter") for n in filter_parameters(f))
+
+
+def filters_from_json(raw: Any, schema: CatalogSchema, prefix: str) -> dict[str, Any]:
     body = json_object(raw, prefix)
-    reject_unknown(body, FILTER_KEYS, f"{prefix}.")
+    reject_unknown(body, filter_keys(schema), f"{prefix}.")
     filters: dict[str, Any] = {}
-    for name, path in KEYWORD_FILTERS.items():
+    for declared in schema.with_role("filter"):
+        name = declared.name
+        where = f"{prefix}.{name}"
         value = body.get(name)
-        if value is None:
-            continue
-        values = [value] if isinstance(value, str) else value
-        if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
-            raise invalid(f"{prefix}.{name}", f"{name} must be a string or a list of strings")
-        if values:
-            filters[path] = _keywords(values, f"{prefix}.{name}")
-    low = _json_float(body, "price_min", f"{prefix}.")
-    high = _json_float(body, "price_max", f"{prefix}.")
-    if low is not None or high is not None:
-        filters["metadata.price"] = Range(gte=low, lte=high)
-    in_stock = body.get("in_stock")
-    if in_stock is not None:
-        if not isinstance(in_stock, bool):
-            raise invalid(f"{prefix}.in_stock", "in_stock must be true or false")
-        filters["metadata.in_stock"] = in_stock
+        if value is not None and declared.type == "bool":
+            if not isinstance(value, bool):
+                raise invalid(where, f"{name} must be true or false")
+            filters[declared.path] = value
+        elif value is not None and declared.type == "integer":
+            values = value if isinstance(value, list) else [value]
+            if not values or not all(type(v) is int for v in values):
+                raise invalid(where, f"{name} must be an integer or a list of integers")
+            filters[declared.path] = _many(values, where)
+        elif value is not None:
+            values = [value] if isinstance(value, str) else value
+            if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
+                raise invalid(where, f"{name} must be a string or a list of strings")
+            if values:
+                filters[declared.path] = _keywords(values, where)
+        if declared.ranged:
+            low = _bound(declared, body.get(f"{name}_min"), f"{where}_min")
+            high = _bound(declared, body.get(f"{name}_max"), f"{where}_max")
+            if low is not None or high is not None:
+                filters[declared.path] = _range(declared, low, high, where)
     return filters
-
-
-def json_ids(body: Mapping[str, Any], name: str, *, required: bool, prefix: str = "") -> list[str]:
-    value = body.get(name)
-    field_name = f"{prefix}{name}"
-    if value is None:
-        if required:
-            raise APIError(400, "missing_field", f"{field_name} is required", field_name)
-        return []
-    if not isinstance(value, list):
-        raise invalid(field_name, f"{field_name} must be a list of item ids")
-    if required and not value:
-        raise invalid(field_name, f"{field_name} needs at least one item id")
-    if len(value) > MAX_EXAMPLES:
-        raise invalid(field_name, f"at most {MAX_EXAMPLES} item ids in {field_name}")
-    return [item_id(v, field_name) for v in value]
-
-
-def json_id(body: Mapping[str, Any], name: str, prefix: str = "") -> str:
-    field_name = f"{prefix}{name}"
-    if name not in body:
-        raise APIError(400, "missing_field", f"{field_name} is required", field_name)
-    return item_id(body[name], field_name)
 
 
 def item_id(value: Any, field_name: str) -> str:
@@ -264,7 +271,8 @@ def _keywords(values: list[str], name: str) -> str | list[str]:
     return values[0] if len(values) == 1 else list(dict.fromkeys(values))
 
 
-def _checked(
+def checked_options(
+    schema: CatalogSchema,
     limit: int,
     offset: int,
     threshold: float | None,
@@ -275,8 +283,11 @@ def _checked(
     prefix: str = "",
 ) -> QueryOptions:
     if group_by is not None:
-        if group_by not in GROUP_FIELDS:
-            raise invalid(f"{prefix}group_by", f"group_by must be one of {', '.join(GROUP_FIELDS)}")
+        groupable = [f.name for f in schema.with_role("group")]
+        if group_by not in groupable:
+            raise invalid(
+                f"{prefix}group_by", f"group_by must be one of {', '.join(groupable) or '(none)'}"
+            )
         if offset:
             raise invalid(f"{prefix}offset", "grouped results have no offset")
         if diversity is not None:

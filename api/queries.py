@@ -15,20 +15,23 @@ from celery.exceptions import TimeoutError as CeleryTimeout
 from flask import Blueprint, Response, jsonify, request
 
 from api.auth import read_only
+from api.contract import (
+    BatchBody,
+    DiscoverBody,
+    QueryOptionsBody,
+    RecommendBody,
+    RecommendEntry,
+    SimilarEntry,
+    options_from_query,
+    parse_body,
+)
 from api.errors import APIError
 from api.params import (
-    GROUP_FIELDS,
-    MAX_BATCH,
-    MAX_EXAMPLES,
     QueryOptions,
     ids_from_form,
     invalid,
-    json_id,
-    json_ids,
     json_object,
-    options_from_args,
     options_from_json,
-    reject_unknown,
 )
 from api.routes import (
     _get_item,
@@ -40,9 +43,8 @@ from api.routes import (
     _tenant,
     _uploaded_image,
 )
-from lookalike.schema import point_id
+from lookalike.schema import CatalogSchema, point_id
 from lookalike.store import (
-    RECOMMEND_STRATEGIES,
     Discover,
     Diverse,
     Hit,
@@ -54,7 +56,9 @@ from lookalike.tasks import EMBED_QUERY
 
 bp = Blueprint("queries", __name__)
 
-_OPTION_FIELDS = ("limit", "offset", "score_threshold", "filter", "group_by", "group_size")
+
+def _schema() -> CatalogSchema:
+    return _settings().catalog
 
 
 def _hits_json(hits: list[Hit]) -> list[dict[str, Any]]:
@@ -92,7 +96,7 @@ def _run(query: SimilarityQuery, opts: QueryOptions, exclude_ids: list[str]) -> 
     if opts.group_by is not None:
         groups = store.query_groups(
             query,
-            group_by=GROUP_FIELDS[opts.group_by],
+            group_by=f"metadata.{opts.group_by}",
             group_size=opts.group_size,
             limit=opts.limit,
             where={"tenant": _tenant(), **opts.filters},
@@ -141,7 +145,7 @@ def _json_body() -> dict[str, Any]:
 
 @bp.get("/v1/items/<item_id>/similar")
 def similar_items(item_id: str) -> Response:
-    opts = options_from_args(request.args)
+    opts = options_from_query(request.args, _schema())
     item = _get_item(_item_id(item_id), _tenant(), with_vector=True)
     assert item.vector is not None
     result = _run(item.vector, opts, [item.point_id])
@@ -151,7 +155,7 @@ def similar_items(item_id: str) -> Response:
 @bp.post("/v1/search")
 @read_only
 def search_by_image() -> Response:
-    opts = options_from_args(request.args)
+    opts = options_from_query(request.args, _schema())
     positive = ids_from_form(request.form.getlist("positive"), "positive")
     negative = ids_from_form(request.form.getlist("negative"), "negative")
     if (positive or negative) and opts.diversity is not None:
@@ -200,12 +204,9 @@ def search_by_image() -> Response:
 @bp.post("/v1/recommend")
 @read_only
 def recommend() -> Response:
-    body = _json_body()
-    reject_unknown(body, ("positive", "negative", "strategy", *_OPTION_FIELDS))
-    positive = json_ids(body, "positive", required=True)
-    negative = json_ids(body, "negative", required=False)
-    strategy = _strategy(body.get("strategy"), "strategy")
-    opts = options_from_json(body, diversity=False)
+    body = parse_body(RecommendBody, _json_body())
+    opts = _body_options(body)
+    positive, negative, strategy = body.positive, body.negative, body.strategy
     vectors = _vectors(positive=positive, negative=negative)
     query = Recommend([vectors[i] for i in positive], [vectors[i] for i in negative], strategy)
     tenant = _tenant()
@@ -219,11 +220,10 @@ def recommend() -> Response:
 @bp.post("/v1/discover")
 @read_only
 def discover() -> Response:
-    body = _json_body()
-    reject_unknown(body, ("target", "context", *_OPTION_FIELDS))
-    target = json_id(body, "target")
-    pairs = _context_pairs(body.get("context"))
-    opts = options_from_json(body, diversity=False)
+    body = parse_body(DiscoverBody, _json_body())
+    opts = _body_options(body)
+    target = body.target
+    pairs = [(pair.positive, pair.negative) for pair in body.context]
     ids = list(dict.fromkeys([target, *(i for pair in pairs for i in pair)]))
     vectors = _vectors(target=[target], context=ids[1:])
     query = Discover(vectors[target], [(vectors[p], vectors[n]) for p, n in pairs])
@@ -233,18 +233,23 @@ def discover() -> Response:
     return jsonify(query={"target": target, "context": context}, **result)
 
 
+def _body_options(body: QueryOptionsBody) -> QueryOptions:
+    """A validated body's query options, its filter read through the catalog schema."""
+    given = body.model_dump(
+        include={"limit", "offset", "score_threshold", "filter", "group_by", "group_size"},
+        exclude_none=True,
+    )
+    return options_from_json(given, _schema(), diversity=False)
+
+
 @bp.post("/v1/batch")
 @read_only
 def batch() -> Response:
     """Many queries in one request, run as one batch in the vector store. An entry is either
     ``{"id": ...}`` (items like that item) or ``{"positive": [...], "negative": [...]}``; an
     entry naming a missing item gets an error of its own and the others still run."""
-    body = _json_body()
-    reject_unknown(body, ("queries",))
-    raw = body.get("queries")
-    if not isinstance(raw, list) or not 1 <= len(raw) <= MAX_BATCH:
-        raise invalid("queries", f"queries must be a list of 1 to {MAX_BATCH} queries")
-    entries = [_batch_entry(entry, f"queries[{n}].") for n, entry in enumerate(raw)]
+    body = parse_body(BatchBody, _json_body())
+    entries = [_batch_entry(entry) for entry in body.queries]
     tenant = _tenant()
     wanted = {point_id(i, tenant): i for e in entries for i in e["ids"]}
     found = _store().retrieve(list(wanted), with_vectors=True)
@@ -276,49 +281,22 @@ def batch() -> Response:
     return jsonify(results=results)
 
 
-def _batch_entry(raw: Any, prefix: str) -> dict[str, Any]:
-    entry = json_object(raw, prefix.rstrip("."))
-    options = ("limit", "offset", "score_threshold", "filter")
-    if "id" in entry:
-        reject_unknown(entry, ("id", "diversity", *options), prefix)
-        item = json_id(entry, "id", prefix)
-        return {
-            "ids": [item],
-            "echo": {"id": item},
-            "options": options_from_json(entry, prefix=prefix, groups=False),
-        }
-    if "positive" in entry:
-        reject_unknown(entry, ("positive", "negative", "strategy", *options), prefix)
-        positive = json_ids(entry, "positive", required=True, prefix=prefix)
-        negative = json_ids(entry, "negative", required=False, prefix=prefix)
-        strategy = _strategy(entry.get("strategy"), f"{prefix}strategy")
-        return {
-            "ids": list(dict.fromkeys(positive + negative)),
-            "echo": {"positive": positive, "negative": negative, "strategy": strategy},
-            "options": options_from_json(entry, prefix=prefix, groups=False, diversity=False),
-        }
-    raise APIError(
-        400, "missing_field", f"{prefix}id or {prefix}positive is required", f"{prefix}id"
+def _batch_entry(entry: SimilarEntry | RecommendEntry) -> dict[str, Any]:
+    options = entry.model_dump(
+        include={"limit", "offset", "score_threshold", "filter", "diversity"}, exclude_none=True
     )
-
-
-def _strategy(value: Any, field: str) -> str:
-    if value is None:
-        return "best_score"
-    if value not in RECOMMEND_STRATEGIES:
-        raise invalid(field, f"strategy must be one of {', '.join(RECOMMEND_STRATEGIES)}")
-    return str(value)
-
-
-def _context_pairs(value: Any) -> list[tuple[str, str]]:
-    if value is None:
-        raise APIError(400, "missing_field", "context is required", "context")
-    if not isinstance(value, list) or not 1 <= len(value) <= MAX_EXAMPLES:
-        raise invalid("context", f"context must be a list of 1 to {MAX_EXAMPLES} pairs")
-    pairs = []
-    for n, raw in enumerate(value):
-        prefix = f"context[{n}]."
-        pair = json_object(raw, f"context[{n}]")
-        reject_unknown(pair, ("positive", "negative"), prefix)
-        pairs.append((json_id(pair, "positive", prefix), json_id(pair, "negative", prefix)))
-    return pairs
+    if isinstance(entry, SimilarEntry):
+        return {
+            "ids": [entry.id],
+            "echo": {"id": entry.id},
+            "options": options_from_json(options, _schema(), groups=False),
+        }
+    return {
+        "ids": list(dict.fromkeys(entry.positive + entry.negative)),
+        "echo": {
+            "positive": entry.positive,
+            "negative": entry.negative,
+            "strategy": entry.strategy,
+        },
+        "options": options_from_json(options, _schema(), groups=False, diversity=False),
+    }

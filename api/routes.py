@@ -22,7 +22,14 @@ from api.params import filters_from_args
 from api.thumbnails import DEFAULT_SIZE, MIMETYPE, SIZES, Thumbnails
 from lookalike.blobs import BlobStore
 from lookalike.images import ImageProblem, check_image, sha256_hex, validate_image
-from lookalike.schema import DEFAULT_TENANT, InvalidId, point_id, validate_id
+from lookalike.schema import (
+    DEFAULT_TENANT,
+    CatalogSchema,
+    InvalidId,
+    InvalidMetadata,
+    point_id,
+    validate_id,
+)
 from lookalike.settings import Settings
 from lookalike.store import (
     StoredItem,
@@ -57,6 +64,10 @@ def _store() -> VectorStore:
         raise APIError(
             503, "store_misconfigured", f"the catalog cannot be opened as configured: {exc}"
         ) from exc
+
+
+def _catalog() -> CatalogSchema:
+    return _settings().catalog
 
 
 def _tasks() -> TaskClient:
@@ -120,9 +131,13 @@ def _uploaded_image(field: str = "image", *, header_only: bool = False) -> bytes
     return data
 
 
-def _metadata() -> dict[str, Any]:
+def _metadata() -> dict[str, Any] | None:
+    """The item's metadata form field, checked against the catalog schema; None when the
+    form has none (a re-post then keeps the stored metadata)."""
     raw = request.form.get("metadata")
-    if raw is None or raw == "":
+    if raw is None:
+        return None
+    if raw == "":
         return {}
     if len(raw.encode()) > _settings().max_metadata_bytes:
         raise APIError(
@@ -139,7 +154,23 @@ def _metadata() -> dict[str, Any]:
         ) from exc
     if not isinstance(value, dict):
         raise APIError(400, "invalid_metadata", "metadata must be a JSON object", "metadata")
-    return value
+    return checked_metadata(value, "metadata")
+
+
+def checked_metadata(value: dict[str, Any], field: str) -> dict[str, Any]:
+    """Metadata as stored: each declared field of its declared type (422 naming it)."""
+    try:
+        return _catalog().check_metadata(value)
+    except InvalidMetadata as exc:
+        raise APIError(422, "invalid_metadata", exc.message, f"{field}.{exc.field}") from exc
+
+
+def stored_metadata(point_ids: list[str]) -> dict[str, dict[str, Any]]:
+    """The metadata stored for these points (those that exist), read in one call."""
+    if not point_ids:
+        return {}
+    found = _store().retrieve(point_ids)
+    return {item.point_id: dict(item.payload.get("metadata") or {}) for item in found}
 
 
 def _image_params(tenant: str, item_id: str, sha256: str | None) -> dict[str, Any]:
@@ -283,6 +314,8 @@ def add_item() -> tuple[Response, int]:
         job = _item_id(job, "job")
     metadata = _metadata()
     data = _uploaded_image()
+    # No metadata field (None): the worker keeps an existing item's stored metadata (never a
+    # silent wipe), read when it writes the new vector; a new item starts with none.
     sha = sha256_hex(data)
     _blobs().put(sha, data)
     item = {"id": item_id, "tenant": tenant, "image_sha256": sha, "metadata": metadata}
@@ -303,7 +336,7 @@ def list_items() -> Response:
     tenant = _tenant()
     limit = _int_arg("limit", 50, 1, 500)
     cursor = request.args.get("cursor") or None
-    where: dict[str, Any] = {"tenant": tenant, **filters_from_args(request.args)}
+    where: dict[str, Any] = {"tenant": tenant, **filters_from_args(request.args, _catalog())}
     store = _store()
     try:
         items, next_cursor = store.scroll(limit=limit, offset=cursor, where=where)
@@ -320,17 +353,33 @@ def list_items() -> Response:
 
 @bp.get("/v1/facets")
 def facets() -> Response:
-    """The values of category or brand among the tenant's items (under the same filters)."""
+    """The values of a declared facet field among the tenant's items (under the same
+    filters), most frequent first."""
     tenant = _tenant()
-    name = request.args.get("field", "category")
-    paths = {"category": "metadata.category", "brand": "metadata.brand"}
-    if name not in paths:
-        raise APIError(400, "invalid_parameter", "field must be category or brand", "field")
+    schema = _catalog()
+    facets = [f.name for f in schema.with_role("facet")]
+    name = request.args.get("field", facets[0] if facets else "")
+    declared = schema.field(name)
+    if declared is None or "facet" not in declared.roles:
+        raise APIError(
+            400,
+            "invalid_parameter",
+            f"field must be one of {', '.join(facets) or '(none)'}",
+            "field",
+        )
     limit = _int_arg("limit", 100, 1, 1000)
-    filters = filters_from_args(request.args)
-    filters.pop(paths[name], None)  # a field's own filter would hide its other values
-    found = _store().facet(paths[name], where={"tenant": tenant, **filters}, limit=limit)
+    filters = filters_from_args(request.args, schema)
+    filters.pop(declared.path, None)  # a field's own filter would hide its other values
+    found = _store().facet(declared.path, where={"tenant": tenant, **filters}, limit=limit)
     return jsonify(field=name, values=[{"value": f.value, "count": f.count} for f in found])
+
+
+@bp.get("/v1/schema")
+def catalog_schema() -> Response:
+    """The catalog's declared fields (LOOKALIKE_CATALOG_SCHEMA): what the indexer types its
+    manifests by and the gallery draws its filters from."""
+    _tenant()  # the same key rules as every /v1 route
+    return jsonify(_catalog().as_json())
 
 
 @bp.get("/v1/items/<item_id>")

@@ -251,6 +251,21 @@ class Server:
     def rss(self) -> float:
         return rss_mib(self.proc.pid)
 
+    def stage_cpu(self) -> dict[str, float]:
+        """The worker's CPU seconds per ingest stage so far, from /metrics."""
+        _, body = self.get("/metrics")
+        found = re.findall(
+            rb'^lookalike_worker_stage_cpu_seconds_total\{stage="(\w+)"\} (\S+)$', body, re.M
+        )
+        return {k.decode(): float(v) for k, v in found}
+
+    def peak_rss(self) -> float:
+        """The server's peak resident memory so far (VmHWM), MiB."""
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+        return float("nan")
+
     def embedded_images(self) -> float:
         """The worker's count of images embedded for ingest, from /metrics."""
         _, body = self.get("/metrics")
@@ -428,6 +443,23 @@ def write_stamp_folder(root: Path, n: int) -> Path:
     return root
 
 
+def realistic_sources(work: Path, cache: Path | None, quick: bool) -> dict[str, Path]:
+    """The realistic catalog photos (benchmarks/photoset.py) by size, first in the report:
+    400 per size (1,200 in all), or 24 at 1.5 MP in quick mode."""
+    from benchmarks import photoset
+
+    if quick:
+        folders = photoset.build(work / "photoset", per_size=24, sizes=("1.5mp",))
+    else:
+        folders = photoset.build(cache or photoset.DEFAULT_OUT)
+    out = {}
+    for name, folder in folders.items():
+        w, h = photoset.SIZES[name]
+        count = len(photoset.image_files(folder))
+        out[f"catalog photos {w}x{h} ({count}; JPEG/WebP/PNG)"] = folder
+    return out
+
+
 # How often the ingest's progress is sampled from the server's /metrics (a scrape costs the
 # server about a millisecond).
 PROGRESS_INTERVAL_S = 0.25
@@ -489,19 +521,23 @@ def bench_ingest(
     before and after each ingest (the server idle), so that the ratio does not ride the
     machine's drift between section 1 and this one; ``server_threads``: the server's HTTP
     threads (default: ``lookalike serve``'s own)."""
+    from benchmarks.photoset import image_files
+
     for label, folder in sources.items():
+        files = image_files(folder)
         data = work / f"ingest-{len(report.ingest)}" / "data"
         data.mkdir(parents=True)
         threads = server_threads or default_http_threads()
         server = Server(data, cache, threads=threads, extra_env=env or {})
         try:
             # The first search loads the model in the worker: not part of the ingest rate.
-            body, ctype = multipart(next(folder.rglob("*.png")).read_bytes())
+            body, ctype = multipart(files[0].read_bytes())
             c = server.conn()
             c.request("POST", "/v1/search", body, {"Content-Type": ctype})
             c.getresponse().read()
             rss_before = server.rss()
-            n = sum(1 for _ in folder.rglob("*.png"))
+            n = len(files)
+            stages_before = server.stage_cpu()
             before_model = worker_model_rate(cache, ADJACENT_MODEL_S) if adjacent_model else None
             warm_cpus()
             server_cpu, indexer_cpu = cpu_seconds(server.proc.pid), children_cpu_seconds()
@@ -536,6 +572,7 @@ def bench_ingest(
                 time.sleep(PROGRESS_INTERVAL_S)
             elapsed = time.perf_counter() - t0
             server_cpu = cpu_seconds(server.proc.pid) - server_cpu
+            stages = {k: v - stages_before.get(k, 0.0) for k, v in server.stage_cpu().items()}
             indexer_cpu = children_cpu_seconds() - indexer_cpu
             after_model = worker_model_rate(cache, ADJACENT_MODEL_S) if adjacent_model else None
             result = json.loads(out.read_text())
@@ -550,6 +587,9 @@ def bench_ingest(
                 "steady_rate": steady_rate(progress),
                 "rss_mib": server.rss(),
                 "rss_before_mib": rss_before,
+                "rss_peak_mib": server.peak_rss(),
+                "megapixels": megapixels([f.read_bytes() for f in files[:50]]),
+                "stage_cpu_ms": {k: v * 1000 / max(1, indexed) for k, v in sorted(stages.items())},
                 "server_cpu_ms": server_cpu * 1000 / max(1, indexed),
                 "indexer_cpu_ms": indexer_cpu * 1000 / max(1, indexed),
             }
@@ -1028,6 +1068,35 @@ def render(report: Report, files: dict[str, str], img_rel: str) -> str:
     ]
     out += [
         "",
+        "CPU ms per image by stage (all cores' CPU time over the images indexed). *indexer*: "
+        "the `indexer ingest` process (read the files, hash, upload); in the server, from its "
+        "`lookalike_worker_stage_cpu_seconds_total`: *read* (the image store), *decode* "
+        "(shrink-on-load and the colour signature), *keypoints* (the near-duplicate keypoints, "
+        "with their own decode), *frame + model* (the task thread's "
+        "embedding call), *upsert*; *model* is the model-only CPU measured around the ingest, "
+        "so *frame* ≈ frame + model - model; *API + rest*: the server's CPU less the worker's "
+        "stages (HTTP, blob writes, the broker, inference threads beyond the task's own). "
+        "*peak RSS*: the server process's (API and worker) high-water mark during its run.",
+        "",
+        "| source | size | indexer | read | decode | keypoints | frame + model | model | frame "
+        "| upsert | API + rest | peak RSS MiB |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for r in report.ingest:
+        st = r.get("stage_cpu_ms", {})
+        worker_ms = sum(st.values())
+        out.append(
+            f"| {r['source']} | {r.get('megapixels', '')} | {_f(r.get('indexer_cpu_ms'), '.2f')} "
+            f"| {_f(st.get('read'), '.2f')} | {_f(st.get('decode'), '.2f')} "
+            f"| {_f(st.get('keypoints'), '.2f')} "
+            f"| {_f(st.get('embed'), '.2f')} | {_f(_around_cpu(r), '.2f')} "
+            f"| {_f(st.get('embed', float('nan')) - _around_cpu(r), '.2f')} "
+            f"| {_f(st.get('upsert'), '.2f')} "
+            f"| {_f(r.get('server_cpu_ms', float('nan')) - worker_ms, '.2f')} "
+            f"| {_f(r.get('rss_peak_mib'), '.0f')} |"
+        )
+    out += [
+        "",
         "## 4. Query latency, recall and memory by catalog size",
         "",
         "Sequential requests over one keep-alive connection to `lookalike serve` "
@@ -1097,6 +1166,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--load-threads", type=int, default=8)
     parser.add_argument(
+        "--photos",
+        type=Path,
+        default=None,
+        help="the realistic photo set's cache (default build/photoset; quick mode builds a "
+        "small one in the work dir)",
+    )
+    parser.add_argument(
         "--server-threads",
         type=int,
         default=None,
@@ -1139,7 +1215,8 @@ def main(argv: list[str] | None = None) -> int:
         if "ingest" in sections:
             print("3. end-to-end ingest", flush=True)
             n = 64 if quick else 3000
-            sources = {f"Fashion-MNIST ({n})": write_fashion_folder(work / "fashion", n)}
+            sources = realistic_sources(work, args.photos, quick)
+            sources[f"Fashion-MNIST ({n})"] = write_fashion_folder(work / "fashion", n)
             if not quick:
                 sources["tuxpaint photos (802)"] = write_stamp_folder(work / "stamps", 802)
             bench_ingest(

@@ -36,7 +36,14 @@ A pair counts as found only if the candidate search would have found it too: its
 similarity (the model's, as lookalike.duplicates.candidate_query weighs it) reaches the
 candidate floor (lookalike.verify.CANDIDATE_FLOOR).
 
+Every image reaches the embedding and the keypoints as the worker sees it: from its file
+(an original as a JPEG of quality 92, an edited copy or variant as its own JPEG) through the
+service's decoder, ``--decode scaled-1`` (the default: shrink-on-load, as a new catalog's
+worker decodes, lookalike.images.decode_scaled to the model's input side) or ``full`` (a
+catalog indexed before shrink-on-load): the before/after of shrink-on-load.
+
     python benchmarks/duplicate_threshold.py [--model efficientnet-lite0] [--json FILE]
+                                             [--decode scaled-1|full]
 """
 
 from __future__ import annotations
@@ -58,9 +65,15 @@ from PIL import Image, ImageDraw, ImageEnhance, ImageFilter, ImageFont
 
 from lookalike import verify
 from lookalike.duplicates import candidate_query
-from lookalike.images import decode_image
+from lookalike.images import (
+    DECODE_FULL,
+    DECODE_SCALED,
+    SCALED_DECODE_FACTOR,
+    decode_image,
+    decode_scaled,
+)
 from lookalike.settings import FEATURES, Settings
-from worker.keypoints import find_keypoints
+from worker.keypoints import find_keypoints, keypoint_source
 
 STAMPS = Path("/usr/share/tuxpaint/stamps")
 CLIPART = Path("/usr/share/openclipart/png")
@@ -200,10 +213,36 @@ def fashion_samples(rng: np.random.Generator) -> Iterator[Sample]:
 # ----------------------------------------------------------------------------- edits
 
 
-def _jpeg(image: Image.Image, quality: int) -> Image.Image:
+# The shorter side the service's decoder keeps (set by --decode): 0 decodes in full.
+_side = 0
+# Where the keypoints are found (set by --keypoints-on): as the worker does
+# (worker/keypoints.py keypoint_source), or on the model's image itself.
+_keypoints_on_model_image = False
+
+
+@dataclass(frozen=True)
+class Shot:
+    """A file as the worker sees it: the image the model embeds, and its keypoints."""
+
+    image: Image.Image
+    keypoints: verify.Keypoints
+
+
+def service_decode(data: bytes) -> Image.Image:
+    """A file as the worker decodes it (worker/pipeline.py decode_for)."""
+    if _side:
+        return decode_scaled(data, max_pixels=MAX_PIXELS, side=_side)
+    return decode_image(data, max_pixels=MAX_PIXELS)
+
+
+def _jpeg(image: Image.Image, quality: int) -> Shot:
     buffer = io.BytesIO()
     image.convert("RGB").save(buffer, "JPEG", quality=quality)
-    return decode_image(buffer.getvalue(), max_pixels=MAX_PIXELS)
+    data = buffer.getvalue()
+    decoded = service_decode(data)
+    if _keypoints_on_model_image:
+        return Shot(decoded, find_keypoints(decoded))
+    return Shot(decoded, find_keypoints(keypoint_source(data, decoded, max_pixels=MAX_PIXELS)))
 
 
 def _crop(image: Image.Image, rng: np.random.Generator) -> Image.Image:
@@ -264,7 +303,7 @@ def _padding(image: Image.Image, rng: np.random.Generator) -> Image.Image:
     return out
 
 
-def edit(image: Image.Image, kind: str, rng: np.random.Generator) -> Image.Image:
+def edit(image: Image.Image, kind: str, rng: np.random.Generator) -> Shot:
     """An edited copy, decoded again from its JPEG bytes as the service would see it."""
     if kind == "crop":
         return _jpeg(_crop(image, rng), 85)
@@ -300,7 +339,7 @@ def colourful(image: Image.Image) -> bool:
     return bool(np.mean(hsv[..., 1] > 60) > 0.05)
 
 
-def variants(sample: Sample, rng: np.random.Generator) -> list[tuple[str, Image.Image]]:
+def variants(sample: Sample, rng: np.random.Generator) -> list[tuple[str, Shot]]:
     if not colourful(sample.image):
         return []
     pixels = np.asarray(sample.image.convert("RGB"))
@@ -331,24 +370,25 @@ def build_half(samples: list[Sample], embedder: Any, seed: int) -> Half:
     rng = np.random.default_rng(seed)
     half = Half()
     model = embedder.name
-    originals = [s.image for s in samples]
+    shots = [_jpeg(s.image, 92) for s in samples]
+    originals = [s.image for s in shots]
     emb_o = embedder.embed(originals)
     queries = [candidate_query(v, model) for v in emb_o]
-    kp_o = [find_keypoints(image) for image in originals]
+    kp_o = [s.keypoints for s in shots]
 
     def similarity(i: int, vector: np.ndarray) -> float:
         q = queries[i]
         return float(np.asarray(vector) @ q.vector) * q.scale
 
-    edited: list[tuple[int, str, Image.Image]] = []
-    varied: list[tuple[int, str, Image.Image]] = []
+    edited: list[tuple[int, str, Shot]] = []
+    varied: list[tuple[int, str, Shot]] = []
     for i, sample in enumerate(samples):
         edited += [(i, kind, edit(sample.image, kind, rng)) for kind in EDITS]
         varied += [(i, kind, image) for kind, image in variants(sample, rng)]
-    emb_e = embedder.embed([e[2] for e in edited]) if edited else []
-    emb_v = embedder.embed([v[2] for v in varied]) if varied else []
-    kp_e = [find_keypoints(e[2]) for e in edited]
-    kp_v = [find_keypoints(v[2]) for v in varied]
+    emb_e = embedder.embed([e[2].image for e in edited]) if edited else []
+    emb_v = embedder.embed([v[2].image for v in varied]) if varied else []
+    kp_e = [e[2].keypoints for e in edited]
+    kp_v = [v[2].keypoints for v in varied]
     half.images = len(originals) + len(edited) + len(varied)
     half.plain = sum(not k.verifiable for k in [*kp_o, *kp_e, *kp_v])
     groups = [s.group for s in samples]
@@ -519,10 +559,11 @@ def report(name: str, r: Result) -> None:
 
 
 def timed(fn: Callable[[], Any], repeat: int) -> float:
-    started = time.perf_counter()
+    """CPU seconds per call (all of the process's threads: OpenCV may use several)."""
+    started = time.process_time()
     for _ in range(repeat):
         fn()
-    return (time.perf_counter() - started) / repeat
+    return (time.process_time() - started) / repeat
 
 
 def main() -> None:
@@ -534,6 +575,19 @@ def main() -> None:
     parser.add_argument("--cache-dir", type=Path, default=Path("data/models"))
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--json", type=Path, default=None, help="write the measurements here")
+    parser.add_argument(
+        "--decode",
+        choices=(DECODE_SCALED, DECODE_FULL),
+        default=DECODE_SCALED,
+        help="how the worker decodes every image (default: shrink-on-load, a new catalog's)",
+    )
+    parser.add_argument(
+        "--keypoints-on",
+        choices=("worker", "model-image"),
+        default="worker",
+        help="find the keypoints as the worker does (worker/keypoints.py keypoint_source), "
+        "or on the model's shrink-on-load image itself",
+    )
     args = parser.parse_args()
 
     from worker.model import load_embedder
@@ -541,13 +595,17 @@ def main() -> None:
     started = time.monotonic()
     samples = samples_of(np.random.default_rng(args.seed))
     embedder = load_embedder(args.model, args.cache_dir, features=args.features)
+    global _side, _keypoints_on_model_image
+    _keypoints_on_model_image = args.keypoints_on == "model-image"
+    _side = SCALED_DECODE_FACTOR * embedder.input_size if args.decode == DECODE_SCALED else 0
     tune_samples, test_samples = split(samples)
     tune = build_half(tune_samples, embedder, args.seed + 1)
     test = build_half(test_samples, embedder, args.seed + 2)
     floor = verify.CANDIDATE_FLOOR
     print(
-        f"{len(samples)} originals in {len({s.group for s in samples})} look-alike groups; "
-        f"model {embedder.version}; tune: {len(tune.positives)} positive / {len(tune.variants)} "
+        f"decode {args.decode}, keypoints on {args.keypoints_on}; {len(samples)} originals in "
+        f"{len({s.group for s in samples})} look-alike groups; model {embedder.version}; "
+        f"tune: {len(tune.positives)} positive / {len(tune.variants)} "
         f"variant / {len(tune.negatives)} hard-negative pairs; test: {len(test.positives)} / "
         f"{len(test.variants)} / {len(test.negatives)}; images too plain to verify: "
         f"{tune.plain + test.plain} of {tune.images + test.images}; "
@@ -567,11 +625,23 @@ def main() -> None:
     )
     print(f"targets met at the shipped constants: {met}")
 
-    # The cost: keypoints per ingested image (catalog-sized studio photos), and one pair's
-    # verification (what a /duplicates call does per candidate).
-    photos = [s.image for s in samples if s.group.startswith("studio")][:20]
-    per_image = timed(lambda: [find_keypoints(p) for p in photos], 3) / len(photos)
-    points = [find_keypoints(p) for p in photos]
+    # The cost, in CPU time (the machine may be shared): keypoints per ingested image
+    # (catalog-sized studio photos, as the worker decodes them), and one pair's verification
+    # (what a /duplicates call does per candidate).
+    files = []
+    for sample in [s for s in samples if s.group.startswith("studio")][:20]:
+        buffer = io.BytesIO()
+        sample.image.save(buffer, "JPEG", quality=92)
+        files.append((buffer.getvalue(), service_decode(buffer.getvalue())))
+
+    def keypoints_of(data: bytes, decoded: Image.Image) -> verify.Keypoints:
+        if _keypoints_on_model_image:
+            return find_keypoints(decoded)
+        return find_keypoints(keypoint_source(data, decoded, max_pixels=MAX_PIXELS))
+
+    per_image = timed(lambda: [keypoints_of(*f) for f in files], 3) / len(files)
+    points = [keypoints_of(*f) for f in files]
+    photos = [f[1] for f in files]
     encoded = [verify.encode(p) for p in points]
     per_pair = timed(
         lambda: [
@@ -583,8 +653,10 @@ def main() -> None:
     ) / (5 * len(encoded))
     size = float(np.mean([len(e) for e in encoded]))
     print(
-        f"cost: {per_image * 1000:.1f} ms of keypoints per {STUDIO[0]}x{STUDIO[1]} photo, "
-        f"{per_pair * 1000:.2f} ms to decode and verify a pair, {size / 1024:.1f} KiB of "
+        f"cost: {per_image * 1000:.1f} CPU-ms of keypoints (with any decode of their own) per "
+        f"{STUDIO[0]}x{STUDIO[1]} photo (the model's decode "
+        f"{photos[0].width}x{photos[0].height}), {per_pair * 1000:.2f} CPU-ms to "
+        f"decode and verify a pair, {size / 1024:.1f} KiB of "
         "payload per item"
     )
     if args.json:
@@ -592,6 +664,8 @@ def main() -> None:
             json.dumps(
                 {
                     "model": embedder.version,
+                    "decode": args.decode,
+                    "keypoints_on": args.keypoints_on,
                     "originals": len(samples),
                     "tune": asdict(chosen),
                     "test": asdict(held),

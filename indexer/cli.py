@@ -190,6 +190,7 @@ def _ingest(args: argparse.Namespace, client: APIClient) -> int:
             labels_from_folders=not args.no_folder_labels,
             base=args.base_dir,
             allow_outside=args.allow_any_path,
+            schema=client.catalog_schema(),
         )
         total = count_items(source)
     except SourceError as exc:

@@ -14,6 +14,8 @@ from typing import Any
 
 import httpx
 
+from lookalike.schema import DEFAULT_CATALOG_SCHEMA, CatalogSchema, catalog_schema
+
 # Statuses worth another try: throttled, or the service (or a proxy before it) is not ready.
 _TRANSIENT = frozenset({408, 429, 502, 503, 504})
 
@@ -85,6 +87,17 @@ class APIClient:
 
     def get(self, path: str, **params: Any) -> Any:
         return self.request("GET", path, params=params)
+
+    def catalog_schema(self) -> CatalogSchema:
+        """The catalog's declared fields (GET /v1/schema); the default four from a service
+        that predates it."""
+        try:
+            body = self.get("/v1/schema")
+        except APIClientError as exc:
+            if exc.status == 404:
+                return DEFAULT_CATALOG_SCHEMA
+            raise
+        return catalog_schema(body.get("fields", {}))
 
     # ------------------------------------------------------------------------ items
 

@@ -40,7 +40,14 @@ import numpy as np
 from PIL import Image
 
 from indexer.datasets import LabelledImage
-from lookalike.images import ImageProblem, decode_image
+from lookalike.images import (
+    DECODE_FULL,
+    DECODE_SCALED,
+    SCALED_DECODE_FACTOR,
+    ImageProblem,
+    decode_image,
+    decode_scaled,
+)
 from lookalike.schema import point_id
 from lookalike.store import Search, StoredItem, VectorStore
 
@@ -245,12 +252,17 @@ def embed_items(
     max_pixels: int,
     cache_dir: Path | None = None,
     progress: TextIO | None = None,
+    scaled_side: int = 0,
 ) -> Embedded:
     """Decode each image once and run every method on it, ``_BATCH`` images at a time.
 
     ``versions`` names what each method computes (an embedder's version): with
     ``cache_dir``, vectors are kept there per dataset and version and reused.
+    ``scaled_side`` > 0: decode shrink-on-load to that side, as the worker does for a new
+    catalog (lookalike/images.py decode_scaled); 0: in full.
     """
+    if scaled_side > 0:
+        versions = {name: f"{v}:{DECODE_SCALED}" for name, v in versions.items()}
     started = time.monotonic()
     key = _dataset_key(items)
     cached: dict[str, np.ndarray] = {}
@@ -274,7 +286,11 @@ def embed_items(
             batch: list[Image.Image] = []
             for i in range(start, min(start + _BATCH, len(items))):
                 try:
-                    image = decode_image(items[i].path.read_bytes(), max_pixels=max_pixels)
+                    data = items[i].path.read_bytes()
+                    if scaled_side > 0:
+                        image = decode_scaled(data, max_pixels=max_pixels, side=scaled_side)
+                    else:
+                        image = decode_image(data, max_pixels=max_pixels)
                 except (OSError, ImageProblem) as exc:
                     failed[items[i].id] = str(exc)
                     continue
@@ -400,8 +416,12 @@ def evaluate(
     store: str = "edge",
     cache_dir: Path | None = None,
     progress: TextIO | None = sys.stderr,
+    decode: str = DECODE_SCALED,
 ) -> Evaluation:
-    """Embed ``items`` with the embedder ``settings`` describe and score its neighbours."""
+    """Embed ``items`` with the embedder ``settings`` describe and score its neighbours.
+
+    ``decode``: decode the images as a new catalog's worker does (``scaled-1``,
+    shrink-on-load) or in full (``full``, as catalogs indexed before it)."""
     from worker.model import get_embedder
 
     ks = tuple(sorted(set(ks)))
@@ -423,6 +443,7 @@ def evaluate(
         max_pixels=settings.max_image_pixels,
         cache_dir=cache_dir,
         progress=progress,
+        scaled_side=SCALED_DECODE_FACTOR * embedder.input_size if decode != DECODE_FULL else 0,
     )
     seconds["embed"] = embedded.seconds
     kept = [items[i] for i in embedded.ok]
@@ -715,6 +736,13 @@ def add_evaluate_parser(sub: Any) -> None:
     p.add_argument("--store", choices=STORES, default="edge")
     p.add_argument("--examples", type=int, default=8, help="example queries in the picture")
     p.add_argument("--cache-dir", type=Path, default=None, help="reuse embeddings kept here")
+    p.add_argument(
+        "--decode",
+        choices=(DECODE_SCALED, DECODE_FULL),
+        default=DECODE_SCALED,
+        help="decode shrink-on-load as the worker does for a new catalog (default), or in "
+        "full as for a catalog indexed before it",
+    )
     add_model_options(p)
 
 
@@ -734,6 +762,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
             baselines=not args.no_baselines,
             store=args.store,
             cache_dir=args.cache_dir,
+            decode=args.decode,
         )
     except (DatasetError, ValueError, OSError, LookupError) as exc:
         print(f"indexer evaluate: {exc}", file=sys.stderr)

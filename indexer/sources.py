@@ -16,12 +16,15 @@ with one JSON object per line):
   metadata address is refused at download time as ``url_not_allowed`` (:func:`check_url`)
   unless private URLs are allowed (``--allow-private-urls``, for trusted internal sources);
 - ``tenant`` (optional): the catalog the item belongs to (default: the command's tenant);
-- every other column is metadata. In a CSV the fields the index filters on are typed
-  (``price``: number, ``in_stock``: true/false/1/0/yes/no, the others text) and empty cells
-  are left out; JSON Lines keep their JSON types, and a ``metadata`` object is merged in.
+- every other column is metadata. A CSV cell of a field the catalog schema declares is
+  converted to the declared type (``integer``, ``float``, ``bool``: true/false/1/0/yes/no,
+  ``datetime``: ISO 8601, ``keyword_list``: values separated by ``|``); undeclared columns
+  stay text, and empty cells are left out. JSON Lines keep their JSON types (a ``metadata``
+  object is merged in), and declared fields are checked against their type.
 
-A row that cannot be an item (no id, an invalid id, no image, bad JSON) is not skipped in
-silence: it becomes an item with a ``problem``, which the job reports as failed.
+A row that cannot be an item (no id, an invalid id, no image, bad JSON, a declared field
+whose value is not of its type: ``invalid_metadata``) is not skipped in silence: it becomes
+an item with a ``problem``, which the job reports as failed, before anything is uploaded.
 """
 
 from __future__ import annotations
@@ -37,14 +40,18 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from lookalike.schema import PAYLOAD_INDEXES, InvalidId, validate_id
+from lookalike.schema import (
+    DEFAULT_CATALOG_SCHEMA,
+    CatalogSchema,
+    InvalidId,
+    InvalidMetadata,
+    validate_id,
+)
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"})
 MANIFEST_SUFFIXES = frozenset({".csv", ".jsonl", ".ndjson"})
 _UNSAFE = re.compile(r"[^A-Za-z0-9._:@+=-]+")
 _RESERVED = ("id", "path", "url", "image", "tenant")
-_TRUE = {"true", "1", "yes", "y"}
-_FALSE = {"false", "0", "no", "n"}
 
 
 @dataclass(frozen=True)
@@ -74,9 +81,11 @@ def open_source(
     labels_from_folders: bool = True,
     base: Path | None = None,
     allow_outside: bool = False,
+    schema: CatalogSchema = DEFAULT_CATALOG_SCHEMA,
 ) -> Iterator[SourceItem]:
     """The items of a folder or a manifest file. A manifest's paths must lie inside ``base``
-    (default: the manifest's folder) unless ``allow_outside``."""
+    (default: the manifest's folder) unless ``allow_outside``; its metadata is typed and
+    checked by the catalog's ``schema`` (the API's GET /v1/schema)."""
     source = Path(source)
     if source.is_dir():
         return folder_items(source, labels_from_folders=labels_from_folders)
@@ -84,9 +93,9 @@ def open_source(
         raise SourceError(f"{source} is neither a folder nor a manifest file")
     jail = None if allow_outside else Path(base or source.parent).resolve()
     if source.suffix.lower() == ".csv":
-        return csv_items(source, base=jail)
+        return csv_items(source, base=jail, schema=schema)
     if source.suffix.lower() in (".jsonl", ".ndjson"):
-        return jsonl_items(source, base=jail)
+        return jsonl_items(source, base=jail, schema=schema)
     raise SourceError(f"{source}: a manifest must be .csv, .jsonl or .ndjson")
 
 
@@ -118,7 +127,9 @@ def folder_items(root: Path, *, labels_from_folders: bool = True) -> Iterator[So
         yield SourceItem(item_id, path, metadata, origin=rel.as_posix())
 
 
-def csv_items(manifest: Path, *, base: Path | None = None) -> Iterator[SourceItem]:
+def csv_items(
+    manifest: Path, *, base: Path | None = None, schema: CatalogSchema = DEFAULT_CATALOG_SCHEMA
+) -> Iterator[SourceItem]:
     with manifest.open(newline="", encoding="utf-8-sig") as handle:
         reader = csv.DictReader(handle)
         if reader.fieldnames is None or "id" not in reader.fieldnames:
@@ -128,15 +139,21 @@ def csv_items(manifest: Path, *, base: Path | None = None) -> Iterator[SourceIte
             if None in row:
                 yield _problem(row.get("id"), origin, "invalid_row", "the row has extra cells")
                 continue
-            metadata = {
-                key: _typed(key, value)
-                for key, value in row.items()
-                if key not in _RESERVED and value not in (None, "")
-            }
+            try:
+                metadata = {
+                    key: _typed(schema, key, value)
+                    for key, value in row.items()
+                    if key not in _RESERVED and value not in (None, "")
+                }
+            except InvalidMetadata as exc:
+                yield _problem(row.get("id"), origin, "invalid_metadata", exc.message)
+                continue
             yield _item(manifest, row, metadata, origin, base)
 
 
-def jsonl_items(manifest: Path, *, base: Path | None = None) -> Iterator[SourceItem]:
+def jsonl_items(
+    manifest: Path, *, base: Path | None = None, schema: CatalogSchema = DEFAULT_CATALOG_SCHEMA
+) -> Iterator[SourceItem]:
     with manifest.open(encoding="utf-8") as handle:
         for number, line in enumerate(handle, 1):
             if not line.strip():
@@ -156,6 +173,11 @@ def jsonl_items(manifest: Path, *, base: Path | None = None) -> Iterator[SourceI
                 continue
             metadata = {k: v for k, v in row.items() if k not in (*_RESERVED, "metadata")}
             metadata.update(nested or {})
+            try:
+                metadata = schema.check_metadata(metadata)
+            except InvalidMetadata as exc:
+                yield _problem(row.get("id"), origin, "invalid_metadata", exc.message)
+                continue
             yield _item(manifest, row, metadata, origin, base)
 
 
@@ -238,23 +260,7 @@ def _problem(raw_id: Any, origin: str, code: str, message: str) -> SourceItem:
     return SourceItem(item_id, None, origin=origin, problem=(code, f"{origin}: {message}"))
 
 
-def _typed(key: str, value: str) -> Any:
-    """A CSV cell as the index's payload schema wants it (lookalike/schema.py)."""
-    kind = PAYLOAD_INDEXES.get(f"metadata.{key}")
-    text = value.strip()
-    if kind == "float":
-        try:
-            return float(text)
-        except ValueError:
-            return text
-    if kind == "integer":
-        try:
-            return int(text)
-        except ValueError:
-            return text
-    if kind == "bool":
-        if text.lower() in _TRUE:
-            return True
-        if text.lower() in _FALSE:
-            return False
-    return text
+def _typed(schema: CatalogSchema, key: str, value: str) -> Any:
+    """A CSV cell as the catalog schema declares its field (text if it declares none)."""
+    declared = schema.field(key)
+    return value.strip() if declared is None else declared.from_text(value)

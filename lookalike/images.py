@@ -18,6 +18,18 @@ SUPPORTED_FORMATS = frozenset({"JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF"})
 MIN_SIDE = 8
 MAX_ASPECT_RATIO = 20.0
 
+# How a catalog item's picture was decoded before framing, recorded on its point under
+# DECODE_FIELD: vectors are comparable only between points decoded alike. ``full``: every
+# pixel (catalogs indexed before shrink-on-load; a point without the field was decoded so);
+# ``scaled-1``: :func:`decode_scaled` (shrink-on-load). A catalog keeps the way its points
+# were decoded until ``indexer reindex`` rebuilds it (worker/pipeline.py).
+DECODE_FIELD = "decode"
+DECODE_FULL = "full"
+DECODE_SCALED = "scaled-1"
+# ``scaled-1`` keeps both sides of a picture at least this many times the model's input side
+# (docs/performance.md compares the factors and decoders on realistic photos).
+SCALED_DECODE_FACTOR = 1
+
 # Truncated files must fail, not be padded with grey.
 ImageFile.LOAD_TRUNCATED_IMAGES = False
 
@@ -57,9 +69,11 @@ def validate_image(data: bytes, *, max_pixels: int) -> tuple[str, tuple[int, int
     """Whether the bytes are a usable picture, at a fraction of a decode's cost: the header
     checks of :func:`check_image`, then the whole file read through: a PNG's chunks checked
     against their CRCs up to its end, a JPEG decoded at 1/8 scale (its entropy-coded data is
-    read in full at any scale), other formats decoded. A file damaged in transit or cut short
-    fails here as it fails a decode, with the same codes; a PNG forged with valid checksums
-    around a broken compressed stream passes, and fails in the worker, recorded per item.
+    read in full at any scale), a WebP's RIFF chunks checked to fit the file (libwebp has
+    no cheaper pass than a full decode, 20-40 ms at 1.5-4 MP), other formats decoded. A file
+    damaged in transit or cut short fails here as it fails a decode, with the same codes; a
+    PNG forged with valid checksums around a broken compressed stream, or a WebP garbled
+    inside a chunk, passes, and fails in the worker, recorded per item.
 
     Returns (format, (width, height)); raises ImageProblem.
     """
@@ -68,11 +82,32 @@ def validate_image(data: bytes, *, max_pixels: int) -> tuple[str, tuple[int, int
         fmt, size = str(img.format), img.size
         if fmt == "PNG":
             img.verify()
+        elif fmt == "WEBP":
+            _check_riff(data)
         else:
             if fmt == "JPEG":
                 img.draft("RGB", (1, 1))
             img.load()
         return fmt, size
+
+
+def _check_riff(data: bytes) -> None:
+    """A WebP file's RIFF structure: the declared size and every chunk within the file."""
+    declared = int.from_bytes(data[4:8], "little") + 8
+    if len(data) < declared:
+        raise ImageProblem(
+            "corrupt_image",
+            f"the image could not be decoded: the WebP file is cut short "
+            f"({len(data)} of {declared} bytes)",
+        )
+    offset = 12
+    while offset + 8 <= declared:
+        size = int.from_bytes(data[offset + 4 : offset + 8], "little")
+        offset += 8 + size + (size & 1)
+    if offset > declared + 1:  # a last chunk's padding byte may be left out
+        raise ImageProblem(
+            "corrupt_image", "the image could not be decoded: a WebP chunk overruns the file"
+        )
 
 
 def decode_image(data: bytes, *, max_pixels: int, draft_size: int = 0) -> Image.Image:
@@ -95,6 +130,21 @@ def decode_image(data: bytes, *, max_pixels: int, draft_size: int = 0) -> Image.
         # In place: the decoded picture is ours, and a copy of a 12 MP photo is 36 MB.
         ImageOps.exif_transpose(img, in_place=True)
         return _to_rgb_or_grey(img)
+
+
+def decode_scaled(data: bytes, *, max_pixels: int, side: int) -> Image.Image:
+    """Decode only the pixels a model of input ``side`` needs (shrink-on-load): a JPEG at the
+    smallest IDCT scale (1/2, 1/4, 1/8) that keeps both sides at least ``side``, then any
+    picture still twice that or more box-reduced by an integer factor that keeps both sides
+    at least ``side``. The full-resolution pixels of a JPEG are never held; those of other
+    formats only until the reduce. Same checks and codes as :func:`decode_image`.
+    """
+    img = decode_image(data, max_pixels=max_pixels, draft_size=side)
+    factor = min(img.size) // side
+    if factor >= 2:
+        with _problems():
+            img = img.reduce(factor)
+    return img
 
 
 def _open(data: bytes, max_pixels: int) -> Image.Image:

@@ -11,7 +11,10 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from lookalike.schema import CatalogSchema
 
 ENV_PREFIX = "LOOKALIKE_"
 
@@ -136,7 +139,13 @@ class Settings:
     # of keypoints one similarity transform explains reaches this: lookalike/verify.py,
     # measured in docs/indexer.md.
     duplicate_threshold: float = 0.08
+    # The catalog's own metadata fields, their types and roles (filter, facet, group): JSON
+    # ({"fields": {...}}), or the path of a JSON file holding it; empty: category, brand
+    # (keywords), price (float), in_stock (bool). README "The catalog schema".
+    catalog_schema: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
+    # catalog_schema, parsed (lookalike.schema.CatalogSchema).
+    catalog: CatalogSchema = field(init=False, repr=False, compare=False, default=None)  # type: ignore[assignment]
 
     def __post_init__(self) -> None:
         if self.model not in MODELS:
@@ -180,6 +189,12 @@ class Settings:
             raise SettingsError(
                 "LOOKALIKE_INFERENCE_THREADS and LOOKALIKE_INFERENCE_INSTANCES must not be negative"
             )
+        from lookalike.schema import SchemaError, load_catalog_schema
+
+        try:
+            object.__setattr__(self, "catalog", load_catalog_schema(self.catalog_schema))
+        except SchemaError as exc:
+            raise SettingsError(f"LOOKALIKE_CATALOG_SCHEMA: {exc}") from None
         if not 0 < self.duplicate_threshold <= 1:
             raise SettingsError("LOOKALIKE_DUPLICATE_THRESHOLD must be in (0, 1]")
         for name in (
@@ -228,7 +243,7 @@ class Settings:
         env = os.environ if environ is None else environ
         values: dict[str, Any] = {}
         for f in dataclasses.fields(cls):
-            if f.name == "extra":
+            if f.name in ("extra", "catalog"):
                 continue
             raw = env.get(ENV_PREFIX + f.name.upper())
             if raw is None or (raw == "" and f.name not in ("redis_url", "qdrant_url")):

@@ -63,6 +63,7 @@ from qdrant_edge import (
     Query,
     QueryBatchRequest,
     QueryRequest,
+    RangeDateTime,
     RangeFloat,
     RecommendQuery,
     ScrollRequest,
@@ -73,7 +74,7 @@ from qdrant_edge import Filter as EdgeFilter
 from qdrant_edge import Mmr as EdgeMmr
 
 from lookalike import residency
-from lookalike.schema import PAYLOAD_INDEXES, VECTOR_NAME
+from lookalike.schema import DEFAULT_CATALOG_SCHEMA, VECTOR_NAME, CatalogSchema
 from lookalike.settings import VECTOR_DATATYPES
 
 if TYPE_CHECKING:
@@ -108,12 +109,17 @@ class Hit:
 
 @dataclass(frozen=True)
 class Range:
-    """A numeric range condition for :data:`Where`; at least one bound is required."""
+    """A range condition for :data:`Where`; at least one bound is required. Numbers, or
+    RFC 3339 strings for a datetime field (all bounds of one kind)."""
 
-    gte: float | None = None
-    lte: float | None = None
-    gt: float | None = None
-    lt: float | None = None
+    gte: float | str | None = None
+    lte: float | str | None = None
+    gt: float | str | None = None
+    lt: float | str | None = None
+
+    @property
+    def datetimes(self) -> bool:
+        return any(isinstance(b, str) for b in (self.gte, self.lte, self.gt, self.lt))
 
 
 Where: TypeAlias = Mapping[str, Any]
@@ -587,6 +593,7 @@ def open_store(settings: Settings) -> VectorStore:
             initial_label=label,
             index_after_idle_s=settings.index_after_idle_s,
             datatype=settings.vector_datatype,
+            schema=settings.catalog,
         )
     from qdrant_client import QdrantClient
 
@@ -596,6 +603,7 @@ def open_store(settings: Settings) -> VectorStore:
             settings.collection,
             initial_label=label,
             datatype=settings.vector_datatype,
+            schema=settings.catalog,
         )
     client = QdrantClient(url=settings.qdrant_url, api_key=settings.qdrant_api_key or None)
     return ClientStore(
@@ -603,6 +611,7 @@ def open_store(settings: Settings) -> VectorStore:
         settings.collection,
         initial_label=label,
         datatype=settings.vector_datatype,
+        schema=settings.catalog,
         shard_number=settings.qdrant_shards,
         replication_factor=settings.qdrant_replication_factor,
     )
@@ -747,6 +756,12 @@ def _parse_condition(key: str, value: Any) -> _Value:
         bounds = (value.gte, value.lte, value.gt, value.lt)
         if all(bound is None for bound in bounds):
             raise StoreError(f"filter on {key!r}: a Range needs at least one bound")
+        given = [b for b in bounds if b is not None]
+        if not (
+            all(isinstance(b, str) for b in given)
+            or all(isinstance(b, int | float) and not isinstance(b, bool) for b in given)
+        ):
+            raise StoreError(f"filter on {key!r}: Range bounds must be all numbers or all strings")
         return value
     if isinstance(value, list | tuple | set | frozenset):
         items = list(value)
@@ -799,6 +814,24 @@ _EDGE_INDEX_TYPES = {
     "bool": PayloadSchemaType.Bool,
     "datetime": PayloadSchemaType.Datetime,
 }
+_EDGE_INDEX_NAMES = {kind: name for name, kind in _EDGE_INDEX_TYPES.items()}
+
+
+def _check_index_types(
+    collection: str, existing: Mapping[str, str], wanted: Mapping[str, str]
+) -> None:
+    """Refuse a declared field whose payload index in the collection has another type: its
+    stored values have the old type, and a filter would silently miss them."""
+    for path, kind in wanted.items():
+        have = existing.get(path)
+        if have is not None and have != kind:
+            name = path.removeprefix("metadata.")
+            raise StoreError(
+                f"the catalog field {name!r} is declared {kind} but collection {collection!r} "
+                f"indexes it as {have}: a field's type cannot change in place (declare the "
+                "values under a new field name, or restore the old type in "
+                "LOOKALIKE_CATALOG_SCHEMA)"
+            )
 
 
 # How the embedded shard builds its HNSW index (docs/performance.md): ef_construct 64 instead
@@ -948,6 +981,7 @@ class EdgeStore(VectorStore):
         initial_label: str | None = None,
         index_after_idle_s: float = 0.0,
         datatype: str = "float32",
+        schema: CatalogSchema = DEFAULT_CATALOG_SCHEMA,
         _pool: _ShardPool | None = None,
     ) -> None:
         if not _COLLECTION_NAME_RE.match(collection):
@@ -958,6 +992,7 @@ class EdgeStore(VectorStore):
         self.root = Path(path)
         self._initial_label = initial_label
         self.vector_datatype = _checked_datatype(datatype)
+        self.schema = schema
         # A version view shares its catalog store's pool and is bound to one directory.
         self._is_view = _pool is not None
         self._pool = _pool or _ShardPool(index_after_idle_s)
@@ -1275,7 +1310,11 @@ class EdgeStore(VectorStore):
             view = self._views.get(name)
             if view is None:
                 view = self._views[name] = EdgeStore(
-                    self.root, name, datatype=self.vector_datatype, _pool=self._pool
+                    self.root,
+                    name,
+                    datatype=self.vector_datatype,
+                    schema=self.schema,
+                    _pool=self._pool,
                 )
             return view
 
@@ -1329,13 +1368,19 @@ class EdgeStore(VectorStore):
         )
 
     def _ensure_indexes(self, shard: EdgeShard) -> None:
-        existing = {name: info.data_type for name, info in shard.info().payload_schema.items()}
-        for field_name, kind in PAYLOAD_INDEXES.items():
-            wanted = _EDGE_INDEX_TYPES.get(kind)
-            if wanted is None:
-                raise StoreError(f"unknown payload index type {kind!r} for {field_name!r}")
-            if existing.get(field_name) != wanted:
-                shard.update(UpdateOperation.create_field_index(field_name, wanted))
+        """The declared fields' payload indexes: a new field's is built over the points
+        already stored (nothing is re-embedded); a field indexed as another type is refused."""
+        existing = {
+            name: _EDGE_INDEX_NAMES.get(info.data_type, str(info.data_type))
+            for name, info in shard.info().payload_schema.items()
+        }
+        wanted = self.schema.payload_indexes()
+        _check_index_types(self.collection, existing, wanted)
+        for field_name, kind in wanted.items():
+            if field_name not in existing:
+                shard.update(
+                    UpdateOperation.create_field_index(field_name, _EDGE_INDEX_TYPES[kind])
+                )
 
     @contextmanager
     def _errors(self) -> Iterator[None]:
@@ -1400,7 +1445,8 @@ def _edge_filter(conditions: list[_Condition], exclude_ids: list[str]) -> EdgeFi
 
 def _edge_condition(key: str, value: _Value) -> Any:
     if isinstance(value, Range):
-        bounds = RangeFloat(gte=value.gte, gt=value.gt, lte=value.lte, lt=value.lt)
+        kind: Any = RangeDateTime if value.datetimes else RangeFloat
+        bounds = kind(gte=value.gte, gt=value.gt, lte=value.lte, lt=value.lt)
         return FieldCondition(key, range=bounds)
     if isinstance(value, list):
         return FieldCondition(key, match=MatchAny(value))
@@ -1468,6 +1514,7 @@ class ClientStore(VectorStore):
         *,
         initial_label: str | None = None,
         datatype: str = "float32",
+        schema: CatalogSchema = DEFAULT_CATALOG_SCHEMA,
         _is_view: bool = False,
         shard_number: int | None = None,
         replication_factor: int | None = None,
@@ -1480,6 +1527,7 @@ class ClientStore(VectorStore):
         self._client = client
         self._initial_label = initial_label
         self.vector_datatype = _checked_datatype(datatype)
+        self.schema = schema
         # A Qdrant cluster spreads the collection's shards over its nodes and keeps
         # `replication_factor` copies of each (LOOKALIKE_QDRANT_SHARDS, _REPLICATION_FACTOR).
         self._shard_number = shard_number
@@ -1538,11 +1586,16 @@ class ClientStore(VectorStore):
                 f"collection {name!r} exists with another vector configuration: {vectors!r}, "
                 f"not {VECTOR_NAME!r}: {dim}-d cosine"
             )
-        indexed = info.payload_schema or {}
+        indexed = {
+            path: str(getattr(index.data_type, "value", index.data_type))
+            for path, index in (info.payload_schema or {}).items()
+        }
+        wanted = self.schema.payload_indexes()
+        _check_index_types(name, indexed, wanted)
         with warnings.catch_warnings(), _client_errors():
             # Local mode warns that it ignores payload indexes; the server needs them.
             warnings.filterwarnings("ignore", "Payload indexes have no effect", UserWarning)
-            for field_name, kind in PAYLOAD_INDEXES.items():
+            for field_name, kind in wanted.items():
                 if field_name not in indexed:
                     client.create_payload_index(
                         name, field_name, _client_index_type(kind), wait=True
@@ -1579,6 +1632,7 @@ class ClientStore(VectorStore):
             self._client,
             name,
             datatype=self.vector_datatype,
+            schema=self.schema,
             _is_view=True,
             shard_number=self._shard_number,
             replication_factor=self._replication_factor,
@@ -1805,7 +1859,8 @@ def _client_filter(conditions: list[_Condition], exclude_ids: list[str]) -> qm.F
     must: list[models.Condition] = []
     for key, value in conditions:
         if isinstance(value, Range):
-            bounds = models.Range(gte=value.gte, gt=value.gt, lte=value.lte, lt=value.lt)
+            kind: Any = models.DatetimeRange if value.datetimes else models.Range
+            bounds = kind(gte=value.gte, gt=value.gt, lte=value.lte, lt=value.lt)
             must.append(models.FieldCondition(key=key, range=bounds))
         elif isinstance(value, list):
             must.append(models.FieldCondition(key=key, match=models.MatchAny(any=value)))

@@ -64,6 +64,14 @@ BATCH_FILL = Histogram(
     ["kind"],
     buckets=(0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0),
 )
+STAGE_CPU = Counter(
+    "lookalike_worker_stage_cpu_seconds",
+    "CPU time of the task thread in each stage of ingest tasks: read (the image store), "
+    "decode (shrink-on-load, and the colour signature), keypoints (the near-duplicate "
+    "keypoints, with their own decode when shrink-on-load kept too few pixels), embed (framing "
+    "and the model; inference threads beyond the task's own are not counted), upsert.",
+    ["stage"],
+)
 
 _started: dict[str, float] = {}
 _started_lock = threading.Lock()
@@ -81,6 +89,11 @@ def observe_embedding(kind: str, images: int, seconds: float, batch_size: int) -
         EMBED_RATE.labels(kind).set(images / seconds)
     calls = -(-images // batch_size)
     BATCH_FILL.labels(kind).observe(images / (calls * batch_size))
+
+
+def observe_stage(stage: str, cpu_seconds: float) -> None:
+    """``cpu_seconds`` of the task thread (time.thread_time) spent in an ingest stage."""
+    STAGE_CPU.labels(stage).inc(max(0.0, cpu_seconds))
 
 
 def observe_items(indexed: int, failed: int) -> None:

@@ -7,6 +7,12 @@ lookalike/store.py), so after a reindex switch new items match the vectors alrea
 While a reindex builds the ``next`` version, or while the ``previous`` one is kept for a
 rollback, each batch is written there too, embedded with that version's model: neither a
 switch nor a rollback loses an item ingested in between.
+
+Catalog images are decoded shrink-on-load (lookalike/images.py ``decode_scaled``): only the
+pixels the model needs. A version whose points were decoded in full (indexed before
+shrink-on-load) keeps being filled that way, so its vectors stay comparable, until
+``indexer reindex`` rebuilds the catalog into a new version; every point records how it was
+decoded (``decode``).
 """
 
 from __future__ import annotations
@@ -21,7 +27,15 @@ import numpy as np
 from PIL import Image
 
 from lookalike.duplicates import SIGNATURE_FIELD, color_signature
-from lookalike.images import ImageProblem, decode_image
+from lookalike.images import (
+    DECODE_FIELD,
+    DECODE_FULL,
+    DECODE_SCALED,
+    SCALED_DECODE_FACTOR,
+    ImageProblem,
+    decode_image,
+    decode_scaled,
+)
 from lookalike.schema import DEFAULT_TENANT, InvalidId, point_id, validate_id
 from lookalike.settings import MODELS
 from lookalike.store import StoredItem, VectorStore, Version
@@ -55,23 +69,56 @@ class _Decoded:
     tenant: str
     image: Image.Image
     payload: dict[str, Any]
+    decode: str = DECODE_SCALED
+
+
+def decode_mode(runtime: WorkerRuntime, version: Version | None) -> str:
+    """How the catalog version's images are decoded: as its points were (``full`` for points
+    from before shrink-on-load, which do not say), ``scaled`` for an empty version. Known
+    per version name once it holds points: a version's points are all decoded alike, and a
+    new version (a reindex's) is always created empty."""
+    name = version.name if version is not None else ""
+    cache = runtime.decode_modes
+    if name in cache:
+        return cache[name]
+    store = runtime.store.version(name) if version is not None else runtime.store
+    points, _ = store.scroll(limit=1)
+    if not points:
+        return DECODE_SCALED
+    mode = str(points[0].payload.get(DECODE_FIELD) or DECODE_FULL)
+    cache[name] = mode
+    return mode
+
+
+def decode_for(runtime: WorkerRuntime, data: bytes, mode: str, input_size: int) -> Image.Image:
+    """A catalog image decoded the way ``mode`` says (lookalike/images.py DECODE_*)."""
+    if mode == DECODE_FULL:
+        return decode_image(data, max_pixels=runtime.settings.max_image_pixels)
+    return decode_scaled(
+        data,
+        max_pixels=runtime.settings.max_image_pixels,
+        side=SCALED_DECODE_FACTOR * input_size,
+    )
 
 
 def index_items(runtime: WorkerRuntime, items: list[dict[str, Any]]) -> BatchReport:
     report = BatchReport()
+    aliases = runtime.store.aliases()
+    embedder = embedder_for(runtime, aliases.active)
+    mode = decode_mode(runtime, aliases.active)
     decoded: list[_Decoded] = []
     for raw in items:
-        item = _decode_item(runtime, raw, report)
+        item = _decode_item(runtime, raw, report, mode, embedder.input_size)
         if item is not None:
             decoded.append(item)
     if not decoded:
         metrics.observe_items(0, len(report.failed))
         return report
+    _keep_stored_metadata(runtime, items, decoded)
 
-    aliases = runtime.store.aliases()
-    embedder = embedder_for(runtime, aliases.active)
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.thread_time()
     vectors = _embed_isolating_failures(embedder, decoded, report)
+    metrics.observe_stage("embed", time.thread_time() - cpu)
     metrics.observe_embedding(
         "ingest", len(decoded), time.perf_counter() - started, embedder.batch_size
     )
@@ -82,11 +129,14 @@ def index_items(runtime: WorkerRuntime, items: list[dict[str, Any]]) -> BatchRep
             continue
         payload = dict(item.payload)
         payload.update(model=embedder.name, model_version=embedder.version, ingested_at=now)
+        payload[DECODE_FIELD] = mode
         points.append(StoredItem(point_id(item.item_id, item.tenant), payload, vector))
     if points:
         # StoreUnavailable propagates: the task retries the whole batch, which is safe because
         # point ids are derived from the items, so a retry overwrites instead of duplicating.
+        cpu = time.thread_time()
         runtime.store.upsert(points)
+        metrics.observe_stage("upsert", time.thread_time() - cpu)
         report.indexed.extend(p.payload["item_id"] for p in points)
         indexed = set(report.indexed)
         kept = [d for d in decoded if d.item_id in indexed]
@@ -99,10 +149,33 @@ def index_items(runtime: WorkerRuntime, items: list[dict[str, Any]]) -> BatchRep
     return report
 
 
+def _keep_stored_metadata(
+    runtime: WorkerRuntime, items: list[dict[str, Any]], decoded: list[_Decoded]
+) -> None:
+    """An item sent without metadata (``None``: a new image for an existing id) keeps the
+    metadata stored with it, read now, when its new vector is written; a new item gets none.
+    An explicit ``{}`` replaces (lookalike's update semantics, README "The catalog schema")."""
+    keep = {
+        str(raw.get("id", ""))
+        for raw in items
+        if isinstance(raw, dict) and raw.get("metadata") is None
+    }
+    wanted = {point_id(d.item_id, d.tenant): d for d in decoded if d.item_id in keep}
+    if not wanted:
+        return
+    # StoreUnavailable propagates: the task retries, as for the upsert below.
+    for stored in runtime.store.retrieve(list(wanted)):
+        metadata = stored.payload.get("metadata")
+        if isinstance(metadata, dict):
+            item = wanted[stored.point_id]
+            item.payload = {**item.payload, "metadata": metadata}
+
+
 def _decode_item(
-    runtime: WorkerRuntime, raw: dict[str, Any], report: BatchReport
+    runtime: WorkerRuntime, raw: dict[str, Any], report: BatchReport, mode: str, input_size: int
 ) -> _Decoded | None:
     item_id = str(raw.get("id", ""))
+    cpu = time.thread_time()
     try:
         validate_id(item_id, "id")
         tenant = validate_id(str(raw.get("tenant") or DEFAULT_TENANT), "tenant")
@@ -114,11 +187,25 @@ def _decode_item(
     except (KeyError, ValueError, FileNotFoundError):
         report.fail(item_id, "image_missing", "the item's image is not in the image store")
         return None
+    read = time.thread_time()
+    metrics.observe_stage("read", read - cpu)
     try:
-        image = decode_image(data, max_pixels=runtime.settings.max_image_pixels)
+        image = decode_for(runtime, data, mode, input_size)
+    except ImageProblem as exc:
+        metrics.observe_stage("decode", time.thread_time() - read)
+        report.fail(item_id, exc.code, exc.message)
+        return None
+    decoded = time.thread_time()
+    metrics.observe_stage("decode", decoded - read)
+    try:
+        # What verifies near-duplicates without decoding the image again (lookalike/verify.py),
+        # from more pixels than the model's when shrink-on-load reduced them (worker/keypoints.py).
+        keypoints = keypoint_payload(data, image, max_pixels=runtime.settings.max_image_pixels)
     except ImageProblem as exc:
         report.fail(item_id, exc.code, exc.message)
         return None
+    finally:
+        metrics.observe_stage("keypoints", time.thread_time() - decoded)
     metadata = raw.get("metadata") or {}
     payload = {
         "item_id": item_id,
@@ -127,10 +214,9 @@ def _decode_item(
         "metadata": metadata if isinstance(metadata, dict) else {},
         # Model-independent, for the near-duplicate test (lookalike/duplicates.py).
         SIGNATURE_FIELD: color_signature(image),
-        # What verifies near-duplicates without decoding the image again (lookalike/verify.py).
-        **keypoint_payload(image),
+        **keypoints,
     }
-    return _Decoded(item_id, tenant, image, payload)
+    return _Decoded(item_id, tenant, image, payload, mode)
 
 
 def model_of(runtime: WorkerRuntime, version: Version | None) -> str:
@@ -158,6 +244,18 @@ def _write_version(
         return
     embedder = embedder_for(runtime, version)
     mirror = BatchReport()
+    mode = decode_mode(runtime, version)
+    if any(item.decode != mode for item in decoded):
+        # The other version decodes differently (a reindex that moves a catalog to
+        # shrink-on-load, or its rollback): its points must be decoded its way.
+        again = []
+        for item in decoded:
+            raw = {**item.payload, "id": item.item_id}
+            redone = _decode_item(runtime, raw, mirror, mode, embedder.input_size)
+            if redone is not None:
+                redone.payload = item.payload
+                again.append(redone)
+        decoded = again
     vectors = _embed_isolating_failures(embedder, decoded, mirror)
     points = [
         StoredItem(
@@ -167,6 +265,7 @@ def _write_version(
                 "model": embedder.name,
                 "model_version": embedder.version,
                 "ingested_at": now,
+                DECODE_FIELD: mode,
             },
             vector,
         )
@@ -194,15 +293,16 @@ def reindex_items(runtime: WorkerRuntime, target: str, point_ids: list[str]) -> 
     gone = set(point_ids) - {item.point_id for item in found}
     if gone:
         into.delete(sorted(gone))
+    embedder = embedder_for(runtime, version)
+    mode = decode_mode(runtime, version)
     decoded: list[_Decoded] = []
     for stored in found:
         raw = {**stored.payload, "id": stored.payload.get("item_id", "")}
-        item = _decode_item(runtime, raw, report)
+        item = _decode_item(runtime, raw, report, mode, embedder.input_size)
         if item is not None:
             # Keep everything the payload holds (ingest time included); the vector changes.
             item.payload = {**stored.payload, **item.payload}
             decoded.append(item)
-    embedder = embedder_for(runtime, version)
     started = time.perf_counter()
     vectors = _embed_isolating_failures(embedder, decoded, report)
     metrics.observe_embedding(
@@ -211,7 +311,12 @@ def reindex_items(runtime: WorkerRuntime, target: str, point_ids: list[str]) -> 
     points = [
         StoredItem(
             point_id(item.item_id, item.tenant),
-            {**item.payload, "model": embedder.name, "model_version": embedder.version},
+            {
+                **item.payload,
+                "model": embedder.name,
+                "model_version": embedder.version,
+                DECODE_FIELD: mode,
+            },
             vector,
         )
         for item, vector in zip(decoded, vectors, strict=True)
@@ -243,17 +348,21 @@ def _embed_isolating_failures(
 
 def embed_query(runtime: WorkerRuntime, data: bytes) -> dict[str, Any]:
     # The query must be embedded like the catalog it is searched in.
-    embedder = embedder_for(runtime, runtime.store.aliases().active)
+    active = runtime.store.aliases().active
+    embedder = embedder_for(runtime, active)
     try:
-        # A phone photo decodes several times faster at a reduced JPEG scale that still
-        # leaves twice the model's input: the query's vector stays within cosine 0.99 of a
-        # full decode (docs/performance.md measures it). Catalog images decode in full, so
-        # the stored vectors stay those of their model version.
-        image = decode_image(
-            data,
-            max_pixels=runtime.settings.max_image_pixels,
-            draft_size=QUERY_DRAFT_FACTOR * embedder.input_size,
-        )
+        if decode_mode(runtime, active) != DECODE_FULL:
+            # Decoded exactly as the catalog's images are.
+            image = decode_for(runtime, data, DECODE_SCALED, embedder.input_size)
+        else:
+            # A catalog decoded in full: a phone photo decodes several times faster at a
+            # reduced JPEG scale that still leaves twice the model's input, and the query's
+            # vector stays within cosine 0.99 of a full decode (docs/performance.md).
+            image = decode_image(
+                data,
+                max_pixels=runtime.settings.max_image_pixels,
+                draft_size=QUERY_DRAFT_FACTOR * embedder.input_size,
+            )
     except ImageProblem as exc:
         return {"error": {"code": exc.code, "message": exc.message}}
     started = time.perf_counter()

@@ -24,6 +24,8 @@ class WorkerRuntime:
         # Threads that run tasks in this process (set when a worker starts): each gets its
         # own model interpreter unless LOOKALIKE_INFERENCE_INSTANCES says otherwise.
         self.task_threads = 1
+        # Catalog version name -> how its images are decoded (worker/pipeline.py decode_mode).
+        self.decode_modes: dict[str, str] = {}
 
     @property
     def store(self) -> VectorStore:

@@ -71,6 +71,45 @@ def test_the_document_lists_exactly_the_routes(tmp_path) -> None:  # type: ignor
             assert names == set(re.findall(r"{([^}]+)}", path)), f"{method} {path}"
 
 
+def test_every_operation_takes_only_the_query_parameters_it_documents(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """The document is each operation's list of query parameters: one it does not list is
+    refused before the route runs, so a route cannot read a parameter the document forgot
+    (its own tests would fail), and a typo is never silently ignored."""
+    app = create_app(Settings(data_dir=tmp_path, qdrant_url=":memory:"))
+    client = app.test_client()
+    doc = client.get("/openapi.json").get_json()
+    pages = {"/", "/jobs"}  # the gallery's pages keep their state in their query string
+    for path, method in sorted(spec_operations(doc)):
+        if path in pages:
+            assert client.open(path + "?category=food", method=method).status_code == 200
+            continue
+        url = re.sub(r"{[^}]+}", "x1", path) + "?lmit=5"
+        resp = client.open(url, method=method)
+        assert resp.status_code == 400, f"{method} {path}: {resp.status_code}"
+        error = resp.get_json()["error"]
+        assert (error["code"], error["field"]) == ("unknown_parameter", "lmit"), path
+    limit = client.get("/v1/items?limit=5&limit=6").get_json()["error"]
+    assert (limit["code"], limit["field"]) == ("invalid_parameter", "limit")
+    # a parameter documented as a list may repeat
+    assert client.get("/v1/items?category=a&category=b").status_code == 200
+
+
+def test_request_bodies_are_documented_from_their_models(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from api.contract import BODIES, RecommendEntry, SimilarEntry
+
+    app = create_app(Settings(data_dir=tmp_path, qdrant_url=":memory:"))
+    schemas = app.test_client().get("/openapi.json").get_json()["components"]["schemas"]
+    for name, model in [
+        *BODIES.items(),
+        ("SimilarEntry", SimilarEntry),
+        ("RecommendEntry", RecommendEntry),
+    ]:
+        assert set(schemas[name]["properties"]) == set(model.model_fields), name
+        assert schemas[name]["additionalProperties"] is False
+    entries = schemas["BatchRequest"]["properties"]["queries"]["items"]["oneOf"]
+    assert {e["$ref"].rsplit("/", 1)[1] for e in entries} == {"SimilarEntry", "RecommendEntry"}
+
+
 # The served document, read from an app that opens nothing (its store opens on first use);
 # schemathesis needs it when pytest collects the tests.
 schema = schemathesis.openapi.from_wsgi(

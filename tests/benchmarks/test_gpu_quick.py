@@ -59,6 +59,10 @@ def test_quick_gpu_benchmark_writes_its_column(tmp_path: Path, model_cache_dir: 
     assert results["parity"]["mixed_bfloat16"]["features_min_cosine"] > 0.99
     assert [r["batch"] for r in results["model"]] == [1, 4]
     assert all(r["runner"] > 0 for r in results["model"])
-    fashion, stamps = results["ingest"]
+    photos, fashion, stamps = results["ingest"]
+    # Realistic catalog photos first: 1.5 MP JPEG/WebP/PNG, decoded shrink-on-load.
+    assert photos["source"].startswith("catalog photos 1224x1224")
+    assert photos["indexed"] == photos["images"] == 4 and photos["failed"] == 0
+    assert photos["stage_cpu_ms"]["decode"] > 0
     assert fashion["indexed"] == fashion["images"] == 24 and fashion["failed"] == 0
     assert stamps["indexed"] == stamps["images"] == 3 and stamps["failed"] == 0

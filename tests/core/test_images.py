@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from lookalike.duplicates import color_signature
-from lookalike.images import ImageProblem, decode_image, validate_image
+from lookalike.images import ImageProblem, decode_image, decode_scaled, validate_image
 from worker.model.preprocess import preprocess
 
 MAX_PIXELS = 40_000_000
@@ -169,3 +169,96 @@ def test_validation_refuses_every_damaged_file_a_decode_refuses(
             assert validated in (None, "corrupt_image")
     assert refused >= 6  # at least every cut-short file
     assert validate_image(data, max_pixels=MAX_PIXELS) == (fmt, photo.size)
+
+
+@pytest.fixture(scope="module")
+def catalog_photo(photo: Image.Image) -> Image.Image:
+    """A catalog-sized photo (1800x1200, 2.2 MP) with real detail: the cat, upscaled, with
+    sensor noise so that its entropy-coded data is as dense as a camera's."""
+    big = np.asarray(photo.resize((1800, 1200), Image.Resampling.BICUBIC)).astype(np.float32)
+    noise = np.random.default_rng(0).normal(0, 3, big.shape)
+    return Image.fromarray(np.clip(big + noise, 0, 255).astype(np.uint8))
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG", "WEBP"])
+def test_a_scaled_decode_keeps_what_the_model_needs_and_no_more(
+    catalog_photo: Image.Image, fmt: str
+) -> None:
+    """Shrink-on-load: both sides stay at least the model's side, and below twice it (a JPEG
+    by its IDCT scale, other formats by an integer reduce): the framed model input is the
+    full decode's within a few grey levels."""
+    data = encode(catalog_photo, fmt, quality=90) if fmt != "PNG" else encode(catalog_photo, fmt)
+    scaled = decode_scaled(data, max_pixels=MAX_PIXELS, side=224)
+    assert scaled.mode == "RGB"
+    assert 224 <= min(scaled.size) < 2 * 224
+    assert scaled.width / scaled.height == pytest.approx(1.5, rel=0.02)
+    full = decode_image(data, max_pixels=MAX_PIXELS)
+    a = preprocess([full], 224, "resize").astype(np.int16)
+    b = preprocess([scaled], 224, "resize").astype(np.int16)
+    assert np.mean(np.abs(a - b)) < 3.0
+
+
+def test_a_scaled_decode_of_a_small_image_is_the_full_decode(photo: Image.Image) -> None:
+    data = encode(photo, "JPEG", quality=90)
+    scaled = decode_scaled(data, max_pixels=MAX_PIXELS, side=224)
+    assert scaled.size == photo.size
+    assert np.array_equal(np.asarray(scaled), np.asarray(decode_image(data, max_pixels=1 << 30)))
+
+
+def test_a_scaled_decode_honours_exif_orientation(catalog_photo: Image.Image) -> None:
+    from PIL import ExifTags
+
+    exif = Image.Exif()
+    exif[ExifTags.Base.Orientation] = 6  # stored on its side: turn 90° clockwise to view
+    sideways = catalog_photo.transpose(Image.Transpose.ROTATE_90)
+    data = encode(sideways, "JPEG", quality=90, exif=exif)
+    scaled = decode_scaled(data, max_pixels=MAX_PIXELS, side=224)
+    assert scaled.width > scaled.height  # upright, as the original
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG", "WEBP"])
+def test_a_scaled_decode_refuses_every_damaged_file_a_full_decode_refuses(
+    catalog_photo: Image.Image, fmt: str
+) -> None:
+    """The scaled IDCT still reads all of a JPEG's entropy-coded data, so a file cut short or
+    garbled fails as it does in a full decode, with the same code."""
+    data = encode(catalog_photo, fmt, quality=90) if fmt != "PNG" else encode(catalog_photo, fmt)
+    damaged = [data[: int(len(data) * cut)] for cut in (0.05, 0.3, 0.5, 0.7, 0.9, 0.99)]
+    for at in (0.3, 0.5, 0.8):
+        i = int(len(data) * at)
+        damaged.append(data[:i] + bytes(b ^ 0xFF for b in data[i : i + 16]) + data[i + 16 :])
+    refused = 0
+    for bad in damaged:
+        full = _verdict(decode_image, bad)
+        scaled = _verdict(
+            lambda d, max_pixels: decode_scaled(d, max_pixels=max_pixels, side=224), bad
+        )
+        assert scaled == full, (fmt, len(bad), full, scaled)
+        refused += full is not None
+    assert refused >= 6  # at least every cut-short file
+    for header_problem, code in (
+        (b"", "empty_image"),
+        (png_header_only(50_000, 50_000), "image_too_large"),
+        (b"just text" * 20, "not_an_image"),
+    ):
+        with pytest.raises(ImageProblem) as info:
+            decode_scaled(header_problem, max_pixels=MAX_PIXELS, side=224)
+        assert info.value.code == code
+
+
+def test_webp_validation_refuses_a_cut_short_file_without_decoding_it(
+    catalog_photo: Image.Image,
+) -> None:
+    """libwebp has no cheaper pass than a full decode, so the API checks a WebP's RIFF chunks
+    against the file's length instead: a file cut short is refused with the decode's code; one
+    garbled inside a chunk passes and fails in the worker (a decode), recorded per item."""
+    data = encode(catalog_photo, "WEBP", quality=85)
+    assert validate_image(data, max_pixels=MAX_PIXELS) == ("WEBP", catalog_photo.size)
+    for cut in (0.05, 0.3, 0.5, 0.7, 0.9, 0.99):
+        bad = data[: int(len(data) * cut)]
+        assert _verdict(validate_image, bad) == _verdict(decode_image, bad) == "corrupt_image"
+    overrun = data[:16] + (len(data)).to_bytes(4, "little") + data[20:]  # first chunk's size
+    assert _verdict(validate_image, overrun) == "corrupt_image"
+    frames = [catalog_photo, catalog_photo.transpose(Image.Transpose.FLIP_LEFT_RIGHT)]
+    animated = encode(frames[0], "WEBP", save_all=True, append_images=frames[1:])
+    assert validate_image(animated, max_pixels=MAX_PIXELS)[0] == "WEBP"

@@ -233,7 +233,7 @@ def test_evaluation_neighbours_are_the_exact_nearest(
     tuxpaint_manifest: Path, model_cache_dir: Path
 ) -> None:
     from indexer.evaluate import MODEL, evaluate
-    from lookalike.images import decode_image
+    from lookalike.images import SCALED_DECODE_FACTOR, decode_scaled
     from lookalike.settings import Settings
     from worker.model import get_embedder
 
@@ -241,8 +241,10 @@ def test_evaluation_neighbours_are_the_exact_nearest(
     items = load_labelled(tuxpaint_manifest)[:24]
     evaluation = evaluate(items, settings, baselines=False, store="memory", progress=None)
 
+    # Decoded as the worker decodes a new catalog's images (shrink-on-load).
     embedder = get_embedder(settings)
-    images = [decode_image(i.path.read_bytes(), max_pixels=10**8) for i in items]
+    side = SCALED_DECODE_FACTOR * embedder.input_size
+    images = [decode_scaled(i.path.read_bytes(), max_pixels=10**8, side=side) for i in items]
     vectors = embedder.embed(images)
     sims = vectors @ vectors.T
     np.fill_diagonal(sims, -np.inf)

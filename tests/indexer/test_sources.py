@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from indexer.sources import SourceError, count_items, open_source
+from lookalike.settings import Settings
 
 
 def test_a_folder_gives_ids_from_paths_and_categories_from_sub_folders(tmp_path: Path) -> None:
@@ -41,7 +42,7 @@ def test_a_csv_manifest_types_the_indexed_fields(tmp_path: Path) -> None:
     # (tests/reliability/test_sources_security.py checks the refusal).
     items = list(open_source(manifest, allow_outside=True))
 
-    assert [i.problem for i in items] == [None, None, None]
+    assert [i.problem for i in items[:2]] == [None, None]
     one, two, three = items
     assert one.path == tmp_path / "img" / "a.jpg" and one.url is None
     assert one.metadata == {
@@ -54,10 +55,80 @@ def test_a_csv_manifest_types_the_indexed_fields(tmp_path: Path) -> None:
     assert two.url == "https://cdn.example.com/b.jpg" and two.path is None
     assert two.tenant == "shop-2"
     assert two.metadata == {"category": "bags", "in_stock": False}
-    # A value the schema cannot read is kept as text rather than dropped.
-    assert three.metadata == {"category": "hats", "price": "cheap", "in_stock": "maybe"}
-    assert three.path == Path("/abs/c.jpg")
+    # A value the catalog schema cannot read is reported, before anything is uploaded (it
+    # was kept as text, and the item then never matched a price filter).
+    assert three.id == "sku-3" and three.problem is not None
+    assert three.problem[0] == "invalid_metadata"
+    assert "catalog.csv:4: price must be a number" in three.problem[1]
     assert count_items(manifest) == 3
+
+
+SHOP = {
+    "fields": {
+        "color": "keyword_list",
+        "size": "keyword",
+        "released": "datetime",
+        "rating": "float",
+        "stock": "integer",
+    }
+}
+
+
+def test_a_declared_schema_types_csv_cells_and_reports_rows_it_cannot(tmp_path: Path) -> None:
+    manifest = tmp_path / "catalog.csv"
+    manifest.write_text(
+        "id,path,color,size,released,rating,stock,price\n"
+        "a,a.jpg,red|blue,M,2024-05-01,4.5,3,9.5\n"
+        "b,b.jpg,green,42,2024-05-01T10:00:00+02:00,,0,\n"
+        "c,c.jpg,red,S,May 2024,4,1,\n"
+        "d,d.jpg,red,S,2024-01-01,great,1,\n"
+        "e,e.jpg,red,S,2024-01-01,3,2.5,\n"
+    )
+    schema = Settings(catalog_schema=json.dumps(SHOP)).catalog
+
+    items = list(open_source(manifest, schema=schema))
+
+    a, b = items[0], items[1]
+    assert a.metadata == {
+        "color": ["red", "blue"],
+        "size": "M",
+        "released": "2024-05-01T00:00:00Z",
+        "rating": 4.5,
+        "stock": 3,
+        "price": "9.5",  # not declared in this schema: text, stored but not filterable
+    }
+    assert b.metadata == {
+        "color": ["green"],
+        "size": "42",
+        "released": "2024-05-01T08:00:00Z",
+        "stock": 0,
+    }
+    problems = {i.id: i.problem for i in items[2:]}
+    assert {k: v[0] for k, v in problems.items() if v} == {
+        "c": "invalid_metadata",
+        "d": "invalid_metadata",
+        "e": "invalid_metadata",
+    }
+    assert "released must be an ISO 8601" in problems["c"][1]  # type: ignore[index]
+    assert "rating must be a number" in problems["d"][1]  # type: ignore[index]
+    assert "catalog.csv:6: stock must be an integer" in problems["e"][1]  # type: ignore[index]
+
+
+def test_jsonl_rows_are_checked_against_the_declared_types(tmp_path: Path) -> None:
+    manifest = tmp_path / "catalog.jsonl"
+    rows = [
+        {"id": "a", "path": "a.jpg", "color": ["red"], "metadata": {"rating": 4}},
+        {"id": "b", "path": "b.jpg", "color": "red", "rating": "4.5"},
+        {"id": "c", "path": "c.jpg", "stock": True},
+    ]
+    manifest.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    schema = Settings(catalog_schema=json.dumps(SHOP)).catalog
+
+    items = list(open_source(manifest, schema=schema))
+
+    assert items[0].problem is None and items[0].metadata == {"color": ["red"], "rating": 4}
+    assert items[1].problem is not None and "rating must be a number" in items[1].problem[1]
+    assert items[2].problem is not None and "stock must be an integer" in items[2].problem[1]
 
 
 def test_bad_rows_become_items_with_a_problem(tmp_path: Path) -> None:

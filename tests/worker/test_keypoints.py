@@ -11,17 +11,24 @@ import pytest
 from PIL import Image
 
 from lookalike import verify
-from lookalike.images import decode_image
+from lookalike.images import decode_image, decode_scaled
 from lookalike.settings import Settings
 from support import edited_copy, labelled_images
-from worker.keypoints import find_keypoints, keypoint_payload
+from worker.keypoints import DECODE_SIDE, find_keypoints, keypoint_payload, keypoint_source
 
 PIXELS = 40_000_000
 THRESHOLD = Settings().duplicate_threshold
+MODEL_SIDE = 224  # efficientnet-lite0's input side: what the worker's decode keeps
+
+
+def worker_decode(data: bytes) -> Image.Image:
+    return decode_scaled(data, max_pixels=PIXELS, side=MODEL_SIDE)
 
 
 def keypoints(data: bytes) -> verify.Keypoints:
-    found = verify.decode(keypoint_payload(decode_image(data, max_pixels=PIXELS))["keypoints"])
+    """An image's keypoints as the worker stores them for a new catalog (shrink-on-load)."""
+    payload = keypoint_payload(data, worker_decode(data), max_pixels=PIXELS)
+    found = verify.decode(payload["keypoints"])
     assert found is not None
     return found
 
@@ -69,6 +76,21 @@ def test_an_edited_copy_is_near_a_hue_shift_a_variant_other_photos_neither(
     found = [keypoints(p) for p in photos]
     for a, b in combinations(range(len(found)), 2):
         assert verify.verify(found[a], found[b]).relation(THRESHOLD) is None, (a, b)
+
+
+def test_keypoints_come_from_more_pixels_than_the_models_decode_keeps() -> None:
+    """A catalog photo the worker's decode shrank to the model's side is decoded again for
+    its keypoints at DECODE_SIDE; an image the decode kept whole is used as it is."""
+    rng = np.random.default_rng(3)
+    big = jpeg(Image.fromarray(rng.integers(0, 256, (1224, 1632, 3), dtype=np.uint8)))
+    decoded = worker_decode(big)
+    assert min(decoded.size) < DECODE_SIDE
+    source = keypoint_source(big, decoded, max_pixels=PIXELS)
+    assert DECODE_SIDE <= min(source.size) < 1224
+    small = jpeg(Image.fromarray(rng.integers(0, 256, (300, 420, 3), dtype=np.uint8)))
+    whole = worker_decode(small)
+    assert whole.size == (420, 300)
+    assert keypoint_source(small, whole, max_pixels=PIXELS) is whole
 
 
 def test_a_plain_or_tiny_image_is_never_verified() -> None:

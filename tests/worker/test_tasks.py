@@ -2,15 +2,28 @@
 
 from __future__ import annotations
 
+import io
+from pathlib import Path
+
 import numpy as np
 import pytest
 from celery.worker import WorkController
+from PIL import Image
 
 from launcher.embedded import EmbeddedThreadPool
 from lookalike.blobs import BlobStore
-from lookalike.images import sha256_hex
-from lookalike.schema import point_id
+from lookalike.images import (
+    DECODE_FIELD,
+    DECODE_FULL,
+    DECODE_SCALED,
+    SCALED_DECODE_FACTOR,
+    decode_image,
+    decode_scaled,
+    sha256_hex,
+)
+from lookalike.schema import point_id, vector_size
 from lookalike.settings import Settings
+from lookalike.store import StoredItem, VectorStore
 from lookalike.tasks import QUEUES, TASK_QUEUES
 from support import labelled_images
 from worker import pipeline
@@ -120,3 +133,82 @@ def test_reindexing_the_same_items_overwrites_instead_of_duplicating(runtime) ->
     assert payload["ingested_at"]
     assert stored.vector is not None and stored.vector.shape == (1472,)
     assert np.linalg.norm(stored.vector) == pytest.approx(1.0, abs=1e-4)
+
+
+def _catalog_jpeg(path: Path, seed: int) -> bytes:
+    """A tuxpaint photo as a catalog holds it: on white, 1600 px, with sensor noise."""
+    with Image.open(path) as img:
+        rgba = img.convert("RGBA")
+    white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+    rgb = Image.alpha_composite(white, rgba).convert("RGB")
+    scale = 1600 / max(rgb.size)
+    big = rgb.resize(
+        (round(rgb.width * scale), round(rgb.height * scale)), Image.Resampling.BICUBIC
+    )
+    noise = np.random.default_rng(seed).normal(0, 3, (big.height, big.width, 3))
+    noisy = Image.fromarray(np.clip(np.asarray(big) + noise, 0, 255).astype(np.uint8))
+    out = io.BytesIO()
+    noisy.save(out, "JPEG", quality=90)
+    return out.getvalue()
+
+
+def test_a_catalog_decoded_in_full_stays_so_until_a_reindex_rebuilds_it(runtime) -> None:  # type: ignore[no-untyped-def]
+    """Shrink-on-load changes vectors slightly: a new catalog decodes scaled, one indexed
+    before (its points do not say how they were decoded) keeps decoding in full, so its
+    vectors stay comparable, until a reindex builds a version that decodes scaled."""
+    photos = labelled_images(per_category=1)[:4]
+    items = [
+        {"id": f"sku-{i}", "image_sha256": _put(runtime.blobs, _catalog_jpeg(p, i))}
+        for i, (_, p) in enumerate(photos)
+    ]
+    limit = runtime.settings.max_image_pixels
+    embedder = runtime.embedder
+    side = SCALED_DECODE_FACTOR * embedder.input_size
+
+    def stored(item_id: str, store: VectorStore | None = None) -> StoredItem:
+        (point,) = (store or runtime.store).retrieve([point_id(item_id)], with_vectors=True)
+        return point
+
+    def data(i: int) -> bytes:
+        return runtime.blobs.get(items[i]["image_sha256"])
+
+    # A new catalog: scaled, and the vector is that of the scaled decode.
+    assert pipeline.index_items(runtime, items[:1]).indexed == ["sku-0"]
+    first = stored("sku-0")
+    assert first.payload[DECODE_FIELD] == DECODE_SCALED
+    scaled = decode_scaled(data(0), max_pixels=limit, side=side)
+    assert np.allclose(first.vector, embedder.embed([scaled])[0], atol=1e-4)
+    full_vector = embedder.embed([decode_image(data(0), max_pixels=limit)])[0]
+    assert not np.allclose(first.vector, full_vector, atol=1e-4)
+    assert float(first.vector @ full_vector) > 0.95  # a small move, still the same photo
+
+    # The same catalog as an older worker left it: no decode field on its points.
+    legacy = {k: v for k, v in first.payload.items() if k != DECODE_FIELD}
+    runtime.store.upsert([StoredItem(first.point_id, legacy, full_vector)])
+    runtime.decode_modes.clear()  # a worker started after the upgrade
+    assert pipeline.index_items(runtime, items[1:2]).indexed == ["sku-1"]
+    second = stored("sku-1")
+    assert second.payload[DECODE_FIELD] == DECODE_FULL
+    full = embedder.embed([decode_image(data(1), max_pixels=limit)])[0]
+    assert np.allclose(second.vector, full, atol=1e-4)
+
+    # A reindex: the new version decodes scaled, both for items re-embedded into it and for
+    # items ingested meanwhile (written to both versions, each decoded its own way).
+    version = runtime.store.create_version(runtime.settings.model, vector_size(runtime.settings))
+    runtime.store.set_aliases(next=version.name)
+    target = runtime.store.version(version.name)
+    assert pipeline.index_items(runtime, items[2:3]).indexed == ["sku-2"]
+    assert stored("sku-2").payload[DECODE_FIELD] == DECODE_FULL
+    assert stored("sku-2", target).payload[DECODE_FIELD] == DECODE_SCALED
+    scaled = decode_scaled(data(2), max_pixels=limit, side=side)
+    assert np.allclose(stored("sku-2", target).vector, embedder.embed([scaled])[0], atol=1e-4)
+    ids = [point_id(f"sku-{i}") for i in range(2)]
+    assert sorted(pipeline.reindex_items(runtime, version.name, ids)["indexed"]) == [
+        "sku-0",
+        "sku-1",
+    ]
+    for i in range(2):
+        point = stored(f"sku-{i}", target)
+        assert point.payload[DECODE_FIELD] == DECODE_SCALED
+        scaled = decode_scaled(data(i), max_pixels=limit, side=side)
+        assert np.allclose(point.vector, embedder.embed([scaled])[0], atol=1e-4)

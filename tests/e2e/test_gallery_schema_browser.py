@@ -1,0 +1,147 @@
+"""The gallery draws its filters from the catalog schema (GET /v1/schema): with a declared
+colour list, size, release date and rating, a real headless Chromium shows a colour row
+and a size row of chips, date and rating ranges, groups by colour, and the selected item's
+declared fields."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from waitress.server import create_server
+
+from lookalike.settings import Settings
+from support import REPO, labelled_images, wait_for_task
+
+CHROMIUM = os.environ.get("LOOKALIKE_TEST_CHROMIUM", "/usr/bin/chromium")
+SCREENSHOTS = REPO / "build" / "screenshots"
+SCHEMA = {
+    "fields": {
+        "category": "keyword",
+        "color": "keyword_list",
+        "size": {"type": "keyword", "roles": ["filter", "facet"]},
+        "released": "datetime",
+        "rating": "float",
+    }
+}
+COLORS = [["red"], ["red", "blue"], ["green"]]
+
+playwright_api = pytest.importorskip("playwright.sync_api")
+
+
+@pytest.fixture(scope="module")
+def embedded_settings(tmp_path_factory: pytest.TempPathFactory, model_cache_dir: Path) -> Settings:
+    return Settings(
+        data_dir=tmp_path_factory.mktemp("gallery-schema") / "data",
+        model_cache=model_cache_dir,
+        catalog_schema=json.dumps(SCHEMA),
+    )
+
+
+@pytest.fixture(scope="module")
+def catalog(client) -> dict[str, dict[str, Any]]:  # type: ignore[no-untyped-def]
+    items: dict[str, dict[str, Any]] = {}
+    tasks = []
+    for n, (category, path) in enumerate(labelled_images(3, ("animals", "food", "plants"))):
+        item_id = f"{category}-{n % 3}"
+        meta = {
+            "category": category,
+            "color": COLORS[n % 3],
+            "size": "SML"[n % 3],
+            "released": f"{2022 + n % 4}-03-01",
+            "rating": float(n % 5),
+        }
+        form = {
+            "id": item_id,
+            "metadata": json.dumps(meta),
+            "image": (io.BytesIO(path.read_bytes()), path.name),
+        }
+        resp = client.post("/v1/items", data=form, content_type="multipart/form-data")
+        assert resp.status_code == 202, resp.get_json()
+        tasks.append(resp.get_json()["task_id"])
+        items[item_id] = meta
+    for task_id in tasks:
+        assert wait_for_task(client, task_id)["status"] == "succeeded"
+    return items
+
+
+@pytest.fixture(scope="module")
+def base_url(embedded, catalog) -> Iterator[str]:  # type: ignore[no-untyped-def]
+    server = create_server(embedded.app, host="127.0.0.1", port=0, threads=4)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.effective_port}"
+    server.close()
+
+
+@pytest.fixture
+def page(base_url: str) -> Iterator[Any]:
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"{CHROMIUM} is missing: scripts/test.sh installs Debian's chromium")
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    with playwright_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(
+            executable_path=CHROMIUM, args=["--headless", "--no-sandbox", "--disable-gpu"]
+        )
+        context = browser.new_context(viewport={"width": 1400, "height": 1000}, base_url=base_url)
+        page = context.new_page()
+        page.set_default_timeout(30_000)
+        errors: list[str] = []
+        page.on("pageerror", lambda exc: errors.append(str(exc)))
+        page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
+        yield page
+        browser.close()
+        assert errors == [], f"errors in the page: {errors}"
+
+
+def count(page, selector: str) -> int:  # type: ignore[no-untyped-def]
+    return int(page.eval_on_selector_all(selector, "els => els.length"))
+
+
+def test_the_filter_rows_follow_the_schema(page, catalog) -> None:  # type: ignore[no-untyped-def]
+    page.goto("/")
+    page.wait_for_function(f"document.querySelectorAll('#catalog .card').length === {len(catalog)}")
+    page.wait_for_selector("#filter-color .chip")
+    page.wait_for_selector("#filter-size .chip")
+    # A colour row and a size row of chips with their counts; no brand or price row.
+    colors = page.eval_on_selector_all(
+        "#filter-color .chip", "els => els.map(e => e.dataset.value)"
+    )
+    assert sorted(colors) == ["blue", "green", "red"]
+    assert count(page, "#filter-size .chip") == 3
+    assert count(page, "#filter-brand") == 0 and count(page, "#filter-price-min") == 0
+    assert count(page, "#filter-released-min[type=date]") == 1
+    assert count(page, "#filter-rating-max[type=number]") == 1
+    groups = page.eval_on_selector_all("#group-by option", "els => els.map(e => e.value)")
+    assert groups == ["", "category", "color"]  # size is not declared for grouping
+
+    page.click("#filter-color .chip[data-value=blue]")
+    blue = sorted(i for i, m in catalog.items() if "blue" in m["color"])
+    page.wait_for_function(f"document.querySelectorAll('#catalog .card').length === {len(blue)}")
+    page.fill("#filter-released-min", "2023-01-01")
+    page.dispatch_event("#filter-released-min", "change")
+    later = sorted(i for i in blue if catalog[i]["released"] >= "2023")
+    assert 0 < len(later) < len(blue)
+    page.wait_for_function(f"document.querySelectorAll('#catalog .card').length === {len(later)}")
+    shown = page.eval_on_selector_all("#catalog .card", "els => els.map(e => e.dataset.id)")
+    assert sorted(shown) == later
+    page.screenshot(path=str(SCREENSHOTS / "gallery-schema-filters.png"), full_page=True)
+
+
+def test_the_selected_item_shows_its_declared_fields(page, catalog) -> None:  # type: ignore[no-untyped-def]
+    page.goto("/")
+    page.wait_for_selector("#catalog .card[data-id=food-1] img")
+    page.click("#catalog .card[data-id=food-1] img")
+    page.wait_for_selector("#item-fields dd[data-field=color]")
+    assert page.inner_text("#item-fields dd[data-field=color]") == "red, blue"
+    assert page.inner_text("#item-fields dd[data-field=released]") == "2022-03-01T00:00:00Z"
+    page.select_option("#group-by", "color")
+    page.wait_for_selector("#results .group h3")
+    keys = page.eval_on_selector_all("#results .group", "els => els.map(e => e.dataset.group)")
+    assert set(keys) <= {"red", "blue", "green"} and keys
