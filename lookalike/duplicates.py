@@ -3,9 +3,9 @@
 The candidates are the item's nearest neighbours whose embedding similarity reaches
 lookalike.verify.CANDIDATE_FLOOR; lookalike/verify.py then decides, from the two images'
 keypoints, which are the same shot edited (near-duplicates), the same shot recoloured
-(variants) or something else. The colour signature below is still stored at ingest; it no
-longer decides anything (measured in docs/indexer.md: two products photographed alike share
-their colours).
+(variants) or something else. (The colour signature earlier versions stored decides nothing
+any more and is no longer computed: two products photographed alike share their colours,
+docs/indexer.md.)
 
 For a multiscale vector (the default), the embedding similarity is the cosine of its pooled
 head part alone (:func:`candidate_query`). Exact duplicates (same bytes, same sha256) are a
@@ -14,63 +14,11 @@ separate, exact test.
 
 from __future__ import annotations
 
-import base64
 from dataclasses import dataclass
 
 import numpy as np
-from PIL import Image
 
 from lookalike.schema import head_part
-
-# The payload field holding an item's colour signature (base64 of BINS**3 uint8 values).
-SIGNATURE_FIELD = "color_signature"
-
-BINS = 8
-_SIDE = 128  # the histogram is taken on a thumbnail: enough pixels, little work
-_WHITE = 235  # a pixel whose every channel is above this is background
-_MIN_FOREGROUND = 50  # fewer foreground pixels than this: use the whole image
-_BIN_OF = (np.arange(256) * BINS // 256).astype(np.uint16)  # channel value -> its bin
-_GREY_BIN_OF = _BIN_OF * (BINS * BINS + BINS + 1)  # grey value -> the bin of (v, v, v)
-
-
-def color_signature(image: Image.Image) -> str:
-    """The compact colour signature of a decoded image (RGB or L), for the item's payload."""
-    if image.mode not in ("RGB", "L"):
-        image = image.convert("RGB")
-    pixels = np.asarray(image.resize((_SIDE, _SIDE), Image.Resampling.BILINEAR))
-    if pixels.ndim == 2:
-        # Greyscale: one plane resized, the same values as its RGB conversion's three. Its
-        # 256 grey levels counted, then summed into the bins of (v, v, v): the same
-        # histogram as binning every pixel, in a third of the time.
-        levels = np.bincount(pixels.ravel(), minlength=256)
-        if levels[: _WHITE + 1].sum() >= _MIN_FOREGROUND:
-            levels = levels[: _WHITE + 1]
-        histogram = np.bincount(
-            _GREY_BIN_OF[: len(levels)], weights=levels, minlength=BINS**3
-        ).astype(np.float64)
-    else:
-        red, green, blue = pixels[..., 0], pixels[..., 1], pixels[..., 2]
-        # Per channel planes and a lookup table instead of reductions over a (pixels, 3)
-        # array: the same bins, three times faster (it runs once per ingested image).
-        index = (_BIN_OF[red] * BINS + _BIN_OF[green]) * BINS + _BIN_OF[blue]
-        foreground = np.minimum(np.minimum(red, green), blue) <= _WHITE
-        if np.count_nonzero(foreground) >= _MIN_FOREGROUND:
-            index = index[foreground]
-        histogram = np.bincount(index.ravel(), minlength=BINS**3).astype(np.float64)
-    root = np.sqrt(histogram / histogram.sum())  # unit length: sum of the histogram is 1
-    return base64.b64encode(np.round(root * 255).astype(np.uint8).tobytes()).decode("ascii")
-
-
-def decode_signature(signature: str) -> np.ndarray | None:
-    """The signature as a unit-length float vector; None if it is missing or malformed."""
-    try:
-        raw = np.frombuffer(base64.b64decode(signature, validate=True), dtype=np.uint8)
-    except (ValueError, TypeError):
-        return None
-    if raw.size != BINS**3 or not raw.any():
-        return None
-    vector = raw.astype(np.float32)
-    return vector / np.linalg.norm(vector)
 
 
 @dataclass(frozen=True)

@@ -34,8 +34,10 @@ from typing import Any
 import cv2
 import numpy as np
 
+from lookalike import schema
+
 # The payload field holding an item's keypoints (:func:`encode`).
-KEYPOINTS_FIELD = "keypoints"
+KEYPOINTS_FIELD = schema.KEYPOINTS_FIELD
 FORMAT = 1  # bump when what is stored changes: older points read as "not yet computed"
 SIDE = 512  # keypoints are found on the image scaled down to this longest side
 MAX_KEYPOINTS = 256

@@ -26,7 +26,6 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from lookalike.duplicates import SIGNATURE_FIELD, color_signature
 from lookalike.images import (
     DECODE_FIELD,
     DECODE_FULL,
@@ -36,7 +35,13 @@ from lookalike.images import (
     decode_image,
     decode_scaled,
 )
-from lookalike.schema import DEFAULT_TENANT, InvalidId, point_id, validate_id
+from lookalike.schema import (
+    DEFAULT_TENANT,
+    RETIRED_FIELDS,
+    InvalidId,
+    point_id,
+    validate_id,
+)
 from lookalike.settings import MODELS
 from lookalike.store import StoredItem, VectorStore, Version
 from worker import metrics
@@ -212,8 +217,6 @@ def _decode_item(
         "tenant": tenant,
         "image_sha256": sha,
         "metadata": metadata if isinstance(metadata, dict) else {},
-        # Model-independent, for the near-duplicate test (lookalike/duplicates.py).
-        SIGNATURE_FIELD: color_signature(image),
         **keypoints,
     }
     return _Decoded(item_id, tenant, image, payload, mode)
@@ -300,8 +303,10 @@ def reindex_items(runtime: WorkerRuntime, target: str, point_ids: list[str]) -> 
         raw = {**stored.payload, "id": stored.payload.get("item_id", "")}
         item = _decode_item(runtime, raw, report, mode, embedder.input_size)
         if item is not None:
-            # Keep everything the payload holds (ingest time included); the vector changes.
-            item.payload = {**stored.payload, **item.payload}
+            # Keep everything the payload holds (ingest time included) but the retired
+            # fields; the vector and the keypoints change.
+            kept = {k: v for k, v in stored.payload.items() if k not in RETIRED_FIELDS}
+            item.payload = {**kept, **item.payload}
             decoded.append(item)
     started = time.perf_counter()
     vectors = _embed_isolating_failures(embedder, decoded, report)
