@@ -68,6 +68,7 @@ def duplicates_of(
             where={"tenant": tenant},
             exclude_ids=[item.point_id, *(point_id(e, tenant) for e in exact)],
             score_threshold=query.score_threshold(verify.CANDIDATE_FLOOR),
+            with_internal=True,  # the candidates' keypoints
         )
         for hit in hits:
             other = verify.decode(hit.payload.get(verify.KEYPOINTS_FIELD))

@@ -1071,7 +1071,7 @@ def render(report: Report, files: dict[str, str], img_rel: str) -> str:
         "CPU ms per image by stage (all cores' CPU time over the images indexed). *indexer*: "
         "the `indexer ingest` process (read the files, hash, upload); in the server, from its "
         "`lookalike_worker_stage_cpu_seconds_total`: *read* (the image store), *decode* "
-        "(shrink-on-load and the colour signature), *keypoints* (the near-duplicate keypoints, "
+        "(shrink-on-load), *keypoints* (the near-duplicate keypoints, "
         "with their own decode), *frame + model* (the task thread's "
         "embedding call), *upsert*; *model* is the model-only CPU measured around the ingest, "
         "so *frame* ≈ frame + model - model; *API + rest*: the server's CPU less the worker's "
