@@ -216,8 +216,8 @@ def fashion_samples(rng: np.random.Generator) -> Iterator[Sample]:
 # The shorter side the service's decoder keeps (set by --decode): 0 decodes in full.
 _side = 0
 # Where the keypoints are found (set by --keypoints-on): as the worker does
-# (worker/keypoints.py keypoint_source), or on the model's image itself.
-_keypoints_on_model_image = False
+# (worker/keypoints.py keypoint_source), on the model's image itself, or on the full decode.
+_keypoints_on = "worker"
 
 
 @dataclass(frozen=True)
@@ -240,9 +240,15 @@ def _jpeg(image: Image.Image, quality: int) -> Shot:
     image.convert("RGB").save(buffer, "JPEG", quality=quality)
     data = buffer.getvalue()
     decoded = service_decode(data)
-    if _keypoints_on_model_image:
-        return Shot(decoded, find_keypoints(decoded))
-    return Shot(decoded, find_keypoints(keypoint_source(data, decoded, max_pixels=MAX_PIXELS)))
+    return Shot(decoded, _keypoints(data, decoded))
+
+
+def _keypoints(data: bytes, decoded: Image.Image) -> verify.Keypoints:
+    if _keypoints_on == "model-image":
+        return find_keypoints(decoded)
+    if _keypoints_on == "full-decode":
+        return find_keypoints(decode_image(data, max_pixels=MAX_PIXELS))
+    return find_keypoints(keypoint_source(data, decoded, max_pixels=MAX_PIXELS))
 
 
 def _crop(image: Image.Image, rng: np.random.Generator) -> Image.Image:
@@ -583,10 +589,10 @@ def main() -> None:
     )
     parser.add_argument(
         "--keypoints-on",
-        choices=("worker", "model-image"),
+        choices=("worker", "model-image", "full-decode"),
         default="worker",
         help="find the keypoints as the worker does (worker/keypoints.py keypoint_source), "
-        "or on the model's shrink-on-load image itself",
+        "on the model's shrink-on-load image itself, or on the full decode",
     )
     args = parser.parse_args()
 
@@ -595,8 +601,8 @@ def main() -> None:
     started = time.monotonic()
     samples = samples_of(np.random.default_rng(args.seed))
     embedder = load_embedder(args.model, args.cache_dir, features=args.features)
-    global _side, _keypoints_on_model_image
-    _keypoints_on_model_image = args.keypoints_on == "model-image"
+    global _side, _keypoints_on
+    _keypoints_on = args.keypoints_on
     _side = SCALED_DECODE_FACTOR * embedder.input_size if args.decode == DECODE_SCALED else 0
     tune_samples, test_samples = split(samples)
     tune = build_half(tune_samples, embedder, args.seed + 1)
@@ -634,13 +640,8 @@ def main() -> None:
         sample.image.save(buffer, "JPEG", quality=92)
         files.append((buffer.getvalue(), service_decode(buffer.getvalue())))
 
-    def keypoints_of(data: bytes, decoded: Image.Image) -> verify.Keypoints:
-        if _keypoints_on_model_image:
-            return find_keypoints(decoded)
-        return find_keypoints(keypoint_source(data, decoded, max_pixels=MAX_PIXELS))
-
-    per_image = timed(lambda: [keypoints_of(*f) for f in files], 3) / len(files)
-    points = [keypoints_of(*f) for f in files]
+    per_image = timed(lambda: [_keypoints(*f) for f in files], 3) / len(files)
+    points = [_keypoints(*f) for f in files]
     photos = [f[1] for f in files]
     encoded = [verify.encode(p) for p in points]
     per_pair = timed(

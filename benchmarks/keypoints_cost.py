@@ -6,9 +6,12 @@ alpha), CPU milliseconds per photo (process CPU: OpenCV may use several threads)
 
 - the worker's decode (shrink-on-load to the model's input side, lookalike.images
   decode_scaled), the image the model and the keypoints are computed from;
-- worker/keypoints.py find_keypoints on that image, and the payload's encoding;
-- for comparison, the keypoints from a decode at a larger side (``--side``) or from the
-  full decode (what the worker did before shrink-on-load), each decode included.
+- the keypoints as the worker finds them (worker/keypoints.py keypoint_source: the photo
+  decoded again at the least scale that keeps 512 px on its longer side, then
+  find_keypoints), and the payload's encoding;
+- for comparison, the keypoints found on the model's image itself (too few pixels: see
+  docs/indexer.md), and on the full decode (what the worker did before shrink-on-load),
+  that decode included.
 
 Every figure is the median of ``--repeat`` passes over the photos. CPU time, not wall time,
 because the development VM is shared.
@@ -27,7 +30,7 @@ from benchmarks import photoset
 from lookalike import verify
 from lookalike.images import SCALED_DECODE_FACTOR, decode_image, decode_scaled
 from lookalike.settings import Settings
-from worker.keypoints import find_keypoints
+from worker.keypoints import find_keypoints, keypoint_source
 from worker.model.efficientnet_lite import get_variant
 
 MAX_PIXELS = Settings().max_image_pixels
@@ -49,7 +52,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--size", choices=tuple(photoset.SIZES), default="1.5mp")
     parser.add_argument("--photos", type=int, default=60)
     parser.add_argument("--photoset", type=Path, default=photoset.DEFAULT_OUT)
-    parser.add_argument("--side", type=int, default=384, help="a larger decode to compare")
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--model", default=Settings().model)
     args = parser.parse_args(argv)
@@ -63,32 +65,37 @@ def main(argv: list[str] | None = None) -> int:
     def worker_decode(data: bytes) -> Any:
         return decode_scaled(data, max_pixels=MAX_PIXELS, side=side)
 
-    def larger(data: bytes) -> Any:
-        return decode_scaled(data, max_pixels=MAX_PIXELS, side=args.side)
-
     def full(data: bytes) -> Any:
         return decode_image(data, max_pixels=MAX_PIXELS)
 
     decoded = [worker_decode(d) for d in files]
+    by_file = dict(zip(files, decoded, strict=True))
     images = iter(decoded * args.repeat)
-    found = [find_keypoints(image) for image in decoded]
+    sources = [keypoint_source(d, i, max_pixels=MAX_PIXELS) for d, i in by_file.items()]
+    found = [find_keypoints(image) for image in sources]
     encodings = iter(found * args.repeat)
+
+    def as_the_worker(data: bytes) -> Any:
+        return find_keypoints(keypoint_source(data, by_file[data], max_pixels=MAX_PIXELS))
+
     rows = {
         f"worker decode (side {side})": per_photo(worker_decode, files, args.repeat),
-        "keypoints on it": per_photo(lambda _: find_keypoints(next(images)), files, args.repeat),
+        "keypoints as the worker finds them": per_photo(as_the_worker, files, args.repeat),
         "payload encoding": per_photo(lambda _: verify.encode(next(encodings)), files, args.repeat),
-        f"decode (side {args.side}) + keypoints": per_photo(
-            lambda d: find_keypoints(larger(d)), files, args.repeat
+        "keypoints on the model's image": per_photo(
+            lambda _: find_keypoints(next(images)), files, args.repeat
         ),
         "full decode + keypoints": per_photo(lambda d: find_keypoints(full(d)), files, args.repeat),
     }
     shapes = sorted({f"{i.width}x{i.height}" for i in decoded})
+    kp_shapes = sorted({f"{i.width}x{i.height}" for i in sources})
     print(
         f"{len(files)} photos of {args.size} from {folder} (the worker decodes them to "
-        f"{', '.join(shapes)}); CPU ms per photo, median of {args.repeat} passes:"
+        f"{', '.join(shapes)}; for the keypoints to {', '.join(kp_shapes)}); CPU ms per photo, "
+        f"median of {args.repeat} passes:"
     )
     for name, ms in rows.items():
-        print(f"  {name:<32} {ms:6.2f}")
+        print(f"  {name:<36} {ms:6.2f}")
     kib = statistics.mean(len(verify.encode(k)) for k in found) / 1024
     plain = sum(not k.verifiable for k in found)
     print(f"  payload {kib:.1f} KiB per item; too plain to verify: {plain} of {len(found)}")

@@ -9,13 +9,15 @@ The worker's shrink-on-load decode (lookalike.images.decode_scaled) keeps only a
 model's input side (224 px on the shorter side): too few pixels for the keypoints. Found on
 that image, hard negatives (different products photographed alike) verified as
 near-duplicates more than doubled on the evaluation set (34 pairs against 15, precision
-0.948 against 0.976: docs/indexer.md). So a picture the model's decode reduced is decoded
-again for them at :data:`DECODE_SIDE` (:func:`keypoint_source`).
+0.948 against 0.976: docs/indexer.md). So a picture the model's decode reduced below SIDE
+on its longer side is decoded again for them, shrink-on-load to the least scale that keeps
+SIDE (:func:`keypoint_source`).
 """
 
 from __future__ import annotations
 
 import io
+import math
 from typing import Any
 
 import cv2
@@ -26,9 +28,6 @@ from lookalike.images import decode_scaled
 from lookalike.verify import KEYPOINTS_FIELD, MAX_KEYPOINTS, SIDE, Keypoints, encode
 
 MIN_SIDE = 384
-# The least shorter side of the picture the keypoints are found on: a 4:3 photo then keeps
-# SIDE (512) pixels on its longer side, as a full decode scaled down does.
-DECODE_SIDE = 384
 _GRID = 4  # cells per side; each keeps at most twice its share of MAX_KEYPOINTS
 _CANDIDATES = 3 * MAX_KEYPOINTS
 _WINDOW = 7  # pixels around a keypoint whose mean colour it carries, at SIDE
@@ -49,15 +48,20 @@ def scaled(image: Image.Image) -> np.ndarray:
 
 
 def keypoint_source(data: bytes, decoded: Image.Image, *, max_pixels: int) -> Image.Image:
-    """The picture to find an item's keypoints on: ``decoded`` (the model's image) when it is
-    the whole picture or keeps :data:`DECODE_SIDE` pixels on its shorter side, otherwise the
-    file decoded again, shrink-on-load to DECODE_SIDE (a JPEG at half or a quarter scale).
-    ``data`` was decoded once already: its problems have been reported."""
-    if min(decoded.size) < DECODE_SIDE:
+    """The picture to find an item's keypoints on: ``decoded`` (the model's image) when it
+    keeps SIDE pixels on its longer side or is the whole picture, otherwise the file decoded
+    again, shrink-on-load to the least scale that keeps SIDE on the longer side (a JPEG at
+    half or a quarter scale, or in full). The keypoints are then found at SIDE, as on a full
+    decode: found at a lesser size (a 800 px glyph decoded at half scale, 400 px), letters of
+    one font were verified as one another's near-duplicates twice as often. ``data`` was
+    decoded once already: its problems have been reported."""
+    if max(decoded.size) < SIDE:
         with Image.open(io.BytesIO(data)) as header:
-            whole = min(header.size)
-        if whole > min(decoded.size):
-            return decode_scaled(data, max_pixels=max_pixels, side=DECODE_SIDE)
+            width, height = header.size
+        if max(width, height) > max(decoded.size):
+            # decode_scaled keeps the shorter side: the one that goes with SIDE on the longer.
+            side = math.ceil(SIDE * min(width, height) / max(width, height))
+            return decode_scaled(data, max_pixels=max_pixels, side=side)
     return decoded
 
 

@@ -14,7 +14,7 @@ from lookalike import verify
 from lookalike.images import decode_image, decode_scaled
 from lookalike.settings import Settings
 from support import edited_copy, labelled_images
-from worker.keypoints import DECODE_SIDE, find_keypoints, keypoint_payload, keypoint_source
+from worker.keypoints import find_keypoints, keypoint_payload, keypoint_source
 
 PIXELS = 40_000_000
 THRESHOLD = Settings().duplicate_threshold
@@ -80,13 +80,17 @@ def test_an_edited_copy_is_near_a_hue_shift_a_variant_other_photos_neither(
 
 def test_keypoints_come_from_more_pixels_than_the_models_decode_keeps() -> None:
     """A catalog photo the worker's decode shrank to the model's side is decoded again for
-    its keypoints at DECODE_SIDE; an image the decode kept whole is used as it is."""
+    its keypoints, at the least scale that keeps their side (512 px) on its longer side; an
+    image the decode kept whole is used as it is."""
     rng = np.random.default_rng(3)
     big = jpeg(Image.fromarray(rng.integers(0, 256, (1224, 1632, 3), dtype=np.uint8)))
     decoded = worker_decode(big)
-    assert min(decoded.size) < DECODE_SIDE
+    assert max(decoded.size) < verify.SIDE
     source = keypoint_source(big, decoded, max_pixels=PIXELS)
-    assert DECODE_SIDE <= min(source.size) < 1224
+    assert source.size == (816, 612)  # JPEG at half scale
+    square = jpeg(Image.fromarray(rng.integers(0, 256, (800, 800, 3), dtype=np.uint8)))
+    # Half scale would be 400 px: decoded in full.
+    assert keypoint_source(square, worker_decode(square), max_pixels=PIXELS).size == (800, 800)
     small = jpeg(Image.fromarray(rng.integers(0, 256, (300, 420, 3), dtype=np.uint8)))
     whole = worker_decode(small)
     assert whole.size == (420, 300)
