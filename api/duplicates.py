@@ -1,15 +1,21 @@
 """Duplicates of an item, kept apart from "similar" items.
 
 * **exact**: another item of the tenant with the very same image bytes (same sha256);
-* **near**: the same photo edited (cropped, rescaled, recompressed, slightly rotated): the
-  duplicate score of lookalike/duplicates.py reaches the threshold
-  (``LOOKALIKE_DUPLICATE_THRESHOLD``, or ``threshold`` in the request).
+* **near**: the same photo or shot, edited (cropped, rescaled, recompressed, slightly
+  rotated, retouched, watermarked, padded): its keypoints match the item's under one
+  similarity transform (lookalike/verify.py) with a score reaching the threshold
+  (``LOOKALIKE_DUPLICATE_THRESHOLD``, or ``threshold`` in the request);
+* **variants**: the same shot in another colour (verified like a near-duplicate, but the
+  matched points changed colour): "also in red", not a duplicate.
 
-Near-duplicate candidates come from the vector index (an ANN search above the lowest
-embedding similarity that can still reach the threshold; for multiscale vectors, a search by
-their pooled head alone: lookalike.duplicates.candidate_query), then each is scored with both
-items' colour signatures. Items indexed without a signature (before it existed) are never
-reported as near-duplicates; a reindex adds the signatures.
+Candidates come from the vector index (the nearest neighbours above an embedding-similarity
+floor; for multiscale vectors, a search by their pooled head alone:
+lookalike.duplicates.candidate_query), then each is verified with both items' stored
+keypoints: no image is decoded. ``verification`` says what could be checked: ``verified``;
+``too_plain`` (the item's image has too few keypoints: it has no near-duplicates or variants,
+only exact copies); ``needs_reindex`` (indexed before keypoints were stored: nothing but exact
+copies is reported until ``indexer reindex``). Candidates indexed before keypoints existed are
+counted in ``unverified``, never guessed.
 """
 
 from __future__ import annotations
@@ -23,12 +29,8 @@ from api.auth import read_only
 from api.batches import json_body, json_list, unique_ids
 from api.errors import APIError
 from api.routes import _item_id, _settings, _store, _tenant
-from lookalike.duplicates import (
-    SIGNATURE_FIELD,
-    candidate_query,
-    color_similarity,
-    duplicate_score,
-)
+from lookalike import verify
+from lookalike.duplicates import candidate_query
 from lookalike.schema import ID_PATTERN, MAX_ID_LENGTH, point_id
 from lookalike.store import StoredItem, VectorStore
 
@@ -37,7 +39,7 @@ bp = Blueprint("duplicates", __name__)
 MAX_IDS = 100
 MAX_DUPLICATES = 100
 DEFAULT_LIMIT = 20
-# Nearest neighbours scored per item, at least: the duplicate score re-ranks them.
+# Nearest neighbours verified per item, at least (about 0.2 ms each).
 CANDIDATES = 50
 
 
@@ -50,39 +52,50 @@ def duplicates_of(
     if isinstance(sha, str):
         same, _ = store.scroll(limit=limit + 1, where={"tenant": tenant, "image_sha256": sha})
         exact = [s.payload["item_id"] for s in same if s.point_id != item.point_id][:limit]
-    near: list[dict[str, Any]] = []
-    signature = item.payload.get(SIGNATURE_FIELD)
-    if isinstance(signature, str):
+    found: dict[str, list[dict[str, Any]]] = {"near": [], "variant": []}
+    unverified = 0
+    mine = verify.decode(item.payload.get(verify.KEYPOINTS_FIELD))
+    if mine is None:
+        state = "needs_reindex"
+    elif not mine.verifiable:
+        state = "too_plain"
+    else:
+        state = "verified"
         query = candidate_query(item.vector, item.payload.get("model"))
         hits = store.search(
             query.vector,
             limit=max(CANDIDATES, limit),
             where={"tenant": tenant},
             exclude_ids=[item.point_id, *(point_id(e, tenant) for e in exact)],
-            score_threshold=query.score_threshold(threshold),
+            score_threshold=query.score_threshold(verify.CANDIDATE_FLOOR),
+            with_internal=True,  # the candidates' keypoints
         )
         for hit in hits:
-            other = hit.payload.get(SIGNATURE_FIELD)
-            compared = color_similarity(signature, other) if isinstance(other, str) else None
-            if compared is None:
+            other = verify.decode(hit.payload.get(verify.KEYPOINTS_FIELD))
+            if other is None:
+                unverified += 1
                 continue
-            color, informative = compared
-            similarity = query.similarity(hit.score)
-            score = duplicate_score(similarity, color, informative)
-            if score >= threshold:
-                near.append(
+            verdict = verify.verify(mine, other)
+            relation = verdict.relation(threshold)
+            if relation is not None:
+                found[relation].append(
                     {
                         "id": hit.payload["item_id"],
-                        "score": round(score, 4),
-                        "embedding_similarity": round(similarity, 4),
-                        "color_similarity": round(color, 4),
+                        "score": round(verdict.score, 4),
+                        "inliers": verdict.inliers,
+                        "color_difference": round(verdict.color_delta, 1),
+                        "embedding_similarity": round(query.similarity(hit.score), 4),
                     }
                 )
-        near.sort(key=lambda n: -n["score"])
+    for entries in found.values():
+        entries.sort(key=lambda n: -n["score"])
     return {
         "id": item.payload["item_id"],
+        "verification": state,
         "exact": [{"id": e} for e in exact],
-        "near": near[:limit],
+        "near": found["near"][:limit],
+        "variants": found["variant"][:limit],
+        "unverified": unverified,
     }
 
 
@@ -160,11 +173,39 @@ def many_duplicates() -> Response:
 def openapi_paths() -> dict[str, Any]:
     from api.openapi import _json, _json_body, _op, _param
 
+    match = {
+        "type": "array",
+        "items": {
+            "type": "object",
+            "required": ["id", "score", "inliers", "color_difference", "embedding_similarity"],
+            "properties": {
+                "id": {"type": "string"},
+                "score": {
+                    "type": "number",
+                    "description": "share of the smaller keypoint set that one similarity "
+                    "transform explains",
+                },
+                "inliers": {"type": "integer", "description": "keypoints matched"},
+                "color_difference": {
+                    "type": "number",
+                    "description": "median Lab chroma distance of the matched points",
+                },
+                "embedding_similarity": {"type": "number"},
+            },
+        },
+    }
     group: dict[str, Any] = {
         "type": "object",
-        "required": ["id", "exact", "near"],
+        "required": ["id", "verification", "exact", "near", "variants", "unverified"],
         "properties": {
             "id": {"type": "string"},
+            "verification": {
+                "type": "string",
+                "enum": ["verified", "too_plain", "needs_reindex"],
+                "description": "too_plain: the image has too few keypoints to verify, so it "
+                "has exact copies only; needs_reindex: indexed before keypoints were stored, "
+                "exact copies only until `indexer reindex`",
+            },
             "exact": {
                 "type": "array",
                 "items": {
@@ -173,22 +214,23 @@ def openapi_paths() -> dict[str, Any]:
                     "properties": {"id": {"type": "string"}},
                 },
             },
-            "near": {
-                "type": "array",
-                "items": {
-                    "type": "object",
-                    "required": ["id", "score", "embedding_similarity", "color_similarity"],
-                    "properties": {
-                        "id": {"type": "string"},
-                        "score": {"type": "number"},
-                        "embedding_similarity": {"type": "number"},
-                        "color_similarity": {"type": "number"},
-                    },
-                },
+            "near": match,
+            "variants": match,
+            "unverified": {
+                "type": "integer",
+                "description": "look-alike candidates indexed before keypoints were stored: "
+                "not verified until `indexer reindex`",
             },
         },
     }
-    threshold = {"type": "number", "exclusiveMinimum": True, "minimum": 0, "maximum": 1}
+    threshold = {
+        "type": "number",
+        "exclusiveMinimum": True,
+        "minimum": 0,
+        "maximum": 1,
+        "description": "the least share of keypoints one similarity transform must explain "
+        "for a near-duplicate or variant (default: LOOKALIKE_DUPLICATE_THRESHOLD)",
+    }
     limit = {"type": "integer", "minimum": 1, "maximum": MAX_DUPLICATES, "default": DEFAULT_LIMIT}
     single = {**group, "required": [*group["required"], "threshold"]}
     single["properties"] = {**group["properties"], "threshold": {"type": "number"}}
@@ -197,9 +239,10 @@ def openapi_paths() -> dict[str, Any]:
         "/v1/items/{item_id}/duplicates": {
             "parameters": [_param("ItemId")],
             "get": _op(
-                "the item's exact duplicates (same bytes) and near-duplicates (same photo, "
-                "edited), apart from merely similar items",
-                {"200": _json(single, "exact and near duplicates, best first")},
+                "the item's exact duplicates (same bytes), near-duplicates (same photo or "
+                "shot, edited; verified by matching keypoints) and colour variants (same "
+                "shot, another colour), apart from merely similar items",
+                {"200": _json(single, "exact copies, near-duplicates and variants, best first")},
                 params=[],
                 errors=(404, 503),
                 tag="duplicates",

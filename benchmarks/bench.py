@@ -1071,15 +1071,16 @@ def render(report: Report, files: dict[str, str], img_rel: str) -> str:
         "CPU ms per image by stage (all cores' CPU time over the images indexed). *indexer*: "
         "the `indexer ingest` process (read the files, hash, upload); in the server, from its "
         "`lookalike_worker_stage_cpu_seconds_total`: *read* (the image store), *decode* "
-        "(shrink-on-load and the duplicate signature), *frame + model* (the task thread's "
+        "(shrink-on-load), *keypoints* (the near-duplicate keypoints, "
+        "with their own decode), *frame + model* (the task thread's "
         "embedding call), *upsert*; *model* is the model-only CPU measured around the ingest, "
         "so *frame* ≈ frame + model - model; *API + rest*: the server's CPU less the worker's "
         "stages (HTTP, blob writes, the broker, inference threads beyond the task's own). "
         "*peak RSS*: the server process's (API and worker) high-water mark during its run.",
         "",
-        "| source | size | indexer | read | decode | frame + model | model | frame | upsert "
-        "| API + rest | peak RSS MiB |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| source | size | indexer | read | decode | keypoints | frame + model | model | frame "
+        "| upsert | API + rest | peak RSS MiB |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for r in report.ingest:
         st = r.get("stage_cpu_ms", {})
@@ -1087,6 +1088,7 @@ def render(report: Report, files: dict[str, str], img_rel: str) -> str:
         out.append(
             f"| {r['source']} | {r.get('megapixels', '')} | {_f(r.get('indexer_cpu_ms'), '.2f')} "
             f"| {_f(st.get('read'), '.2f')} | {_f(st.get('decode'), '.2f')} "
+            f"| {_f(st.get('keypoints'), '.2f')} "
             f"| {_f(st.get('embed'), '.2f')} | {_f(_around_cpu(r), '.2f')} "
             f"| {_f(st.get('embed', float('nan')) - _around_cpu(r), '.2f')} "
             f"| {_f(st.get('upsert'), '.2f')} "

@@ -1,7 +1,7 @@
 """`indexer` command: catalog ingestion jobs against a running lookalike API.
 
     indexer ingest SOURCE            a folder, or a .csv / .jsonl manifest; resumable
-    indexer duplicates               every group of exact and near duplicates
+    indexer duplicates               groups of exact copies, near-duplicates, colour variants
     indexer reindex --model NAME     re-embed the catalog with another model, then switch
     indexer rollback                 serve the previous version again
     indexer versions                 the catalog's versions (--commit, --abort)
@@ -113,7 +113,9 @@ def main(argv: list[str] | None = None) -> int:
         "--job", default=None, help="label of the tasks on the jobs page (default: ingest:SOURCE)"
     )
 
-    dup = sub.add_parser("duplicates", help="every group of exact and near duplicates")
+    dup = sub.add_parser(
+        "duplicates", help="groups of exact copies, near-duplicates, colour variants"
+    )
     dup.add_argument("--threshold", type=float, default=None, help="near-duplicate threshold")
     dup.add_argument("--report", type=Path, default=None, help="write the JSON report here")
 

@@ -2,8 +2,10 @@
 
 Pages through the catalog (``GET /v1/items``) and asks for the duplicates of each page
 (``POST /v1/duplicates``), then joins the pairs into groups: items that are copies of copies
-end up in one group. Exact copies (same bytes) and near-duplicates (same photo, edited; the
-duplicate score of lookalike/duplicates.py above the threshold) are reported apart.
+end up in one group. Exact copies (same bytes), near-duplicates (the same photo or shot,
+edited, verified by its keypoints: lookalike/verify.py) and colour variants (the same shot in
+another colour) are reported apart. Items that could not be verified are counted: too plain
+to have keypoints, or indexed before keypoints were stored (until ``indexer reindex``).
 """
 
 from __future__ import annotations
@@ -69,7 +71,10 @@ class DuplicateReport:
     items: int = 0
     exact: list[list[str]] = field(default_factory=list)
     near: list[list[str]] = field(default_factory=list)
+    variants: list[list[str]] = field(default_factory=list)
     scores: dict[str, float] = field(default_factory=dict)
+    # Items whose near-duplicates could not be verified, by why (api/duplicates.py).
+    unverifiable: dict[str, list[str]] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -77,17 +82,39 @@ class DuplicateReport:
             "items": self.items,
             "exact": self.exact,
             "near": self.near,
+            "variants": self.variants,
             "near_pair_scores": self.scores,
+            "unverifiable": self.unverifiable,
         }
 
     def summary(self) -> str:
         lines = [
             f"{self.items} items: {len(self.exact)} groups of exact copies, {len(self.near)} "
-            f"groups of near-duplicates (threshold {self.threshold})"
+            f"groups of near-duplicates, {len(self.variants)} groups of colour variants "
+            f"(threshold {self.threshold})"
         ]
-        lines += [f"  exact: {', '.join(g)}" for g in self.exact]
-        lines += [f"  near:  {g[0]} ~ {', '.join(g[1:])}" for g in self.near]
+        lines += [f"  exact:    {', '.join(g)}" for g in self.exact]
+        lines += [f"  near:     {g[0]} ~ {', '.join(g[1:])}" for g in self.near]
+        lines += [f"  variants: {g[0]} ~ {', '.join(g[1:])}" for g in self.variants]
+        lines += unverifiable_lines(self.unverifiable)
         return "\n".join(lines)
+
+
+UNVERIFIABLE = {
+    "needs_reindex": "indexed before keypoints were stored, exact copies only until "
+    "`indexer reindex`",
+    "too_plain": "too plain to verify (too few keypoints): exact copies only",
+}
+
+
+def unverifiable_lines(unverifiable: dict[str, list[str]], shown: int = 10) -> list[str]:
+    lines = []
+    for state, ids in sorted(unverifiable.items()):
+        more = f" and {len(ids) - shown} more" if len(ids) > shown else ""
+        lines.append(
+            f"  {len(ids)} items {UNVERIFIABLE.get(state, state)}: {', '.join(ids[:shown])}{more}"
+        )
+    return lines
 
 
 def duplicate_report(
@@ -100,6 +127,7 @@ def duplicate_report(
     report = DuplicateReport(threshold=threshold)
     exact: list[tuple[str, str]] = []
     near: list[tuple[str, str]] = []
+    variants: list[tuple[str, str]] = []
     cursor: str | None = None
     progress: Progress | None = None
     while True:
@@ -118,6 +146,10 @@ def duplicate_report(
                     pair = tuple(sorted((entry["id"], n["id"])))
                     near.append((pair[0], pair[1]))
                     report.scores[f"{pair[0]} ~ {pair[1]}"] = n["score"]
+                variants.extend((entry["id"], v["id"]) for v in entry.get("variants", []))
+                state = entry.get("verification", "verified")
+                if state != "verified":
+                    report.unverifiable.setdefault(state, []).append(entry["id"])
         report.items += len(ids)
         progress.update(done=report.items, failed=0)
         cursor = page.get("next_cursor")
@@ -128,4 +160,5 @@ def duplicate_report(
         progress.finish()
     report.exact = groups(exact)
     report.near = star_groups(near)
+    report.variants = star_groups(variants)
     return report

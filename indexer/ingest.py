@@ -41,7 +41,7 @@ from typing import Any, TextIO
 import httpx
 
 from indexer.client import APIClient, APIClientError
-from indexer.duplicate_report import groups, star_groups
+from indexer.duplicate_report import groups, star_groups, unverifiable_lines
 from indexer.fetch import download_client
 from indexer.progress import Progress, duration
 from indexer.sources import SourceItem, UrlNotAllowed
@@ -165,13 +165,17 @@ class IngestReport:
             d = self.duplicates
             lines.append(
                 f"  duplicates: {len(d['exact'])} groups of exact copies, "
-                f"{len(d['near'])} groups of near-duplicates "
+                f"{len(d['near'])} groups of near-duplicates, "
+                f"{len(d['variants'])} groups of colour variants "
                 f"(threshold {d['threshold'] or 'of the service'})"
             )
             for group in d["exact"][:10]:
-                lines.append(f"    exact: {', '.join(group)}")
+                lines.append(f"    exact:    {', '.join(group)}")
             for group in d["near"][:10]:
-                lines.append(f"    near:  {group[0]} ~ {', '.join(group[1:])}")
+                lines.append(f"    near:     {group[0]} ~ {', '.join(group[1:])}")
+            for group in d["variants"][:10]:
+                lines.append(f"    variants: {group[0]} ~ {', '.join(group[1:])}")
+            lines += ["  " + line for line in unverifiable_lines(d["unverifiable"])]
         if self.failed:
             lines.append("  failed:")
             for f in self.failed[:50]:
@@ -667,6 +671,8 @@ class IngestJob:
             return
         exact_pairs: list[tuple[str, str]] = []
         near_pairs: list[tuple[str, str]] = []
+        variant_pairs: list[tuple[str, str]] = []
+        unverifiable: dict[str, list[str]] = {}
         for group in self.state.sha_groups():
             names = [self._name(t, i) for t, i in group]
             exact_pairs.extend((names[0], n) for n in names[1:])
@@ -686,10 +692,18 @@ class IngestJob:
                     me = self._name(tenant, entry["id"])
                     exact_pairs.extend((me, self._name(tenant, e["id"])) for e in entry["exact"])
                     near_pairs.extend((me, self._name(tenant, n["id"])) for n in entry["near"])
+                    variant_pairs.extend(
+                        (me, self._name(tenant, v["id"])) for v in entry.get("variants", [])
+                    )
+                    state = entry.get("verification", "verified")
+                    if state != "verified":
+                        unverifiable.setdefault(state, []).append(me)
         self.report.duplicates = {
             "threshold": threshold,
             "exact": groups(exact_pairs),
             "near": star_groups(near_pairs),
+            "variants": star_groups(variant_pairs),
+            "unverifiable": unverifiable,
         }
 
     def _name(self, tenant: str, item_id: str) -> str:

@@ -1,130 +1,24 @@
-"""The near-duplicate test: the same photo re-uploaded after editing, told apart from a
-different item that merely looks alike.
+"""Finding an item's near-duplicate candidates in the vector index.
 
-Similarity search ranks by the cosine of the model's embeddings, which is high for two
-different red dresses too. A duplicate test needs more: the same photo keeps its colours
-through cropping, rescaling, recompression and a small rotation, while two different items
-of a category rarely share both their embedding *and* their colour distribution. So
+The candidates are the item's nearest neighbours whose embedding similarity reaches
+lookalike.verify.CANDIDATE_FLOOR; lookalike/verify.py then decides, from the two images'
+keypoints, which are the same shot edited (near-duplicates), the same shot recoloured
+(variants) or something else. (The colour signature earlier versions stored decides nothing
+any more and is no longer computed: two products photographed alike share their colours,
+docs/indexer.md.)
 
-    duplicate score = EMBEDDING_WEIGHT * cosine(embeddings)
-                      + (1 - EMBEDDING_WEIGHT) * colour similarity
-
-and a pair is a near-duplicate when the score reaches the threshold
-(``LOOKALIKE_DUPLICATE_THRESHOLD``). The colour similarity is the Bhattacharyya coefficient
-(the dot product of square-rooted histograms) of two 8x8x8 RGB histograms of the image's
-non-white pixels (catalog photos sit on white; the background would make every pair alike).
-
-Colours say little about images that have hardly any: black line drawings, a black shoe on
-white. All such images look alike in colour, so a pair where either image has less than
-:data:`MIN_COLOR_ENTROPY` bits of colour is judged on the embedding alone, which must then
-reach the threshold plus :data:`COLORLESS_MARGIN`.
-
-For a multiscale vector (the default), "cosine(embeddings)" is the cosine of its pooled head
-part alone (:func:`candidate_query`): the whole vector does worse at this test.
-
-Weight, gate, threshold and the head part were chosen by measurement
-(benchmarks/duplicate_threshold.py, docs/indexer.md). Exact duplicates (same bytes, same
-sha256) are a separate, exact test.
+For a multiscale vector (the default), the embedding similarity is the cosine of its pooled
+head part alone (:func:`candidate_query`). Exact duplicates (same bytes, same sha256) are a
+separate, exact test.
 """
 
 from __future__ import annotations
 
-import base64
 from dataclasses import dataclass
 
 import numpy as np
-from PIL import Image
 
 from lookalike.schema import head_part
-
-# The payload field holding an item's colour signature (base64 of BINS**3 uint8 values).
-SIGNATURE_FIELD = "color_signature"
-EMBEDDING_WEIGHT = 0.4
-MIN_COLOR_ENTROPY = 2.0
-COLORLESS_MARGIN = 0.10
-
-BINS = 8
-_SIDE = 128  # the histogram is taken on a thumbnail: enough pixels, little work
-_WHITE = 235  # a pixel whose every channel is above this is background
-_MIN_FOREGROUND = 50  # fewer foreground pixels than this: use the whole image
-_BIN_OF = (np.arange(256) * BINS // 256).astype(np.uint16)  # channel value -> its bin
-_GREY_BIN_OF = _BIN_OF * (BINS * BINS + BINS + 1)  # grey value -> the bin of (v, v, v)
-
-
-def color_signature(image: Image.Image) -> str:
-    """The compact colour signature of a decoded image (RGB or L), for the item's payload."""
-    if image.mode not in ("RGB", "L"):
-        image = image.convert("RGB")
-    pixels = np.asarray(image.resize((_SIDE, _SIDE), Image.Resampling.BILINEAR))
-    if pixels.ndim == 2:
-        # Greyscale: one plane resized, the same values as its RGB conversion's three. Its
-        # 256 grey levels counted, then summed into the bins of (v, v, v): the same
-        # histogram as binning every pixel, in a third of the time.
-        levels = np.bincount(pixels.ravel(), minlength=256)
-        if levels[: _WHITE + 1].sum() >= _MIN_FOREGROUND:
-            levels = levels[: _WHITE + 1]
-        histogram = np.bincount(
-            _GREY_BIN_OF[: len(levels)], weights=levels, minlength=BINS**3
-        ).astype(np.float64)
-    else:
-        red, green, blue = pixels[..., 0], pixels[..., 1], pixels[..., 2]
-        # Per channel planes and a lookup table instead of reductions over a (pixels, 3)
-        # array: the same bins, three times faster (it runs once per ingested image).
-        index = (_BIN_OF[red] * BINS + _BIN_OF[green]) * BINS + _BIN_OF[blue]
-        foreground = np.minimum(np.minimum(red, green), blue) <= _WHITE
-        if np.count_nonzero(foreground) >= _MIN_FOREGROUND:
-            index = index[foreground]
-        histogram = np.bincount(index.ravel(), minlength=BINS**3).astype(np.float64)
-    root = np.sqrt(histogram / histogram.sum())  # unit length: sum of the histogram is 1
-    return base64.b64encode(np.round(root * 255).astype(np.uint8).tobytes()).decode("ascii")
-
-
-def decode_signature(signature: str) -> np.ndarray | None:
-    """The signature as a unit-length float vector; None if it is missing or malformed."""
-    try:
-        raw = np.frombuffer(base64.b64decode(signature, validate=True), dtype=np.uint8)
-    except (ValueError, TypeError):
-        return None
-    if raw.size != BINS**3 or not raw.any():
-        return None
-    vector = raw.astype(np.float32)
-    return vector / np.linalg.norm(vector)
-
-
-def color_entropy(vector: np.ndarray) -> float:
-    """Shannon entropy in bits of the colour histogram behind a decoded signature."""
-    p = vector.astype(np.float64) ** 2
-    p = p[p > 0] / p.sum()
-    return float(-(p * np.log2(p)).sum())
-
-
-def color_similarity(a: str, b: str) -> tuple[float, bool] | None:
-    """Bhattacharyya coefficient of two signatures in [0, 1], and whether both images have
-    colour enough for it to mean something; None if either signature is unusable."""
-    va, vb = decode_signature(a), decode_signature(b)
-    if va is None or vb is None:
-        return None
-    informative = min(color_entropy(va), color_entropy(vb)) >= MIN_COLOR_ENTROPY
-    return float(np.clip(va @ vb, 0.0, 1.0)), informative
-
-
-def duplicate_score(
-    embedding_cosine: float, color: float, informative: bool = True, weight: float | None = None
-) -> float:
-    """The duplicate score; compared with the threshold. Without informative colours, the
-    embedding alone, less the margin it must clear."""
-    if not informative:
-        return embedding_cosine - COLORLESS_MARGIN
-    w = EMBEDDING_WEIGHT if weight is None else weight
-    return w * embedding_cosine + (1 - w) * color
-
-
-def embedding_floor(threshold: float) -> float:
-    """The lowest embedding cosine that can still reach ``threshold`` (colour similarity is
-    at most 1): the score threshold of the ANN search that finds the candidates."""
-    return min(
-        (threshold - (1 - EMBEDDING_WEIGHT)) / EMBEDDING_WEIGHT, threshold + COLORLESS_MARGIN
-    )
 
 
 @dataclass(frozen=True)
@@ -132,7 +26,7 @@ class CandidateQuery:
     """How to find an item's near-duplicate candidates in the vector index.
 
     ``vector`` is what the ANN search is asked with; a hit's cosine score times ``scale`` is
-    the embedding similarity that the duplicate score weighs.
+    the embedding similarity.
     """
 
     vector: np.ndarray
@@ -141,10 +35,9 @@ class CandidateQuery:
     def similarity(self, score: float) -> float:
         return score * self.scale
 
-    def score_threshold(self, threshold: float) -> float:
-        """The ANN search's score threshold: the lowest hit score that can still reach
-        ``threshold`` (see :func:`embedding_floor`)."""
-        return max(-1.0, embedding_floor(threshold) / self.scale)
+    def score_threshold(self, floor: float) -> float:
+        """The ANN search's score threshold for an embedding similarity of ``floor``."""
+        return max(-1.0, floor / self.scale)
 
 
 def candidate_query(vector: np.ndarray, model: object) -> CandidateQuery:

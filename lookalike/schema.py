@@ -21,6 +21,17 @@ POINT_NAMESPACE = uuid.UUID("6b1f0d2e-2b51-4f0c-9a53-6c1e7f1a2d40")
 VECTOR_NAME = "image"
 DEFAULT_TENANT = "default"
 
+# An item's ORB keypoints (lookalike/verify.py), what its near-duplicate test reads: about
+# 10 KiB a point.
+KEYPOINTS_FIELD = "keypoints"
+# Payload fields earlier versions wrote that nothing reads any more (the colour signature
+# of the old near-duplicate score, 0.7 KiB): a reindex leaves them behind.
+RETIRED_FIELDS = ("color_signature",)
+# Payload fields for the service's own use, too big to travel with every hit: searches,
+# queries and scrolls leave them out (lookalike/store.py); points read by id, and the
+# duplicates search, carry them.
+INTERNAL_FIELDS = (KEYPOINTS_FIELD, *RETIRED_FIELDS)
+
 MAX_ID_LENGTH = 256
 # Safe in a URL path segment without escaping, so /v1/items/{id}/similar is unambiguous.
 ID_PATTERN = r"[A-Za-z0-9][A-Za-z0-9._:@+=-]*"

@@ -135,9 +135,10 @@ class Settings:
     url_signing_key: str = ""
     # Submissions remembered per tenant for GET /v1/jobs.
     jobs_history: int = 1000
-    # Two items are near-duplicates (the same photo cropped, rescaled, recompressed) when
-    # their duplicate score reaches this: lookalike/duplicates.py, measured in docs/indexer.md.
-    duplicate_threshold: float = 0.80
+    # Two items are near-duplicates (the same shot, edited) or colour variants when the share
+    # of keypoints one similarity transform explains reaches this: lookalike/verify.py,
+    # measured in docs/indexer.md.
+    duplicate_threshold: float = 0.08
     # The catalog's own metadata fields, their types and roles (filter, facet, group): JSON
     # ({"fields": {...}}), or the path of a JSON file holding it; empty: category, brand
     # (keywords), price (float), in_stock (bool). README "The catalog schema".

@@ -62,6 +62,7 @@ from qdrant_edge import (
     MatchValue,
     Memory,
     PayloadSchemaType,
+    PayloadSelector,
     Point,
     Query,
     QueryBatchRequest,
@@ -81,7 +82,13 @@ from qdrant_edge import Mmr as EdgeMmr
 from qdrant_edge import OrderBy as EdgeOrderBy
 
 from lookalike import residency
-from lookalike.schema import DEFAULT_CATALOG_SCHEMA, TEXT_INDEX, VECTOR_NAME, CatalogSchema
+from lookalike.schema import (
+    DEFAULT_CATALOG_SCHEMA,
+    INTERNAL_FIELDS,
+    TEXT_INDEX,
+    VECTOR_NAME,
+    CatalogSchema,
+)
 from lookalike.settings import VECTOR_DATATYPES
 
 if TYPE_CHECKING:
@@ -343,12 +350,15 @@ class VectorStore(ABC):
         exclude_ids: Sequence[str] = (),
         offset: int = 0,
         score_threshold: float | None = None,
+        with_internal: bool = False,
     ) -> list[Hit]:
         """The ``limit`` points most similar to ``vector``, best first, after ``offset``.
 
         ``where`` is applied inside the ANN search, so a selective filter still returns
         ``limit`` hits when that many match. ``score_threshold`` drops hits below that
-        cosine similarity.
+        cosine similarity. Hits carry their payload without the internal fields
+        (lookalike.schema.INTERNAL_FIELDS: the keypoints, ~10 KiB a point), as every search,
+        query and scroll does, unless ``with_internal`` (the duplicates search).
         """
         _check_limit(limit)
         if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
@@ -360,6 +370,7 @@ class VectorStore(ABC):
             _canonical_ids(exclude_ids),
             offset,
             score_threshold,
+            with_internal,
         )
 
     def query(
@@ -585,6 +596,7 @@ class VectorStore(ABC):
         exclude_ids: list[str],
         offset: int,
         score_threshold: float | None,
+        with_internal: bool,
     ) -> list[Hit]: ...
 
     @abstractmethod
@@ -1014,6 +1026,10 @@ class _ShardPool:
             return [] if shard is None else [shard]
 
 
+# The payload a hit or a scrolled point carries: all but the internal fields.
+_EDGE_BRIEF = PayloadSelector.Exclude(list(INTERNAL_FIELDS))
+
+
 class EdgeStore(VectorStore):
     """The embedded default: a qdrant-edge shard in ``path / collection``.
 
@@ -1164,13 +1180,14 @@ class EdgeStore(VectorStore):
         exclude_ids: list[str],
         offset: int,
         score_threshold: float | None,
+        with_internal: bool,
     ) -> list[Hit]:
         request = QueryRequest(
             limit=limit,
             offset=offset,
             query=Query.Nearest(vector.tolist(), using=VECTOR_NAME),
             filter=_edge_filter(conditions, exclude_ids),
-            with_payload=True,
+            with_payload=True if with_internal else _EDGE_BRIEF,
             with_vector=False,
             score_threshold=score_threshold,
         )
@@ -1188,7 +1205,7 @@ class EdgeStore(VectorStore):
             offset=offset,
             limit=limit,
             filter=_edge_filter(conditions, []),
-            with_payload=True,
+            with_payload=_EDGE_BRIEF,
             with_vector=False,
         )
         with self._errors():
@@ -1207,7 +1224,7 @@ class EdgeStore(VectorStore):
         request = ScrollRequest(
             limit=limit,
             filter=_edge_filter(conditions, exclude),
-            with_payload=True,
+            with_payload=_EDGE_BRIEF,
             with_vector=False,
             order_by=EdgeOrderBy(key, EdgeDirection.Desc, start_from=start),
         )
@@ -1227,7 +1244,7 @@ class EdgeStore(VectorStore):
                 offset=r.offset,
                 query=_edge_query(r.query),
                 filter=_edge_filter(r.conditions, r.exclude_ids),
-                with_payload=True,
+                with_payload=_EDGE_BRIEF,
                 with_vector=False,
                 score_threshold=r.score_threshold,
             )
@@ -1270,7 +1287,7 @@ class EdgeStore(VectorStore):
                 limit=batch,
                 query=query,
                 filter=EdgeFilter(must=must or None, must_not=must_not or None),
-                with_payload=True,
+                with_payload=_EDGE_BRIEF,
                 with_vector=False,
                 score_threshold=request.score_threshold,
             )
@@ -1797,6 +1814,7 @@ class ClientStore(VectorStore):
         exclude_ids: list[str],
         offset: int,
         score_threshold: float | None,
+        with_internal: bool,
     ) -> list[Hit]:
         with _client_errors():
             response = self._client.query_points(
@@ -1807,7 +1825,7 @@ class ClientStore(VectorStore):
                 limit=limit,
                 offset=offset,
                 score_threshold=score_threshold,
-                with_payload=True,
+                with_payload=True if with_internal else _client_brief(),
                 with_vectors=False,
             )
         return [
@@ -1824,7 +1842,7 @@ class ClientStore(VectorStore):
                 scroll_filter=_client_filter(conditions, []),
                 limit=limit,
                 offset=offset,
-                with_payload=True,
+                with_payload=_client_brief(),
                 with_vectors=False,
             )
         items = [StoredItem(str(r.id), dict(r.payload or {})) for r in records]
@@ -1848,7 +1866,7 @@ class ClientStore(VectorStore):
                 scroll_filter=_client_filter(conditions, exclude),
                 limit=limit,
                 order_by=order,
-                with_payload=True,
+                with_payload=_client_brief(),
                 with_vectors=False,
             )
         return [StoredItem(str(r.id), dict(r.payload or {})) for r in records]
@@ -1871,7 +1889,7 @@ class ClientStore(VectorStore):
                 limit=r.limit,
                 offset=r.offset,
                 score_threshold=r.score_threshold,
-                with_payload=True,
+                with_payload=_client_brief(),
                 with_vector=False,
             )
             for r in requests
@@ -1891,7 +1909,7 @@ class ClientStore(VectorStore):
                 limit=request.limit,
                 group_size=group_size,
                 score_threshold=request.score_threshold,
-                with_payload=True,
+                with_payload=_client_brief(),
                 with_vectors=False,
             )
         return [Group(group.id, [_client_hit(p) for p in group.hits]) for group in result.groups]
@@ -1906,6 +1924,13 @@ class ClientStore(VectorStore):
                 exact=True,
             )
         return [Facet(hit.value, int(hit.count)) for hit in response.hits]
+
+
+def _client_brief() -> qm.PayloadSelectorExclude:
+    """The payload a hit or a scrolled point carries: all but the internal fields."""
+    from qdrant_client import models
+
+    return models.PayloadSelectorExclude(exclude=list(INTERNAL_FIELDS))
 
 
 def _client_hit(point: qm.ScoredPoint) -> Hit:

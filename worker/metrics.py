@@ -67,8 +67,9 @@ BATCH_FILL = Histogram(
 STAGE_CPU = Counter(
     "lookalike_worker_stage_cpu_seconds",
     "CPU time of the task thread in each stage of ingest tasks: read (the image store), "
-    "decode (and the duplicate signature), embed (framing and the model; inference threads "
-    "beyond the task's own are not counted), upsert.",
+    "decode (shrink-on-load), keypoints (the near-duplicate "
+    "keypoints, with their own decode when shrink-on-load kept too few pixels), embed (framing "
+    "and the model; inference threads beyond the task's own are not counted), upsert.",
     ["stage"],
 )
 

@@ -26,7 +26,6 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from lookalike.duplicates import SIGNATURE_FIELD, color_signature
 from lookalike.images import (
     DECODE_FIELD,
     DECODE_FULL,
@@ -36,10 +35,17 @@ from lookalike.images import (
     decode_image,
     decode_scaled,
 )
-from lookalike.schema import DEFAULT_TENANT, InvalidId, point_id, validate_id
+from lookalike.schema import (
+    DEFAULT_TENANT,
+    RETIRED_FIELDS,
+    InvalidId,
+    point_id,
+    validate_id,
+)
 from lookalike.settings import MODELS
 from lookalike.store import StoredItem, VectorStore, Version
 from worker import metrics
+from worker.keypoints import keypoint_payload
 from worker.runtime import WorkerRuntime
 
 log = logging.getLogger(__name__)
@@ -194,16 +200,25 @@ def _decode_item(
         metrics.observe_stage("decode", time.thread_time() - read)
         report.fail(item_id, exc.code, exc.message)
         return None
+    decoded = time.thread_time()
+    metrics.observe_stage("decode", decoded - read)
+    try:
+        # What verifies near-duplicates without decoding the image again (lookalike/verify.py),
+        # from more pixels than the model's when shrink-on-load reduced them (worker/keypoints.py).
+        keypoints = keypoint_payload(data, image, max_pixels=runtime.settings.max_image_pixels)
+    except ImageProblem as exc:
+        report.fail(item_id, exc.code, exc.message)
+        return None
+    finally:
+        metrics.observe_stage("keypoints", time.thread_time() - decoded)
     metadata = raw.get("metadata") or {}
     payload = {
         "item_id": item_id,
         "tenant": tenant,
         "image_sha256": sha,
         "metadata": metadata if isinstance(metadata, dict) else {},
-        # Model-independent, for the near-duplicate test (lookalike/duplicates.py).
-        SIGNATURE_FIELD: color_signature(image),
+        **keypoints,
     }
-    metrics.observe_stage("decode", time.thread_time() - read)
     return _Decoded(item_id, tenant, image, payload, mode)
 
 
@@ -288,8 +303,10 @@ def reindex_items(runtime: WorkerRuntime, target: str, point_ids: list[str]) -> 
         raw = {**stored.payload, "id": stored.payload.get("item_id", "")}
         item = _decode_item(runtime, raw, report, mode, embedder.input_size)
         if item is not None:
-            # Keep everything the payload holds (ingest time included); the vector changes.
-            item.payload = {**stored.payload, **item.payload}
+            # Keep everything the payload holds (ingest time included) but the retired
+            # fields; the vector and the keypoints change.
+            kept = {k: v for k, v in stored.payload.items() if k not in RETIRED_FIELDS}
+            item.payload = {**kept, **item.payload}
             decoded.append(item)
     started = time.perf_counter()
     vectors = _embed_isolating_failures(embedder, decoded, report)

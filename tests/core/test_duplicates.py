@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lookalike.duplicates import candidate_query, embedding_floor
+from lookalike.duplicates import candidate_query
 from lookalike.schema import MODEL_DIMS, MULTISCALE_DIMS, point_id
 from lookalike.store import StoredItem, VectorStore, open_store
 from support import STORE_BACKENDS, holds_float16, store_settings
@@ -60,11 +60,10 @@ def test_a_multiscale_vector_is_searched_and_scored_by_its_pooled_head(
     assert expected["copy"] > 0.95 > expected["look-alike"]
 
     query = candidate_query(item, MODEL)
-    threshold = 0.8
-    hits = store.search(query.vector, limit=50, score_threshold=query.score_threshold(threshold))
+    floor = 0.8  # the embedding similarity a candidate must reach
+    hits = store.search(query.vector, limit=50, score_threshold=query.score_threshold(floor))
     found = {h.payload["item_id"]: query.similarity(h.score) for h in hits}
-    # Ranked by the head's cosine, the copy first; what cannot reach the threshold left out.
-    floor = embedding_floor(threshold)
+    # Ranked by the head's cosine, the copy first; what is below the floor left out.
     above = sorted((k for k, s in expected.items() if s >= floor - 1e-5), key=expected.__getitem__)
     assert [h.payload["item_id"] for h in hits] == above[::-1]
     assert above[-1] == "copy"
@@ -88,4 +87,4 @@ def test_any_other_vector_is_compared_whole(model: str | None, dim: int) -> None
     query = candidate_query(vector, model)
     np.testing.assert_array_equal(query.vector, vector)
     assert query.similarity(0.7) == 0.7
-    assert query.score_threshold(0.8) == pytest.approx(embedding_floor(0.8))
+    assert query.score_threshold(0.8) == pytest.approx(0.8)

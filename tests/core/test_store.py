@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 from qdrant_client import QdrantClient
 
-from lookalike.schema import point_id
+from lookalike.schema import INTERNAL_FIELDS, KEYPOINTS_FIELD, point_id
 from lookalike.settings import Settings
 from lookalike.store import (
     Aliases,
@@ -194,6 +194,37 @@ def test_delete(store: VectorStore) -> None:
 
     assert store.count() == N_ITEMS - 2
     assert store.retrieve(gone) == []
+
+
+def test_hits_and_scrolled_points_leave_the_internal_fields_out(
+    store: VectorStore, query: np.ndarray
+) -> None:
+    """The keypoints (~10 KiB a point) and the retired colour signature travel only where
+    they are read: points read by id, and the duplicates search (``with_internal``)."""
+    internal = {KEYPOINTS_FIELD: "k" * 10_000, "color_signature": "c" * 700}
+    store.upsert(
+        [StoredItem(i.point_id, {**i.payload, **internal}, i.vector) for i in ITEMS]  # type: ignore[arg-type]
+    )
+    assert set(INTERNAL_FIELDS) == set(internal)
+    brief = [
+        *store.search(query, limit=5),
+        *store.query(query, limit=5),
+        *store.query(Recommend((query,)), limit=5),
+        *store.query_batch([Search(query, 5)])[0],
+        *(
+            h
+            for g in store.query_groups(query, group_by="tenant", group_size=3, limit=2)
+            for h in g.hits
+        ),
+        *store.scroll(limit=5)[0],
+    ]
+    assert len(brief) >= 20
+    for point in brief:
+        assert "tenant" in point.payload  # the rest of the payload is there
+        assert not set(internal) & set(point.payload), point
+    full = [*store.search(query, limit=5, with_internal=True), *store.retrieve([ITEMS[0].point_id])]
+    for point in full:
+        assert {k: point.payload[k] for k in internal} == internal
 
 
 def test_search_ranks_by_cosine_similarity(loaded: VectorStore, query: np.ndarray) -> None:

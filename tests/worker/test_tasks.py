@@ -21,7 +21,7 @@ from lookalike.images import (
     decode_scaled,
     sha256_hex,
 )
-from lookalike.schema import point_id, vector_size
+from lookalike.schema import KEYPOINTS_FIELD, RETIRED_FIELDS, point_id, vector_size
 from lookalike.settings import Settings
 from lookalike.store import StoredItem, VectorStore
 from lookalike.tasks import QUEUES, TASK_QUEUES
@@ -182,8 +182,12 @@ def test_a_catalog_decoded_in_full_stays_so_until_a_reindex_rebuilds_it(runtime)
     assert not np.allclose(first.vector, full_vector, atol=1e-4)
     assert float(first.vector @ full_vector) > 0.95  # a small move, still the same photo
 
-    # The same catalog as an older worker left it: no decode field on its points.
+    assert first.payload[KEYPOINTS_FIELD] and not set(RETIRED_FIELDS) & set(first.payload)
+
+    # The same catalog as an older worker left it: no decode field on its points, and the
+    # colour signature of the old near-duplicate score.
     legacy = {k: v for k, v in first.payload.items() if k != DECODE_FIELD}
+    legacy["color_signature"] = "AAAA"
     runtime.store.upsert([StoredItem(first.point_id, legacy, full_vector)])
     runtime.decode_modes.clear()  # a worker started after the upgrade
     assert pipeline.index_items(runtime, items[1:2]).indexed == ["sku-1"]
@@ -210,5 +214,7 @@ def test_a_catalog_decoded_in_full_stays_so_until_a_reindex_rebuilds_it(runtime)
     for i in range(2):
         point = stored(f"sku-{i}", target)
         assert point.payload[DECODE_FIELD] == DECODE_SCALED
+        # The reindexed point has its keypoints and leaves the retired fields behind.
+        assert point.payload[KEYPOINTS_FIELD] and not set(RETIRED_FIELDS) & set(point.payload)
         scaled = decode_scaled(data(i), max_pixels=limit, side=side)
         assert np.allclose(point.vector, embedder.embed([scaled])[0], atol=1e-4)

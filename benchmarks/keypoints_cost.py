@@ -1,0 +1,106 @@
+"""What the near-duplicate keypoints cost the worker per catalog photo:
+``python -m benchmarks.keypoints_cost [--size 1.5mp] [--photos 60] [--photoset DIR]``.
+
+On the realistic catalog photos of benchmarks/photoset.py (JPEG, some WebP and PNG with
+alpha), CPU milliseconds per photo (process CPU: OpenCV may use several threads) of
+
+- the worker's decode (shrink-on-load to the model's input side, lookalike.images
+  decode_scaled), the image the model and the keypoints are computed from;
+- the keypoints as the worker finds them (worker/keypoints.py keypoint_source: the photo
+  decoded again at the least scale that keeps 512 px on its longer side, then
+  find_keypoints), and the payload's encoding;
+- for comparison, the keypoints found on the model's image itself (too few pixels: see
+  docs/indexer.md), and on the full decode (what the worker did before shrink-on-load),
+  that decode included.
+
+Every figure is the median of ``--repeat`` passes over the photos. CPU time, not wall time,
+because the development VM is shared.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from benchmarks import photoset
+from lookalike import verify
+from lookalike.images import SCALED_DECODE_FACTOR, decode_image, decode_scaled
+from lookalike.settings import Settings
+from worker.keypoints import find_keypoints, keypoint_source
+from worker.model.efficientnet_lite import get_variant
+
+MAX_PIXELS = Settings().max_image_pixels
+
+
+def per_photo(fn: Callable[[bytes], Any], files: list[bytes], repeat: int) -> float:
+    """Median CPU milliseconds of ``fn`` per photo over ``repeat`` passes."""
+    passes = []
+    for _ in range(repeat):
+        started = time.process_time()
+        for data in files:
+            fn(data)
+        passes.append((time.process_time() - started) / len(files) * 1000)
+    return statistics.median(passes)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.keypoints_cost")
+    parser.add_argument("--size", choices=tuple(photoset.SIZES), default="1.5mp")
+    parser.add_argument("--photos", type=int, default=60)
+    parser.add_argument("--photoset", type=Path, default=photoset.DEFAULT_OUT)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--model", default=Settings().model)
+    args = parser.parse_args(argv)
+
+    folder = args.photoset / args.size
+    if not folder.exists():
+        folder = photoset.build(args.photoset, sizes=(args.size,))[args.size]
+    files = [p.read_bytes() for p in photoset.image_files(folder)[: args.photos]]
+    side = SCALED_DECODE_FACTOR * get_variant(args.model).input_size
+
+    def worker_decode(data: bytes) -> Any:
+        return decode_scaled(data, max_pixels=MAX_PIXELS, side=side)
+
+    def full(data: bytes) -> Any:
+        return decode_image(data, max_pixels=MAX_PIXELS)
+
+    decoded = [worker_decode(d) for d in files]
+    by_file = dict(zip(files, decoded, strict=True))
+    images = iter(decoded * args.repeat)
+    sources = [keypoint_source(d, i, max_pixels=MAX_PIXELS) for d, i in by_file.items()]
+    found = [find_keypoints(image) for image in sources]
+    encodings = iter(found * args.repeat)
+
+    def as_the_worker(data: bytes) -> Any:
+        return find_keypoints(keypoint_source(data, by_file[data], max_pixels=MAX_PIXELS))
+
+    rows = {
+        f"worker decode (side {side})": per_photo(worker_decode, files, args.repeat),
+        "keypoints as the worker finds them": per_photo(as_the_worker, files, args.repeat),
+        "payload encoding": per_photo(lambda _: verify.encode(next(encodings)), files, args.repeat),
+        "keypoints on the model's image": per_photo(
+            lambda _: find_keypoints(next(images)), files, args.repeat
+        ),
+        "full decode + keypoints": per_photo(lambda d: find_keypoints(full(d)), files, args.repeat),
+    }
+    shapes = sorted({f"{i.width}x{i.height}" for i in decoded})
+    kp_shapes = sorted({f"{i.width}x{i.height}" for i in sources})
+    print(
+        f"{len(files)} photos of {args.size} from {folder} (the worker decodes them to "
+        f"{', '.join(shapes)}; for the keypoints to {', '.join(kp_shapes)}); CPU ms per photo, "
+        f"median of {args.repeat} passes:"
+    )
+    for name, ms in rows.items():
+        print(f"  {name:<36} {ms:6.2f}")
+    kib = statistics.mean(len(verify.encode(k)) for k in found) / 1024
+    plain = sum(not k.verifiable for k in found)
+    print(f"  payload {kib:.1f} KiB per item; too plain to verify: {plain} of {len(found)}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

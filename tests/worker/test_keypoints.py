@@ -1,0 +1,108 @@
+"""The keypoints found at ingest (worker/keypoints.py) and the verification that reads them
+(lookalike/verify.py), on real photos: no model, no service."""
+
+from __future__ import annotations
+
+import io
+from itertools import combinations
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from lookalike import verify
+from lookalike.images import decode_image, decode_scaled
+from lookalike.settings import Settings
+from support import edited_copy, labelled_images
+from worker.keypoints import find_keypoints, keypoint_payload, keypoint_source
+
+PIXELS = 40_000_000
+THRESHOLD = Settings().duplicate_threshold
+MODEL_SIDE = 224  # efficientnet-lite0's input side: what the worker's decode keeps
+
+
+def worker_decode(data: bytes) -> Image.Image:
+    return decode_scaled(data, max_pixels=PIXELS, side=MODEL_SIDE)
+
+
+def keypoints(data: bytes) -> verify.Keypoints:
+    """An image's keypoints as the worker stores them for a new catalog (shrink-on-load)."""
+    payload = keypoint_payload(data, worker_decode(data), max_pixels=PIXELS)
+    found = verify.decode(payload["keypoints"])
+    assert found is not None
+    return found
+
+
+def jpeg(image: Image.Image) -> bytes:
+    out = io.BytesIO()
+    image.save(out, "JPEG", quality=90)
+    return out.getvalue()
+
+
+@pytest.fixture(scope="module")
+def photos() -> list[bytes]:
+    return [path.read_bytes() for _, path in labelled_images(per_category=4)[:24]]
+
+
+def test_the_payload_round_trips_and_a_damaged_one_reads_as_missing(photos: list[bytes]) -> None:
+    found = find_keypoints(decode_image(photos[0], max_pixels=PIXELS))
+    assert found.verifiable and len(found) <= verify.MAX_KEYPOINTS
+    text = verify.encode(found)
+    back = verify.decode(text)
+    assert back is not None and len(back) == len(found)
+    np.testing.assert_array_equal(back.descriptors, found.descriptors)
+    np.testing.assert_allclose(back.xy, found.xy, atol=0.5)  # float16 positions
+    for damaged in (text[:-8], "not base64!", None, 42, ""):
+        assert verify.decode(damaged) is None
+
+
+def test_an_edited_copy_is_near_a_hue_shift_a_variant_other_photos_neither(
+    photos: list[bytes],
+) -> None:
+    import tempfile
+    from pathlib import Path
+
+    colourful = photos[2]  # an albino peahen's blue and green: a hue shift is plain to see
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "photo.png"
+        path.write_bytes(colourful)
+        copy = edited_copy(path)
+    original = keypoints(colourful)
+    assert verify.verify(original, keypoints(copy)).relation(THRESHOLD) == "near"
+    hsv = np.asarray(decode_image(colourful, max_pixels=PIXELS).convert("HSV")).copy()
+    hsv[..., 0] = (hsv[..., 0].astype(int) + 85) % 256
+    shifted = keypoints(jpeg(Image.fromarray(hsv, "HSV").convert("RGB")))
+    assert verify.verify(original, shifted).relation(THRESHOLD) == "variant"
+    found = [keypoints(p) for p in photos]
+    for a, b in combinations(range(len(found)), 2):
+        assert verify.verify(found[a], found[b]).relation(THRESHOLD) is None, (a, b)
+
+
+def test_keypoints_come_from_more_pixels_than_the_models_decode_keeps() -> None:
+    """A catalog photo the worker's decode shrank to the model's side is decoded again for
+    its keypoints, at the least scale that keeps their side (512 px) on its longer side; an
+    image the decode kept whole is used as it is."""
+    rng = np.random.default_rng(3)
+    big = jpeg(Image.fromarray(rng.integers(0, 256, (1224, 1632, 3), dtype=np.uint8)))
+    decoded = worker_decode(big)
+    assert max(decoded.size) < verify.SIDE
+    source = keypoint_source(big, decoded, max_pixels=PIXELS)
+    assert source.size == (816, 612)  # JPEG at half scale
+    square = jpeg(Image.fromarray(rng.integers(0, 256, (800, 800, 3), dtype=np.uint8)))
+    # Half scale would be 400 px: decoded in full.
+    assert keypoint_source(square, worker_decode(square), max_pixels=PIXELS).size == (800, 800)
+    small = jpeg(Image.fromarray(rng.integers(0, 256, (300, 420, 3), dtype=np.uint8)))
+    whole = worker_decode(small)
+    assert whole.size == (420, 300)
+    assert keypoint_source(small, whole, max_pixels=PIXELS) is whole
+
+
+def test_a_plain_or_tiny_image_is_never_verified() -> None:
+    flat = jpeg(Image.new("RGB", (800, 600), (200, 180, 160)))
+    tiny = jpeg(Image.new("RGB", (8, 8), (0, 0, 0)))
+    for data in (flat, tiny):
+        points = keypoints(data)
+        assert not points.verifiable
+        # Not even with itself: too few keypoints say nothing.
+        assert verify.verify(points, points) == verify.NO_MATCH
+        assert verify.verify(points, points).relation(THRESHOLD) is None

@@ -1,0 +1,110 @@
+"""The keypoints an item's near-duplicate test needs (lookalike/verify.py), found once at
+ingest so that a ``/duplicates`` query decodes no image.
+
+ORB on the image scaled to a longest side between MIN_SIDE and lookalike.verify.SIDE: binary
+descriptors (32 bytes), fast to find and to match. The strongest keypoints are kept, spread
+over a grid so that one busy region (a text overlay, a logo) cannot take them all.
+
+The worker's shrink-on-load decode (lookalike.images.decode_scaled) keeps only about the
+model's input side (224 px on the shorter side): too few pixels for the keypoints. Found on
+that image, hard negatives (different products photographed alike) verified as
+near-duplicates more than doubled on the evaluation set (34 pairs against 15, precision
+0.948 against 0.976: docs/indexer.md). So a picture the model's decode reduced below SIDE
+on its longer side is decoded again for them, shrink-on-load to the least scale that keeps
+SIDE (:func:`keypoint_source`).
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from typing import Any
+
+import cv2
+import numpy as np
+from PIL import Image
+
+from lookalike.images import decode_scaled
+from lookalike.verify import KEYPOINTS_FIELD, MAX_KEYPOINTS, SIDE, Keypoints, encode
+
+MIN_SIDE = 384
+_GRID = 4  # cells per side; each keeps at most twice its share of MAX_KEYPOINTS
+_CANDIDATES = 3 * MAX_KEYPOINTS
+_WINDOW = 7  # pixels around a keypoint whose mean colour it carries, at SIDE
+_FAST = 7  # FAST corner threshold: low enough for soft catalog photos
+
+
+def scaled(image: Image.Image) -> np.ndarray:
+    """The image as RGB pixels, its longest side brought within [MIN_SIDE, SIDE]: a large
+    photo scaled down (what an edit changes survives at 512 px, and it is fast), a small
+    stamp enlarged to MIN_SIDE, where its corners can be found (at its own size 310 of the
+    801 tuxpaint stamps yield too few keypoints to verify; at 384 px, 17)."""
+    if image.mode != "RGB":
+        image = image.convert("RGB")
+    longest = max(image.size)
+    factor = min(1.0, SIDE / longest) if longest >= MIN_SIDE else MIN_SIDE / longest
+    size = (max(1, round(image.width * factor)), max(1, round(image.height * factor)))
+    return np.asarray(image.resize(size, Image.Resampling.BILINEAR, reducing_gap=3.0))
+
+
+def keypoint_source(data: bytes, decoded: Image.Image, *, max_pixels: int) -> Image.Image:
+    """The picture to find an item's keypoints on: ``decoded`` (the model's image) when it
+    keeps SIDE pixels on its longer side or is the whole picture, otherwise the file decoded
+    again, shrink-on-load to the least scale that keeps SIDE on the longer side (a JPEG at
+    half or a quarter scale, or in full). The keypoints are then found at SIDE, as on a full
+    decode: found at a lesser size (a 800 px glyph decoded at half scale, 400 px), letters of
+    one font were verified as one another's near-duplicates twice as often. ``data`` was
+    decoded once already: its problems have been reported."""
+    if max(decoded.size) < SIDE:
+        with Image.open(io.BytesIO(data)) as header:
+            width, height = header.size
+        if max(width, height) > max(decoded.size):
+            # decode_scaled keeps the shorter side: the one that goes with SIDE on the longer.
+            side = math.ceil(SIDE * min(width, height) / max(width, height))
+            return decode_scaled(data, max_pixels=max_pixels, side=side)
+    return decoded
+
+
+def find_keypoints(image: Image.Image) -> Keypoints:
+    rgb = scaled(image)
+    grey = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
+    orb = cv2.ORB.create(nfeatures=_CANDIDATES, fastThreshold=_FAST)
+    found = orb.detect(grey, None)
+    chosen = _spread(list(found), rgb.shape[1], rgb.shape[0])
+    kept, descriptors = orb.compute(grey, chosen)
+    if descriptors is None or not kept:
+        empty = np.zeros((0, 2), np.float32)
+        return Keypoints(empty, empty, np.zeros((0, 32), np.uint8))
+    xy = np.array([k.pt for k in kept], dtype=np.float32)
+    # The window covers the same share of the picture whatever its size.
+    window = max(3, round(_WINDOW * max(rgb.shape[:2]) / SIDE))
+    lab = cv2.cvtColor(cv2.blur(rgb, (window, window)), cv2.COLOR_RGB2LAB)
+    cols = np.clip(np.round(xy[:, 0]).astype(int), 0, rgb.shape[1] - 1)
+    rows = np.clip(np.round(xy[:, 1]).astype(int), 0, rgb.shape[0] - 1)
+    ab = lab[rows, cols, 1:].astype(np.float32) - 128.0
+    return Keypoints(xy, ab, descriptors)
+
+
+def _spread(found: list[Any], width: int, height: int) -> list[Any]:
+    """The MAX_KEYPOINTS strongest, at most twice a grid cell's share from any one cell."""
+    cap = max(1, 2 * MAX_KEYPOINTS // (_GRID * _GRID))
+    taken: dict[tuple[int, int], int] = {}
+    kept = []
+    for k in sorted(found, key=lambda k: -k.response):
+        cell = (
+            min(_GRID - 1, int(k.pt[0] * _GRID / width)),
+            min(_GRID - 1, int(k.pt[1] * _GRID / height)),
+        )
+        if taken.get(cell, 0) < cap:
+            taken[cell] = taken.get(cell, 0) + 1
+            kept.append(k)
+            if len(kept) == MAX_KEYPOINTS:
+                break
+    return kept
+
+
+def keypoint_payload(data: bytes, decoded: Image.Image, *, max_pixels: int) -> dict[str, str]:
+    """The payload fields for a catalog image: its file, and the image decoded from it for
+    the model (RGB or L)."""
+    source = keypoint_source(data, decoded, max_pixels=max_pixels)
+    return {KEYPOINTS_FIELD: encode(find_keypoints(source))}
