@@ -14,8 +14,9 @@ lookalike.duplicates.candidate_query), then each is verified with both items' st
 keypoints: no image is decoded. ``verification`` says what could be checked: ``verified``;
 ``too_plain`` (the item's image has too few keypoints: it has no near-duplicates or variants,
 only exact copies); ``needs_reindex`` (indexed before keypoints were stored: nothing but exact
-copies is reported until ``indexer reindex``). Candidates indexed before keypoints existed are
-counted in ``unverified``, never guessed.
+copies is reported until ``indexer reindex``); ``disabled`` (the service computes no keypoints,
+``LOOKALIKE_DUPLICATE_KEYPOINTS=false``: exact copies only, for every item). Candidates indexed
+before keypoints existed are counted in ``unverified``, never guessed.
 """
 
 from __future__ import annotations
@@ -44,8 +45,17 @@ CANDIDATES = 50
 
 
 def duplicates_of(
-    store: VectorStore, item: StoredItem, tenant: str, threshold: float, limit: int
+    store: VectorStore,
+    item: StoredItem,
+    tenant: str,
+    threshold: float,
+    limit: int,
+    *,
+    keypoints: bool = True,
 ) -> dict[str, Any]:
+    """``keypoints``: whether the service computes keypoints (LOOKALIKE_DUPLICATE_KEYPOINTS);
+    without them nothing but exact copies is looked for, even where older points still hold
+    some: the answer must not depend on when an item happened to be indexed."""
     assert item.vector is not None
     sha = item.payload.get("image_sha256")
     exact: list[str] = []
@@ -55,7 +65,9 @@ def duplicates_of(
     found: dict[str, list[dict[str, Any]]] = {"near": [], "variant": []}
     unverified = 0
     mine = verify.decode(item.payload.get(verify.KEYPOINTS_FIELD))
-    if mine is None:
+    if not keypoints:
+        state = "disabled"
+    elif mine is None:
         state = "needs_reindex"
     elif not mine.verifiable:
         state = "too_plain"
@@ -140,7 +152,11 @@ def item_duplicates(item_id: str) -> Response:
     found = store.retrieve([point_id(_item_id(item_id), tenant)], with_vectors=True)
     if not found:
         raise APIError(404, "item_not_found", f"no item with id {item_id!r}", "id")
-    return jsonify(threshold=threshold, **duplicates_of(store, found[0], tenant, threshold, limit))
+    keypoints = _settings().duplicate_keypoints
+    return jsonify(
+        threshold=threshold,
+        **duplicates_of(store, found[0], tenant, threshold, limit, keypoints=keypoints),
+    )
 
 
 @bp.post("/v1/duplicates")
@@ -160,13 +176,14 @@ def many_duplicates() -> Response:
         item.point_id: item
         for item in store.retrieve([point_id(i, tenant) for i in ids], with_vectors=True)
     }
+    keypoints = _settings().duplicate_keypoints
     items, missing = [], []
     for item_id in ids:
         item = found.get(point_id(item_id, tenant))
         if item is None:
             missing.append(item_id)
         else:
-            items.append(duplicates_of(store, item, tenant, threshold, limit))
+            items.append(duplicates_of(store, item, tenant, threshold, limit, keypoints=keypoints))
     return jsonify(threshold=threshold, items=items, missing=missing)
 
 
@@ -201,10 +218,12 @@ def openapi_paths() -> dict[str, Any]:
             "id": {"type": "string"},
             "verification": {
                 "type": "string",
-                "enum": ["verified", "too_plain", "needs_reindex"],
+                "enum": ["verified", "too_plain", "needs_reindex", "disabled"],
                 "description": "too_plain: the image has too few keypoints to verify, so it "
                 "has exact copies only; needs_reindex: indexed before keypoints were stored, "
-                "exact copies only until `indexer reindex`",
+                "exact copies only until `indexer reindex`; disabled: the service computes "
+                "no keypoints (LOOKALIKE_DUPLICATE_KEYPOINTS=false), so near-duplicates and "
+                "variants are not looked for: exact copies only",
             },
             "exact": {
                 "type": "array",

@@ -5,7 +5,8 @@ Pages through the catalog (``GET /v1/items``) and asks for the duplicates of eac
 end up in one group. Exact copies (same bytes), near-duplicates (the same photo or shot,
 edited, verified by its keypoints: lookalike/verify.py) and colour variants (the same shot in
 another colour) are reported apart. Items that could not be verified are counted: too plain
-to have keypoints, or indexed before keypoints were stored (until ``indexer reindex``).
+to have keypoints, indexed before keypoints were stored (until ``indexer reindex``), or
+every item when the service computes no keypoints (``LOOKALIKE_DUPLICATE_KEYPOINTS=false``).
 """
 
 from __future__ import annotations
@@ -105,11 +106,19 @@ UNVERIFIABLE = {
     "`indexer reindex`",
     "too_plain": "too plain to verify (too few keypoints): exact copies only",
 }
+# The service's switch, not the items': said once, without listing the whole catalog.
+DISABLED = (
+    "near-duplicates and colour variants not looked for: the service computes no keypoints "
+    "(LOOKALIKE_DUPLICATE_KEYPOINTS=false); exact copies only"
+)
 
 
 def unverifiable_lines(unverifiable: dict[str, list[str]], shown: int = 10) -> list[str]:
     lines = []
     for state, ids in sorted(unverifiable.items()):
+        if state == "disabled":
+            lines.append(f"  {len(ids)} items: {DISABLED}")
+            continue
         more = f" and {len(ids) - shown} more" if len(ids) > shown else ""
         lines.append(
             f"  {len(ids)} items {UNVERIFIABLE.get(state, state)}: {', '.join(ids[:shown])}{more}"

@@ -139,6 +139,10 @@ class Settings:
     # of keypoints one similarity transform explains reaches this: lookalike/verify.py,
     # measured in docs/indexer.md.
     duplicate_threshold: float = 0.08
+    # The worker computes and stores each image's keypoints at ingest and reindex (~16 CPU-ms
+    # a 1.5 MP photo, about as much as decode and model together: docs/performance.md). Off:
+    # no keypoints, and the duplicates answers report exact copies only (``disabled``).
+    duplicate_keypoints: bool = True
     # The catalog's own metadata fields, their types and roles (filter, facet, group): JSON
     # ({"fields": {...}}), or the path of a JSON file holding it; empty: category, brand
     # (keywords), price (float), in_stock (bool). README "The catalog schema".

@@ -37,6 +37,7 @@ from lookalike.images import (
 )
 from lookalike.schema import (
     DEFAULT_TENANT,
+    KEYPOINTS_FIELD,
     RETIRED_FIELDS,
     InvalidId,
     point_id,
@@ -202,15 +203,18 @@ def _decode_item(
         return None
     decoded = time.thread_time()
     metrics.observe_stage("decode", decoded - read)
-    try:
-        # What verifies near-duplicates without decoding the image again (lookalike/verify.py),
-        # from more pixels than the model's when shrink-on-load reduced them (worker/keypoints.py).
-        keypoints = keypoint_payload(data, image, max_pixels=runtime.settings.max_image_pixels)
-    except ImageProblem as exc:
-        report.fail(item_id, exc.code, exc.message)
-        return None
-    finally:
-        metrics.observe_stage("keypoints", time.thread_time() - decoded)
+    keypoints: dict[str, Any] = {}
+    if runtime.settings.duplicate_keypoints:
+        try:
+            # What verifies near-duplicates without decoding the image again
+            # (lookalike/verify.py), from more pixels than the model's when shrink-on-load
+            # reduced them (worker/keypoints.py).
+            keypoints = keypoint_payload(data, image, max_pixels=runtime.settings.max_image_pixels)
+        except ImageProblem as exc:
+            report.fail(item_id, exc.code, exc.message)
+            return None
+        finally:
+            metrics.observe_stage("keypoints", time.thread_time() - decoded)
     metadata = raw.get("metadata") or {}
     payload = {
         "item_id": item_id,
@@ -304,8 +308,9 @@ def reindex_items(runtime: WorkerRuntime, target: str, point_ids: list[str]) -> 
         item = _decode_item(runtime, raw, report, mode, embedder.input_size)
         if item is not None:
             # Keep everything the payload holds (ingest time included) but the retired
-            # fields; the vector and the keypoints change.
-            kept = {k: v for k, v in stored.payload.items() if k not in RETIRED_FIELDS}
+            # fields; the vector and the keypoints change (none when they are turned off).
+            dropped = (*RETIRED_FIELDS, KEYPOINTS_FIELD)
+            kept = {k: v for k, v in stored.payload.items() if k not in dropped}
             item.payload = {**kept, **item.payload}
             decoded.append(item)
     started = time.perf_counter()
