@@ -48,7 +48,9 @@ def plain(shade: int) -> bytes:
 
 def put_blob(client: Any, data: bytes) -> str:
     sha = hashlib.sha256(data).hexdigest()
-    resp = client.put(f"/v1/blobs/{sha}", data=data, content_type="application/octet-stream")
+    resp = client.put(
+        f"/v1/blobs/{sha}", data=data, content_type="application/octet-stream", headers=TENANT
+    )
     assert resp.status_code == 200, resp.get_json()
     return sha
 
