@@ -17,7 +17,7 @@ fields have payload indexes).
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -82,11 +82,19 @@ def filters_from_args(args: MultiDict[str, str], schema: CatalogSchema) -> dict[
                 else:
                     filters[declared.path] = _keywords(values, name)
         if declared.ranged:
-            low = _bound(declared, args.get(f"{name}_min"), f"{name}_min")
-            high = _bound(declared, args.get(f"{name}_max"), f"{name}_max")
-            if low is not None or high is not None:
-                filters[declared.path] = _range(declared, low, high, name)
+            _add_range(filters, declared, args.get, name)
     return filters
+
+
+def _add_range(
+    filters: dict[str, Any], declared: CatalogField, get: Callable[[str], Any], where: str
+) -> None:
+    """``<name>_min`` / ``<name>_max`` of a ranged field, read with ``get`` (a query string's
+    or a JSON body's), as a range filter; errors name ``<where>_min`` / ``<where>_max``."""
+    low = _bound(declared, get(f"{declared.name}_min"), f"{where}_min")
+    high = _bound(declared, get(f"{declared.name}_max"), f"{where}_max")
+    if low is not None or high is not None:
+        filters[declared.path] = _range(declared, low, high, where)
 
 
 def _from_text(declared: CatalogField, raw: str, name: str) -> Any:
@@ -208,10 +216,7 @@ def filters_from_json(raw: Any, schema: CatalogSchema, prefix: str) -> dict[str,
             if values:
                 filters[declared.path] = _keywords(values, where)
         if declared.ranged:
-            low = _bound(declared, body.get(f"{name}_min"), f"{where}_min")
-            high = _bound(declared, body.get(f"{name}_max"), f"{where}_max")
-            if low is not None or high is not None:
-                filters[declared.path] = _range(declared, low, high, where)
+            _add_range(filters, declared, body.get, where)
     return filters
 
 

@@ -68,9 +68,8 @@ from lookalike.duplicates import candidate_query
 from lookalike.images import (
     DECODE_FULL,
     DECODE_SCALED,
-    SCALED_DECODE_FACTOR,
+    decode_as,
     decode_image,
-    decode_scaled,
 )
 from lookalike.settings import FEATURES, Settings
 from worker.keypoints import find_keypoints, keypoint_source
@@ -213,8 +212,9 @@ def fashion_samples(rng: np.random.Generator) -> Iterator[Sample]:
 # ----------------------------------------------------------------------------- edits
 
 
-# The shorter side the service's decoder keeps (set by --decode): 0 decodes in full.
-_side = 0
+# How the service decodes (set by --decode) for the model's input side.
+_decode = DECODE_SCALED
+_input_size = 224
 # Where the keypoints are found (set by --keypoints-on): as the worker does
 # (worker/keypoints.py keypoint_source), on the model's image itself, or on the full decode.
 _keypoints_on = "worker"
@@ -230,9 +230,7 @@ class Shot:
 
 def service_decode(data: bytes) -> Image.Image:
     """A file as the worker decodes it (worker/pipeline.py decode_for)."""
-    if _side:
-        return decode_scaled(data, max_pixels=MAX_PIXELS, side=_side)
-    return decode_image(data, max_pixels=MAX_PIXELS)
+    return decode_as(data, _decode, max_pixels=MAX_PIXELS, input_size=_input_size)
 
 
 def _jpeg(image: Image.Image, quality: int) -> Shot:
@@ -601,9 +599,9 @@ def main() -> None:
     started = time.monotonic()
     samples = samples_of(np.random.default_rng(args.seed))
     embedder = load_embedder(args.model, args.cache_dir, features=args.features)
-    global _side, _keypoints_on
+    global _decode, _input_size, _keypoints_on
     _keypoints_on = args.keypoints_on
-    _side = SCALED_DECODE_FACTOR * embedder.input_size if args.decode == DECODE_SCALED else 0
+    _decode, _input_size = args.decode, embedder.input_size
     tune_samples, test_samples = split(samples)
     tune = build_half(tune_samples, embedder, args.seed + 1)
     test = build_half(test_samples, embedder, args.seed + 2)

@@ -43,10 +43,9 @@ from indexer.datasets import LabelledImage
 from lookalike.images import (
     DECODE_FULL,
     DECODE_SCALED,
-    SCALED_DECODE_FACTOR,
     ImageProblem,
+    decode_as,
     decode_image,
-    decode_scaled,
 )
 from lookalike.schema import point_id
 from lookalike.store import Search, StoredItem, VectorStore
@@ -252,16 +251,17 @@ def embed_items(
     max_pixels: int,
     cache_dir: Path | None = None,
     progress: TextIO | None = None,
-    scaled_side: int = 0,
+    decode: str = DECODE_FULL,
+    input_size: int = 0,
 ) -> Embedded:
     """Decode each image once and run every method on it, ``_BATCH`` images at a time.
 
     ``versions`` names what each method computes (an embedder's version): with
     ``cache_dir``, vectors are kept there per dataset and version and reused.
-    ``scaled_side`` > 0: decode shrink-on-load to that side, as the worker does for a new
-    catalog (lookalike/images.py decode_scaled); 0: in full.
+    ``decode``: as the worker decodes a catalog of that mode for a model of ``input_size``
+    (lookalike/images.py decode_as): ``DECODE_SCALED`` shrink-on-load, ``DECODE_FULL`` in full.
     """
-    if scaled_side > 0:
+    if decode != DECODE_FULL:
         versions = {name: f"{v}:{DECODE_SCALED}" for name, v in versions.items()}
     started = time.monotonic()
     key = _dataset_key(items)
@@ -287,10 +287,7 @@ def embed_items(
             for i in range(start, min(start + _BATCH, len(items))):
                 try:
                     data = items[i].path.read_bytes()
-                    if scaled_side > 0:
-                        image = decode_scaled(data, max_pixels=max_pixels, side=scaled_side)
-                    else:
-                        image = decode_image(data, max_pixels=max_pixels)
+                    image = decode_as(data, decode, max_pixels=max_pixels, input_size=input_size)
                 except (OSError, ImageProblem) as exc:
                     failed[items[i].id] = str(exc)
                     continue
@@ -443,7 +440,8 @@ def evaluate(
         max_pixels=settings.max_image_pixels,
         cache_dir=cache_dir,
         progress=progress,
-        scaled_side=SCALED_DECODE_FACTOR * embedder.input_size if decode != DECODE_FULL else 0,
+        decode=decode,
+        input_size=embedder.input_size,
     )
     seconds["embed"] = embedded.seconds
     kept = [items[i] for i in embedded.ok]

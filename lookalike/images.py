@@ -147,6 +147,15 @@ def decode_scaled(data: bytes, *, max_pixels: int, side: int) -> Image.Image:
     return img
 
 
+def decode_as(data: bytes, mode: str, *, max_pixels: int, input_size: int) -> Image.Image:
+    """A catalog image decoded the way ``mode`` (``DECODE_FULL`` / ``DECODE_SCALED``) says,
+    for a model of input side ``input_size``: what the worker, ``indexer evaluate`` and the
+    duplicate benchmark all decode."""
+    if mode == DECODE_FULL:
+        return decode_image(data, max_pixels=max_pixels)
+    return decode_scaled(data, max_pixels=max_pixels, side=SCALED_DECODE_FACTOR * input_size)
+
+
 def _open(data: bytes, max_pixels: int) -> Image.Image:
     """Open the image lazily (header only) and apply the header checks."""
     if not data:

@@ -30,10 +30,9 @@ from lookalike.images import (
     DECODE_FIELD,
     DECODE_FULL,
     DECODE_SCALED,
-    SCALED_DECODE_FACTOR,
     ImageProblem,
+    decode_as,
     decode_image,
-    decode_scaled,
 )
 from lookalike.schema import (
     DEFAULT_TENANT,
@@ -98,12 +97,8 @@ def decode_mode(runtime: WorkerRuntime, version: Version | None) -> str:
 
 def decode_for(runtime: WorkerRuntime, data: bytes, mode: str, input_size: int) -> Image.Image:
     """A catalog image decoded the way ``mode`` says (lookalike/images.py DECODE_*)."""
-    if mode == DECODE_FULL:
-        return decode_image(data, max_pixels=runtime.settings.max_image_pixels)
-    return decode_scaled(
-        data,
-        max_pixels=runtime.settings.max_image_pixels,
-        side=SCALED_DECODE_FACTOR * input_size,
+    return decode_as(
+        data, mode, max_pixels=runtime.settings.max_image_pixels, input_size=input_size
     )
 
 
