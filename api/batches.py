@@ -31,8 +31,15 @@ from typing import Any
 
 from flask import Blueprint, Flask, Response, jsonify, request, url_for
 
+from api.contract import (
+    MAX_BATCH_ITEMS,
+    SHA256_PATTERN,
+    BatchItemsBody,
+    DeleteBody,
+    MetadataBody,
+    parse_body,
+)
 from api.errors import APIError
-from api.params import item_id as valid_item_id
 from api.routes import (
     _blobs,
     _catalog,
@@ -43,18 +50,14 @@ from api.routes import (
     stored_metadata,
 )
 from lookalike.images import ImageProblem, sha256_hex, validate_image
-from lookalike.schema import ID_PATTERN, MAX_ID_LENGTH, InvalidMetadata, point_id
+from lookalike.schema import InvalidMetadata, point_id
 from lookalike.store import StoreError, mirror_versions
 from lookalike.tasks import INDEX_ITEMS
 
 bp = Blueprint("batches", __name__)
 
-MAX_BATCH_ITEMS = 256
-# POST /v1/batches/metadata: replace an item's whole metadata, or set the fields given.
-METADATA_MODES = ("replace", "merge")
 # The largest POST /v1/blobs request; each image in it is also held to max_upload_bytes.
 MAX_BLOBS_REQUEST_BYTES = 64 * 2**20
-SHA256_PATTERN = "^[0-9a-f]{64}$"
 _SHA256_RE = re.compile(SHA256_PATTERN)
 
 
@@ -72,29 +75,8 @@ def json_body() -> dict[str, Any]:
     return body
 
 
-def json_list(body: dict[str, Any], name: str, most: int) -> list[Any]:
-    value = body.get(name)
-    if value is None:
-        raise APIError(400, "missing_field", f"{name} is required", name)
-    if not isinstance(value, list) or not value:
-        raise APIError(400, "invalid_parameter", f"{name} must be a non-empty list", name)
-    if len(value) > most:
-        raise APIError(400, "invalid_parameter", f"at most {most} entries in {name}", name)
-    return value
-
-
-def unique_ids(entries: list[Any], name: str, key: str | None = "id") -> list[str]:
-    """The item ids of a list of objects (or of plain ids, key None); each id at most once."""
-    ids = []
-    for i, entry in enumerate(entries):
-        field = f"{name}[{i}]"
-        if key is not None:
-            if not isinstance(entry, dict):
-                raise APIError(400, "invalid_parameter", f"{field} must be an object", field)
-            if key not in entry:
-                raise APIError(400, "missing_field", f"{field}.{key} is required", field)
-            entry = entry[key]
-        ids.append(valid_item_id(entry, field))
+def unique_ids(ids: list[str], name: str) -> list[str]:
+    """``ids`` (checked by their model), each at most once."""
     if len(set(ids)) != len(ids):
         raise APIError(400, "duplicate_id", f"an item id appears twice in {name}", name)
     return ids
@@ -117,9 +99,8 @@ def metadata_problem(value: Any, field: str) -> dict[str, str] | None:
     return None
 
 
-def checked_metadata(entry: dict[str, Any], field: str) -> dict[str, Any]:
-    """The entry's metadata object as given (its fields are checked by metadata_problem)."""
-    value = entry.get("metadata", {})
+def checked_metadata(value: Any, field: str) -> dict[str, Any]:
+    """An entry's metadata object as given (its fields are checked by metadata_problem)."""
     if not isinstance(value, dict):
         raise APIError(400, "invalid_metadata", f"{field}.metadata must be a JSON object", field)
     return value
@@ -210,21 +191,15 @@ def _store_blob(sha256: str, data: bytes, tenant: str) -> tuple[int, str, str] |
 def add_batch() -> tuple[Response, int]:
     """Index many items whose images were uploaded with PUT /v1/blobs, as one task."""
     tenant = _tenant()
-    body = json_body()
-    entries = json_list(body, "items", MAX_BATCH_ITEMS)
-    ids = unique_ids(entries, "items")
-    job = valid_item_id(body["job"], "job") if "job" in body else None
+    body = parse_body(BatchItemsBody, json_body())
+    unique_ids([entry.id for entry in body.items], "items")
     accepted: list[dict[str, Any]] = []
     rejected: list[dict[str, str]] = []
-    for i, (item_id, entry) in enumerate(zip(ids, entries, strict=True)):
+    for i, entry in enumerate(body.items):
         field = f"items[{i}]"
-        sha = entry.get("image_sha256")
-        if not isinstance(sha, str) or not _SHA256_RE.fullmatch(sha):
-            raise APIError(
-                400, "invalid_parameter", f"{field}.image_sha256 must be a hex sha256", field
-            )
-        if "metadata" in entry:
-            metadata = checked_metadata(entry, field)
+        item_id, sha = entry.id, entry.image_sha256
+        if "metadata" in entry.model_fields_set:
+            metadata = checked_metadata(entry.metadata, field)
             problem = metadata_problem(metadata, field)
             if problem is None:
                 metadata = _catalog().check_metadata(metadata)
@@ -246,7 +221,7 @@ def add_batch() -> tuple[Response, int]:
     if not accepted:
         return jsonify(task_id=None, status_url=None, accepted=[], rejected=rejected), 200
     names = [a["id"] for a in accepted]
-    meta = {"items": names, "tenant": tenant, "job": job}
+    meta = {"items": names, "tenant": tenant, "job": body.job}
     task_id = _tasks().send(INDEX_ITEMS, accepted, meta=meta)
     return (
         jsonify(
@@ -264,24 +239,14 @@ def update_metadata() -> Response:
     """Replace the metadata of existing items (``"mode": "merge"``: set the fields given,
     keep the others); nothing is re-embedded."""
     tenant = _tenant()
-    body = json_body()
-    unknown = sorted(set(body) - {"items", "mode"})
-    if unknown:
-        raise APIError(400, "invalid_parameter", f"unknown field {unknown[0]}", unknown[0])
-    mode = body.get("mode", "replace")
-    if mode not in METADATA_MODES:
-        raise APIError(
-            400, "invalid_parameter", f"mode must be one of {', '.join(METADATA_MODES)}", "mode"
-        )
-    entries = json_list(body, "items", MAX_BATCH_ITEMS)
-    ids = unique_ids(entries, "items")
+    body = parse_body(MetadataBody, json_body())
+    mode = body.mode
+    ids = unique_ids([entry.id for entry in body.items], "items")
     changes: dict[str, tuple[str, dict[str, Any]]] = {}
     failed: list[dict[str, str]] = []
-    for i, (item_id, entry) in enumerate(zip(ids, entries, strict=True)):
-        field = f"items[{i}]"
-        if "metadata" not in entry:
-            raise APIError(400, "missing_field", f"{field}.metadata is required", field)
-        metadata = checked_metadata(entry, field)
+    for i, entry in enumerate(body.items):
+        field, item_id = f"items[{i}]", entry.id
+        metadata = checked_metadata(entry.metadata, field)
         problem = metadata_problem(metadata, field)
         if problem is not None:
             failed.append({"id": item_id, **problem})
@@ -315,8 +280,7 @@ def update_metadata() -> Response:
 def delete_batch() -> Response:
     """Remove items from the index; ids that are not there are listed as missing."""
     tenant = _tenant()
-    body = json_body()
-    ids = unique_ids(json_list(body, "ids", MAX_BATCH_ITEMS * 4), "ids", key=None)
+    ids = unique_ids(parse_body(DeleteBody, json_body()).ids, "ids")
     wanted = {point_id(i, tenant): i for i in ids}
     store = _store()
     found = [item.point_id for item in store.retrieve(list(wanted))]
@@ -335,219 +299,8 @@ def delete_batch() -> Response:
 
 
 def init_app(app: Flask) -> None:
-    """Register the catalog-job blueprints (this one, duplicates, reindex) and document them."""
+    """Register the catalog-job blueprints (this one, duplicates, reindex)."""
     from api import duplicates, reindex
-    from api.openapi import register_paths
 
     for blueprint in (bp, duplicates.bp, reindex.bp):
         app.register_blueprint(blueprint)
-    register_paths(app, openapi_paths())
-    register_paths(app, duplicates.openapi_paths())
-    register_paths(app, reindex.openapi_paths())
-
-
-def openapi_paths() -> dict[str, Any]:
-    from api.openapi import _json, _json_body, _op
-
-    item_id = {"type": "string", "pattern": f"^{ID_PATTERN}$", "maxLength": MAX_ID_LENGTH}
-    sha = {"type": "string", "pattern": SHA256_PATTERN}
-
-    def failures_of(key: str) -> dict[str, Any]:
-        """A list of refusals, each naming what it refuses by ``key``."""
-        return {
-            "type": "array",
-            "items": {
-                "type": "object",
-                "required": [key, "code", "message"],
-                "properties": {
-                    key: {"type": "string"},
-                    "code": {"type": "string"},
-                    "message": {"type": "string"},
-                    "field": {"type": "string"},
-                },
-            },
-        }
-
-    failures = failures_of("id")
-    names = {"type": "array", "items": {"type": "string"}}
-    batch_item = {
-        "type": "object",
-        "required": ["id", "image_sha256"],
-        "properties": {"id": item_id, "image_sha256": sha, "metadata": {"type": "object"}},
-    }
-    accepted = {
-        "type": "object",
-        "required": ["task_id", "status_url", "accepted", "rejected"],
-        "properties": {
-            "task_id": {"type": "string", "nullable": True},
-            "status_url": {"type": "string", "nullable": True},
-            "accepted": names,
-            "rejected": failures,
-        },
-    }
-    return {
-        "/v1/blobs": {
-            "post": _op(
-                f"upload up to {MAX_BATCH_ITEMS} images in one request, each file part named "
-                "by its sha256 (each checked and read through; a bad one is rejected alone)",
-                {
-                    "200": _json(
-                        {
-                            "type": "object",
-                            "required": ["stored", "rejected"],
-                            "properties": {
-                                "stored": names,
-                                "rejected": failures_of("sha256"),
-                            },
-                        },
-                        "the images stored (or already there), and the ones refused",
-                    )
-                },
-                body={
-                    "required": True,
-                    "content": {
-                        "multipart/form-data": {
-                            "schema": {
-                                "type": "object",
-                                "additionalProperties": {"type": "string", "format": "binary"},
-                            }
-                        }
-                    },
-                },
-                errors=(413, 415),
-                tag="batches",
-            ),
-        },
-        "/v1/blobs/{sha256}": {
-            "parameters": [
-                {"name": "sha256", "in": "path", "required": True, "schema": sha},
-            ],
-            "put": _op(
-                "upload an image by its sha256 (checked, and read through to refuse a bad file)",
-                {
-                    "200": _json(
-                        {
-                            "type": "object",
-                            "required": ["sha256", "size"],
-                            "properties": {
-                                "sha256": {"type": "string"},
-                                "size": {"type": "integer"},
-                            },
-                        },
-                        "stored (or already there)",
-                    )
-                },
-                body={
-                    "required": True,
-                    "content": {
-                        "application/octet-stream": {
-                            "schema": {"type": "string", "format": "binary"}
-                        }
-                    },
-                },
-                errors=(413, 422),
-                tag="batches",
-            ),
-        },
-        "/v1/batches": {
-            "post": _op(
-                f"index up to {MAX_BATCH_ITEMS} items whose images are uploaded, as one task",
-                {
-                    "202": _json(accepted, "queued as one task; `rejected` items were not"),
-                    "200": _json(accepted, "nothing to queue: every item was rejected"),
-                },
-                body=_json_body(
-                    {
-                        "type": "object",
-                        "required": ["items"],
-                        "properties": {
-                            "items": {
-                                "type": "array",
-                                "minItems": 1,
-                                "maxItems": MAX_BATCH_ITEMS,
-                                "items": batch_item,
-                            },
-                            "job": item_id,
-                        },
-                    }
-                ),
-                errors=(415, 503),
-                tag="batches",
-            )
-        },
-        "/v1/batches/metadata": {
-            "post": _op(
-                "replace (or merge) items' metadata without re-embedding them",
-                {
-                    "200": _json(
-                        {
-                            "type": "object",
-                            "required": ["updated", "failed"],
-                            "properties": {"updated": names, "failed": failures},
-                        },
-                        "updated items, and the ones that could not be",
-                    )
-                },
-                body=_json_body(
-                    {
-                        "type": "object",
-                        "required": ["items"],
-                        "properties": {
-                            "items": {
-                                "type": "array",
-                                "minItems": 1,
-                                "maxItems": MAX_BATCH_ITEMS,
-                                "items": {
-                                    "type": "object",
-                                    "required": ["id", "metadata"],
-                                    "properties": {
-                                        "id": item_id,
-                                        "metadata": {"type": "object"},
-                                    },
-                                },
-                            },
-                            "mode": {
-                                "type": "string",
-                                "enum": list(METADATA_MODES),
-                                "default": "replace",
-                            },
-                        },
-                    }
-                ),
-                errors=(415, 503),
-                tag="batches",
-            )
-        },
-        "/v1/batches/delete": {
-            "post": _op(
-                "remove items from the index",
-                {
-                    "200": _json(
-                        {
-                            "type": "object",
-                            "required": ["deleted", "missing"],
-                            "properties": {"deleted": names, "missing": names},
-                        },
-                        "removed items, and the ids that were not there",
-                    )
-                },
-                body=_json_body(
-                    {
-                        "type": "object",
-                        "required": ["ids"],
-                        "properties": {
-                            "ids": {
-                                "type": "array",
-                                "minItems": 1,
-                                "maxItems": MAX_BATCH_ITEMS * 4,
-                                "uniqueItems": True,
-                                "items": item_id,
-                            }
-                        },
-                    }
-                ),
-                errors=(415, 503),
-                tag="batches",
-            )
-        },
-    }

@@ -161,33 +161,6 @@ def reject_unknown(body: Mapping[str, Any], allowed: tuple[str, ...], prefix: st
             raise invalid(f"{prefix}{key}", f"{prefix}{key} must not be null (leave it out)")
 
 
-def options_from_json(
-    body: Mapping[str, Any],
-    schema: CatalogSchema,
-    *,
-    prefix: str = "",
-    groups: bool = True,
-    diversity: bool = True,
-) -> QueryOptions:
-    limit = _json_int(body, "limit", 10, 1, MAX_LIMIT, prefix)
-    offset = _json_int(body, "offset", 0, 0, MAX_OFFSET, prefix)
-    threshold = _json_float(body, "score_threshold", prefix)
-    group_by = body.get("group_by")
-    if group_by is not None and not groups:
-        raise invalid(f"{prefix}group_by", "this query cannot be grouped")
-    if group_by is not None and not isinstance(group_by, str):
-        raise invalid(f"{prefix}group_by", "group_by must be a string")
-    group_size = _json_int(body, "group_size", 1, 1, MAX_GROUP_SIZE, prefix)
-    spread = _json_float(body, "diversity", prefix, 0.0, 1.0)
-    if spread is not None and not diversity:
-        raise invalid(f"{prefix}diversity", "diversity applies to searches by item or photo")
-    raw_filter = body.get("filter")
-    filters = {} if raw_filter is None else filters_from_json(raw_filter, schema, f"{prefix}filter")
-    return checked_options(
-        schema, limit, offset, threshold, filters, group_by, group_size, spread, prefix
-    )
-
-
 def filter_keys(schema: CatalogSchema) -> tuple[str, ...]:
     return tuple(n for f in schema.with_role("filter") for n in filter_parameters(f))
 
@@ -227,34 +200,6 @@ def item_id(value: Any, field_name: str) -> str:
         return validate_id(value, field_name)
     except InvalidId as exc:
         raise APIError(400, "invalid_id", str(exc), field_name) from exc
-
-
-def _json_int(
-    body: Mapping[str, Any], name: str, default: int, lo: int, hi: int, prefix: str
-) -> int:
-    value = body.get(name)
-    if value is None:
-        return default
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise invalid(f"{prefix}{name}", f"{name} must be an integer")
-    if not lo <= value <= hi:
-        raise invalid(f"{prefix}{name}", f"{name} must be between {lo} and {hi}")
-    return value
-
-
-def _json_float(
-    body: Mapping[str, Any],
-    name: str,
-    prefix: str,
-    lo: float | None = None,
-    hi: float | None = None,
-) -> float | None:
-    value = body.get(name)
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise invalid(f"{prefix}{name}", f"{name} must be a number")
-    return _bounded(float(value), f"{prefix}{name}", lo, hi)
 
 
 # --------------------------------------------------------------------------- shared

@@ -22,6 +22,7 @@ from api.contract import (
     RecommendBody,
     RecommendEntry,
     SimilarEntry,
+    options_from_body,
     options_from_query,
     parse_body,
 )
@@ -31,7 +32,6 @@ from api.params import (
     ids_from_form,
     invalid,
     json_object,
-    options_from_json,
 )
 from api.routes import (
     _get_item,
@@ -235,11 +235,7 @@ def discover() -> Response:
 
 def _body_options(body: QueryOptionsBody) -> QueryOptions:
     """A validated body's query options, its filter read through the catalog schema."""
-    given = body.model_dump(
-        include={"limit", "offset", "score_threshold", "filter", "group_by", "group_size"},
-        exclude_none=True,
-    )
-    return options_from_json(given, _schema(), diversity=False)
+    return options_from_body(body, _schema())
 
 
 @bp.post("/v1/batch")
@@ -282,14 +278,12 @@ def batch() -> Response:
 
 
 def _batch_entry(entry: SimilarEntry | RecommendEntry) -> dict[str, Any]:
-    options = entry.model_dump(
-        include={"limit", "offset", "score_threshold", "filter", "diversity"}, exclude_none=True
-    )
+    options = options_from_body(entry, _schema())
     if isinstance(entry, SimilarEntry):
         return {
             "ids": [entry.id],
             "echo": {"id": entry.id},
-            "options": options_from_json(options, _schema(), groups=False),
+            "options": options,
         }
     return {
         "ids": list(dict.fromkeys(entry.positive + entry.negative)),
@@ -298,5 +292,5 @@ def _batch_entry(entry: SimilarEntry | RecommendEntry) -> dict[str, Any]:
             "negative": entry.negative,
             "strategy": entry.strategy,
         },
-        "options": options_from_json(options, _schema(), groups=False, diversity=False),
+        "options": options,
     }

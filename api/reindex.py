@@ -21,11 +21,18 @@ pointed at the wrong service does nothing.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypeVar
 
 from flask import Blueprint, Response, g, jsonify, url_for
 
 from api.batches import json_body
+from api.contract import (
+    ReindexBody,
+    ReindexPageBody,
+    ReindexStartBody,
+    ReindexVerifyBody,
+    parse_body,
+)
 from api.errors import APIError
 from api.routes import _settings, _store, _tasks
 from lookalike.schema import ModelNotBuilt, vector_size
@@ -35,8 +42,7 @@ from lookalike.tasks import REINDEX_ITEMS
 
 bp = Blueprint("reindex", __name__)
 
-MAX_PAGE = 1000
-DEFAULT_PAGE = 256
+Body = TypeVar("Body", bound=ReindexBody)
 
 
 def _admin() -> None:
@@ -49,15 +55,11 @@ def _admin() -> None:
         )
 
 
-def _body() -> dict[str, Any]:
-    """The JSON body, checked to name this service's catalog."""
+def _body(model: type[Body]) -> Body:
+    """The JSON body, read by ``model`` and checked to name this service's catalog."""
     _admin()
-    body = json_body()
-    if "collection" not in body:
-        raise APIError(
-            400, "missing_field", "collection (the catalog's name) is required", "collection"
-        )
-    if body["collection"] != _settings().collection:
+    body = parse_body(model, json_body())
+    if body.collection != _settings().collection:
         raise APIError(
             400,
             "wrong_collection",
@@ -65,18 +67,6 @@ def _body() -> dict[str, Any]:
             "collection",
         )
     return body
-
-
-def _page(body: dict[str, Any]) -> tuple[str | None, int]:
-    cursor = body.get("cursor")
-    if cursor is not None and not isinstance(cursor, str):
-        raise APIError(400, "invalid_parameter", "cursor must be a string or null", "cursor")
-    limit = body.get("limit", DEFAULT_PAGE)
-    if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_PAGE:
-        raise APIError(
-            400, "invalid_parameter", f"limit must be an integer from 1 to {MAX_PAGE}", "limit"
-        )
-    return cursor, limit
 
 
 def _scroll(store: VectorStore, cursor: str | None, limit: int) -> tuple[list[Any], str | None]:
@@ -131,12 +121,7 @@ def status() -> Response:
 @bp.post("/v1/reindex")
 def start() -> tuple[Response, int]:
     """Start a reindex into a new version for ``model``, or resume the one in progress."""
-    body = _body()
-    model = body.get("model")
-    if not isinstance(model, str) or model not in MODELS:
-        raise APIError(
-            400, "invalid_parameter", f"model must be one of {', '.join(MODELS)}", "model"
-        )
+    model = _body(ReindexStartBody).model
     try:
         dim = vector_size(_settings().replace(model=model))
     except (SettingsError, ModelNotBuilt) as exc:
@@ -160,11 +145,10 @@ def start() -> tuple[Response, int]:
 @bp.post("/v1/reindex/batches")
 def queue_page() -> tuple[Response, int]:
     """Queue the re-embedding of one page of the active version (every tenant)."""
-    body = _body()
-    cursor, limit = _page(body)
+    body = _body(ReindexPageBody)
     store = _store()
     target = _next(store)
-    points, next_cursor = _scroll(store, cursor, limit)
+    points, next_cursor = _scroll(store, body.cursor, body.limit)
     if not points:
         return jsonify(task_id=None, status_url=None, count=0, next_cursor=next_cursor), 200
     task_id = _tasks().send(
@@ -192,11 +176,8 @@ def _same_payload(a: dict[str, Any], b: dict[str, Any]) -> bool:
 def verify_page() -> tuple[Response, int]:
     """Compare one page of a side (``source``: the active version, ``target``: next) with the
     other and repair the difference: re-queue missing or stale items, copy metadata, delete."""
-    body = _body()
-    cursor, limit = _page(body)
-    side = body.get("side", "source")
-    if side not in ("source", "target"):
-        raise APIError(400, "invalid_parameter", "side must be source or target", "side")
+    body = _body(ReindexVerifyBody)
+    cursor, limit, side = body.cursor, body.limit, body.side
     store = _store()
     target = store.version(_next(store).name)
     requeue: list[str] = []
@@ -242,7 +223,7 @@ def verify_page() -> tuple[Response, int]:
 @bp.post("/v1/reindex/switch")
 def switch() -> Response:
     """Serve the new version: ``active`` := next, ``previous`` := the old one, at once."""
-    _body()
+    _body(ReindexBody)
     store = _store()
     target = _next(store)
     aliases = store.aliases()
@@ -257,7 +238,7 @@ def switch() -> Response:
 @bp.post("/v1/reindex/rollback")
 def rollback() -> Response:
     """Serve the previous version again (and keep the newer one as ``previous``)."""
-    _body()
+    _body(ReindexBody)
     store = _store()
     aliases = store.aliases()
     if aliases.previous is None or aliases.active is None:
@@ -269,7 +250,7 @@ def rollback() -> Response:
 @bp.post("/v1/reindex/commit")
 def commit() -> Response:
     """Keep the active version for good: drop ``previous`` (no rollback after this)."""
-    _body()
+    _body(ReindexBody)
     store = _store()
     previous = store.aliases().previous
     if previous is None:
@@ -282,158 +263,9 @@ def commit() -> Response:
 @bp.post("/v1/reindex/abort")
 def abort() -> Response:
     """Give up a reindex in progress: drop the ``next`` version."""
-    _body()
+    _body(ReindexBody)
     store = _store()
     target = _next(store)
     store.set_aliases(next=None)
     store.drop_version(target.name)
     return jsonify(_status(store))
-
-
-def openapi_paths() -> dict[str, Any]:
-    from api.openapi import _json, _json_body, _op
-
-    version = {
-        "type": "object",
-        "nullable": True,
-        "required": ["name", "model", "count"],
-        "properties": {
-            "name": {"type": "string"},
-            "model": {"type": "string"},
-            "count": {"type": "integer"},
-        },
-    }
-    status_schema: dict[str, Any] = {
-        "type": "object",
-        "required": ["collection", "active", "previous", "next", "versions"],
-        "properties": {
-            "collection": {"type": "string"},
-            "active": version,
-            "previous": version,
-            "next": version,
-            "versions": {
-                "type": "array",
-                "items": {
-                    "type": "object",
-                    "required": ["name", "model"],
-                    "properties": {"name": {"type": "string"}, "model": {"type": "string"}},
-                },
-            },
-        },
-    }
-    collection = {"type": "string", "description": "the catalog's name, as a confirmation"}
-    plain = _json_body(
-        {"type": "object", "required": ["collection"], "properties": {"collection": collection}}
-    )
-    page = {
-        "collection": collection,
-        "cursor": {"type": "string", "nullable": True},
-        "limit": {"type": "integer", "minimum": 1, "maximum": MAX_PAGE, "default": DEFAULT_PAGE},
-    }
-    queued = {
-        "type": "object",
-        "required": ["task_id", "status_url", "count", "next_cursor"],
-        "properties": {
-            "task_id": {"type": "string", "nullable": True},
-            "status_url": {"type": "string", "nullable": True},
-            "count": {"type": "integer"},
-            "next_cursor": {"type": "string", "nullable": True},
-        },
-    }
-    verified = {
-        "type": "object",
-        "required": ["checked", "requeued", "updated", "deleted", "task_id", "next_cursor"],
-        "properties": {
-            "checked": {"type": "integer"},
-            "requeued": {"type": "integer"},
-            "updated": {"type": "integer"},
-            "deleted": {"type": "integer"},
-            "task_id": {"type": "string", "nullable": True},
-            "next_cursor": {"type": "string", "nullable": True},
-        },
-    }
-    started = {
-        **status_schema,
-        "required": [*status_schema["required"], "started"],
-        "properties": {**status_schema["properties"], "started": {"type": "boolean"}},
-    }
-
-    def admin(summary: str, responses: dict[str, Any], body: Any, errors: tuple[int, ...]) -> Any:
-        return _op(summary, responses, body=body, errors=(415, 503, *errors), tag="reindex")
-
-    return {
-        "/v1/reindex": {
-            "get": _op(
-                "the catalog's versions: active, previous (for rollback), next (being built)",
-                {"200": _json(status_schema, "versions and their point counts")},
-                errors=(503,),
-                tag="reindex",
-            ),
-            "post": admin(
-                "start re-embedding the catalog with another model (or resume)",
-                {
-                    "201": _json(started, "a new version is being built"),
-                    "200": _json(started, "this reindex was already in progress"),
-                },
-                _json_body(
-                    {
-                        "type": "object",
-                        "required": ["collection", "model"],
-                        "properties": {
-                            "collection": collection,
-                            "model": {"type": "string", "enum": list(MODELS)},
-                        },
-                    }
-                ),
-                (409,),
-            ),
-        },
-        "/v1/reindex/batches": {
-            "post": admin(
-                "queue the re-embedding of one page of the active version",
-                {
-                    "202": _json(queued, "queued"),
-                    "200": _json(queued, "nothing left on this page"),
-                },
-                _json_body({"type": "object", "required": ["collection"], "properties": page}),
-                (409,),
-            )
-        },
-        "/v1/reindex/verify": {
-            "post": admin(
-                "compare a page of one side with the other and repair the difference",
-                {
-                    "200": _json(verified, "checked; nothing to re-embed"),
-                    "202": _json(verified, "checked; re-embedding queued"),
-                },
-                _json_body(
-                    {
-                        "type": "object",
-                        "required": ["collection"],
-                        "properties": {
-                            **page,
-                            "side": {
-                                "type": "string",
-                                "enum": ["source", "target"],
-                                "default": "source",
-                            },
-                        },
-                    }
-                ),
-                (409,),
-            )
-        },
-        **{
-            f"/v1/reindex/{name}": {
-                "post": admin(
-                    summary, {"200": _json(status_schema, "the versions now")}, plain, (409,)
-                )
-            }
-            for name, summary in (
-                ("switch", "serve the new version (atomically); keep the old one for rollback"),
-                ("rollback", "serve the previous version again"),
-                ("commit", "drop the previous version (no rollback after this)"),
-                ("abort", "drop the version a reindex was building"),
-            )
-        },
-    }

@@ -17,10 +17,11 @@ from PIL import Image
 
 from api.auth import keyring, request_tenant, signed_url
 from api.celery_client import TaskClient
+from api.contract import FacetsArgs, ItemsArgs, JobsArgs, ThumbnailArgs, parse_query
 from api.errors import APIError
 from api.params import filters_from_args
 from api.readiness import served_by_workers
-from api.thumbnails import DEFAULT_SIZE, MIMETYPE, SIZES, Thumbnails
+from api.thumbnails import MIMETYPE, Thumbnails
 from lookalike.blobs import BlobStore
 from lookalike.images import ImageProblem, check_image, sha256_hex, validate_image
 from lookalike.schema import (
@@ -97,19 +98,6 @@ def _item_id(raw: str | None, field: str = "id") -> str:
         return validate_id(raw, field)
     except InvalidId as exc:
         raise APIError(400, "invalid_id", str(exc), field) from exc
-
-
-def _int_arg(name: str, default: int, lo: int, hi: int) -> int:
-    raw = request.args.get(name)
-    if raw is None:
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise APIError(400, "invalid_parameter", f"{name} must be an integer", name) from None
-    if not lo <= value <= hi:
-        raise APIError(400, "invalid_parameter", f"{name} must be between {lo} and {hi}", name)
-    return value
 
 
 def _uploaded_image(field: str = "image", *, header_only: bool = False) -> bytes:
@@ -345,16 +333,12 @@ def add_item() -> tuple[Response, int]:
 @bp.get("/v1/items")
 def list_items() -> Response:
     tenant = _tenant()
-    limit = _int_arg("limit", 50, 1, 500)
-    cursor = request.args.get("cursor") or None
-    sort = request.args.get("sort") or None
-    if sort not in (None, "newest"):
-        raise APIError(400, "invalid_parameter", "sort must be newest (or left out)", "sort")
+    args = parse_query(ItemsArgs, request.args)
+    limit, cursor, sort = args.limit, args.cursor or None, args.sort
     schema = _catalog()
     where: dict[str, Any] = {"tenant": tenant, **filters_from_args(request.args, schema)}
-    text = request.args.get("q")
-    if text is not None:
-        where.update(_text_search(text, schema))
+    if args.q is not None:
+        where.update(_text_search(args.q, schema))
     store = _store()
     try:
         if sort == "newest":
@@ -392,7 +376,8 @@ def facets() -> Response:
     tenant = _tenant()
     schema = _catalog()
     facets = [f.name for f in schema.with_role("facet")]
-    name = request.args.get("field", facets[0] if facets else "")
+    args = parse_query(FacetsArgs, request.args)
+    name = args.field if args.field is not None else (facets[0] if facets else "")
     declared = schema.field(name)
     if declared is None or "facet" not in declared.roles:
         raise APIError(
@@ -401,10 +386,9 @@ def facets() -> Response:
             f"field must be one of {', '.join(facets) or '(none)'}",
             "field",
         )
-    limit = _int_arg("limit", 100, 1, 1000)
     filters = filters_from_args(request.args, schema)
     filters.pop(declared.path, None)  # a field's own filter would hide its other values
-    found = _store().facet(declared.path, where={"tenant": tenant, **filters}, limit=limit)
+    found = _store().facet(declared.path, where={"tenant": tenant, **filters}, limit=args.limit)
     return jsonify(field=name, values=[{"value": f.value, "count": f.count} for f in found])
 
 
@@ -445,11 +429,7 @@ def item_image(item_id: str) -> Response:
 @bp.get("/v1/items/<item_id>/thumbnail")
 @signed_url
 def item_thumbnail(item_id: str) -> Response:
-    size = _int_arg("size", DEFAULT_SIZE, min(SIZES), max(SIZES))
-    if size not in SIZES:
-        raise APIError(
-            400, "invalid_parameter", f"size must be one of {', '.join(map(str, SIZES))}", "size"
-        )
+    size = parse_query(ThumbnailArgs, request.args).size
     item = _get_item(_item_id(item_id), _tenant())
     source = _item_image_path(item)
     path = _thumbnails().get(item.payload["image_sha256"], source, size)
@@ -535,7 +515,7 @@ def task_statuses() -> Response:
 def jobs() -> Response:
     """The tenant's latest ingestion tasks, and their progress per job label."""
     tenant = _tenant()
-    limit = _int_arg("limit", 200, 1, 1000)
+    limit = parse_query(JobsArgs, request.args).limit
     entries = _tasks().history.recent(tenant, limit)
     states = _tasks().states([e["task_id"] for e in entries])
     tasks = []
