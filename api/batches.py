@@ -29,8 +29,9 @@ import json
 import re
 from typing import Any
 
-from flask import Blueprint, Flask, Response, jsonify, request, url_for
+from flask import Blueprint, Response, jsonify, request, url_for
 
+from api import context
 from api.contract import (
     MAX_BATCH_ITEMS,
     SHA256_PATTERN,
@@ -40,15 +41,7 @@ from api.contract import (
     parse_body,
 )
 from api.errors import APIError
-from api.routes import (
-    _blobs,
-    _catalog,
-    _settings,
-    _store,
-    _tasks,
-    _tenant,
-    stored_metadata,
-)
+from api.routes import stored_metadata
 from lookalike.images import ImageProblem, sha256_hex, validate_image
 from lookalike.schema import InvalidMetadata, point_id
 from lookalike.store import StoreError, mirror_versions
@@ -61,20 +54,6 @@ MAX_BLOBS_REQUEST_BYTES = 64 * 2**20
 _SHA256_RE = re.compile(SHA256_PATTERN)
 
 
-def json_body() -> dict[str, Any]:
-    body = request.get_json(silent=True)
-    if body is None:
-        raise APIError(
-            415 if not request.is_json else 400,
-            "unsupported_media_type" if not request.is_json else "invalid_json",
-            "the body must be a JSON object (Content-Type: application/json)",
-            "body",
-        )
-    if not isinstance(body, dict):
-        raise APIError(400, "invalid_json", "the body must be a JSON object", "body")
-    return body
-
-
 def unique_ids(ids: list[str], name: str) -> list[str]:
     """``ids`` (checked by their model), each at most once."""
     if len(set(ids)) != len(ids):
@@ -85,11 +64,14 @@ def unique_ids(ids: list[str], name: str) -> list[str]:
 def metadata_problem(value: Any, field: str) -> dict[str, str] | None:
     """Why an item's metadata cannot be stored (its size, a declared field of another
     type: ``field`` names it), or None."""
-    if len(json.dumps(value, separators=(",", ":")).encode()) > _settings().max_metadata_bytes:
-        limit = _settings().max_metadata_bytes
+    if (
+        len(json.dumps(value, separators=(",", ":")).encode())
+        > context.settings().max_metadata_bytes
+    ):
+        limit = context.settings().max_metadata_bytes
         return {"code": "metadata_too_large", "message": f"metadata may be at most {limit} bytes"}
     try:
-        _catalog().check_metadata(value)
+        context.catalog().check_metadata(value)
     except InvalidMetadata as exc:
         return {
             "code": "invalid_metadata",
@@ -117,7 +99,7 @@ def put_blob(sha256: str) -> tuple[Response, int]:
             400, "invalid_parameter", "the path must name a lower-case hex sha256", "sha256"
         )
     data = request.get_data(cache=False)
-    problem = _store_blob(sha256, data, _tenant())
+    problem = _store_blob(sha256, data, context.tenant())
     if problem is not None:
         status, code, message = problem
         field = {400: "sha256", 422: "body"}.get(status)
@@ -129,8 +111,8 @@ def put_blob(sha256: str) -> tuple[Response, int]:
 def post_blobs() -> Response:
     """Store many images in one request: a multipart form whose file parts are each named by
     their sha256. Each image is checked and stored, or rejected alone with its reason."""
-    settings = _settings()
-    tenant = _tenant()
+    settings = context.settings()
+    tenant = context.tenant()
     # Werkzeug enforces these while it parses, before any image is read.
     request.max_content_length = MAX_BLOBS_REQUEST_BYTES
     request.max_form_parts = MAX_BATCH_ITEMS + 16
@@ -167,13 +149,13 @@ def post_blobs() -> Response:
 def _store_blob(sha256: str, data: bytes, tenant: str) -> tuple[int, str, str] | None:
     """Check an upload and store it for ``tenant``; (HTTP status, code, message) when it is
     refused."""
-    settings = _settings()
+    settings = context.settings()
     if len(data) > settings.max_upload_bytes:
         limit = settings.max_upload_bytes
         return 413, "payload_too_large", f"images may be at most {limit} bytes"
     if sha256_hex(data) != sha256:
         return 400, "checksum_mismatch", "the body's sha256 is not the one named"
-    blobs = _blobs()
+    blobs = context.blobs()
     # A blob this tenant stored was checked when it was stored, and the same hash is the same
     # bytes: a re-run of an ingestion job does not decode its images again. Another tenant's
     # copy does not count (the answer, and its time, must not tell that it exists).
@@ -190,8 +172,8 @@ def _store_blob(sha256: str, data: bytes, tenant: str) -> tuple[int, str, str] |
 @bp.post("/v1/batches")
 def add_batch() -> tuple[Response, int]:
     """Index many items whose images were uploaded with PUT /v1/blobs, as one task."""
-    tenant = _tenant()
-    body = parse_body(BatchItemsBody, json_body())
+    tenant = context.tenant()
+    body = parse_body(BatchItemsBody, context.json_body())
     unique_ids([entry.id for entry in body.items], "items")
     accepted: list[dict[str, Any]] = []
     rejected: list[dict[str, str]] = []
@@ -202,11 +184,11 @@ def add_batch() -> tuple[Response, int]:
             metadata = checked_metadata(entry.metadata, field)
             problem = metadata_problem(metadata, field)
             if problem is None:
-                metadata = _catalog().check_metadata(metadata)
+                metadata = context.catalog().check_metadata(metadata)
         else:
             # No metadata: the worker keeps an existing item's (api/routes.py add_item).
             metadata, problem = None, None
-        if problem is None and not _blobs().owns(tenant, sha):
+        if problem is None and not context.blobs().owns(tenant, sha):
             problem = {
                 "code": "image_missing",
                 "message": "this tenant uploaded no image with this sha256 "
@@ -222,7 +204,7 @@ def add_batch() -> tuple[Response, int]:
         return jsonify(task_id=None, status_url=None, accepted=[], rejected=rejected), 200
     names = [a["id"] for a in accepted]
     meta = {"items": names, "tenant": tenant, "job": body.job}
-    task_id = _tasks().send(INDEX_ITEMS, accepted, meta=meta)
+    task_id = context.tasks().send(INDEX_ITEMS, accepted, meta=meta)
     return (
         jsonify(
             task_id=task_id,
@@ -238,8 +220,8 @@ def add_batch() -> tuple[Response, int]:
 def update_metadata() -> Response:
     """Replace the metadata of existing items (``"mode": "merge"``: set the fields given,
     keep the others); nothing is re-embedded."""
-    tenant = _tenant()
-    body = parse_body(MetadataBody, json_body())
+    tenant = context.tenant()
+    body = parse_body(MetadataBody, context.json_body())
     mode = body.mode
     ids = unique_ids([entry.id for entry in body.items], "items")
     changes: dict[str, tuple[str, dict[str, Any]]] = {}
@@ -251,8 +233,11 @@ def update_metadata() -> Response:
         if problem is not None:
             failed.append({"id": item_id, **problem})
         else:
-            changes[point_id(item_id, tenant)] = (item_id, _catalog().check_metadata(metadata))
-    store = _store()
+            changes[point_id(item_id, tenant)] = (
+                item_id,
+                context.catalog().check_metadata(metadata),
+            )
+    store = context.store()
     found = stored_metadata(list(changes))
     updated = []
     for pid, (item_id, metadata) in changes.items():
@@ -279,10 +264,10 @@ def update_metadata() -> Response:
 @bp.post("/v1/batches/delete")
 def delete_batch() -> Response:
     """Remove items from the index; ids that are not there are listed as missing."""
-    tenant = _tenant()
-    ids = unique_ids(parse_body(DeleteBody, json_body()).ids, "ids")
+    tenant = context.tenant()
+    ids = unique_ids(parse_body(DeleteBody, context.json_body()).ids, "ids")
     wanted = {point_id(i, tenant): i for i in ids}
-    store = _store()
+    store = context.store()
     found = [item.point_id for item in store.retrieve(list(wanted))]
     if found:
         store.delete(found)
@@ -296,11 +281,3 @@ def delete_batch() -> Response:
 
 
 # --------------------------------------------------------------------------- registration
-
-
-def init_app(app: Flask) -> None:
-    """Register the catalog-job blueprints (this one, duplicates, reindex)."""
-    from api import duplicates, reindex
-
-    for blueprint in (bp, duplicates.bp, reindex.bp):
-        app.register_blueprint(blueprint)

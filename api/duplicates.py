@@ -25,11 +25,10 @@ from typing import Any
 
 from flask import Blueprint, Response, jsonify, request
 
+from api import context
 from api.auth import read_only
-from api.batches import json_body
 from api.contract import DuplicatesArgs, DuplicatesBody, parse_body, parse_query
 from api.errors import APIError
-from api.routes import _item_id, _settings, _store, _tenant
 from lookalike import verify
 from lookalike.duplicates import candidate_query
 from lookalike.schema import point_id
@@ -110,15 +109,15 @@ def duplicates_of(
 
 @bp.get("/v1/items/<item_id>/duplicates")
 def item_duplicates(item_id: str) -> Response:
-    tenant = _tenant()
+    tenant = context.tenant()
     args = parse_query(DuplicatesArgs, request.args)
-    threshold = _settings().duplicate_threshold if args.threshold is None else args.threshold
+    threshold = context.settings().duplicate_threshold if args.threshold is None else args.threshold
     limit = args.limit
-    store = _store()
-    found = store.retrieve([point_id(_item_id(item_id), tenant)], with_vectors=True)
+    store = context.store()
+    found = store.retrieve([point_id(context.item_id(item_id), tenant)], with_vectors=True)
     if not found:
         raise APIError(404, "item_not_found", f"no item with id {item_id!r}", "id")
-    keypoints = _settings().duplicate_keypoints
+    keypoints = context.settings().duplicate_keypoints
     return jsonify(
         threshold=threshold,
         **duplicates_of(store, found[0], tenant, threshold, limit, keypoints=keypoints),
@@ -129,19 +128,19 @@ def item_duplicates(item_id: str) -> Response:
 @read_only
 def many_duplicates() -> Response:
     """The duplicates of up to :data:`MAX_DUPLICATE_IDS` items at once (ingestion reports)."""
-    tenant = _tenant()
-    body = parse_body(DuplicatesBody, json_body())
+    tenant = context.tenant()
+    body = parse_body(DuplicatesBody, context.json_body())
     ids = body.ids
     if len(set(ids)) != len(ids):
         raise APIError(400, "duplicate_id", "an item id appears twice in ids", "ids")
-    threshold = _settings().duplicate_threshold if body.threshold is None else body.threshold
+    threshold = context.settings().duplicate_threshold if body.threshold is None else body.threshold
     limit = body.limit
-    store = _store()
+    store = context.store()
     found = {
         item.point_id: item
         for item in store.retrieve([point_id(i, tenant) for i in ids], with_vectors=True)
     }
-    keypoints = _settings().duplicate_keypoints
+    keypoints = context.settings().duplicate_keypoints
     items, missing = [], []
     for item_id in ids:
         item = found.get(point_id(item_id, tenant))

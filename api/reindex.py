@@ -25,7 +25,7 @@ from typing import Any, TypeVar
 
 from flask import Blueprint, Response, g, jsonify, url_for
 
-from api.batches import json_body
+from api import context
 from api.contract import (
     ReindexBody,
     ReindexPageBody,
@@ -34,7 +34,6 @@ from api.contract import (
     parse_body,
 )
 from api.errors import APIError
-from api.routes import _settings, _store, _tasks
 from lookalike.schema import ModelNotBuilt, vector_size
 from lookalike.settings import MODELS, SettingsError
 from lookalike.store import StoreError, StoreUnavailable, VectorStore, Version
@@ -58,12 +57,12 @@ def _admin() -> None:
 def _body(model: type[Body]) -> Body:
     """The JSON body, read by ``model`` and checked to name this service's catalog."""
     _admin()
-    body = parse_body(model, json_body())
-    if body.collection != _settings().collection:
+    body = parse_body(model, context.json_body())
+    if body.collection != context.settings().collection:
         raise APIError(
             400,
             "wrong_collection",
-            f"this service's catalog is {_settings().collection!r}",
+            f"this service's catalog is {context.settings().collection!r}",
             "collection",
         )
     return body
@@ -81,7 +80,7 @@ def _scroll(store: VectorStore, cursor: str | None, limit: int) -> tuple[list[An
 def _model(version: Version | None) -> str | None:
     if version is None:
         return None
-    return version.label if version.label in MODELS else _settings().model
+    return version.label if version.label in MODELS else context.settings().model
 
 
 def _describe(store: VectorStore, version: Version | None) -> dict[str, Any] | None:
@@ -115,7 +114,7 @@ def _next(store: VectorStore) -> Version:
 @bp.get("/v1/reindex")
 def status() -> Response:
     _admin()
-    return jsonify(_status(_store()))
+    return jsonify(_status(context.store()))
 
 
 @bp.post("/v1/reindex")
@@ -123,10 +122,10 @@ def start() -> tuple[Response, int]:
     """Start a reindex into a new version for ``model``, or resume the one in progress."""
     model = _body(ReindexStartBody).model
     try:
-        dim = vector_size(_settings().replace(model=model))
+        dim = vector_size(context.settings().replace(model=model))
     except (SettingsError, ModelNotBuilt) as exc:
         raise APIError(409, "model_unavailable", str(exc), "model") from exc
-    store = _store()
+    store = context.store()
     upcoming = store.aliases().next
     if upcoming is not None:
         if _model(upcoming) != model:
@@ -146,12 +145,12 @@ def start() -> tuple[Response, int]:
 def queue_page() -> tuple[Response, int]:
     """Queue the re-embedding of one page of the active version (every tenant)."""
     body = _body(ReindexPageBody)
-    store = _store()
+    store = context.store()
     target = _next(store)
     points, next_cursor = _scroll(store, body.cursor, body.limit)
     if not points:
         return jsonify(task_id=None, status_url=None, count=0, next_cursor=next_cursor), 200
-    task_id = _tasks().send(
+    task_id = context.tasks().send(
         REINDEX_ITEMS,
         target.name,
         [p.point_id for p in points],
@@ -178,7 +177,7 @@ def verify_page() -> tuple[Response, int]:
     other and repair the difference: re-queue missing or stale items, copy metadata, delete."""
     body = _body(ReindexVerifyBody)
     cursor, limit, side = body.cursor, body.limit, body.side
-    store = _store()
+    store = context.store()
     target = store.version(_next(store).name)
     requeue: list[str] = []
     updated = deleted = 0
@@ -204,7 +203,7 @@ def verify_page() -> tuple[Response, int]:
         deleted = len(gone)
     task_id = None
     if requeue:
-        task_id = _tasks().send(
+        task_id = context.tasks().send(
             REINDEX_ITEMS, target.collection, requeue, meta={"items": [], "job": "reindex"}
         )
     return (
@@ -224,7 +223,7 @@ def verify_page() -> tuple[Response, int]:
 def switch() -> Response:
     """Serve the new version: ``active`` := next, ``previous`` := the old one, at once."""
     _body(ReindexBody)
-    store = _store()
+    store = context.store()
     target = _next(store)
     aliases = store.aliases()
     assert aliases.active is not None
@@ -239,7 +238,7 @@ def switch() -> Response:
 def rollback() -> Response:
     """Serve the previous version again (and keep the newer one as ``previous``)."""
     _body(ReindexBody)
-    store = _store()
+    store = context.store()
     aliases = store.aliases()
     if aliases.previous is None or aliases.active is None:
         raise APIError(409, "no_previous", "there is no previous version to roll back to")
@@ -251,7 +250,7 @@ def rollback() -> Response:
 def commit() -> Response:
     """Keep the active version for good: drop ``previous`` (no rollback after this)."""
     _body(ReindexBody)
-    store = _store()
+    store = context.store()
     previous = store.aliases().previous
     if previous is None:
         raise APIError(409, "no_previous", "there is no previous version to drop")
@@ -264,7 +263,7 @@ def commit() -> Response:
 def abort() -> Response:
     """Give up a reindex in progress: drop the ``next`` version."""
     _body(ReindexBody)
-    store = _store()
+    store = context.store()
     target = _next(store)
     store.set_aliases(next=None)
     store.drop_version(target.name)
