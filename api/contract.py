@@ -17,6 +17,7 @@ A new query option is a field of its model here, read by its route: two files.
 from __future__ import annotations
 
 import math
+from dataclasses import fields
 from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import (
@@ -202,16 +203,7 @@ def options_from_query(
     opts = parse_query(QueryArgs, args)
     if opts.group_by is not None and not groups:
         raise invalid("group_by", "this query cannot be grouped")
-    return checked_options(
-        schema,
-        opts.limit,
-        opts.offset,
-        opts.score_threshold,
-        filters_from_args(args, schema),
-        opts.group_by,
-        opts.group_size,
-        opts.diversity,
-    )
+    return _options(schema, opts, filters_from_args(args, schema))
 
 
 def parse_body(model: type[Model], body: Any) -> Model:
@@ -238,16 +230,18 @@ def options_from_body(body: PageOptions, schema: CatalogSchema) -> QueryOptions:
     """A validated body's query options (a recommend, discover or batch entry's), its filter
     read through the catalog schema."""
     filters = {} if body.filter is None else filters_from_json(body.filter, schema, "filter")
-    return checked_options(
-        schema,
-        body.limit,
-        body.offset,
-        body.score_threshold,
-        filters,
-        getattr(body, "group_by", None),
-        getattr(body, "group_size", 1),
-        getattr(body, "diversity", None),
-    )
+    return _options(schema, body, filters)
+
+
+# QueryOptions' fields that a model of this module may declare (with the same name).
+_OPTIONS = frozenset(f.name for f in fields(QueryOptions)) - {"filters"}
+
+
+def _options(schema: CatalogSchema, given: BaseModel, filters: dict[str, Any]) -> QueryOptions:
+    """The query options ``given`` declares, by name: a new option is a field of its model
+    here and of QueryOptions, read where the query runs."""
+    values = {name: getattr(given, name) for name in _OPTIONS & set(type(given).model_fields)}
+    return checked_options(schema, QueryOptions(filters=filters, **values))
 
 
 def parse_query(model: type[Model], args: MultiDict[str, str]) -> Model:

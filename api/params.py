@@ -221,25 +221,15 @@ def _keywords(values: list[str], name: str) -> str | list[str]:
     return values[0] if len(values) == 1 else list(dict.fromkeys(values))
 
 
-def checked_options(
-    schema: CatalogSchema,
-    limit: int,
-    offset: int,
-    threshold: float | None,
-    filters: dict[str, Any],
-    group_by: str | None,
-    group_size: int,
-    diversity: float | None,
-    prefix: str = "",
-) -> QueryOptions:
+def checked_options(schema: CatalogSchema, options: QueryOptions) -> QueryOptions:
+    """``options`` (read by their model), checked together and against the catalog."""
+    group_by = options.group_by
     if group_by is not None:
         groupable = [f.name for f in schema.with_role("group")]
         if group_by not in groupable:
-            raise invalid(
-                f"{prefix}group_by", f"group_by must be one of {', '.join(groupable) or '(none)'}"
-            )
-        if offset:
-            raise invalid(f"{prefix}offset", "grouped results have no offset")
-        if diversity is not None:
-            raise invalid(f"{prefix}diversity", "choose group_by or diversity, not both")
-    return QueryOptions(limit, offset, threshold, filters, group_by, group_size, diversity)
+            raise invalid("group_by", f"group_by must be one of {', '.join(groupable) or '(none)'}")
+        if options.offset:
+            raise invalid("offset", "grouped results have no offset")
+        if options.diversity is not None:
+            raise invalid("diversity", "choose group_by or diversity, not both")
+    return options
