@@ -17,7 +17,7 @@ A new query option is a field of its model here, read by its route: two files.
 from __future__ import annotations
 
 import math
-from dataclasses import fields
+from dataclasses import dataclass, field, fields
 from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import (
@@ -41,8 +41,6 @@ from api.params import (
     MAX_GROUP_SIZE,
     MAX_LIMIT,
     MAX_OFFSET,
-    QueryOptions,
-    checked_options,
     filters_from_args,
     filters_from_json,
     invalid,
@@ -233,13 +231,39 @@ def options_from_body(body: PageOptions, schema: CatalogSchema) -> QueryOptions:
     return _options(schema, body, filters)
 
 
+@dataclass(frozen=True)
+class QueryOptions:
+    limit: int = 10
+    offset: int = 0
+    score_threshold: float | None = None
+    # payload field path -> condition, for lookalike.store's `where` (the tenant is added later)
+    filters: dict[str, Any] = field(default_factory=dict)
+    group_by: str | None = None
+    group_size: int = 1
+    diversity: float | None = None
+
+
+def checked_options(schema: CatalogSchema, options: QueryOptions) -> QueryOptions:
+    """``options`` (read by their model), checked together and against the catalog."""
+    group_by = options.group_by
+    if group_by is not None:
+        groupable = [f.name for f in schema.with_role("group")]
+        if group_by not in groupable:
+            raise invalid("group_by", f"group_by must be one of {', '.join(groupable) or '(none)'}")
+        if options.offset:
+            raise invalid("offset", "grouped results have no offset")
+        if options.diversity is not None:
+            raise invalid("diversity", "choose group_by or diversity, not both")
+    return options
+
+
 # QueryOptions' fields that a model of this module may declare (with the same name).
 _OPTIONS = frozenset(f.name for f in fields(QueryOptions)) - {"filters"}
 
 
 def _options(schema: CatalogSchema, given: BaseModel, filters: dict[str, Any]) -> QueryOptions:
     """The query options ``given`` declares, by name: a new option is a field of its model
-    here and of QueryOptions, read where the query runs."""
+    here and of QueryOptions (this module), read where the query runs (api/queries.py)."""
     values = {name: getattr(given, name) for name in _OPTIONS & set(type(given).model_fields)}
     return checked_options(schema, QueryOptions(filters=filters, **values))
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from typing import Any
 
 from werkzeug.datastructures import MultiDict
@@ -34,18 +33,6 @@ MAX_EXAMPLES = 20
 MAX_BATCH = 50
 MAX_FILTER_VALUES = 50
 MAX_VALUE_LENGTH = 256
-
-
-@dataclass(frozen=True)
-class QueryOptions:
-    limit: int = 10
-    offset: int = 0
-    score_threshold: float | None = None
-    # payload field path -> condition, for lookalike.store's `where` (the tenant is added later)
-    filters: dict[str, Any] = field(default_factory=dict)
-    group_by: str | None = None
-    group_size: int = 1
-    diversity: float | None = None
 
 
 def invalid(field_name: str, message: str) -> APIError:
@@ -219,17 +206,3 @@ def _keywords(values: list[str], name: str) -> str | list[str]:
     if any(not v or len(v) > MAX_VALUE_LENGTH for v in values):
         raise invalid(name, f"values must be 1 to {MAX_VALUE_LENGTH} characters")
     return values[0] if len(values) == 1 else list(dict.fromkeys(values))
-
-
-def checked_options(schema: CatalogSchema, options: QueryOptions) -> QueryOptions:
-    """``options`` (read by their model), checked together and against the catalog."""
-    group_by = options.group_by
-    if group_by is not None:
-        groupable = [f.name for f in schema.with_role("group")]
-        if group_by not in groupable:
-            raise invalid("group_by", f"group_by must be one of {', '.join(groupable) or '(none)'}")
-        if options.offset:
-            raise invalid("offset", "grouped results have no offset")
-        if options.diversity is not None:
-            raise invalid("diversity", "choose group_by or diversity, not both")
-    return options

@@ -19,6 +19,7 @@ from api.auth import read_only
 from api.contract import (
     BatchBody,
     DiscoverBody,
+    QueryOptions,
     QueryOptionsBody,
     RecommendBody,
     RecommendEntry,
@@ -29,7 +30,6 @@ from api.contract import (
 )
 from api.errors import APIError
 from api.params import (
-    QueryOptions,
     ids_from_form,
     invalid,
     json_object,
