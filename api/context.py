@@ -67,8 +67,8 @@ def item_id(raw: str | None, field: str = "id") -> str:
         raise APIError(400, "invalid_id", str(exc), field) from exc
 
 
-def json_body() -> dict[str, Any]:
-    """The request's JSON object (a 415 when it is not JSON, a 400 when not an object)."""
+def json_payload() -> Any:
+    """The request's JSON (a 415 when it is not JSON, a 400 when it does not parse)."""
     body = request.get_json(silent=True)
     if body is None:
         raise APIError(
@@ -77,6 +77,12 @@ def json_body() -> dict[str, Any]:
             "the body must be a JSON object (Content-Type: application/json)",
             "body",
         )
+    return body
+
+
+def json_body() -> dict[str, Any]:
+    """The request's JSON object (a 400 ``invalid_json`` when it is not an object)."""
+    body = json_payload()
     if not isinstance(body, dict):
         raise APIError(400, "invalid_json", "the body must be a JSON object", "body")
     return body

@@ -124,15 +124,8 @@ def _vectors(**fields: list[str]) -> dict[str, np.ndarray]:
 
 
 def _json_body() -> dict[str, Any]:
-    body = request.get_json(silent=True)
-    if body is None:
-        raise APIError(
-            415 if not request.is_json else 400,
-            "unsupported_media_type" if not request.is_json else "invalid_json",
-            "the body must be a JSON object (Content-Type: application/json)",
-            "body",
-        )
-    return json_object(body)
+    # A JSON value that is not an object: invalid_parameter here (the batches say invalid_json).
+    return json_object(context.json_payload())
 
 
 @bp.get("/v1/items/<item_id>/similar")
