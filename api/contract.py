@@ -309,8 +309,9 @@ class ItemsArgs(Options):
         None,
         min_length=1,
         max_length=200,
-        description="items whose id holds these words, or whose name or title (when the "
-        "catalog has them) has words starting with them",
+        description="items whose id holds these words (or whose declared name or title has "
+        "words starting with them)",
+        json_schema_extra={"x-catalog-search": True},  # the document names the fields
     )
 
 

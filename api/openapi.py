@@ -311,6 +311,8 @@ class _Catalog:
                 out["enum"] = [value]
             elif key == "x-catalog":
                 return _ref("schemas", value)
+            elif key == "x-catalog-search":
+                continue
             elif key == "x-catalog-role":
                 names = self.roles[value]
                 out["enum"] = names or [""]
@@ -320,6 +322,8 @@ class _Catalog:
                     if key in ("enum", "required", "default", "examples")
                     else self.openapi(value)
                 )
+        if schema.get("x-catalog-search"):
+            out["description"] = _search_description(self.schema)
         if "examples" in out:
             out["example"] = out.pop("examples")[0]
         if "$ref" in out:  # OpenAPI 3.0 reads nothing beside a reference
@@ -342,6 +346,17 @@ _JSON_TYPES: dict[str, Json] = {
     "bool": {"type": "boolean"},
     "datetime": {"type": "string", "format": "date-time"},
 }
+
+
+def _search_description(schema: CatalogSchema) -> str:
+    """What ``q`` matches in this catalog (CatalogSchema.text_search_paths)."""
+    fields = [p.removeprefix("metadata.") for p in schema.text_search_paths()[1:]]
+    if not fields:
+        return "items whose id holds these words"
+    return (
+        f"items whose id holds these words, or whose {' or '.join(fields)} has words "
+        "starting with them"
+    )
 
 
 def _query_param(name: str, schema: Json, description: str, **extra: Any) -> Json:
