@@ -14,7 +14,6 @@ from api.errors import register_error_handlers
 from api.metrics import init_metrics
 from api.thumbnails import Thumbnails
 from lookalike.blobs import BlobStore
-from lookalike.schema import vector_size
 from lookalike.settings import Settings
 from lookalike.store import StoreError, VectorStore, open_store
 
@@ -35,7 +34,7 @@ class StoreHandle:
             if self._store is None:
                 self._store = open_store(self._settings)
             if not self._ready:
-                self._store.ensure_collection(vector_size(self._settings))
+                self._store.ensure_collection(self._settings.vector_size())
                 self._ready = True
             return self._store
 

@@ -28,8 +28,9 @@ from flask import Blueprint, Response, g, jsonify, url_for
 from api.batches import json_body
 from api.errors import APIError
 from api.routes import _settings, _store, _tasks
-from lookalike.schema import ModelNotBuilt, vector_size
-from lookalike.settings import MODELS, SettingsError
+from lookalike.models import MODELS
+from lookalike.schema import ModelNotBuilt
+from lookalike.settings import SettingsError
 from lookalike.store import StoreError, StoreUnavailable, VectorStore, Version
 from lookalike.tasks import REINDEX_ITEMS
 
@@ -138,7 +139,7 @@ def start() -> tuple[Response, int]:
             400, "invalid_parameter", f"model must be one of {', '.join(MODELS)}", "model"
         )
     try:
-        dim = vector_size(_settings().replace(model=model))
+        dim = _settings().replace(model=model).vector_size()
     except (SettingsError, ModelNotBuilt) as exc:
         raise APIError(409, "model_unavailable", str(exc), "model") from exc
     store = _store()

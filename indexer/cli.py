@@ -142,8 +142,8 @@ def main(argv: list[str] | None = None) -> int:
         "--abort", action="store_true", help="drop the version a reindex is building"
     )
     # --- retrieval quality (issue #5): offline, in-process, no API needed --------------------
-    from indexer.evaluate import add_evaluate_parser, run_evaluate
-    from indexer.heads import add_train_head_parser, run_train_head
+    from indexer.quality.evaluate import add_evaluate_parser, run_evaluate
+    from indexer.quality.train_head import add_train_head_parser, run_train_head
 
     add_evaluate_parser(sub)
     add_train_head_parser(sub)

@@ -11,14 +11,14 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from lookalike.schema import CatalogSchema
+from lookalike import schema
+from lookalike.models import MODELS
+from lookalike.schema import CatalogSchema, InvalidId, SchemaError, load_catalog_schema, validate_id
 
 ENV_PREFIX = "LOOKALIKE_"
 
-MODELS = ("efficientnet-lite0", "efficientnet-lite1", "efficientnet-lite2", "custom")
 RUNTIMES = ("tflite", "keras")
 # "resize" keeps the whole image (= "pad" onto white); "stretch" squashes it to a square.
 PREPROCESS_MODES = ("resize", "crop", "pad", "stretch")
@@ -193,7 +193,6 @@ class Settings:
             raise SettingsError(
                 "LOOKALIKE_INFERENCE_THREADS and LOOKALIKE_INFERENCE_INSTANCES must not be negative"
             )
-        from lookalike.schema import SchemaError, load_catalog_schema
 
         try:
             object.__setattr__(self, "catalog", load_catalog_schema(self.catalog_schema))
@@ -218,6 +217,26 @@ class Settings:
         """The features the embedder reads: ``features`` for an EfficientNet-Lite backbone,
         ``pooled`` (its one output) for a user's own model."""
         return "pooled" if self.model == "custom" else self.features
+
+    def vector_size(self) -> int:
+        """The collection's vector size for this configuration: a head's size, a user model's
+        size (both read from their manifest in the model cache, so the API needs no
+        TensorFlow), or the backbone's for its features."""
+        if self.head:
+            return schema.manifest_dim(
+                schema.head_manifest_path(self.model_dir, self.head),
+                "dim",
+                f"head {self.head!r} (train it with `indexer train-head`)",
+            )
+        if self.model == "custom":
+            assert self.custom_model_path is not None
+            return schema.manifest_dim(
+                schema.custom_manifest_path(self.model_dir, self.custom_model_path),
+                "feature_dim",
+                "the custom model (convert it with `python -m worker.model build --custom PATH`)",
+            )
+        dims = schema.MULTISCALE_DIMS if self.model_features == "multiscale" else schema.MODEL_DIMS
+        return dims[self.model]
 
     @property
     def embedded_broker(self) -> bool:
@@ -259,7 +278,6 @@ class Settings:
 
 def parse_api_keys(raw: str, name: str = "API keys") -> list[tuple[str | None, str]]:
     """(tenant or None for every tenant, key) of each entry of a comma-separated key list."""
-    from lookalike.schema import InvalidId, validate_id
 
     keys: list[tuple[str | None, str]] = []
     for entry in (e.strip() for e in raw.split(",")):

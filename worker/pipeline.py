@@ -34,6 +34,7 @@ from lookalike.images import (
     decode_as,
     decode_image,
 )
+from lookalike.models import MODELS
 from lookalike.schema import (
     DEFAULT_TENANT,
     KEYPOINTS_FIELD,
@@ -42,7 +43,6 @@ from lookalike.schema import (
     point_id,
     validate_id,
 )
-from lookalike.settings import MODELS
 from lookalike.store import StoredItem, VectorStore, Version
 from worker import metrics
 from worker.keypoints import keypoint_payload

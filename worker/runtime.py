@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import threading
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from lookalike.blobs import BlobStore
-from lookalike.schema import vector_size
 from lookalike.settings import Settings
 from lookalike.store import VectorStore, open_store
 
@@ -33,7 +32,7 @@ class WorkerRuntime:
             if self._store is None:
                 self._store = open_store(self.settings)
             if not self._store_ready:
-                self._store.ensure_collection(vector_size(self.settings))
+                self._store.ensure_collection(self.settings.vector_size())
                 self._store_ready = True
             return self._store
 
@@ -51,3 +50,9 @@ class WorkerRuntime:
                 self._store.close()
                 self._store = None
                 self._store_ready = False
+
+
+def runtime_of(app: Any) -> WorkerRuntime:
+    """The worker state that ``worker.celery_app.create_celery`` attached to a Celery app."""
+    runtime: WorkerRuntime = app.lookalike
+    return runtime

@@ -13,7 +13,7 @@ from celery import Task, shared_task
 from lookalike.store import StoreUnavailable
 from lookalike.tasks import EMBED_QUERY, INDEX_ITEMS, REINDEX_ITEMS
 from worker import pipeline
-from worker.celery_app import runtime_of
+from worker.runtime import runtime_of
 
 # Only an unreachable vector store is transient; a bad image is recorded, not retried.
 # (LOOKALIKE_TASK_MAX_RETRIES overrides max_retries through task_annotations.)

@@ -367,6 +367,13 @@ def test_the_settings_the_chart_sets_are_settings_the_code_reads() -> None:
     assert settings.log_format == "json"
 
 
+def test_the_charts_model_choices_are_the_registrys_backbones() -> None:
+    from lookalike.models import BACKBONES
+
+    schema = json.loads((REPO / "deploy/helm/lookalike/values.schema.json").read_text())
+    assert schema["properties"]["config"]["properties"]["model"]["enum"] == list(BACKBONES)
+
+
 def test_config_and_secret_checksums_roll_the_pods() -> None:
     def annotations(values: dict[str, Any]) -> dict[str, dict[str, str]]:
         return {

@@ -17,6 +17,7 @@ import pytest
 import skimage.data
 from PIL import Image
 
+from lookalike.models import get_backbone
 from lookalike.schema import head_part
 from lookalike.settings import Settings
 from worker.model import Embedder, build_model_cache, get_embedder, load_embedder, preprocess
@@ -65,6 +66,10 @@ def test_matches_pytorch_reference(
 
     out = embedder.infer(reference["images"])
 
+    # The registry's record of this backbone is what the built model is.
+    backbone = get_backbone(model)
+    assert embedder.input_size == backbone.input_size
+    assert {name: value.shape[1] for name, value in out.items()} == dict(backbone.dims)
     for key in ("features", "logits"):
         error = np.abs(out[key] - reference[key]).max()
         assert error <= PARITY_TOLERANCE, f"{model} {runtime} {key}: max abs error {error:.2e}"

@@ -37,7 +37,7 @@ import numpy as np
 
 from lookalike.schema import head_manifest_path
 from lookalike.settings import HEAD_NAME
-from worker.model.cache import _locked, import_tensorflow, sha256_file
+from worker.model.files import import_tensorflow, locked, sha256_file
 
 HEAD_FORMAT = 1
 KINDS = ("classifier", "triplet", "standardise")
@@ -324,7 +324,7 @@ def save_head(
     keras_path, tflite_path = folder / f"{name}.keras", folder / f"{name}.tflite"
     input_dim = int(model.inputs[0].shape[-1])
     dim = int(model.outputs[0].shape[-1])
-    with _locked(folder / f".{name}.lock"):
+    with locked(folder / f".{name}.lock"):
         staging = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=folder))
         try:
             staged_keras, staged_tflite = staging / keras_path.name, staging / tflite_path.name

@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 import numpy as np
 from PIL import Image
 
-from indexer.datasets import LabelledImage
+from indexer.quality.datasets import LabelledImage
 from lookalike.images import (
     DECODE_FULL,
     DECODE_SCALED,
@@ -687,7 +687,8 @@ def _example_queries(evaluation: Evaluation, count: int, seed: int = 0) -> list[
 
 def add_model_options(parser: argparse.ArgumentParser, *, head: bool = True) -> None:
     """Flags that override the embedder's settings (else LOOKALIKE_* variables, defaults)."""
-    from lookalike.settings import FEATURES, MODELS, PREPROCESS_MODES, RUNTIMES
+    from lookalike.models import MODELS
+    from lookalike.settings import FEATURES, PREPROCESS_MODES, RUNTIMES
 
     group = parser.add_argument_group("model (default: the LOOKALIKE_* settings)")
     group.add_argument("--model", choices=MODELS, default=None)
@@ -745,7 +746,7 @@ def add_evaluate_parser(sub: Any) -> None:
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
-    from indexer.datasets import DatasetError, load_labelled, stratified_sample
+    from indexer.quality.datasets import DatasetError, load_labelled, stratified_sample
 
     try:
         settings = model_settings(args)
