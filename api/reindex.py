@@ -1,6 +1,6 @@
 """Model upgrades without downtime: re-embed the catalog into a new version, switch, roll back.
 
-The catalog is an alias over versions (lookalike/store.py). ``indexer reindex --model NAME``
+The catalog is an alias over versions (lookalike/store/). ``indexer reindex --model NAME``
 drives these calls:
 
 1. ``POST /v1/reindex``: create the version ``<catalog>__<model>__<n>`` and name it ``next``.

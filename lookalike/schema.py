@@ -27,7 +27,7 @@ KEYPOINTS_FIELD = "keypoints"
 # of the old near-duplicate score, 0.7 KiB): a reindex leaves them behind.
 RETIRED_FIELDS = ("color_signature",)
 # Payload fields for the service's own use, too big to travel with every hit: searches,
-# queries and scrolls leave them out (lookalike/store.py); points read by id, and the
+# queries and scrolls leave them out (lookalike/store/); points read by id, and the
 # duplicates search, carry them.
 INTERNAL_FIELDS = (KEYPOINTS_FIELD, *RETIRED_FIELDS)
 

@@ -29,7 +29,7 @@ FEATURES = ("pooled", "multiscale")
 # ("raw"), or scaled as keras.applications' preprocess_input modes "tf", "torch", "caffe" do.
 # Empty: the architecture's own mode (LOOKALIKE_CUSTOM_MODEL_ARCH), else "raw".
 CUSTOM_INPUT_MODES = ("", "raw", "tf", "torch", "caffe")
-# How a new collection stores its vectors (Settings.vector_datatype; lookalike/store.py).
+# How a new collection stores its vectors (Settings.vector_datatype; lookalike/store/).
 VECTOR_DATATYPES = ("float32", "float16")
 LOG_FORMATS = ("text", "json")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")

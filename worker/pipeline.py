@@ -3,7 +3,7 @@
 One bad image fails alone with a recorded reason; its batch-mates are indexed.
 
 Items are embedded with the model of the catalog's active version (its label, see
-lookalike/store.py), so after a reindex switch new items match the vectors already there.
+lookalike/store/), so after a reindex switch new items match the vectors already there.
 While a reindex builds the ``next`` version, or while the ``previous`` one is kept for a
 rollback, each batch is written there too, embedded with that version's model: neither a
 switch nor a rollback loses an item ingested in between.
