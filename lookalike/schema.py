@@ -276,12 +276,10 @@ class CatalogField:
             except ValueError:
                 raise self._wrong(text, "a number") from None
         if kind == "bool":
-            lowered = value.lower()
-            if lowered in _TRUE:
-                return True
-            if lowered in _FALSE:
-                return False
-            raise self._wrong(text, "true or false (or 1/0, yes/no)")
+            parsed = parse_bool(value)
+            if parsed is None:
+                raise self._wrong(text, "true or false (or 1/0, yes/no, on/off)")
+            return parsed
         return self.check(value)
 
     def _wrong(self, value: Any, wanted: str) -> InvalidMetadata:
@@ -291,8 +289,15 @@ class CatalogField:
         )
 
 
-_TRUE = frozenset({"true", "1", "yes", "y"})
-_FALSE = frozenset({"false", "0", "no", "n"})
+# The words the whole service reads as booleans: settings, CSV cells, query strings.
+_TRUE = frozenset({"true", "1", "yes", "y", "on"})
+_FALSE = frozenset({"false", "0", "no", "n", "off"})
+
+
+def parse_bool(text: str) -> bool | None:
+    """True or False for a boolean word (any case, surrounding spaces ignored); None else."""
+    word = text.strip().lower()
+    return True if word in _TRUE else False if word in _FALSE else None
 
 
 def _keyword(value: str, name: str) -> str:

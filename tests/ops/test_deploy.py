@@ -358,7 +358,7 @@ def test_the_settings_the_chart_sets_are_settings_the_code_reads() -> None:
         for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]:
             if e["name"].startswith("LOOKALIKE_") and "value" in e:
                 env[e["name"]] = e["value"].replace("$(REDIS_PASSWORD)", "")
-    known = {"LOOKALIKE_" + name.upper() for name in Settings.__dataclass_fields__}
+    known = {"LOOKALIKE_" + name.upper() for name in Settings.model_fields}
     assert set(env) <= known, set(env) - known
     secret_keys = set(by_kind(docs, "Secret")["shop-lookalike-secrets"]["stringData"])
     assert secret_keys - {"REDIS_PASSWORD"} <= known
