@@ -11,7 +11,7 @@ from flask import Flask
 from api.auth import init_auth
 from api.celery_client import celery_init_app
 from api.errors import register_error_handlers
-from api.metrics import init_metrics
+from api.http_metrics import init_metrics
 from api.thumbnails import Thumbnails
 from lookalike.blobs import BlobStore
 from lookalike.settings import Settings

@@ -45,7 +45,7 @@ from api.routes import (
 from lookalike.images import ImageProblem, sha256_hex, validate_image
 from lookalike.schema import ID_PATTERN, MAX_ID_LENGTH, InvalidMetadata, point_id
 from lookalike.store import StoreError, mirror_versions
-from lookalike.tasks import INDEX_ITEMS
+from lookalike.task_queues import INDEX_ITEMS
 
 bp = Blueprint("batches", __name__)
 

@@ -32,7 +32,7 @@ from lookalike.models import MODELS
 from lookalike.schema import ModelNotBuilt
 from lookalike.settings import SettingsError
 from lookalike.store import StoreError, StoreUnavailable, VectorStore, Version
-from lookalike.tasks import REINDEX_ITEMS
+from lookalike.task_queues import REINDEX_ITEMS
 
 bp = Blueprint("reindex", __name__)
 

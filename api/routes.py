@@ -40,7 +40,7 @@ from lookalike.store import (
     VectorStore,
     mirror_versions,
 )
-from lookalike.tasks import INDEX_ITEMS
+from lookalike.task_queues import INDEX_ITEMS
 
 bp = Blueprint("api", __name__)
 

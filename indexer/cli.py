@@ -24,7 +24,7 @@ from typing import Any
 from indexer.client import APIClient, APIClientError
 from indexer.duplicate_report import duplicate_report
 from indexer.ingest import IngestOptions, ingest
-from indexer.reindex import ReindexJob, ReindexOptions
+from indexer.reindex_job import ReindexJob, ReindexOptions
 from indexer.sources import SourceError, count_items, open_source
 from indexer.state import JobState, default_state_path
 from lookalike.settings import IndexerSettings

@@ -8,7 +8,7 @@ a message put on a queue wakes the waiting consumer at once, and so does an ackn
 (it frees a place in the consumer's prefetch window); the polling interval is only a
 fallback. Measured in docs/performance.md.
 
-Selected by ``celery_config`` (lookalike/tasks.py) through Celery's ``broker_transport``.
+Selected by ``celery_config`` (lookalike/task_queues.py) through Celery's ``broker_transport``.
 """
 
 from __future__ import annotations

@@ -12,9 +12,9 @@ from kombu import Queue
 from lookalike.logs import install_celery_hooks
 from lookalike.settings import Settings
 from lookalike.store import VectorStore
-from lookalike.tasks import QUEUES, celery_config
-from worker import metrics
-from worker.runtime import WorkerRuntime, runtime_of
+from lookalike.task_queues import QUEUES, celery_config
+from worker import task_metrics as metrics
+from worker.resources import WorkerRuntime, runtime_of
 
 
 def create_celery(settings: Settings | None = None, store: VectorStore | None = None) -> Celery:

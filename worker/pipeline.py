@@ -44,9 +44,9 @@ from lookalike.schema import (
     validate_id,
 )
 from lookalike.store import StoredItem, VectorStore, Version
-from worker import metrics
+from worker import task_metrics as metrics
 from worker.keypoints import keypoint_payload
-from worker.runtime import WorkerRuntime
+from worker.resources import WorkerRuntime
 
 log = logging.getLogger(__name__)
 

@@ -27,8 +27,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from lookalike.store.base import VectorStore, mirror_versions
-from lookalike.store.client import ClientStore
 from lookalike.store.edge import EdgeStore
+from lookalike.store.remote import ClientStore
 from lookalike.store.types import (
     ALIAS_ROLES,
     KEEP,

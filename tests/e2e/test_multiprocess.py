@@ -22,7 +22,7 @@ from lookalike.images import sha256_hex
 from lookalike.schema import point_id
 from lookalike.settings import Settings
 from lookalike.store import open_store
-from lookalike.tasks import EMBED_QUERY, INDEX_ITEMS
+from lookalike.task_queues import EMBED_QUERY, INDEX_ITEMS
 from support import REPO, labelled_images
 
 # A database of its own, so the test never touches anything else on the shared server.

@@ -484,15 +484,17 @@ def test_keda_check_refuses_a_misspelt_field() -> None:
 def test_dashboard_queries_only_exported_series() -> None:
     import prometheus_client
 
-    import api.metrics
-    import worker.metrics  # noqa: F401  (registers the worker's series)
+    import api.http_metrics
+    import worker.task_metrics  # noqa: F401  (registers the worker's series)
 
     suffixes = {"counter": ["_total"], "histogram": ["_bucket", "_sum", "_count"]}
     exported: set[str] = set()
     for family in prometheus_client.REGISTRY.collect():
         exported.update(family.name + s for s in suffixes.get(family.type, [""]))
     # The API's scrape-time gauges (queue depth, vectors), read when Prometheus asks.
-    exported.update(re.findall(r'"(lookalike_[a-z_]+)"', Path(api.metrics.__file__).read_text()))
+    exported.update(
+        re.findall(r'"(lookalike_[a-z_]+)"', Path(api.http_metrics.__file__).read_text())
+    )
 
     dashboard = json.loads((CHART / "dashboards" / "lookalike.json").read_text())
     queried = set()

@@ -32,7 +32,7 @@ from lookalike.blobs import BlobStore
 from lookalike.images import sha256_hex
 from lookalike.settings import Settings
 from lookalike.store import open_store
-from lookalike.tasks import INDEX_ITEMS
+from lookalike.task_queues import INDEX_ITEMS
 from support import post_item
 
 # Short enough that a killed worker's batch comes back within the test, far longer than a

@@ -111,7 +111,7 @@ def test_a_weights_file_for_a_known_architecture(tmp_path: Path) -> None:
 
     assert (files.feature_dim, files.input_size) == (1280, 96)
     pixels = np.random.default_rng(0).integers(0, 256, (1, 96, 96, 3)).astype(np.float32)
-    from worker.model.runtime import TFLiteRunner
+    from worker.model.runners import TFLiteRunner
 
     got = TFLiteRunner(files.tflite, threads=1).run(pixels)["features"]
     expected = np.asarray(net.predict_on_batch(pixels / 127.5 - 1.0)).mean(axis=(1, 2))

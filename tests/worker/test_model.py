@@ -248,7 +248,7 @@ def test_the_keras_runtime_needs_no_tflite_file(tmp_path: Path) -> None:
 def test_padded_batches_give_the_same_outputs(model_cache_dir: Path) -> None:
     # On JAX the Keras runner pads a batch up to a power of two (one compiled shape per
     # bucket); the padding rows must not reach the caller nor change the real rows.
-    from worker.model.runtime import KerasRunner, bucket
+    from worker.model.runners import KerasRunner, bucket
 
     assert [bucket(n) for n in (1, 2, 3, 4, 5, 127, 128, 129)] == [1, 2, 4, 4, 8, 128, 128, 256]
     embedder = load_embedder("efficientnet-lite0", model_cache_dir, runtime="keras")

@@ -24,11 +24,11 @@ from lookalike.images import (
 from lookalike.schema import KEYPOINTS_FIELD, RETIRED_FIELDS, point_id
 from lookalike.settings import Settings
 from lookalike.store import StoredItem, VectorStore
-from lookalike.tasks import QUEUES, TASK_QUEUES
+from lookalike.task_queues import QUEUES, TASK_QUEUES
 from support import labelled_images
 from worker import pipeline
 from worker.celery_app import create_celery
-from worker.runtime import runtime_of
+from worker.resources import runtime_of
 
 
 def test_every_task_is_routed_to_a_declared_queue(settings: Settings) -> None:

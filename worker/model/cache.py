@@ -30,7 +30,7 @@ import numpy as np
 from lookalike.models import Backbone, get_backbone
 from worker.model import efficientnet_lite
 from worker.model.files import import_tensorflow, locked, sha256_file
-from worker.model.runtime import TFLiteRunner
+from worker.model.runners import TFLiteRunner
 
 log = logging.getLogger(__name__)
 

@@ -281,7 +281,7 @@ def _convert(
 
 
 def _self_check(model: Any, tflite_path: Path, size: int) -> float:
-    from worker.model.runtime import TFLiteRunner
+    from worker.model.runners import TFLiteRunner
 
     pixels = np.random.default_rng(0).integers(0, 256, (2, size, size, 3)).astype(np.float32)
     expected = np.asarray(model.predict_on_batch(pixels)["features"])

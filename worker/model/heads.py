@@ -106,7 +106,7 @@ class Head:
     """A loaded head: ``apply`` maps (n, input_dim) vectors to (n, dim) vectors."""
 
     def __init__(self, files: HeadFiles, runtime: str = "tflite", threads: int = 0) -> None:
-        from worker.model.runtime import KerasRunner, TFLiteRunner
+        from worker.model.runners import KerasRunner, TFLiteRunner
 
         self.files = files
         self.name = files.name
@@ -365,7 +365,7 @@ def save_head(
 
 
 def _self_check(model: Any, tflite_path: Path, input_dim: int) -> float:
-    from worker.model.runtime import TFLiteRunner
+    from worker.model.runners import TFLiteRunner
 
     rng = np.random.default_rng(0)
     vectors = rng.standard_normal((4, input_dim)).astype(np.float32)

@@ -1,4 +1,4 @@
-"""The Qdrant server backend through qdrant-client (:class:`ClientStore`; also
+"""The remote backend: a Qdrant server through qdrant-client (:class:`ClientStore`; also
 qdrant-client's local ``":memory:"`` mode in tests) and its converters."""
 
 from __future__ import annotations
