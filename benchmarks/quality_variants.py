@@ -25,7 +25,8 @@ from typing import Any
 import numpy as np
 
 from indexer.quality.datasets import load_labelled
-from indexer.quality.evaluate import COLOUR, MODEL, RANDOM, Evaluation, evaluate, write_report
+from indexer.quality.evaluate import evaluate, write_report
+from indexer.quality.results import COLOUR, MODEL, RANDOM, Evaluation
 from lookalike.settings import Settings
 
 DATASETS = {

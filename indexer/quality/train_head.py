@@ -30,13 +30,12 @@ import numpy as np
 from indexer.quality.datasets import LabelledImage, by_label, load_labelled, stratified_split
 from indexer.quality.evaluate import (
     KS,
-    MODEL,
-    Scores,
     embed_items,
     metrics_table,
     model_settings,
     score_vectors,
 )
+from indexer.quality.results import MODEL, Scores
 
 if TYPE_CHECKING:
     from lookalike.settings import Settings

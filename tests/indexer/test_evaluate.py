@@ -232,7 +232,8 @@ def test_evaluate_command_on_real_photos(
 def test_evaluation_neighbours_are_the_exact_nearest(
     tuxpaint_manifest: Path, model_cache_dir: Path
 ) -> None:
-    from indexer.quality.evaluate import MODEL, evaluate
+    from indexer.quality.evaluate import evaluate
+    from indexer.quality.results import MODEL
     from lookalike.images import SCALED_DECODE_FACTOR, decode_scaled
     from lookalike.settings import Settings
     from worker.model import get_embedder
