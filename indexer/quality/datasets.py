@@ -35,8 +35,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-# What the API accepts (lookalike.images.SUPPORTED_FORMATS), by file name.
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"})
+from lookalike.images import IMAGE_SUFFIXES
+
 # Characters an item id may not hold (lookalike.schema.ID_PATTERN) become "-".
 _UNSAFE = re.compile(r"[^A-Za-z0-9._:@+=-]+")
 

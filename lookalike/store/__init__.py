@@ -24,10 +24,9 @@ atomically with ``os.replace``.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from lookalike.store.base import VectorStore, mirror_versions
 from lookalike.store.edge import EdgeStore
+from lookalike.store.opener import LazyStore, open_store
 from lookalike.store.remote import ClientStore
 from lookalike.store.types import (
     ALIAS_ROLES,
@@ -51,9 +50,6 @@ from lookalike.store.types import (
     Where,
 )
 
-if TYPE_CHECKING:
-    from lookalike.settings import Settings
-
 __all__ = [
     "ALIAS_ROLES",
     "KEEP",
@@ -66,6 +62,7 @@ __all__ = [
     "Facet",
     "Group",
     "Hit",
+    "LazyStore",
     "Range",
     "Recommend",
     "Search",
@@ -80,38 +77,3 @@ __all__ = [
     "mirror_versions",
     "open_store",
 ]
-
-
-def open_store(settings: Settings) -> VectorStore:
-    """The store ``settings`` asks for; nothing is opened or created until first use."""
-    # A new catalog starts as version 1, labelled with the model that fills it.
-    label = settings.model
-    if not settings.qdrant_url:
-        return EdgeStore(
-            settings.qdrant_path,
-            settings.collection,
-            initial_label=label,
-            index_after_idle_s=settings.index_after_idle_s,
-            datatype=settings.vector_datatype,
-            schema=settings.catalog,
-        )
-    from qdrant_client import QdrantClient
-
-    if settings.qdrant_url == ":memory:":
-        return ClientStore(
-            QdrantClient(":memory:"),
-            settings.collection,
-            initial_label=label,
-            datatype=settings.vector_datatype,
-            schema=settings.catalog,
-        )
-    client = QdrantClient(url=settings.qdrant_url, api_key=settings.qdrant_api_key or None)
-    return ClientStore(
-        client,
-        settings.collection,
-        initial_label=label,
-        datatype=settings.vector_datatype,
-        schema=settings.catalog,
-        shard_number=settings.qdrant_shards,
-        replication_factor=settings.qdrant_replication_factor,
-    )

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from PIL import Image
 
+from lookalike.settings import FEATURES
 from worker.model import efficientnet_lite
 from worker.model.cache import ModelFiles, build_model_cache
 from worker.model.custom import CustomModel
@@ -26,8 +27,6 @@ from worker.model.runners import KerasRunner, Runner, make_runner
 if TYPE_CHECKING:
     from lookalike.settings import Settings
     from worker.model.heads import Head
-
-FEATURES = ("pooled", "multiscale")
 
 
 class Embedder:
