@@ -16,7 +16,7 @@ Two more calls keep a catalog in sync without re-embedding anything:
 ``POST /v1/batches/metadata`` replaces items' metadata, or with ``"mode": "merge"`` sets
 only the fields it names (the vector is untouched), and
 ``POST /v1/batches/delete`` removes items. Both apply at once and also to the version a
-reindex is building or the one kept for a rollback (lookalike/store.py), so neither a switch
+reindex is building or the one kept for a rollback (lookalike/store/), so neither a switch
 nor a rollback brings a stale item back.
 
 Every call acts for the request's tenant (``X-Tenant`` or its API key's tenant).
@@ -45,7 +45,7 @@ from api.routes import stored_metadata
 from lookalike.images import ImageProblem, sha256_hex, validate_image
 from lookalike.schema import InvalidMetadata, point_id
 from lookalike.store import StoreError, mirror_versions
-from lookalike.tasks import INDEX_ITEMS
+from lookalike.task_queues import INDEX_ITEMS
 
 bp = Blueprint("batches", __name__)
 

@@ -13,7 +13,7 @@ from flask import Flask
 
 from lookalike.logs import TASK_HEADER, current_request_id
 from lookalike.settings import Settings
-from lookalike.tasks import QUEUES, TASK_QUEUES, celery_config
+from lookalike.task_queues import QUEUES, TASK_QUEUES, celery_config
 
 _SUBMITTED_PREFIX = "lookalike-submitted-"
 # How long /readyz trusts its last count of the workers on each queue.

@@ -47,8 +47,8 @@ from api.params import (
 )
 from api.responses import catalog_ref
 from api.thumbnails import DEFAULT_SIZE, SIZES
+from lookalike.models import MODELS
 from lookalike.schema import ID_PATTERN, MAX_ID_LENGTH, CatalogSchema, InvalidId, validate_id
-from lookalike.settings import MODELS
 from lookalike.store import RECOMMEND_STRATEGIES
 
 Model = TypeVar("Model", bound=BaseModel)

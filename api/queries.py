@@ -44,7 +44,7 @@ from lookalike.store import (
     Search,
     SimilarityQuery,
 )
-from lookalike.tasks import EMBED_QUERY
+from lookalike.task_queues import EMBED_QUERY
 
 bp = Blueprint("queries", __name__)
 

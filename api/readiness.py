@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from api.celery_client import TaskClient
 from lookalike.settings import Settings
-from lookalike.tasks import INGEST_QUEUE, QUERY_QUEUE
+from lookalike.task_queues import INGEST_QUEUE, QUERY_QUEUE
 
 
 def served_by_workers(tasks: TaskClient, settings: Settings, *, broker_ok: bool) -> dict[str, str]:

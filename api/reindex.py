@@ -1,6 +1,6 @@
 """Model upgrades without downtime: re-embed the catalog into a new version, switch, roll back.
 
-The catalog is an alias over versions (lookalike/store.py). ``indexer reindex --model NAME``
+The catalog is an alias over versions (lookalike/store/). ``indexer reindex --model NAME``
 drives these calls:
 
 1. ``POST /v1/reindex``: create the version ``<catalog>__<model>__<n>`` and name it ``next``.
@@ -34,10 +34,11 @@ from api.contract import (
     parse_body,
 )
 from api.errors import APIError
-from lookalike.schema import ModelNotBuilt, vector_size
-from lookalike.settings import MODELS, SettingsError
+from lookalike.models import MODELS
+from lookalike.schema import ModelNotBuilt
+from lookalike.settings import SettingsError
 from lookalike.store import StoreError, StoreUnavailable, VectorStore, Version
-from lookalike.tasks import REINDEX_ITEMS
+from lookalike.task_queues import REINDEX_ITEMS
 
 bp = Blueprint("reindex", __name__)
 
@@ -122,7 +123,7 @@ def start() -> tuple[Response, int]:
     """Start a reindex into a new version for ``model``, or resume the one in progress."""
     model = _body(ReindexStartBody).model
     try:
-        dim = vector_size(context.settings().replace(model=model))
+        dim = context.settings().replace(model=model).vector_size()
     except (SettingsError, ModelNotBuilt) as exc:
         raise APIError(409, "model_unavailable", str(exc), "model") from exc
     store = context.store()

@@ -37,7 +37,7 @@ from lookalike.store import (
     TextMatch,
     mirror_versions,
 )
-from lookalike.tasks import INDEX_ITEMS
+from lookalike.task_queues import INDEX_ITEMS
 
 bp = Blueprint("api", __name__)
 

@@ -283,7 +283,7 @@ def main(argv: list[str] | None = None) -> int:
         photoset.STAMPS = args.data / "stamps"
 
     from worker.model import build_model_cache
-    from worker.model.runtime import KerasRunner
+    from worker.model.runners import KerasRunner
 
     cache = args.model_cache or Path(
         os.environ.get("LOOKALIKE_TEST_MODEL_CACHE", bench.REPO / "build" / "test-models")

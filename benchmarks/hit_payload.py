@@ -30,11 +30,11 @@ from typing import Any
 
 import numpy as np
 
-from lookalike import store as store_module
 from lookalike.images import decode_scaled
 from lookalike.schema import point_id
 from lookalike.settings import Settings
 from lookalike.store import StoredItem, open_store
+from lookalike.store import edge as edge_store
 from lookalike.verify import KEYPOINTS_FIELD, encode
 from worker.keypoints import find_keypoints, keypoint_source
 
@@ -128,7 +128,7 @@ def measure(
     client = create_app(settings, store=reader).test_client()
     queries = [vectors[i] for i in rng.integers(0, args.points, 50)]
     ids = [f"sku-{i}" for i in rng.integers(0, args.points, 50)]
-    brief = store_module._EDGE_BRIEF
+    brief = edge_store.EDGE_BRIEF
 
     def store_query() -> None:
         for q in queries:
@@ -142,15 +142,15 @@ def measure(
     rows: dict[str, dict[str, list[float]]] = {"store": {}, "api": {}}
     for _ in range(args.rounds):
         for name, selector in (("whole", True), ("brief", brief)):
-            store_module._EDGE_BRIEF = selector
+            edge_store.EDGE_BRIEF = selector
             rows["store"].setdefault(name, []).append(ms(store_query) / 50)
             rows["api"].setdefault(name, []).append(ms(api_similar) / 50)
     sizes = {}
     for name, selector in (("whole", True), ("brief", brief)):
-        store_module._EDGE_BRIEF = selector
+        edge_store.EDGE_BRIEF = selector
         hits = reader.query(queries[0], limit=args.limit)
         sizes[name] = sum(len(json.dumps(h.payload)) for h in hits) / len(hits)
-    store_module._EDGE_BRIEF = brief
+    edge_store.EDGE_BRIEF = brief
     return rows, sizes
 
 

@@ -29,9 +29,9 @@ from typing import Any
 from benchmarks import photoset
 from lookalike import verify
 from lookalike.images import SCALED_DECODE_FACTOR, decode_image, decode_scaled
+from lookalike.models import get_backbone
 from lookalike.settings import Settings
 from worker.keypoints import find_keypoints, keypoint_source
-from worker.model.efficientnet_lite import get_variant
 
 MAX_PIXELS = Settings().max_image_pixels
 
@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     if not folder.exists():
         folder = photoset.build(args.photoset, sizes=(args.size,))[args.size]
     files = [p.read_bytes() for p in photoset.image_files(folder)[: args.photos]]
-    side = SCALED_DECODE_FACTOR * get_variant(args.model).input_size
+    side = SCALED_DECODE_FACTOR * get_backbone(args.model).input_size
 
     def worker_decode(data: bytes) -> Any:
         return decode_scaled(data, max_pixels=MAX_PIXELS, side=side)

@@ -14,11 +14,11 @@ CACHE="${LOOKALIKE_MODEL_CACHE:-data/models}"
 for model in efficientnet-lite0 efficientnet-lite1 efficientnet-lite2; do
   "$PY" -m worker.model build --model "$model" --cache-dir "$CACHE"
 done
-"$PY" -m indexer.datasets tuxpaint
-"$PY" -m indexer.datasets openclipart
-"$PY" -m indexer.datasets fashion-mnist
-"$PY" -m indexer.datasets fashion-mnist --split train --out build/datasets/fashion-mnist-train
-"$PY" -m indexer.datasets fashion-mnist --per-class 600 --out build/datasets/fashion-mnist-6k
+"$PY" -m indexer.quality.datasets tuxpaint
+"$PY" -m indexer.quality.datasets openclipart
+"$PY" -m indexer.quality.datasets fashion-mnist
+"$PY" -m indexer.quality.datasets fashion-mnist --split train --out build/datasets/fashion-mnist-train
+"$PY" -m indexer.quality.datasets fashion-mnist --per-class 600 --out build/datasets/fashion-mnist-6k
 
 log "choosing the multiscale layer"
 "$PY" benchmarks/quality_multiscale.py --cache-dir "$CACHE"

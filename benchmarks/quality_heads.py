@@ -18,8 +18,14 @@ import sys
 import time
 from pathlib import Path
 
-from indexer.datasets import load_labelled
-from indexer.heads import BACKBONE, HEAD, HeadReport, train_and_evaluate, write_head_report
+from indexer.quality.datasets import load_labelled
+from indexer.quality.train_head import (
+    BACKBONE,
+    HEAD,
+    HeadReport,
+    train_and_evaluate,
+    write_head_report,
+)
 from lookalike.settings import Settings
 from worker.model.heads import TrainOptions
 
@@ -27,7 +33,7 @@ DATASETS = {
     "tuxpaint": Path("build/datasets/tuxpaint.csv"),
     "openclipart": Path("build/datasets/openclipart.csv"),
     "fashion-mnist": Path("build/datasets/fashion-mnist"),
-    # Twice the labels (python -m indexer.datasets fashion-mnist --per-class 600 --out ...).
+    # Twice the labels (python -m indexer.quality.datasets fashion-mnist --per-class 600 --out ...).
     "fashion-mnist-6k": Path("build/datasets/fashion-mnist-6k"),
 }
 DEFAULT_DATASETS = ("tuxpaint", "openclipart", "fashion-mnist")

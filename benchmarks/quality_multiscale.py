@@ -8,8 +8,9 @@ features with a few weightings. The combination that wins is then built into the
 (``LOOKALIKE_FEATURES=multiscale``) and measured through the real path by
 ``benchmarks/quality_variants.py``; this script only chooses it.
 
-    python -m indexer.datasets fashion-mnist && python -m indexer.datasets openclipart
-    python -m indexer.datasets tuxpaint
+    python -m indexer.quality.datasets fashion-mnist
+    python -m indexer.quality.datasets openclipart
+    python -m indexer.quality.datasets tuxpaint
     python benchmarks/quality_multiscale.py --cache-dir build/test-models
 """
 
@@ -21,11 +22,13 @@ from pathlib import Path
 
 import numpy as np
 
-from indexer.datasets import load_labelled
+from indexer.quality.datasets import load_labelled
 from lookalike.images import ImageProblem, decode_image
+from lookalike.models import get_backbone
 from worker.model import efficientnet_lite
-from worker.model.cache import build_model_cache, import_tensorflow
+from worker.model.cache import build_model_cache
 from worker.model.embedder import l2_normalise
+from worker.model.files import import_tensorflow
 from worker.model.preprocess import preprocess
 
 DATASETS = {
@@ -37,7 +40,7 @@ DATASETS = {
 
 def stage_ends(model: str) -> dict[str, str]:
     """Output name -> Keras layer name: the last block of stages 3-7, and the head."""
-    variant = efficientnet_lite.get_variant(model)
+    variant = get_backbone(model)
     out = {}
     for stage, block in efficientnet_lite.stage_ends(variant).items():
         if stage >= 3:

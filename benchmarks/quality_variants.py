@@ -1,15 +1,15 @@
 """Zero-shot embedding variants, measured with the evaluation command's code path.
 
 Each variant is a set of settings (model, framing, features, flip averaging); each is run
-through ``indexer.evaluate.evaluate`` (the worker's Embedder, a fresh qdrant-edge store per
+through ``indexer.quality.evaluate.evaluate`` (the worker's Embedder, a fresh qdrant-edge store per
 method, searched with the item itself excluded) on each labelled set, with embeddings cached
 per dataset and model version under ``build/quality/cache``. Prints one Markdown table per
 metric (P@1, P@5, mAP@10) with a column per dataset, plus the paired difference of P@5 to
 the first variant (± two standard errors over the queries), and writes everything to
 ``build/quality/variants.json`` and a report per variant and dataset.
 
-    python -m indexer.datasets tuxpaint && python -m indexer.datasets openclipart
-    python -m indexer.datasets fashion-mnist
+    python -m indexer.quality.datasets tuxpaint && python -m indexer.quality.datasets openclipart
+    python -m indexer.quality.datasets fashion-mnist
     python benchmarks/quality_variants.py --model-cache build/test-models [--only lite0,crop]
 """
 
@@ -24,8 +24,9 @@ from typing import Any
 
 import numpy as np
 
-from indexer.datasets import load_labelled
-from indexer.evaluate import COLOUR, MODEL, RANDOM, Evaluation, evaluate, write_report
+from indexer.quality.datasets import load_labelled
+from indexer.quality.evaluate import evaluate, write_report
+from indexer.quality.results import COLOUR, MODEL, RANDOM, Evaluation
 from lookalike.settings import Settings
 
 DATASETS = {
@@ -33,7 +34,7 @@ DATASETS = {
     "openclipart": Path("build/datasets/openclipart.csv"),
     "fashion-mnist": Path("build/datasets/fashion-mnist"),
     # Not used to choose anything (the multiscale layer was chosen on the three above): a
-    # confirmation set of other images (python -m indexer.datasets fashion-mnist --split
+    # confirmation set of other images (python -m indexer.quality.datasets fashion-mnist --split
     # train --out build/datasets/fashion-mnist-train).
     "fashion-mnist-train": Path("build/datasets/fashion-mnist-train"),
 }

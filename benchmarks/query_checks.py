@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from api import create_app
-from lookalike.schema import point_id, vector_size
+from lookalike.schema import point_id
 from lookalike.settings import Settings
 from lookalike.store import StoredItem
 
@@ -46,7 +46,7 @@ def build(data: Path, n: int) -> tuple[object, Settings]:
     settings = Settings(data_dir=data, index_after_idle_s=0)
     app = create_app(settings)
     store = app.extensions["lookalike.store"].get()
-    dim = vector_size(settings)
+    dim = settings.vector_size()
     rng = np.random.default_rng(0)
     for start in range(0, n, 500):
         store.upsert(

@@ -41,7 +41,7 @@ from api.celery_client import TaskClient
 from lookalike.blobs import BlobStore
 from lookalike.images import sha256_hex
 from lookalike.settings import Settings
-from lookalike.tasks import INDEX_ITEMS, INGEST_QUEUE
+from lookalike.task_queues import INDEX_ITEMS, INGEST_QUEUE
 from worker.model import build_model_cache
 
 REPO = Path(__file__).resolve().parents[1]

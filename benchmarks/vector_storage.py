@@ -41,7 +41,7 @@ import qdrant_edge as edge
 from benchmarks.bench import REPO, noise_scale, noisy, real_embeddings
 from benchmarks.embed_throughput import cpu_name
 from lookalike.schema import VECTOR_NAME
-from lookalike.store import _edge_config
+from lookalike.store.edge import edge_config
 
 CHUNK = 20_000
 REAL = 2_000
@@ -105,7 +105,7 @@ def shard_config(dim: int, quantized: bool) -> edge.EdgeConfig:
         if quantized
         else None
     )
-    return _edge_config(dim, "float32", quantization)
+    return edge_config(dim, "float32", quantization)
 
 
 def build(path: Path, catalog: Catalog, quantized: bool) -> tuple[edge.EdgeShard, dict[str, Any]]:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import re
 import signal
 import sys
@@ -25,9 +24,10 @@ from typing import Any
 from indexer.client import APIClient, APIClientError
 from indexer.duplicate_report import duplicate_report
 from indexer.ingest import IngestOptions, ingest
-from indexer.reindex import ReindexJob, ReindexOptions
+from indexer.reindex_job import ReindexJob, ReindexOptions
 from indexer.sources import SourceError, count_items, open_source
 from indexer.state import JobState, default_state_path
+from lookalike.settings import IndexerSettings
 
 EXIT_FAILED_ITEMS = 1
 EXIT_ERROR = 2
@@ -45,15 +45,19 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="indexer", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
+    settings = IndexerSettings.from_env()
     parser.add_argument(
         "--api",
-        default=os.environ.get("LOOKALIKE_API_URL", "http://127.0.0.1:8000"),
+        default=settings.api_url,
         help="base URL of the API (default: $LOOKALIKE_API_URL or http://127.0.0.1:8000)",
     )
     parser.add_argument(
-        "--api-key", default=None, help="API key, sent as X-API-Key (default: $LOOKALIKE_API_KEY)"
+        "--api-key",
+        default=settings.api_key,
+        help="API key, sent as X-API-Key (default: $LOOKALIKE_API_KEY)",
     )
     parser.add_argument("--tenant", default=None, help="the tenant to act for (X-Tenant)")
+    parser.set_defaults(state_dir=settings.indexer_state_dir)
     sub = parser.add_subparsers(dest="command", required=True)
 
     ing = sub.add_parser("ingest", help="index a folder or a CSV/JSONL manifest (resumable)")
@@ -142,8 +146,8 @@ def main(argv: list[str] | None = None) -> int:
         "--abort", action="store_true", help="drop the version a reindex is building"
     )
     # --- retrieval quality (issue #5): offline, in-process, no API needed --------------------
-    from indexer.evaluate import add_evaluate_parser, run_evaluate
-    from indexer.heads import add_train_head_parser, run_train_head
+    from indexer.quality.evaluate import add_evaluate_parser, run_evaluate
+    from indexer.quality.train_head import add_train_head_parser, run_train_head
 
     add_evaluate_parser(sub)
     add_train_head_parser(sub)
@@ -196,7 +200,9 @@ def _ingest(args: argparse.Namespace, client: APIClient) -> int:
     except SourceError as exc:
         print(f"indexer: {exc}", file=sys.stderr)
         return EXIT_ERROR
-    state_path = args.state or default_state_path(args.api, f"{args.tenant or ''}:{source}")
+    state_path = args.state or default_state_path(
+        args.api, f"{args.tenant or ''}:{source}", state_dir=args.state_dir
+    )
     options = IngestOptions(
         batch_size=args.batch_size,
         max_pending=args.max_pending,
@@ -238,7 +244,9 @@ def _duplicates(args: argparse.Namespace, client: APIClient) -> int:
 
 
 def _reindex(args: argparse.Namespace, client: APIClient) -> int:
-    state_path = args.state or default_state_path(args.api, "catalog", kind="reindex")
+    state_path = args.state or default_state_path(
+        args.api, "catalog", kind="reindex", state_dir=args.state_dir
+    )
     options = ReindexOptions(
         page_size=args.page_size,
         max_pending=args.max_pending,

@@ -8,7 +8,6 @@ with exponential backoff; what is still failing after that, and every 4xx, raise
 from __future__ import annotations
 
 import json
-import os
 import time
 from typing import Any
 
@@ -34,7 +33,8 @@ class APIClientError(RuntimeError):
 
 
 class APIClient:
-    """``api_key`` defaults to ``$LOOKALIKE_API_KEY`` and is sent as ``X-API-Key``."""
+    """``api_key``, when given, is sent as ``X-API-Key`` (the CLI takes it from --api-key or
+    ``$LOOKALIKE_API_KEY``: lookalike.settings.IndexerSettings)."""
 
     def __init__(
         self,
@@ -46,7 +46,6 @@ class APIClient:
         retries: int = 6,
     ) -> None:
         headers = {"X-Tenant": tenant} if tenant else {}
-        api_key = api_key if api_key is not None else os.environ.get("LOOKALIKE_API_KEY")
         if api_key:
             headers["X-API-Key"] = api_key
         self.base_url = base_url.rstrip("/")

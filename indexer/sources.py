@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from lookalike.images import IMAGE_SUFFIXES
 from lookalike.schema import (
     DEFAULT_CATALOG_SCHEMA,
     CatalogSchema,
@@ -48,7 +49,6 @@ from lookalike.schema import (
     validate_id,
 )
 
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"})
 MANIFEST_SUFFIXES = frozenset({".csv", ".jsonl", ".ndjson"})
 _UNSAFE = re.compile(r"[^A-Za-z0-9._:@+=-]+")
 _RESERVED = ("id", "path", "url", "image", "tenant")

@@ -246,10 +246,12 @@ class JobState:
         )
 
 
-def default_state_path(api_url: str, source: str, kind: str = "ingest") -> Path:
+def default_state_path(
+    api_url: str, source: str, kind: str = "ingest", *, state_dir: Path | None = None
+) -> Path:
     """Where a job keeps its state unless told: one file per (service, source), under
-    ``$LOOKALIKE_INDEXER_STATE_DIR`` or ``$XDG_STATE_HOME/lookalike/indexer``."""
-    root = os.environ.get("LOOKALIKE_INDEXER_STATE_DIR")
+    ``state_dir`` ($LOOKALIKE_INDEXER_STATE_DIR) or ``$XDG_STATE_HOME/lookalike/indexer``."""
+    root = str(state_dir) if state_dir is not None else ""
     if not root:
         xdg = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
         root = str(Path(xdg) / "lookalike" / "indexer")

@@ -13,7 +13,7 @@ from flask import Flask
 from api import create_app
 from lookalike.settings import Settings
 from lookalike.store import open_store
-from lookalike.tasks import QUEUES
+from lookalike.task_queues import QUEUES
 from worker.celery_app import create_celery
 
 log = logging.getLogger(__name__)

@@ -15,6 +15,8 @@ from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 # Formats we accept. Everything else is refused with `unsupported_format`, even if Pillow could
 # open it, so the accepted set is a documented contract rather than an accident of plugins.
 SUPPORTED_FORMATS = frozenset({"JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF"})
+# The file names the indexer takes for images of those formats (folders, datasets).
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"})
 MIN_SIDE = 8
 MAX_ASPECT_RATIO = 20.0
 

@@ -2,14 +2,13 @@
 of polling for one.
 
 kombu's memory transport looks at its queues, finds nothing, sleeps for its polling interval
-and looks again. A search by photo waits for the worker thread to pick its task up, so each
-millisecond of that sleep was a millisecond of the search's latency (10 ms interval: 5 ms on
-average), and a shorter interval costs CPU while the service is idle (1 ms: 4 % of a core
-here). Here a message put on a queue wakes the waiting consumer at once, and so does an
-acknowledgement (it frees a place in the consumer's prefetch window); the polling interval is
-only a fallback.
+and looks again: a search by photo, which waits for the worker thread to pick its task up,
+paid that sleep in latency, and a shorter interval costs CPU while the service is idle. Here
+a message put on a queue wakes the waiting consumer at once, and so does an acknowledgement
+(it frees a place in the consumer's prefetch window); the polling interval is only a
+fallback. Measured in docs/performance.md.
 
-Selected by ``celery_config`` (lookalike/tasks.py) through Celery's ``broker_transport``.
+Selected by ``celery_config`` (lookalike/task_queues.py) through Celery's ``broker_transport``.
 """
 
 from __future__ import annotations

@@ -1,19 +1,14 @@
 """Read a shard's memory-mapped files once after it opens, so its first queries run warm.
 
 qdrant-edge keeps ``Memory.Cached`` structures (the vectors, the payloads) in memory-mapped
-files, read into the page cache and mapped into the process when a shard loads. On the
-development VM that was not enough: a freshly opened 1M-item shard answered its first ~2,000
-searches 3-5x slower than later ones (p50 5.5 → 1.4 ms), with no page fault in the process
-and the same graph work per query (perf: only the vector dot products, the one function that
-reads the 5.6 GiB of vectors, took 3.3x the samples). Reading the vector file once at 1.1
-GiB/s (a second read ran at 10.5 GiB/s) removed the slow phase: the first block of searches
-after it ran at 1.0 ms (docs/performance.md). The memory behind the pages, not the pages'
-mapping, was cold: a virtual machine's host can back guest memory lazily or reclaim it.
+files. On a virtual machine that was not enough: a freshly opened large shard answered its
+first few thousand searches several times slower than later ones, because the memory behind
+the pages was cold (the host backs and reclaims guest memory lazily), not their mapping.
+Reading the files once removes that slow phase (measured at 1M items in docs/performance.md).
 
 ``warm(root)`` reads every file under ``root`` that this process has mapped, with plain
-reads (no GIL held, nothing kept). The store runs it when a shard loads (qdrant-edge's own
-load of that shard read the same files from disk: at 1M items 13-17 s, then 6.7 s more for
-this) and after its index is rebuilt (new segment files).
+reads (no GIL held, nothing kept). The store runs it when a shard loads and after its index
+is rebuilt (new segment files).
 """
 
 from __future__ import annotations

@@ -10,10 +10,9 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from lookalike.settings import Settings
+from lookalike.models import BACKBONES
 
 # Fixed namespace so the same (tenant, item id) maps to the same point id everywhere, forever.
 POINT_NAMESPACE = uuid.UUID("6b1f0d2e-2b51-4f0c-9a53-6c1e7f1a2d40")
@@ -28,7 +27,7 @@ KEYPOINTS_FIELD = "keypoints"
 # of the old near-duplicate score, 0.7 KiB): a reindex leaves them behind.
 RETIRED_FIELDS = ("color_signature",)
 # Payload fields for the service's own use, too big to travel with every hit: searches,
-# queries and scrolls leave them out (lookalike/store.py); points read by id, and the
+# queries and scrolls leave them out (lookalike/store/); points read by id, and the
 # duplicates search, carry them.
 INTERNAL_FIELDS = (KEYPOINTS_FIELD, *RETIRED_FIELDS)
 
@@ -76,18 +75,10 @@ def point_id(item_id: str, tenant: str = DEFAULT_TENANT) -> str:
     return str(uuid.uuid5(POINT_NAMESPACE, f"{tenant}:{item_id}"))
 
 
-# Output size of each supported backbone's pooled features (the collection's vector size).
-MODEL_DIMS: dict[str, int] = {
-    "efficientnet-lite0": 1280,
-    "efficientnet-lite1": 1280,
-    "efficientnet-lite2": 1280,
-}
-# Size of the "multiscale" features (LOOKALIKE_FEATURES): the pooled head concatenated with
-# the pooled output of stage 6 (worker/model/efficientnet_lite.py MULTISCALE_STAGE).
+# Vector size of each backbone's pooled and multiscale features (lookalike/models.py).
+MODEL_DIMS: dict[str, int] = {name: b.feature_dim("pooled") for name, b in BACKBONES.items()}
 MULTISCALE_DIMS: dict[str, int] = {
-    "efficientnet-lite0": 1280 + 192,
-    "efficientnet-lite1": 1280 + 192,
-    "efficientnet-lite2": 1280 + 208,
+    name: b.feature_dim("multiscale") for name, b in BACKBONES.items()
 }
 
 
@@ -121,37 +112,12 @@ def custom_manifest_path(model_dir: Path, path: Path | str) -> Path:
     return Path(model_dir) / f"{custom_model_name(path)}.json"
 
 
-def vector_size(model: str | Settings) -> int:
-    """The collection's vector size for a backbone name, or for the whole configuration.
-
-    With settings: a head's size, a user model's size (both read from their manifest in the
-    model cache, so the API needs no TensorFlow), or the backbone's for its features.
-    """
-    if isinstance(model, str):
-        return MODEL_DIMS[model]
-    settings = model
-    if settings.head:
-        return _manifest_dim(
-            head_manifest_path(settings.model_dir, settings.head),
-            "dim",
-            f"head {settings.head!r} (train it with `indexer train-head`)",
-        )
-    if settings.model == "custom":
-        assert settings.custom_model_path is not None
-        return _manifest_dim(
-            custom_manifest_path(settings.model_dir, settings.custom_model_path),
-            "feature_dim",
-            "the custom model (convert it with `python -m worker.model build --custom PATH`)",
-        )
-    dims = MULTISCALE_DIMS if settings.model_features == "multiscale" else MODEL_DIMS
-    return dims[settings.model]
-
-
 class ModelNotBuilt(LookupError):
     """A configuration's vector size is unknown: its model or head is not in the cache."""
 
 
-def _manifest_dim(path: Path, key: str, what: str) -> int:
+def manifest_dim(path: Path, key: str, what: str) -> int:
+    """A vector size recorded in a model or head manifest in the model cache."""
     try:
         return int(json.loads(path.read_text())[key])
     except (OSError, ValueError, KeyError, TypeError) as exc:
@@ -310,12 +276,10 @@ class CatalogField:
             except ValueError:
                 raise self._wrong(text, "a number") from None
         if kind == "bool":
-            lowered = value.lower()
-            if lowered in _TRUE:
-                return True
-            if lowered in _FALSE:
-                return False
-            raise self._wrong(text, "true or false (or 1/0, yes/no)")
+            parsed = parse_bool(value)
+            if parsed is None:
+                raise self._wrong(text, "true or false (or 1/0, yes/no, on/off)")
+            return parsed
         return self.check(value)
 
     def _wrong(self, value: Any, wanted: str) -> InvalidMetadata:
@@ -325,8 +289,15 @@ class CatalogField:
         )
 
 
-_TRUE = frozenset({"true", "1", "yes", "y"})
-_FALSE = frozenset({"false", "0", "no", "n"})
+# The words the whole service reads as booleans: settings, CSV cells, query strings.
+_TRUE = frozenset({"true", "1", "yes", "y", "on"})
+_FALSE = frozenset({"false", "0", "no", "n", "off"})
+
+
+def parse_bool(text: str) -> bool | None:
+    """True or False for a boolean word (any case, surrounding spaces ignored); None else."""
+    word = text.strip().lower()
+    return True if word in _TRUE else False if word in _FALSE else None
 
 
 def _keyword(value: str, name: str) -> str:

@@ -15,5 +15,7 @@ log "ruff"
 "$VENV/bin/ruff" format --check .
 log "mypy"
 "$VENV/bin/mypy"
+log "import-linter (the layers and no import cycles: pyproject.toml [tool.importlinter])"
+"$VENV/bin/lint-imports" --no-cache
 log "pytest"
 "$VENV/bin/python" -m pytest "$@"

@@ -12,9 +12,9 @@ from kombu import Queue
 from lookalike.logs import install_celery_hooks
 from lookalike.settings import Settings
 from lookalike.store import VectorStore
-from lookalike.tasks import QUEUES, celery_config
-from worker import metrics
-from worker.runtime import WorkerRuntime
+from lookalike.task_queues import QUEUES, celery_config
+from worker import task_metrics as metrics
+from worker.resources import WorkerRuntime, runtime_of
 
 
 def create_celery(settings: Settings | None = None, store: VectorStore | None = None) -> Celery:
@@ -33,7 +33,7 @@ def create_celery(settings: Settings | None = None, store: VectorStore | None = 
     # JSON logs with the request id of each task, and Prometheus metrics (docs/operations.md).
     install_celery_hooks()
     metrics.install_signal_handlers()
-    # Registers the tasks with every app, this one included.
+    # Registers the tasks (shared_task) with every app, this one included.
     import worker.tasks  # noqa: F401
 
     def _close_runtime(sender: Any = None, **_: Any) -> None:
@@ -50,10 +50,6 @@ def create_celery(settings: Settings | None = None, store: VectorStore | None = 
     signals.worker_shutdown.connect(_close_runtime, weak=False)
     signals.worker_process_shutdown.connect(_close_runtime, weak=False)
     return app
-
-
-def runtime_of(app: Celery) -> WorkerRuntime:
-    return app.lookalike
 
 
 def task_threads(pool: Any, concurrency: Any) -> int:

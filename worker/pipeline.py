@@ -3,7 +3,7 @@
 One bad image fails alone with a recorded reason; its batch-mates are indexed.
 
 Items are embedded with the model of the catalog's active version (its label, see
-lookalike/store.py), so after a reindex switch new items match the vectors already there.
+lookalike/store/), so after a reindex switch new items match the vectors already there.
 While a reindex builds the ``next`` version, or while the ``previous`` one is kept for a
 rollback, each batch is written there too, embedded with that version's model: neither a
 switch nor a rollback loses an item ingested in between.
@@ -34,6 +34,7 @@ from lookalike.images import (
     decode_as,
     decode_image,
 )
+from lookalike.models import MODELS
 from lookalike.schema import (
     DEFAULT_TENANT,
     KEYPOINTS_FIELD,
@@ -42,11 +43,10 @@ from lookalike.schema import (
     point_id,
     validate_id,
 )
-from lookalike.settings import MODELS
 from lookalike.store import StoredItem, VectorStore, Version
-from worker import metrics
+from worker import task_metrics as metrics
 from worker.keypoints import keypoint_payload
-from worker.runtime import WorkerRuntime
+from worker.resources import WorkerRuntime
 
 log = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """Celery tasks. Each takes small JSON payloads and is safe to run twice.
 
-Queues are assigned in one place, `lookalike.tasks.TASK_QUEUES` (the task_routes setting).
+Queues are assigned in one place, `lookalike.task_queues.TASK_QUEUES` (the task_routes setting).
 """
 
 from __future__ import annotations
@@ -11,9 +11,9 @@ from typing import Any
 from celery import Task, shared_task
 
 from lookalike.store import StoreUnavailable
-from lookalike.tasks import EMBED_QUERY, INDEX_ITEMS, REINDEX_ITEMS
+from lookalike.task_queues import EMBED_QUERY, INDEX_ITEMS, REINDEX_ITEMS
 from worker import pipeline
-from worker.celery_app import runtime_of
+from worker.resources import runtime_of
 
 # Only an unreachable vector store is transient; a bad image is recorded, not retried.
 # (LOOKALIKE_TASK_MAX_RETRIES overrides max_retries through task_annotations.)

@@ -15,7 +15,7 @@ from flask.testing import FlaskClient
 from api import create_app
 from lookalike.blobs import BlobStore
 from lookalike.images import sha256_hex
-from lookalike.schema import point_id, vector_size
+from lookalike.schema import point_id
 from lookalike.settings import Settings, SettingsError
 from lookalike.store import StoredItem
 from support import labelled_images
@@ -40,7 +40,7 @@ def _seed(app: Flask, settings: Settings, items: list[tuple[str, str]]) -> None:
             "image_sha256": sha,
             "metadata": {"category": "food"},
         }
-        vector = rng.normal(size=vector_size(settings)).astype(np.float32)
+        vector = rng.normal(size=settings.vector_size()).astype(np.float32)
         points.append(StoredItem(point_id(item_id, tenant), payload, vector))
     app.extensions["lookalike.store"].get().upsert(points)
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 from pathlib import Path
 
 from api import create_app
-from lookalike.schema import vector_size
 from lookalike.settings import Settings
 from lookalike.store import open_store
 
@@ -14,9 +13,9 @@ from lookalike.store import open_store
 def test_a_catalog_of_another_vector_size_answers_503_everywhere(tmp_path: Path) -> None:
     pooled = Settings(data_dir=tmp_path, features="pooled")
     multiscale = pooled.replace(features="multiscale")
-    assert vector_size(pooled) != vector_size(multiscale)
+    assert pooled.vector_size() != multiscale.vector_size()
     with open_store(pooled) as store:
-        store.ensure_collection(vector_size(pooled))
+        store.ensure_collection(pooled.vector_size())
 
     client = create_app(multiscale).test_client()
 
@@ -49,7 +48,7 @@ def test_the_store_is_opened_at_start_and_a_misconfigured_one_still_answers_503(
 
     pooled = Settings(data_dir=tmp_path / "old", features="pooled")
     with open_store(pooled) as store:
-        store.ensure_collection(vector_size(pooled))
+        store.ensure_collection(pooled.vector_size())
     app = create_app(pooled.replace(features="multiscale"))
     handle = app.extensions["lookalike.store"]
     handle.open_soon().join(60)

@@ -19,10 +19,10 @@ import redis
 from api.celery_client import TaskClient
 from lookalike.blobs import BlobStore
 from lookalike.images import sha256_hex
-from lookalike.schema import point_id, vector_size
+from lookalike.schema import point_id
 from lookalike.settings import Settings
 from lookalike.store import open_store
-from lookalike.tasks import EMBED_QUERY, INDEX_ITEMS
+from lookalike.task_queues import EMBED_QUERY, INDEX_ITEMS
 from support import REPO, labelled_images
 
 # A database of its own, so the test never touches anything else on the shared server.
@@ -101,7 +101,7 @@ def test_worker_process_embeds_and_upserts_through_redis(
     query = tasks.result(
         tasks.send(EMBED_QUERY, base64.b64encode(photos[3][1].read_bytes()).decode())
     ).get(timeout=120)
-    assert len(query["vector"]) == vector_size(redis_settings) == 1472
+    assert len(query["vector"]) == redis_settings.vector_size() == 1472
 
     worker_process.send_signal(signal.SIGTERM)  # warm shutdown: finish, flush, release the shard
     assert worker_process.wait(timeout=60) == 0

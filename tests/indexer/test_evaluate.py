@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 
 from indexer.cli import main as indexer_main
-from indexer.datasets import (
+from indexer.quality.datasets import (
     DatasetError,
     LabelledImage,
     export_fashion_mnist,
@@ -23,7 +23,7 @@ from indexer.datasets import (
     stratified_split,
     write_manifest,
 )
-from indexer.evaluate import (
+from indexer.quality.evaluate import (
     chance_precision,
     colour_histogram,
     evaluation_store,
@@ -232,7 +232,8 @@ def test_evaluate_command_on_real_photos(
 def test_evaluation_neighbours_are_the_exact_nearest(
     tuxpaint_manifest: Path, model_cache_dir: Path
 ) -> None:
-    from indexer.evaluate import MODEL, evaluate
+    from indexer.quality.evaluate import evaluate
+    from indexer.quality.results import MODEL
     from lookalike.images import SCALED_DECODE_FACTOR, decode_scaled
     from lookalike.settings import Settings
     from worker.model import get_embedder

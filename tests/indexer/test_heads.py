@@ -12,8 +12,8 @@ import pytest
 from PIL import Image
 
 from indexer.cli import main as indexer_main
-from indexer.datasets import LabelledImage, write_manifest
-from lookalike.schema import ModelNotBuilt, vector_size
+from indexer.quality.datasets import LabelledImage, write_manifest
+from lookalike.schema import ModelNotBuilt
 from lookalike.settings import Settings
 from support import labelled_images
 
@@ -82,7 +82,7 @@ def test_the_head_is_a_model_version_the_worker_loads(
     assert manifest["evaluation"]["held_out"] == trained["held_out"]
 
     settings = Settings(model_cache=model_dir, head="photos")
-    assert vector_size(settings) == 256
+    assert settings.vector_size() == 256
     embedder = get_embedder(settings)
     base = get_embedder(settings.replace(head=""))
     assert embedder.name == "efficientnet-lite0-head-photos"
@@ -109,20 +109,20 @@ def test_a_head_refuses_vectors_of_another_backbone_version(trained: dict, model
     with pytest.raises(ValueError, match=r"was trained on .*:resize:multiscale vectors"):
         get_embedder(Settings(model_cache=model_dir, head="photos", preprocess="crop"))
     with pytest.raises(ModelNotBuilt, match="head 'nothing'"):
-        vector_size(Settings(model_cache=model_dir, head="nothing"))
+        Settings(model_cache=model_dir, head="nothing").vector_size()
 
 
 def test_triplet_and_standardise_heads(
     model_dir: Path, photos: list[tuple[str, Path]], tmp_path: Path
 ) -> None:
-    from indexer.heads import train_and_evaluate
+    from indexer.quality.train_head import train_and_evaluate
     from worker.model import get_embedder
     from worker.model.heads import TrainOptions
 
     items = [LabelledImage(f"{c}-{p.stem}", p, c) for c, p in photos[::2]]
     settings = Settings(model_cache=model_dir)
     # A standardise head keeps the backbone's size (1472, multiscale by default).
-    for kind, dim in (("triplet", 64), ("standardise", vector_size(settings))):
+    for kind, dim in (("triplet", 64), ("standardise", settings.vector_size())):
         report = train_and_evaluate(
             items,
             settings,

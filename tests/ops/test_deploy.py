@@ -358,13 +358,20 @@ def test_the_settings_the_chart_sets_are_settings_the_code_reads() -> None:
         for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]:
             if e["name"].startswith("LOOKALIKE_") and "value" in e:
                 env[e["name"]] = e["value"].replace("$(REDIS_PASSWORD)", "")
-    known = {"LOOKALIKE_" + name.upper() for name in Settings.__dataclass_fields__}
+    known = {"LOOKALIKE_" + name.upper() for name in Settings.model_fields}
     assert set(env) <= known, set(env) - known
     secret_keys = set(by_kind(docs, "Secret")["shop-lookalike-secrets"]["stringData"])
     assert secret_keys - {"REDIS_PASSWORD"} <= known
     settings = Settings.from_env(env)
     assert (settings.qdrant_shards, settings.qdrant_replication_factor) == (6, 2)
     assert settings.log_format == "json"
+
+
+def test_the_charts_model_choices_are_the_registrys_backbones() -> None:
+    from lookalike.models import BACKBONES
+
+    schema = json.loads((REPO / "deploy/helm/lookalike/values.schema.json").read_text())
+    assert schema["properties"]["config"]["properties"]["model"]["enum"] == list(BACKBONES)
 
 
 def test_config_and_secret_checksums_roll_the_pods() -> None:
@@ -477,15 +484,17 @@ def test_keda_check_refuses_a_misspelt_field() -> None:
 def test_dashboard_queries_only_exported_series() -> None:
     import prometheus_client
 
-    import api.metrics
-    import worker.metrics  # noqa: F401  (registers the worker's series)
+    import api.http_metrics
+    import worker.task_metrics  # noqa: F401  (registers the worker's series)
 
     suffixes = {"counter": ["_total"], "histogram": ["_bucket", "_sum", "_count"]}
     exported: set[str] = set()
     for family in prometheus_client.REGISTRY.collect():
         exported.update(family.name + s for s in suffixes.get(family.type, [""]))
     # The API's scrape-time gauges (queue depth, vectors), read when Prometheus asks.
-    exported.update(re.findall(r'"(lookalike_[a-z_]+)"', Path(api.metrics.__file__).read_text()))
+    exported.update(
+        re.findall(r'"(lookalike_[a-z_]+)"', Path(api.http_metrics.__file__).read_text())
+    )
 
     dashboard = json.loads((CHART / "dashboards" / "lookalike.json").read_text())
     queried = set()

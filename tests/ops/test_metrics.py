@@ -14,7 +14,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from api.celery_client import TaskClient
 from lookalike.settings import Settings
-from lookalike.tasks import INDEX_ITEMS
+from lookalike.task_queues import INDEX_ITEMS
 from support import labelled_images, post_item, wait_for_task
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]

@@ -32,7 +32,7 @@ from api.celery_client import TaskClient
 from lookalike.blobs import BlobStore
 from lookalike.images import sha256_hex
 from lookalike.settings import Settings
-from lookalike.tasks import INDEX_ITEMS, INGEST_QUEUE
+from lookalike.task_queues import INDEX_ITEMS, INGEST_QUEUE
 from support import REPO, labelled_images, post_item, wait_for_task
 
 # A database of its own on the shared server (13 is tests/e2e/test_multiprocess.py's).

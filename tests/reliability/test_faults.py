@@ -30,10 +30,9 @@ from api import create_app
 from api.celery_client import TaskClient
 from lookalike.blobs import BlobStore
 from lookalike.images import sha256_hex
-from lookalike.schema import vector_size
 from lookalike.settings import Settings
 from lookalike.store import open_store
-from lookalike.tasks import INDEX_ITEMS
+from lookalike.task_queues import INDEX_ITEMS
 from support import post_item
 
 # Short enough that a killed worker's batch comes back within the test, far longer than a
@@ -53,7 +52,7 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
 @pytest.fixture(scope="module")
 def catalog(tmp_path_factory: pytest.TempPathFactory) -> list[tuple[str, bytes]]:
     """1200 real product photos (Fashion-MNIST, Debian's dataset-fashion-mnist) as PNG."""
-    from indexer.datasets import export_fashion_mnist
+    from indexer.quality.datasets import export_fashion_mnist
 
     root = export_fashion_mnist(tmp_path_factory.mktemp("fashion"), per_class=120)
     paths = sorted(root.rglob("*.png"))
@@ -108,7 +107,7 @@ def stored_ids(settings: Settings) -> tuple[int, set[str]]:
     """(point count, item ids) of the shard, read after its worker has stopped."""
     store = open_store(settings)
     try:
-        store.ensure_collection(vector_size(settings))
+        store.ensure_collection(settings.vector_size())
         items = []
         cursor = None
         while True:
@@ -190,7 +189,7 @@ def test_an_unavailable_store_is_retried_then_a_permanent_outage_is_reported(
     injectable fault (a Qdrant server down gives the same StoreUnavailable)."""
     settings, env, log = setup["settings"], setup["env"], setup["log"]
     held = open_store(settings)
-    held.ensure_collection(vector_size(settings))  # this process now owns the shard
+    held.ensure_collection(settings.vector_size())  # this process now owns the shard
     client = create_app(settings, store=held).test_client()
     worker = start_worker({**env, "LOOKALIKE_TASK_MAX_RETRIES": "3"}, log)
     setup["procs"].append(worker)

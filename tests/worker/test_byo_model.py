@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from lookalike.schema import ModelNotBuilt, vector_size
+from lookalike.schema import ModelNotBuilt
 from lookalike.settings import Settings
 from support import labelled_images, post_item, wait_for_task
 
@@ -20,7 +20,7 @@ SIZE = 48
 
 def _tiny_model(path: Path, seed: int = 0) -> Path:
     """A two-layer convolutional net ending in a 16-channel feature map (no pooling)."""
-    from worker.model.cache import import_tensorflow
+    from worker.model.files import import_tensorflow
 
     import_tensorflow()
     import keras
@@ -62,7 +62,7 @@ def test_a_keras_model_file_becomes_the_backbone(
         model_cache=tmp_path / "models",
     )
     with pytest.raises(ModelNotBuilt, match="custom model"):
-        vector_size(settings)
+        settings.vector_size()
 
     # The default features are multiscale, which a user's model (one output) has no use for.
     assert settings.features == "multiscale" and settings.model_features == "pooled"
@@ -70,7 +70,7 @@ def test_a_keras_model_file_becomes_the_backbone(
 
     assert (embedder.name, embedder.dim, embedder.input_size) == ("custom-tiny-net", 16, SIZE)
     assert embedder.version.startswith("custom-tiny-net:") and embedder.version.endswith(":resize")
-    assert vector_size(settings) == 16  # the API reads it from the manifest, without TensorFlow
+    assert settings.vector_size() == 16  # the API reads it from the manifest, without TensorFlow
     vectors = embedder.embed(photos)
     assert vectors.shape == (len(photos), 16)
     np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
@@ -93,8 +93,8 @@ def test_a_keras_model_file_becomes_the_backbone(
 def test_a_weights_file_for_a_known_architecture(tmp_path: Path) -> None:
     """As a user with ImageNet "notop" weights downloaded elsewhere would: the architecture
     by name, the weights file by path (here: random weights the test saved)."""
-    from worker.model.cache import import_tensorflow
     from worker.model.custom import CustomModel, build_custom_cache
+    from worker.model.files import import_tensorflow
 
     import_tensorflow()
     import keras
@@ -111,7 +111,7 @@ def test_a_weights_file_for_a_known_architecture(tmp_path: Path) -> None:
 
     assert (files.feature_dim, files.input_size) == (1280, 96)
     pixels = np.random.default_rng(0).integers(0, 256, (1, 96, 96, 3)).astype(np.float32)
-    from worker.model.runtime import TFLiteRunner
+    from worker.model.runners import TFLiteRunner
 
     got = TFLiteRunner(files.tflite, threads=1).run(pixels)["features"]
     expected = np.asarray(net.predict_on_batch(pixels / 127.5 - 1.0)).mean(axis=(1, 2))

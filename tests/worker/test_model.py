@@ -17,6 +17,7 @@ import pytest
 import skimage.data
 from PIL import Image
 
+from lookalike.models import get_backbone
 from lookalike.schema import head_part
 from lookalike.settings import Settings
 from worker.model import Embedder, build_model_cache, get_embedder, load_embedder, preprocess
@@ -65,6 +66,10 @@ def test_matches_pytorch_reference(
 
     out = embedder.infer(reference["images"])
 
+    # The registry's record of this backbone is what the built model is.
+    backbone = get_backbone(model)
+    assert embedder.input_size == backbone.input_size
+    assert {name: value.shape[1] for name, value in out.items()} == dict(backbone.dims)
     for key in ("features", "logits"):
         error = np.abs(out[key] - reference[key]).max()
         assert error <= PARITY_TOLERANCE, f"{model} {runtime} {key}: max abs error {error:.2e}"
@@ -243,7 +248,7 @@ def test_the_keras_runtime_needs_no_tflite_file(tmp_path: Path) -> None:
 def test_padded_batches_give_the_same_outputs(model_cache_dir: Path) -> None:
     # On JAX the Keras runner pads a batch up to a power of two (one compiled shape per
     # bucket); the padding rows must not reach the caller nor change the real rows.
-    from worker.model.runtime import KerasRunner, bucket
+    from worker.model.runners import KerasRunner, bucket
 
     assert [bucket(n) for n in (1, 2, 3, 4, 5, 127, 128, 129)] == [1, 2, 4, 4, 8, 128, 128, 256]
     embedder = load_embedder("efficientnet-lite0", model_cache_dir, runtime="keras")

@@ -21,13 +21,14 @@ from lookalike.images import (
     decode_scaled,
     sha256_hex,
 )
-from lookalike.schema import KEYPOINTS_FIELD, RETIRED_FIELDS, point_id, vector_size
+from lookalike.schema import KEYPOINTS_FIELD, RETIRED_FIELDS, point_id
 from lookalike.settings import Settings
 from lookalike.store import StoredItem, VectorStore
-from lookalike.tasks import QUEUES, TASK_QUEUES
+from lookalike.task_queues import QUEUES, TASK_QUEUES
 from support import labelled_images
 from worker import pipeline
-from worker.celery_app import create_celery, runtime_of
+from worker.celery_app import create_celery
+from worker.resources import runtime_of
 
 
 def test_every_task_is_routed_to_a_declared_queue(settings: Settings) -> None:
@@ -198,7 +199,7 @@ def test_a_catalog_decoded_in_full_stays_so_until_a_reindex_rebuilds_it(runtime)
 
     # A reindex: the new version decodes scaled, both for items re-embedded into it and for
     # items ingested meanwhile (written to both versions, each decoded its own way).
-    version = runtime.store.create_version(runtime.settings.model, vector_size(runtime.settings))
+    version = runtime.store.create_version(runtime.settings.model, runtime.settings.vector_size())
     runtime.store.set_aliases(next=version.name)
     target = runtime.store.version(version.name)
     assert pipeline.index_items(runtime, items[2:3]).indexed == ["sku-2"]

@@ -12,9 +12,9 @@ import sys
 import time
 from pathlib import Path
 
+from lookalike.models import BACKBONES
 from worker.model.cache import ModelFiles, build_model_cache
 from worker.model.custom import ARCHITECTURES, INPUT_MODES, CustomModel, build_custom_cache
-from worker.model.efficientnet_lite import VARIANTS
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -23,7 +23,7 @@ def main(argv: list[str] | None = None) -> int:
     build = commands.add_parser(
         "build", help="convert the shipped weights to .keras and .tflite (skips if up to date)"
     )
-    build.add_argument("--model", choices=sorted(VARIANTS), default="efficientnet-lite0")
+    build.add_argument("--model", choices=sorted(BACKBONES), default="efficientnet-lite0")
     build.add_argument("--cache-dir", type=Path, default=Path("data/models"))
     build.add_argument("--force", action="store_true", help="rebuild even if up to date")
     build.add_argument("--custom", type=Path, default=None, help="a user's Keras model file")

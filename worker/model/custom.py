@@ -35,13 +35,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from lookalike.schema import custom_manifest_path, custom_model_name
-from worker.model.cache import (
-    ModelCacheError,
-    ModelFiles,
-    _locked,
-    import_tensorflow,
-    sha256_file,
-)
+from worker.model.cache import ModelCacheError, ModelFiles
+from worker.model.files import import_tensorflow, locked, sha256_file
 
 if TYPE_CHECKING:
     from lookalike.settings import Settings
@@ -149,7 +144,7 @@ def build_custom_cache(custom: CustomModel, cache_dir: Path, *, force: bool = Fa
     manifest = None if force else _up_to_date(manifest_path, fingerprint)
     if manifest is not None:
         return files(manifest, built=False)
-    with _locked(cache_dir / f".{name}.lock"):
+    with locked(cache_dir / f".{name}.lock"):
         manifest = None if force else _up_to_date(manifest_path, fingerprint)
         if manifest is not None:
             return files(manifest, built=False)
@@ -286,7 +281,7 @@ def _convert(
 
 
 def _self_check(model: Any, tflite_path: Path, size: int) -> float:
-    from worker.model.runtime import TFLiteRunner
+    from worker.model.runners import TFLiteRunner
 
     pixels = np.random.default_rng(0).integers(0, 256, (2, size, size, 3)).astype(np.float32)
     expected = np.asarray(model.predict_on_batch(pixels)["features"])

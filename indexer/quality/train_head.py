@@ -27,16 +27,15 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 import numpy as np
 
-from indexer.datasets import LabelledImage, by_label, load_labelled, stratified_split
-from indexer.evaluate import (
+from indexer.quality.datasets import LabelledImage, by_label, load_labelled, stratified_split
+from indexer.quality.evaluate import (
     KS,
-    MODEL,
-    Scores,
     embed_items,
     metrics_table,
     model_settings,
     score_vectors,
 )
+from indexer.quality.results import MODEL, Scores
 
 if TYPE_CHECKING:
     from lookalike.settings import Settings
@@ -305,7 +304,7 @@ def write_head_report(report: HeadReport, out_dir: Path, dataset: str) -> dict[s
 
 
 def add_train_head_parser(sub: Any) -> None:
-    from indexer.evaluate import add_model_options
+    from indexer.quality.evaluate import add_model_options
 
     p = sub.add_parser(
         "train-head",

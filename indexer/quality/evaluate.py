@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import math
 import sys
 import tempfile
 import time
@@ -39,13 +38,14 @@ from typing import TYPE_CHECKING, Any, TextIO
 import numpy as np
 from PIL import Image
 
-from indexer.datasets import LabelledImage
+from indexer.quality import report_pictures
+from indexer.quality.datasets import LabelledImage
+from indexer.quality.results import COLOUR, MODEL, RANDOM, Evaluation, MethodResult, Scores
 from lookalike.images import (
     DECODE_FULL,
     DECODE_SCALED,
     ImageProblem,
     decode_as,
-    decode_image,
 )
 from lookalike.schema import point_id
 from lookalike.store import Search, StoredItem, VectorStore
@@ -54,9 +54,6 @@ if TYPE_CHECKING:
     from lookalike.settings import Settings
 
 KS = (1, 5, 10)
-MODEL = "model"
-COLOUR = "colour-histogram"
-RANDOM = "random"
 STORES = ("edge", "memory")
 # Bump when the colour histogram changes: cached histograms carry it in their key.
 COLOUR_VERSION = "rgb8x8x8-sqrt-v1"
@@ -64,26 +61,6 @@ _BATCH = 64
 
 
 # --------------------------------------------------------------------------- metrics
-
-
-@dataclass(frozen=True)
-class Scores:
-    """Retrieval metrics of one method: the means, and the per-query values behind them."""
-
-    summary: dict[str, float]
-    # Metric name -> (n,) per query; NaN where the query has no relevant image.
-    per_query: dict[str, np.ndarray]
-    # (n,) bool: queries that count (their label has another image).
-    valid: np.ndarray
-
-    def per_class(self, labels: Sequence[str], metric: str) -> dict[str, float]:
-        values = self.per_query[metric]
-        out: dict[str, float] = {}
-        for label in sorted(set(labels)):
-            mask = (np.asarray(labels) == label) & self.valid
-            if mask.any():
-                out[label] = float(values[mask].mean())
-        return out
 
 
 def retrieval_metrics(
@@ -322,77 +299,6 @@ def embed_items(
 # --------------------------------------------------------------------------- evaluation
 
 
-@dataclass
-class MethodResult:
-    name: str
-    description: str
-    scores: Scores
-    neighbours: np.ndarray
-    similarity: np.ndarray
-
-
-@dataclass
-class Evaluation:
-    dataset: str
-    items: list[LabelledImage]
-    methods: dict[str, MethodResult]
-    model: dict[str, Any]
-    ks: tuple[int, ...]
-    chance: float
-    failed: dict[str, str]
-    store: str
-    seconds: dict[str, float]
-
-    @property
-    def labels(self) -> list[str]:
-        return [item.label for item in self.items]
-
-    def as_dict(self) -> dict[str, Any]:
-        labels = self.labels
-        classes, counts = np.unique(np.asarray(labels), return_counts=True)
-        return {
-            "dataset": {
-                "source": self.dataset,
-                "images": len(self.items),
-                "classes": len(classes),
-                "queries": int(next(iter(self.methods.values())).scores.valid.sum()),
-                "failed": self.failed,
-            },
-            "model": self.model,
-            "store": self.store,
-            "ks": list(self.ks),
-            "chance_precision": self.chance,
-            "methods": {
-                name: {"description": m.description, **_rounded(m.scores.summary)}
-                for name, m in self.methods.items()
-            },
-            "per_class": {
-                str(label): {
-                    "images": int(count),
-                    **{
-                        name: _round(m.scores.per_class(labels, f"P@{self._k_mid}").get(label))
-                        for name, m in self.methods.items()
-                    },
-                }
-                for label, count in zip(classes, counts, strict=True)
-            },
-            "per_class_metric": f"P@{self._k_mid}",
-            "seconds": {k: round(v, 2) for k, v in self.seconds.items()},
-        }
-
-    @property
-    def _k_mid(self) -> int:
-        return 5 if 5 in self.ks else self.ks[len(self.ks) // 2]
-
-
-def _round(value: float | None) -> float | None:
-    return None if value is None or math.isnan(value) else round(value, 4)
-
-
-def _rounded(summary: dict[str, float]) -> dict[str, float | None]:
-    return {k: _round(v) for k, v in summary.items()}
-
-
 def model_description(embedder: Any) -> dict[str, Any]:
     return {
         "name": embedder.name,
@@ -514,7 +420,7 @@ def write_report(
     summary = evaluation.as_dict()
     paths = {"json": out_dir / "report.json", "markdown": out_dir / "report.md"}
     paths["json"].write_text(json.dumps(summary, indent=2) + "\n")
-    pictures = _pictures(evaluation, out_dir, examples)
+    pictures = report_pictures.pictures(evaluation, out_dir, examples)
     paths.update(pictures)
 
     k_mid = evaluation._k_mid
@@ -562,132 +468,10 @@ def write_report(
     return paths
 
 
-def _thumbnail(path: Path, size: int = 112) -> np.ndarray:
-    try:
-        image = decode_image(path.read_bytes(), max_pixels=40_000_000)
-    except (OSError, ImageProblem):
-        return np.full((size, size, 3), 200, dtype=np.uint8)
-    image.thumbnail((size, size), Image.Resampling.BICUBIC)
-    canvas = Image.new("RGB", (size, size), (255, 255, 255))
-    canvas.paste(image, ((size - image.width) // 2, (size - image.height) // 2))
-    return np.asarray(canvas)
-
-
-def _pictures(evaluation: Evaluation, out_dir: Path, examples: int) -> dict[str, Path]:
-    try:
-        import matplotlib
-    except ImportError:
-        print(
-            "indexer: matplotlib is not installed (pip install 'lookalike[eval]'): "
-            "the report has no pictures",
-            file=sys.stderr,
-        )
-        return {}
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    paths: dict[str, Path] = {}
-    labels = evaluation.labels
-    k_mid = evaluation._k_mid
-    metric = f"P@{k_mid}"
-    model = evaluation.methods[MODEL]
-    per_class = model.scores.per_class(labels, metric)
-    if per_class:
-        order = sorted(per_class, key=lambda c: per_class[c])
-        others = [m for m in (COLOUR, RANDOM) if m in evaluation.methods]
-        height = max(2.5, 0.22 * len(order) + 1.2)
-        fig, ax = plt.subplots(figsize=(7, height))
-        y = np.arange(len(order))
-        bar = 0.8 / (1 + len(others))
-        ax.barh(y, [per_class[c] for c in order], bar, label="model", color="#2b6cb0")
-        for j, name in enumerate(others, 1):
-            values = evaluation.methods[name].scores.per_class(labels, metric)
-            color = "#dd8452" if name == COLOUR else "#aaaaaa"
-            ax.barh(y - j * bar, [values.get(c, 0) for c in order], bar, label=name, color=color)
-        counts = dict(zip(*np.unique(np.asarray(labels), return_counts=True), strict=True))
-        ax.set_yticks(y - bar * len(others) / 2, [f"{c} ({counts[c]})" for c in order], fontsize=7)
-        ax.set_xlim(0, 1)
-        ax.set_xlabel(f"{metric} (fraction of the {k_mid} nearest with the same label)")
-        ax.set_title(f"Per-class {metric}: {evaluation.model['version']}", fontsize=9)
-        ax.legend(loc="lower right", fontsize=7)
-        fig.tight_layout()
-        paths["per_class"] = _save(fig, out_dir / "per_class.png", dpi=90)
-        plt.close(fig)
-
-    queries = _example_queries(evaluation, examples)
-    if queries:
-        shown = 5
-        fig, axes = plt.subplots(
-            len(queries), shown + 1, figsize=(1.5 * (shown + 1), 1.65 * len(queries))
-        )
-        axes = np.atleast_2d(axes)
-        for row, query in enumerate(queries):
-            cells = [(query, None)] + [
-                (int(j), float(s))
-                for j, s in zip(
-                    model.neighbours[query, :shown], model.similarity[query, :shown], strict=True
-                )
-                if j >= 0
-            ]
-            for col in range(shown + 1):
-                ax = axes[row, col]
-                ax.set_xticks([])
-                ax.set_yticks([])
-                if col >= len(cells):
-                    ax.axis("off")
-                    continue
-                index, score = cells[col]
-                ax.imshow(_thumbnail(evaluation.items[index].path))
-                label = labels[index]
-                if score is None:
-                    colour, text = "#222222", f"query: {label}"
-                else:
-                    same = label == labels[query]
-                    colour = "#2f9e44" if same else "#e03131"
-                    text = f"{label} {score:.2f}"
-                for spine in ax.spines.values():
-                    spine.set_edgecolor(colour)
-                    spine.set_linewidth(3 if score is not None else 1)
-                ax.set_title(text[:28], fontsize=6, color=colour)
-        fig.tight_layout()
-        paths["examples"] = _save(fig, out_dir / "examples.png", dpi=80)
-        plt.close(fig)
-    return paths
-
-
-def _save(fig: Any, path: Path, dpi: int) -> Path:
-    """The figure as a 256-colour PNG: a third of the size, no visible loss for charts."""
-    import io
-
-    buffer = io.BytesIO()
-    fig.savefig(buffer, dpi=dpi, format="png")
-    buffer.seek(0)
-    with Image.open(buffer) as image:
-        image.convert("RGB").quantize(256).save(path, optimize=True)
-    return path
-
-
-def _example_queries(evaluation: Evaluation, count: int, seed: int = 0) -> list[int]:
-    """One query from each of the ``count`` largest classes, picked at random (seeded)."""
-    if count < 1:
-        return []
-    valid = evaluation.methods[MODEL].scores.valid
-    labels = np.asarray(evaluation.labels)
-    classes, counts = np.unique(labels[valid], return_counts=True)
-    rng = np.random.default_rng(seed)
-    picks = []
-    for label in classes[np.argsort(-counts, kind="stable")][:count]:
-        candidates = np.flatnonzero((labels == label) & valid)
-        picks.append(int(rng.choice(candidates)))
-    return picks
-
-
-# --------------------------------------------------------------------------- command line
-
-
 def add_model_options(parser: argparse.ArgumentParser, *, head: bool = True) -> None:
     """Flags that override the embedder's settings (else LOOKALIKE_* variables, defaults)."""
-    from lookalike.settings import FEATURES, MODELS, PREPROCESS_MODES, RUNTIMES
+    from lookalike.models import MODELS
+    from lookalike.settings import FEATURES, PREPROCESS_MODES, RUNTIMES
 
     group = parser.add_argument_group("model (default: the LOOKALIKE_* settings)")
     group.add_argument("--model", choices=MODELS, default=None)
@@ -745,7 +529,7 @@ def add_evaluate_parser(sub: Any) -> None:
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
-    from indexer.datasets import DatasetError, load_labelled, stratified_sample
+    from indexer.quality.datasets import DatasetError, load_labelled, stratified_sample
 
     try:
         settings = model_settings(args)

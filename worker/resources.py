@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import threading
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from lookalike.blobs import BlobStore
-from lookalike.schema import vector_size
 from lookalike.settings import Settings
-from lookalike.store import VectorStore, open_store
+from lookalike.store import LazyStore, VectorStore
 
 if TYPE_CHECKING:
     from worker.model import Embedder
@@ -18,9 +16,7 @@ class WorkerRuntime:
     def __init__(self, settings: Settings, store: VectorStore | None = None) -> None:
         self.settings = settings
         self.blobs = BlobStore(settings.image_dir)
-        self._store = store
-        self._store_ready = False
-        self._lock = threading.Lock()
+        self._store = LazyStore(settings, store)
         # Threads that run tasks in this process (set when a worker starts): each gets its
         # own model interpreter unless LOOKALIKE_INFERENCE_INSTANCES says otherwise.
         self.task_threads = 1
@@ -29,13 +25,7 @@ class WorkerRuntime:
 
     @property
     def store(self) -> VectorStore:
-        with self._lock:
-            if self._store is None:
-                self._store = open_store(self.settings)
-            if not self._store_ready:
-                self._store.ensure_collection(vector_size(self.settings))
-                self._store_ready = True
-            return self._store
+        return self._store.get()
 
     @property
     def embedder(self) -> Embedder:
@@ -46,8 +36,10 @@ class WorkerRuntime:
         return get_embedder(self.settings, self.task_threads)
 
     def close(self) -> None:
-        with self._lock:
-            if self._store is not None:
-                self._store.close()
-                self._store = None
-                self._store_ready = False
+        self._store.close()
+
+
+def runtime_of(app: Any) -> WorkerRuntime:
+    """The worker state that ``worker.celery_app.create_celery`` attached to a Celery app."""
+    runtime: WorkerRuntime = app.lookalike
+    return runtime

@@ -9,7 +9,7 @@ A labelled set is either
   (``category`` is accepted for ``label``; ``id`` is optional), or a ``.jsonl`` file with one
   ``{"path": ..., "label": ...}`` object a line. Relative paths are relative to the manifest.
 
-Exporters write such sets from Debian packages (``python -m indexer.datasets --help``):
+Exporters write such sets from Debian packages (``python -m indexer.quality.datasets --help``):
 
 - ``fashion-mnist`` (package ``dataset-fashion-mnist``): a stratified sample of the 28x28
   greyscale product pictures, written out as PNG files in one folder per class;
@@ -35,8 +35,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-# What the API accepts (lookalike.images.SUPPORTED_FORMATS), by file name.
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"})
+from lookalike.images import IMAGE_SUFFIXES
+
 # Characters an item id may not hold (lookalike.schema.ID_PATTERN) become "-".
 _UNSAFE = re.compile(r"[^A-Za-z0-9._:@+=-]+")
 
@@ -304,7 +304,7 @@ def tuxpaint_manifest(out: Path, *, source: Path = TUXPAINT_STAMPS) -> Path:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m indexer.datasets", description="Export labelled image sets."
+        prog="python -m indexer.quality.datasets", description="Export labelled image sets."
     )
     sub = parser.add_subparsers(dest="dataset", required=True)
     fm = sub.add_parser("fashion-mnist", help="PNG folder of a Fashion-MNIST sample")
@@ -335,7 +335,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             out = tuxpaint_manifest(args.out)
     except DatasetError as exc:
-        print(f"indexer.datasets: {exc}", file=sys.stderr)
+        print(f"indexer.quality.datasets: {exc}", file=sys.stderr)
         return 2
     items = load_labelled(out)
     print(f"{out}: {len(items)} images in {len(by_label(items))} classes")

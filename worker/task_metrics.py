@@ -19,7 +19,7 @@ from celery import signals
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
 from lookalike.settings import Settings
-from lookalike.tasks import TASK_QUEUES
+from lookalike.task_queues import TASK_QUEUES
 
 log = logging.getLogger(__name__)
 
