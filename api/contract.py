@@ -40,15 +40,23 @@ from api.params import (
     MAX_GROUP_SIZE,
     MAX_LIMIT,
     MAX_OFFSET,
+    MAX_SEARCH_TEXT,
     QueryOptions,
     checked_options,
     filters_from_args,
     invalid,
+    text_search,
 )
 from lookalike.schema import ID_PATTERN, MAX_ID_LENGTH, CatalogSchema, InvalidId, validate_id
 from lookalike.store import RECOMMEND_STRATEGIES
 
 Model = TypeVar("Model", bound=BaseModel)
+
+TEXT_SEARCH = (
+    "only items with this tag (the classifier's labels and their WordNet parents: `shoe` "
+    "finds sandals), or whose id holds these words, or whose name or title has words "
+    "starting with them"
+)
 
 
 def _item_id(value: Any) -> str:
@@ -90,6 +98,9 @@ class PageOptions(Body):
     offset: int = Field(0, ge=0, le=MAX_OFFSET, description="results to skip")
     score_threshold: Number = Field(None, description="leave out results scoring below it")  # type: ignore[assignment]
     filter: dict[str, Any] = Field(None, description="the catalog's filters")  # type: ignore[arg-type]
+    q: str = Field(  # type: ignore[assignment]
+        None, min_length=1, max_length=MAX_SEARCH_TEXT, description=TEXT_SEARCH
+    )
 
 
 class QueryOptionsBody(PageOptions):
@@ -174,6 +185,9 @@ class QueryArgs(BaseModel):
     diversity: Number = Field(  # type: ignore[assignment]
         None, ge=0, le=1, description="0: plain ranking; towards 1: results unlike each other (MMR)"
     )
+    q: str = Field(  # type: ignore[assignment]
+        None, min_length=1, max_length=MAX_SEARCH_TEXT, description=TEXT_SEARCH
+    )
 
 
 # The document's component name of each query option.
@@ -184,6 +198,7 @@ QUERY_PARAMETERS = {
     "group_by": "GroupBy",
     "group_size": "GroupSize",
     "diversity": "Diversity",
+    "q": "TextSearch",
 }
 
 
@@ -195,12 +210,15 @@ def options_from_query(
     opts = parse_body(QueryArgs, given)
     if opts.group_by is not None and not groups:
         raise invalid("group_by", "this query cannot be grouped")
+    filters = filters_from_args(args, schema)
+    if opts.q is not None:
+        filters.update(text_search(opts.q, schema))
     return checked_options(
         schema,
         opts.limit,
         opts.offset,
         opts.score_threshold,
-        filters_from_args(args, schema),
+        filters,
         opts.group_by,
         opts.group_size,
         opts.diversity,

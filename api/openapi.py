@@ -190,6 +190,7 @@ def _query_params(schema: CatalogSchema) -> list[str]:
         "GroupBy",
         "GroupSize",
         "Diversity",
+        "TextSearch",
     ]
 
 
@@ -314,6 +315,16 @@ def build_spec(schema: CatalogSchema = DEFAULT_CATALOG_SCHEMA) -> Json:
                 "the values of a declared facet field, with counts, under the filters",
                 {"200": _json(_schema("Facets"), "values, most frequent first")},
                 params=["FacetField", "FacetLimit", *_filter_params(schema)],
+                errors=(503,),
+                tag="items",
+            )
+        },
+        "/v1/tags": {
+            "get": _op(
+                "the tags of the items (the classifier's labels and their WordNet parents), "
+                "with counts, under the filters: what `q` finds",
+                {"200": _json(_schema("Tags"), "tags, most frequent first")},
+                params=["FacetLimit", *_filter_params(schema)],
                 errors=(503,),
                 tag="items",
             )
@@ -478,10 +489,11 @@ def build_spec(schema: CatalogSchema = DEFAULT_CATALOG_SCHEMA) -> Json:
 
 def _search_description(schema: CatalogSchema) -> str:
     fields = [p.removeprefix("metadata.") for p in schema.text_search_paths()[1:]]
+    tags = "items with this tag (GET /v1/tags; `shoe` finds sandals), or "
     if not fields:
-        return "items whose id holds these words"
+        return f"{tags}whose id holds these words"
     return (
-        f"items whose id holds these words, or whose {' or '.join(fields)} has words "
+        f"{tags}whose id holds these words, or whose {' or '.join(fields)} has words "
         "starting with them"
     )
 
@@ -647,6 +659,20 @@ def _schemas(schema: CatalogSchema) -> Json:
             "model": nullable_string,
             "model_version": nullable_string,
             "ingested_at": nullable_string,
+            "labels": {
+                "type": "array",
+                "description": "the classifier's top ImageNet labels, best first",
+                "items": {
+                    "type": "object",
+                    "required": ["name", "score"],
+                    "properties": {"name": {"type": "string"}, "score": {"type": "number"}},
+                },
+            },
+            "tags": {
+                "type": "array",
+                "description": "the labels' names and their WordNet parents: what q= matches",
+                "items": {"type": "string"},
+            },
         },
     }
     scored = copy.deepcopy(item)
@@ -689,6 +715,20 @@ def _schemas(schema: CatalogSchema) -> Json:
                 "items": {"type": "array", "items": _schema("Item")},
                 "next_cursor": nullable_string,
                 "total": {"type": "integer"},
+            },
+        },
+        "Tags": {
+            "type": "object",
+            "required": ["tags"],
+            "properties": {
+                "tags": {
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "required": ["tag", "count"],
+                        "properties": {"tag": {"type": "string"}, "count": {"type": "integer"}},
+                    },
+                }
             },
         },
         "Facets": {

@@ -24,8 +24,15 @@ from typing import Any
 from werkzeug.datastructures import MultiDict
 
 from api.errors import APIError
-from lookalike.schema import CatalogField, CatalogSchema, InvalidId, InvalidMetadata, validate_id
-from lookalike.store import Range
+from lookalike.schema import (
+    TAGS_FIELD,
+    CatalogField,
+    CatalogSchema,
+    InvalidId,
+    InvalidMetadata,
+    validate_id,
+)
+from lookalike.store import Range, TextMatch
 
 MAX_LIMIT = 100
 MAX_OFFSET = 1000
@@ -34,6 +41,7 @@ MAX_EXAMPLES = 20
 MAX_BATCH = 50
 MAX_FILTER_VALUES = 50
 MAX_VALUE_LENGTH = 256
+MAX_SEARCH_TEXT = 200
 
 
 @dataclass(frozen=True)
@@ -143,6 +151,33 @@ def ids_from_form(values: list[str], field_name: str) -> list[str]:
     return [item_id(v, field_name) for v in ids]
 
 
+def text_search(text: Any, schema: CatalogSchema, name: str = "q") -> dict[str, Any]:
+    """``q``: items with a tag equal to ``text`` (the classifier's labels and their WordNet
+    parents, worker/model/tags.py: "shoe" finds sandals; a plural finds the singular too),
+    or whose id holds its words, or whose name or title has words starting with them
+    (CatalogSchema.text_search_paths: a name or title the catalog schema declares is
+    filtered as its type instead). A condition for ``where``."""
+    if not isinstance(text, str):
+        raise invalid(name, f"{name} must be a string")
+    words = " ".join(text.lower().split())
+    if not 1 <= len(words) <= MAX_SEARCH_TEXT:
+        raise invalid(name, f"{name} must hold 1 to {MAX_SEARCH_TEXT} characters")
+    first, *others = schema.text_search_paths()
+    tags = (TAGS_FIELD, tuple(dict.fromkeys([words, *_singulars(words)])))
+    return {first: TextMatch(text.strip(), tuple(others), keywords=tags)}
+
+
+def _singulars(words: str) -> list[str]:
+    """What a plural search word may be the plural of ("shoes", "dresses", "puppies")."""
+    if words.endswith("ies"):
+        return [words[:-3] + "y"]
+    if words.endswith("es"):
+        return [words[:-2], words[:-1]]
+    if words.endswith("s") and not words.endswith("ss"):
+        return [words[:-1]]
+    return []
+
+
 # --------------------------------------------------------------------------- JSON bodies
 
 
@@ -183,6 +218,8 @@ def options_from_json(
         raise invalid(f"{prefix}diversity", "diversity applies to searches by item or photo")
     raw_filter = body.get("filter")
     filters = {} if raw_filter is None else filters_from_json(raw_filter, schema, f"{prefix}filter")
+    if body.get("q") is not None:
+        filters.update(text_search(body["q"], schema, f"{prefix}q"))
     return checked_options(
         schema, limit, offset, threshold, filters, group_by, group_size, spread, prefix
     )

@@ -236,7 +236,7 @@ def discover() -> Response:
 def _body_options(body: QueryOptionsBody) -> QueryOptions:
     """A validated body's query options, its filter read through the catalog schema."""
     given = body.model_dump(
-        include={"limit", "offset", "score_threshold", "filter", "group_by", "group_size"},
+        include={"limit", "offset", "score_threshold", "filter", "q", "group_by", "group_size"},
         exclude_none=True,
     )
     return options_from_json(given, _schema(), diversity=False)
@@ -283,7 +283,8 @@ def batch() -> Response:
 
 def _batch_entry(entry: SimilarEntry | RecommendEntry) -> dict[str, Any]:
     options = entry.model_dump(
-        include={"limit", "offset", "score_threshold", "filter", "diversity"}, exclude_none=True
+        include={"limit", "offset", "score_threshold", "filter", "q", "diversity"},
+        exclude_none=True,
     )
     if isinstance(entry, SimilarEntry):
         return {

@@ -18,13 +18,15 @@ from PIL import Image
 from api.auth import keyring, request_tenant, signed_url
 from api.celery_client import TaskClient
 from api.errors import APIError
-from api.params import filters_from_args
+from api.params import filters_from_args, text_search
 from api.readiness import served_by_workers
 from api.thumbnails import DEFAULT_SIZE, MIMETYPE, SIZES, Thumbnails
 from lookalike.blobs import BlobStore
 from lookalike.images import ImageProblem, check_image, sha256_hex, validate_image
 from lookalike.schema import (
     DEFAULT_TENANT,
+    LABELS_FIELD,
+    TAGS_FIELD,
     CatalogSchema,
     InvalidId,
     InvalidMetadata,
@@ -36,15 +38,12 @@ from lookalike.store import (
     StoredItem,
     StoreError,
     StoreUnavailable,
-    TextMatch,
     VectorStore,
     mirror_versions,
 )
 from lookalike.tasks import INDEX_ITEMS
 
 bp = Blueprint("api", __name__)
-
-MAX_SEARCH_TEXT = 200
 
 MAX_LIMIT = 100
 # In a browser the gallery's images are loaded once and kept; a re-uploaded item gets new
@@ -234,6 +233,11 @@ def _item_json(payload: dict[str, Any], score: float | None = None) -> dict[str,
         "model": payload.get("model"),
         "model_version": payload.get("model_version"),
         "ingested_at": payload.get("ingested_at"),
+        # The classifier's (worker/model/tags.py); none for an item indexed without tags.
+        "labels": [
+            {"name": lb["name"], "score": lb["score"]} for lb in payload.get(LABELS_FIELD, [])
+        ],
+        "tags": payload.get(TAGS_FIELD, []),
     }
     if score is not None:
         body["score"] = round(score, 6)
@@ -354,7 +358,7 @@ def list_items() -> Response:
     where: dict[str, Any] = {"tenant": tenant, **filters_from_args(request.args, schema)}
     text = request.args.get("q")
     if text is not None:
-        where.update(_text_search(text, schema))
+        where.update(text_search(text, schema))
     store = _store()
     try:
         if sort == "newest":
@@ -370,19 +374,6 @@ def list_items() -> Response:
         next_cursor=next_cursor,
         total=_store().count(where),
     )
-
-
-def _text_search(text: str, schema: CatalogSchema) -> dict[str, Any]:
-    """GET /v1/items?q=: items whose id holds the words of ``text`` or whose name or title
-    has words starting with them (CatalogSchema.text_search_paths: a name or title the
-    catalog schema declares is filtered as its type instead)."""
-    text = text.strip()
-    if not 1 <= len(text) <= MAX_SEARCH_TEXT:
-        raise APIError(
-            400, "invalid_parameter", f"q must hold 1 to {MAX_SEARCH_TEXT} characters", "q"
-        )
-    first, *others = schema.text_search_paths()
-    return {first: TextMatch(text, tuple(others))}
 
 
 @bp.get("/v1/facets")
@@ -406,6 +397,16 @@ def facets() -> Response:
     filters.pop(declared.path, None)  # a field's own filter would hide its other values
     found = _store().facet(declared.path, where={"tenant": tenant, **filters}, limit=limit)
     return jsonify(field=name, values=[{"value": f.value, "count": f.count} for f in found])
+
+
+@bp.get("/v1/tags")
+def tags() -> Response:
+    """The tags of the tenant's items (under the catalog's filters), with how many items
+    carry each, most frequent first: what ``q`` finds."""
+    limit = _int_arg("limit", 100, 1, 1000)
+    where = {"tenant": _tenant(), **filters_from_args(request.args, _catalog())}
+    found = _store().facet(TAGS_FIELD, where=where, limit=limit)
+    return jsonify(tags=[{"tag": f.value, "count": f.count} for f in found])
 
 
 @bp.get("/v1/schema")

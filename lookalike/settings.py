@@ -143,6 +143,11 @@ class Settings:
     # a 1.5 MP photo, about as much as decode and model together: docs/performance.md). Off:
     # no keypoints, and the duplicates answers report exact copies only (``disabled``).
     duplicate_keypoints: bool = True
+    # Tags from the classifier at ingest and reindex (worker/model/tags.py): up to this many
+    # ImageNet labels per image (0: no tags), those whose softmax score reaches
+    # tags_min_score, with their WordNet parents. docs/quality.md "Tags" measures them.
+    tags_top_k: int = 3
+    tags_min_score: float = 0.1
     # The catalog's own metadata fields, their types and roles (filter, facet, group): JSON
     # ({"fields": {...}}), or the path of a JSON file holding it; empty: category, brand
     # (keywords), price (float), in_stock (bool). README "The catalog schema".
@@ -199,6 +204,10 @@ class Settings:
             object.__setattr__(self, "catalog", load_catalog_schema(self.catalog_schema))
         except SchemaError as exc:
             raise SettingsError(f"LOOKALIKE_CATALOG_SCHEMA: {exc}") from None
+        if not 0 <= self.tags_top_k <= 10:
+            raise SettingsError("LOOKALIKE_TAGS_TOP_K must be between 0 and 10")
+        if not 0 <= self.tags_min_score <= 1:
+            raise SettingsError("LOOKALIKE_TAGS_MIN_SCORE must be between 0 and 1")
         if not 0 < self.duplicate_threshold <= 1:
             raise SettingsError("LOOKALIKE_DUPLICATE_THRESHOLD must be in (0, 1]")
         for name in (

@@ -158,6 +158,8 @@ class TextMatch:
 
     text: str
     also: tuple[str, ...] = ()
+    # Or a keyword field holding any of these whole values: (path, values), for tags.
+    keywords: tuple[str, tuple[str, ...]] | None = None
 
 
 _Value: TypeAlias = str | int | bool | list[str] | list[int] | Range | TextMatch
@@ -1541,7 +1543,11 @@ def _edge_filter(conditions: list[_Condition], exclude_ids: list[str]) -> EdgeFi
 def _edge_condition(key: str, value: _Value) -> Any:
     if isinstance(value, TextMatch):
         fields = (key, *value.also)
-        return EdgeFilter(should=[FieldCondition(f, match=MatchText(value.text)) for f in fields])
+        should: list[Any] = [FieldCondition(f, match=MatchText(value.text)) for f in fields]
+        if value.keywords is not None:
+            path, words = value.keywords
+            should.append(FieldCondition(path, match=MatchAny(list(words))))
+        return EdgeFilter(should=should)
     if isinstance(value, Range):
         kind: Any = RangeDateTime if value.datetimes else RangeFloat
         bounds = kind(gte=value.gte, gt=value.gt, lte=value.lte, lt=value.lt)
@@ -2023,6 +2029,11 @@ def _client_filter(conditions: list[_Condition], exclude_ids: list[str]) -> qm.F
                 models.FieldCondition(key=f, match=models.MatchText(text=value.text))
                 for f in (key, *value.also)
             ]
+            if value.keywords is not None:
+                path, words = value.keywords
+                should.append(
+                    models.FieldCondition(key=path, match=models.MatchAny(any=list(words)))
+                )
             must.append(models.Filter(should=should))
         elif isinstance(value, Range):
             kind: Any = models.DatetimeRange if value.datetimes else models.Range

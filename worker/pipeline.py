@@ -37,7 +37,9 @@ from lookalike.images import (
 from lookalike.schema import (
     DEFAULT_TENANT,
     KEYPOINTS_FIELD,
+    LABELS_FIELD,
     RETIRED_FIELDS,
+    TAGS_FIELD,
     InvalidId,
     point_id,
     validate_id,
@@ -46,9 +48,12 @@ from lookalike.settings import MODELS
 from lookalike.store import StoredItem, VectorStore, Version
 from worker import metrics
 from worker.keypoints import keypoint_payload
+from worker.model.tags import tag_payloads
 from worker.runtime import WorkerRuntime
 
 log = logging.getLogger(__name__)
+
+TAG_FIELDS = (TAGS_FIELD, LABELS_FIELD)
 
 # A query photo (JPEG) is decoded at the smallest JPEG scale with both sides at least this
 # many times the model's input side.
@@ -118,7 +123,7 @@ def index_items(runtime: WorkerRuntime, items: list[dict[str, Any]]) -> BatchRep
     _keep_stored_metadata(runtime, items, decoded)
 
     started, cpu = time.perf_counter(), time.thread_time()
-    vectors = _embed_isolating_failures(embedder, decoded, report)
+    vectors = _embed_isolating_failures(runtime, embedder, decoded, report)
     metrics.observe_stage("embed", time.thread_time() - cpu)
     metrics.observe_embedding(
         "ingest", len(decoded), time.perf_counter() - started, embedder.batch_size
@@ -258,7 +263,7 @@ def _write_version(
                 redone.payload = item.payload
                 again.append(redone)
         decoded = again
-    vectors = _embed_isolating_failures(embedder, decoded, mirror)
+    vectors = _embed_isolating_failures(runtime, embedder, decoded, mirror)
     points = [
         StoredItem(
             point_id(item.item_id, item.tenant),
@@ -309,7 +314,7 @@ def reindex_items(runtime: WorkerRuntime, target: str, point_ids: list[str]) -> 
             item.payload = {**kept, **item.payload}
             decoded.append(item)
     started = time.perf_counter()
-    vectors = _embed_isolating_failures(embedder, decoded, report)
+    vectors = _embed_isolating_failures(runtime, embedder, decoded, report)
     metrics.observe_embedding(
         "ingest", len(decoded), time.perf_counter() - started, embedder.batch_size
     )
@@ -335,19 +340,35 @@ def reindex_items(runtime: WorkerRuntime, target: str, point_ids: list[str]) -> 
 
 
 def _embed_isolating_failures(
-    embedder: Any, decoded: list[_Decoded], report: BatchReport
+    runtime: WorkerRuntime, embedder: Any, decoded: list[_Decoded], report: BatchReport
 ) -> list[np.ndarray | None]:
+    """Each item's vector (None for one that failed alone); its tags are added to its
+    payload, from the same model call (worker/model/tags.py)."""
     try:
-        return list(embedder.embed([d.image for d in decoded]))
+        vectors: list[np.ndarray | None] = list(_embed_tagging(runtime, embedder, decoded))
+        return vectors
     except Exception:
         log.exception("batch embedding failed; retrying its images one by one")
-    vectors: list[np.ndarray | None] = []
+    vectors = []
     for item in decoded:
         try:
-            vectors.append(embedder.embed([item.image])[0])
+            vectors.append(_embed_tagging(runtime, embedder, [item])[0])
         except Exception as exc:
             report.fail(item.item_id, "embedding_failed", f"{type(exc).__name__}: {exc}")
             vectors.append(None)
+    return vectors
+
+
+def _embed_tagging(runtime: WorkerRuntime, embedder: Any, decoded: list[_Decoded]) -> np.ndarray:
+    vectors, logits = embedder.embed_and_classify([d.image for d in decoded])
+    settings = runtime.settings
+    # A reindex or an image replaced drops the old tags: they described the old pixels.
+    for item in decoded:
+        item.payload = {k: v for k, v in item.payload.items() if k not in TAG_FIELDS}
+    if logits is not None and settings.tags_top_k:
+        tags = tag_payloads(logits, settings.tags_top_k, settings.tags_min_score)
+        for item, fields in zip(decoded, tags, strict=True):
+            item.payload = {**item.payload, **fields}
     return vectors
 
 

@@ -365,3 +365,33 @@ def test_labels_tenant_link_and_find_by_id(page, catalog, named_catalog) -> None
     page.wait_for_selector("#results .error")
     assert 'No item matches "no-such-item"' in page.inner_text("#results .error")
     assert page.locator("#catalog .card").count() == 0
+
+
+def test_an_items_tags_are_shown_and_find_the_items_with_that_tag(page, client, catalog) -> None:  # type: ignore[no-untyped-def]
+    # The catalog's most frequent tag that not every item has: searching it narrows.
+    tags = client.get("/v1/tags?limit=1000").get_json()["tags"]
+    total = client.get("/v1/items?limit=1").get_json()["total"]
+    tag = next(t["tag"] for t in tags if t["count"] < total)
+    expected = sorted(
+        i["id"] for i in client.get(f"/v1/items?q={tag}&limit=100").get_json()["items"]
+    )
+
+    page.goto(f"/?item={expected[0]}")
+    wait_for_results(page)
+    item = client.get(f"/v1/items/{expected[0]}").get_json()
+    chips = page.eval_on_selector_all("#item-tags .chip", "els => els.map(e => e.dataset.tag)")
+    assert chips == item["tags"] and tag in chips
+    assert f"Looks like: {item['labels'][0]['name']}" in page.inner_text("#item-tags")
+    # The search box suggests the catalog's tags.
+    page.wait_for_function("document.querySelectorAll('#tag-list option').length > 0")
+    options = page.eval_on_selector_all("#tag-list option", "els => els.map(e => e.value)")
+    assert options == [t["tag"] for t in tags][: len(options)]
+    # Clicking a tag narrows the catalog to the items with that tag (GET /v1/items?q=).
+    with page.expect_response(lambda r: "/v1/items?" in r.url and "q=" in r.url):
+        page.click(f"#item-tags .chip[data-tag={json.dumps(tag)}]")
+    page.wait_for_function(
+        f"document.querySelectorAll('#catalog .card').length === {len(expected)}"
+    )
+    assert sorted(card_ids(page, "#catalog .card")) == expected
+    assert page.input_value("#find-id") == tag
+    shot(page, "12-tags-and-keyword-search")
