@@ -144,8 +144,10 @@ def main(argv: list[str] | None = None) -> int:
     # --- retrieval quality (issue #5): offline, in-process, no API needed --------------------
     from indexer.evaluate import add_evaluate_parser, run_evaluate
     from indexer.heads import add_train_head_parser, run_train_head
+    from indexer.tag_quality import add_evaluate_tags_parser, run_evaluate_tags
 
     add_evaluate_parser(sub)
+    add_evaluate_tags_parser(sub)
     add_train_head_parser(sub)
     # ------------------------------------------------------------------------------------------
     args = parser.parse_args(argv)
@@ -153,6 +155,8 @@ def main(argv: list[str] | None = None) -> int:
         return run_evaluate(args)
     if args.command == "train-head":
         return run_train_head(args)
+    if args.command == "evaluate-tags":
+        return run_evaluate_tags(args)
 
     # Killed politely (SIGTERM, e.g. by a scheduler): stop like Ctrl-C, state saved.
     signal.signal(signal.SIGTERM, _interrupt)
