@@ -21,6 +21,7 @@ from api.params import (
     filter_parameters,
 )
 from api.thumbnails import DEFAULT_SIZE, SIZES
+from lookalike.images import MIN_BOX_SIDE
 from lookalike.schema import (
     DEFAULT_CATALOG_SCHEMA,
     FIELD_ROLES,
@@ -811,6 +812,13 @@ def _schemas(schema: CatalogSchema) -> Json:
                 "negative": {
                     "type": "string",
                     "description": "disliked item ids, comma-separated",
+                },
+                "box": {
+                    "type": "string",
+                    "example": "0.5,0,0.5,1",
+                    "description": "search by this region of the photo alone: x,y,width,height "
+                    "as fractions of its width and height (0.5,0,0.5,1: its right half); "
+                    f"each side at least {MIN_BOX_SIDE}, inside the photo",
                 },
             },
         },

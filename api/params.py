@@ -24,6 +24,7 @@ from typing import Any
 from werkzeug.datastructures import MultiDict
 
 from api.errors import APIError
+from lookalike.images import Box, check_box
 from lookalike.schema import (
     TAGS_FIELD,
     CatalogField,
@@ -142,6 +143,24 @@ def _many(values: list[Any], name: str) -> Any:
         raise invalid(name, f"at most {MAX_FILTER_VALUES} values")
     unique = list(dict.fromkeys(values))
     return unique[0] if len(unique) == 1 else unique
+
+
+def box_from_form(raw: str | None, field_name: str = "box") -> Box | None:
+    """A region of the uploaded photo, ``x,y,width,height`` as fractions of its width and
+    height (``0.5,0,0.5,1``: its right half); None when not given."""
+    if raw is None:
+        return None
+    parts = raw.split(",")
+    try:
+        if len(parts) != 4:
+            raise ValueError("the box is x,y,width,height: four numbers separated by commas")
+        try:
+            numbers = [float(p) for p in parts]
+        except ValueError:
+            raise ValueError("the box's x, y, width and height must be numbers") from None
+        return check_box((numbers[0], numbers[1], numbers[2], numbers[3]))
+    except ValueError as exc:
+        raise invalid(field_name, str(exc)) from None
 
 
 def ids_from_form(values: list[str], field_name: str) -> list[str]:

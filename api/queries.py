@@ -28,6 +28,7 @@ from api.contract import (
 from api.errors import APIError
 from api.params import (
     QueryOptions,
+    box_from_form,
     ids_from_form,
     invalid,
     json_object,
@@ -160,10 +161,14 @@ def search_by_image() -> Response:
     negative = ids_from_form(request.form.getlist("negative"), "negative")
     if (positive or negative) and opts.diversity is not None:
         raise invalid("diversity", "diversity applies to a search by the photo alone")
+    box = box_from_form(request.form.get("box"))
     examples = _vectors(positive=positive, negative=negative)
     # Only the header here: the worker decodes the photo and reports a corrupt one (422).
     data = _uploaded_image(header_only=True)
-    task_id = _tasks().send(EMBED_QUERY, base64.b64encode(data).decode("ascii"))
+    image_b64 = base64.b64encode(data).decode("ascii")
+    # A region is a third argument only when given: a worker from before regions takes two.
+    args = (image_b64,) if box is None else (image_b64, list(box))
+    task_id = _tasks().send(EMBED_QUERY, *args)
     result = _tasks().result(task_id)
     try:
         # interval: the embedded default's in-memory result backend is polled, by default
@@ -196,6 +201,9 @@ def search_by_image() -> Response:
             "model_version": outcome["model_version"],
             "positive": positive,
             "negative": negative,
+            "box": None
+            if box is None
+            else dict(zip(("x", "y", "width", "height"), box, strict=True)),
         },
         **body,
     )

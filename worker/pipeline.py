@@ -18,6 +18,7 @@ decoded (``decode``).
 from __future__ import annotations
 
 import logging
+import math
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -30,7 +31,9 @@ from lookalike.images import (
     DECODE_FIELD,
     DECODE_FULL,
     DECODE_SCALED,
+    Box,
     ImageProblem,
+    crop_box,
     decode_as,
     decode_image,
 )
@@ -372,23 +375,14 @@ def _embed_tagging(runtime: WorkerRuntime, embedder: Any, decoded: list[_Decoded
     return vectors
 
 
-def embed_query(runtime: WorkerRuntime, data: bytes) -> dict[str, Any]:
+def embed_query(runtime: WorkerRuntime, data: bytes, box: Box | None = None) -> dict[str, Any]:
+    """A query photo's vector, or that of the region ``box`` of it alone (a checked
+    normalised x, y, width, height: "shop the look")."""
     # The query must be embedded like the catalog it is searched in.
     active = runtime.store.aliases().active
     embedder = embedder_for(runtime, active)
     try:
-        if decode_mode(runtime, active) != DECODE_FULL:
-            # Decoded exactly as the catalog's images are.
-            image = decode_for(runtime, data, DECODE_SCALED, embedder.input_size)
-        else:
-            # A catalog decoded in full: a phone photo decodes several times faster at a
-            # reduced JPEG scale that still leaves twice the model's input, and the query's
-            # vector stays within cosine 0.99 of a full decode (docs/performance.md).
-            image = decode_image(
-                data,
-                max_pixels=runtime.settings.max_image_pixels,
-                draft_size=QUERY_DRAFT_FACTOR * embedder.input_size,
-            )
+        image = _query_image(runtime, data, box, embedder.input_size, decode_mode(runtime, active))
     except ImageProblem as exc:
         return {"error": {"code": exc.code, "message": exc.message}}
     started = time.perf_counter()
@@ -399,3 +393,22 @@ def embed_query(runtime: WorkerRuntime, data: bytes) -> dict[str, Any]:
         "model": embedder.name,
         "model_version": embedder.version,
     }
+
+
+def _query_image(
+    runtime: WorkerRuntime, data: bytes, box: Box | None, input_size: int, mode: str
+) -> Image.Image:
+    """A query photo (or its region ``box``) decoded for a catalog decoded in ``mode``."""
+    # A region is decoded at the scale that gives it the pixels a whole photo would have.
+    side = input_size if box is None else math.ceil(input_size / min(box[2], box[3]))
+    if mode != DECODE_FULL:
+        # Decoded exactly as the catalog's images are.
+        image = decode_for(runtime, data, DECODE_SCALED, side)
+    else:
+        # A catalog decoded in full: a phone photo decodes several times faster at a
+        # reduced JPEG scale that still leaves twice the model's input, and the query's
+        # vector stays within cosine 0.99 of a full decode (docs/performance.md).
+        image = decode_image(
+            data, max_pixels=runtime.settings.max_image_pixels, draft_size=QUERY_DRAFT_FACTOR * side
+        )
+    return image if box is None else crop_box(image, box)

@@ -10,6 +10,7 @@ from typing import Any
 
 from celery import Task, shared_task
 
+from lookalike.images import check_box
 from lookalike.store import StoreUnavailable
 from lookalike.tasks import EMBED_QUERY, INDEX_ITEMS, REINDEX_ITEMS
 from worker import pipeline
@@ -39,6 +40,8 @@ def reindex_items(self: Task, target: str, point_ids: list[str]) -> dict[str, An
 
 
 @shared_task(bind=True, name=EMBED_QUERY, acks_late=True)
-def embed_query(self: Task, image_b64: str) -> dict[str, Any]:
-    """Embed a query photo; the vector goes back to the API through the result backend."""
-    return pipeline.embed_query(runtime_of(self.app), base64.b64decode(image_b64))
+def embed_query(self: Task, image_b64: str, box: list[float] | None = None) -> dict[str, Any]:
+    """Embed a query photo, or its region ``box`` (normalised x, y, width, height, checked
+    by the API); the vector goes back to the API through the result backend."""
+    region = check_box((box[0], box[1], box[2], box[3])) if box is not None else None
+    return pipeline.embed_query(runtime_of(self.app), base64.b64decode(image_b64), region)

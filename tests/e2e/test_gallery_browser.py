@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from waitress.server import create_server
 
-from support import REPO, labelled_images, wait_for_task
+from support import REPO, composite, labelled_images, wait_for_task
 
 CHROMIUM = os.environ.get("LOOKALIKE_TEST_CHROMIUM", "/usr/bin/chromium")
 SCREENSHOTS = REPO / "build" / "screenshots"
@@ -395,3 +395,42 @@ def test_an_items_tags_are_shown_and_find_the_items_with_that_tag(page, client, 
     assert sorted(card_ids(page, "#catalog .card")) == expected
     assert page.input_value("#find-id") == tag
     shot(page, "12-tags-and-keyword-search")
+
+
+def test_draw_a_box_on_the_photo_to_search_by_one_thing_in_it(page, catalog, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    left, right = "animals-0", "vehicles-1"
+    data, boxes = composite(catalog[left], catalog[right])
+    photo = tmp_path / "look.jpg"
+    photo.write_bytes(data)
+    page.goto("/")
+    page.wait_for_selector("#catalog .card")
+    with page.expect_response(lambda r: "/v1/search" in r.url):
+        page.set_input_files("#photo", str(photo))
+    wait_for_results(page)
+    assert "Drag a box on the photo" in page.inner_text("#region")
+    page.wait_for_function("document.querySelector('#region-photo').naturalWidth > 0")
+    for expected, (x, y, w, h) in zip((left, right), boxes, strict=True):
+        rect = page.locator("#region-photo").bounding_box()
+        start = (rect["x"] + x * rect["width"], rect["y"] + y * rect["height"])
+        end = (start[0] + w * rect["width"], start[1] + h * rect["height"])
+        with page.expect_response(lambda r: "/v1/search" in r.url) as search:
+            page.mouse.move(*start)
+            page.mouse.down()
+            page.mouse.move(*end, steps=5)
+            page.mouse.up()
+        # The API echoes the box it searched by: the one drawn, to the pixel.
+        box = search.value.json()["query"]["box"]
+        drawn = (box["x"], box["y"], box["width"], box["height"])
+        assert drawn == pytest.approx((x, y, w, h), abs=2 / rect["width"])
+        page.wait_for_function(
+            f"document.querySelector('#results .card')?.dataset.id === {json.dumps(expected)}"
+        )
+        assert page.locator("#region-box").is_visible()
+        assert "nearest to the boxed region" in page.inner_text("#query")
+        if expected == left:
+            shot(page, "13-region-search")
+    # Back to the whole photo.
+    with page.expect_response(lambda r: "/v1/search" in r.url) as whole:
+        page.click("#region-clear")
+    assert whole.value.json()["query"]["box"] is None
+    page.wait_for_selector("#region-box", state="hidden")
