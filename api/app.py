@@ -85,12 +85,13 @@ def create_app(
 
     init_auth(app, settings)
 
-    from api import batches, openapi, queries, routes
+    from api import batches, explain, openapi, queries, routes
 
     app.register_blueprint(routes.bp)
     app.register_blueprint(queries.bp)
     app.register_blueprint(openapi.bp)
     batches.init_app(app)  # catalog jobs: blobs, batches, duplicates, reindex
+    explain.init_app(app)
     openapi.init_query_checks(app)
     log.debug("API created (embedded broker: %s)", settings.embedded_broker)
     return app

@@ -168,24 +168,7 @@ def search_by_image() -> Response:
     image_b64 = base64.b64encode(data).decode("ascii")
     # A region is a third argument only when given: a worker from before regions takes two.
     args = (image_b64,) if box is None else (image_b64, list(box))
-    task_id = _tasks().send(EMBED_QUERY, *args)
-    result = _tasks().result(task_id)
-    try:
-        # interval: the embedded default's in-memory result backend is polled, by default
-        # every 0.5 s, which was most of a search's latency (Redis notifies, no polling);
-        # a look at a dict every millisecond for the few dozen a search takes costs nothing.
-        outcome = result.get(timeout=_settings().query_timeout_s, propagate=False, interval=0.001)
-    except CeleryTimeout:
-        raise APIError(
-            503, "embedding_timeout", "no worker embedded the photo in time; try again"
-        ) from None
-    finally:
-        result.forget()
-    if not isinstance(outcome, dict) or "vector" not in outcome:
-        error = outcome.get("error") if isinstance(outcome, dict) else None
-        if error:
-            raise APIError(422, error["code"], error["message"], "image")
-        raise APIError(503, "embedding_failed", "the worker could not embed the photo")
+    outcome = worker_answer(_tasks().send(EMBED_QUERY, *args), "vector", "embed the photo")
     vector = np.asarray(outcome["vector"], dtype=np.float32)
     query: SimilarityQuery = vector
     tenant = _tenant()
@@ -207,6 +190,30 @@ def search_by_image() -> Response:
         },
         **body,
     )
+
+
+def worker_answer(task_id: str, key: str, what: str) -> dict[str, Any]:
+    """A query-queue task's answer, waited for inside the request: a dict holding ``key``.
+    A photo the worker could not decode is a 422 naming ``image``; no answer in
+    LOOKALIKE_QUERY_TIMEOUT_S or a failed task a 503 (``what`` says what was asked)."""
+    result = _tasks().result(task_id)
+    try:
+        # interval: the embedded default's in-memory result backend is polled, by default
+        # every 0.5 s, which was most of a search's latency (Redis notifies, no polling);
+        # a look at a dict every millisecond for the few dozen a search takes costs nothing.
+        outcome = result.get(timeout=_settings().query_timeout_s, propagate=False, interval=0.001)
+    except CeleryTimeout:
+        raise APIError(
+            503, "embedding_timeout", f"no worker could {what} in time; try again"
+        ) from None
+    finally:
+        result.forget()
+    if not isinstance(outcome, dict) or key not in outcome:
+        error = outcome.get("error") if isinstance(outcome, dict) else None
+        if error:
+            raise APIError(422, error["code"], error["message"], "image")
+        raise APIError(503, "embedding_failed", f"the worker could not {what}")
+    return outcome
 
 
 @bp.post("/v1/recommend")

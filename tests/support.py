@@ -123,3 +123,24 @@ def composite(
     out = io.BytesIO()
     canvas.save(out, "JPEG", quality=90)
     return out.getvalue(), boxes
+
+
+def index_stamps(client, per_category: int, tenant: str) -> dict[str, Path]:  # type: ignore[no-untyped-def]
+    """Index ``per_category`` tuxpaint photos of animals, food, plants and vehicles in
+    ``tenant`` through the API (ids ``animals-0``, ...) and wait for them; id -> path."""
+    import io
+
+    headers = {"X-Tenant": tenant}
+    items: dict[str, Path] = {}
+    tasks = []
+    categories = ("animals", "food", "plants", "vehicles")
+    for n, (category, path) in enumerate(labelled_images(per_category, categories)):
+        item_id = f"{category}-{n % per_category}"
+        form = {"id": item_id, "image": (io.BytesIO(path.read_bytes()), path.name)}
+        resp = client.post("/v1/items", data=form, headers=headers)
+        assert resp.status_code == 202, resp.get_json()
+        tasks.append(resp.get_json()["task_id"])
+        items[item_id] = path
+    for task_id in tasks:
+        assert wait_for_task(client, task_id, headers=headers)["status"] == "succeeded"
+    return items

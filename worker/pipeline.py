@@ -412,3 +412,39 @@ def _query_image(
             data, max_pixels=runtime.settings.max_image_pixels, draft_size=QUERY_DRAFT_FACTOR * side
         )
     return image if box is None else crop_box(image, box)
+
+
+def explain(
+    runtime: WorkerRuntime, query: dict[str, Any], result_sha: str, box: Box | None = None
+) -> dict[str, Any]:
+    """Why the result matches the query (worker/model/explain.py): ``query`` is a stored
+    item's image (``{"image_sha256"}``) or a photo (``{"image": bytes}``, with an optional
+    region ``box``)."""
+    from worker.model.explain import explain_pair, get_map_reader
+
+    active = runtime.store.aliases().active
+    model = model_of(runtime, active)
+    if model not in MODELS or runtime.settings.model == "custom":
+        message = "explanations need an EfficientNet-Lite backbone, not a custom model"
+        return {"error": {"code": "explain_unavailable", "message": message}}
+    embedder = embedder_for(runtime, active)
+    mode = decode_mode(runtime, active)
+    try:
+        if "image" in query:
+            first = _query_image(runtime, query["image"], box, embedder.input_size, mode)
+        else:
+            first = decode_for(
+                runtime, runtime.blobs.get(query["image_sha256"]), mode, embedder.input_size
+            )
+        second = decode_for(runtime, runtime.blobs.get(result_sha), mode, embedder.input_size)
+    except ImageProblem as exc:
+        return {"error": {"code": exc.code, "message": exc.message}}
+    except (ValueError, FileNotFoundError):
+        return {
+            "error": {
+                "code": "image_missing",
+                "message": "an item's image is not in the image store",
+            }
+        }
+    reader = get_map_reader(model, runtime.settings.model_dir)
+    return {**explain_pair(embedder, reader, first, second), "model_version": embedder.version}

@@ -10,26 +10,14 @@ from typing import Any
 
 import pytest
 
-from support import composite, labelled_images, wait_for_task
+from support import composite, index_stamps
 
-CATEGORIES = ("animals", "food", "plants", "vehicles")
 H = {"X-Tenant": "regions"}
 
 
 @pytest.fixture(scope="module")
 def catalog(client) -> dict[str, Path]:  # type: ignore[no-untyped-def]
-    items: dict[str, Path] = {}
-    tasks = []
-    for n, (category, path) in enumerate(labelled_images(3, CATEGORIES)):
-        item_id = f"{category}-{n % 3}"
-        form = {"id": item_id, "image": (io.BytesIO(path.read_bytes()), path.name)}
-        resp = client.post("/v1/items", data=form, headers=H)
-        assert resp.status_code == 202, resp.get_json()
-        tasks.append(resp.get_json()["task_id"])
-        items[item_id] = path
-    for task_id in tasks:
-        assert wait_for_task(client, task_id, headers=H)["status"] == "succeeded"
-    return items
+    return index_stamps(client, 3, "regions")
 
 
 def _search(client, data: bytes, box: str | None = None, query: str = "") -> Any:  # type: ignore[no-untyped-def]

@@ -434,3 +434,40 @@ def test_draw_a_box_on_the_photo_to_search_by_one_thing_in_it(page, catalog, tmp
         page.click("#region-clear")
     assert whole.value.json()["query"]["box"] is None
     page.wait_for_selector("#region-box", state="hidden")
+
+
+def test_why_is_this_a_match_shows_heatmaps_and_the_score_split(page, catalog, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    page.goto("/?item=animals-0")
+    wait_for_results(page)
+    first = card_ids(page, "#results .card")[0]
+    score = result_scores(page)[0]
+    assert "null" not in page.inner_text("#query")
+    with page.expect_response(lambda r: "/v1/explain" in r.url) as answer:
+        page.click("#results .card:nth-child(1) button.why")
+    assert answer.value.status == 200
+    page.wait_for_selector("#explain .heatmaps img")
+    page.wait_for_function(
+        "[...document.querySelectorAll('#explain .heatmaps img')].every(i => i.naturalWidth > 0)"
+    )
+    text = page.inner_text("#explain-score")
+    # The explanation's score is the result's, and the split adds up to it.
+    assert text.startswith(f"score {score:.3f} = head ")
+    assert "stage6" in text
+    assert answer.value.json()["result"]["id"] == first
+    page.click("#explain-close")
+    page.wait_for_selector("#explain", state="hidden")
+
+    # A photo of two catalog objects: the truck's explanation lights up the truck's half.
+    data, _ = composite(catalog["animals-0"], catalog["vehicles-1"])
+    photo = tmp_path / "look.jpg"
+    photo.write_bytes(data)
+    with page.expect_response(lambda r: "/v1/search" in r.url):
+        page.set_input_files("#photo", str(photo))
+    page.wait_for_selector("#results .card[data-id='vehicles-1']")
+    with page.expect_response(lambda r: "/v1/explain" in r.url) as answer:
+        page.click("#results .card[data-id='vehicles-1'] button.why")
+    assert answer.value.json()["query"]["peak"]["x"] > 0.5
+    page.wait_for_function(
+        "[...document.querySelectorAll('#explain .heatmaps img')].every(i => i.naturalWidth > 0)"
+    )
+    shot(page, "14-why-is-this-a-match")
