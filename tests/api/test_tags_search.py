@@ -68,6 +68,12 @@ def test_q_finds_items_by_tag_on_every_query(client, tagged) -> None:  # type: i
     assert _ids(similar) == ["cat-1"]
     body = {"positive": ["rocket-1"], "q": "coffee"}
     assert _ids(client.post("/v1/recommend", json=body, headers=H).get_json()) == ["coffee-1"]
+    pair = {"positive": "cat-1", "negative": "camera-1"}
+    body = {"target": "rocket-1", "context": [pair], "q": "tripod"}
+    assert _ids(client.post("/v1/discover", json=body, headers=H).get_json()) == []  # in context
+    body = {"target": "cat-1", "context": [{"positive": "rocket-1", "negative": "camera-1"}]}
+    found = client.post("/v1/discover", json={**body, "q": "beverage"}, headers=H).get_json()
+    assert _ids(found) == ["coffee-1"]
     batch = {"queries": [{"id": "rocket-1", "q": "tripod"}, {"positive": ["cat-1"], "q": "cat"}]}
     first, second = client.post("/v1/batch", json=batch, headers=H).get_json()["results"]
     assert _ids(first) == ["camera-1"] and _ids(second) == []  # the example itself is left out

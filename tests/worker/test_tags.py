@@ -69,10 +69,22 @@ def test_ingest_stores_tags_and_a_reindex_without_tags_drops_them(settings: Sett
         sha = sha256_hex(data)
         runtime.blobs.put(sha, data)
         item = {"id": "cup-1", "tenant": "shop", "image_sha256": sha, "metadata": {}}
+        # An item indexed before tags (or with them off) has none ...
+        runtime.settings = runtime.settings.replace(tags_top_k=0)
         assert pipeline.index_items(runtime, [item]).indexed == ["cup-1"]
         (stored,) = runtime.store.retrieve([point_id("cup-1", "shop")])
+        assert TAGS_FIELD not in stored.payload
+        # ... and gets them from a reindex, as an existing catalog does (indexer reindex).
+        runtime.settings = runtime.settings.replace(tags_top_k=3)
+        tagged = runtime.store.create_version(settings.model, vector_size(settings))
+        assert pipeline.reindex_items(runtime, tagged.name, [stored.point_id])["indexed"]
+        (stored,) = runtime.store.version(tagged.name).retrieve([stored.point_id])
         assert stored.payload[LABELS_FIELD][0]["name"] == "espresso"
         assert "coffee" in stored.payload[TAGS_FIELD]
+        # A new ingest tags too.
+        assert pipeline.index_items(runtime, [item]).indexed == ["cup-1"]
+        (ingested,) = runtime.store.retrieve([point_id("cup-1", "shop")])
+        assert ingested.payload[TAGS_FIELD] == stored.payload[TAGS_FIELD]
 
         # A reindex with tags off rebuilds the item without them (and keeps the rest).
         runtime.settings = runtime.settings.replace(tags_top_k=0)
