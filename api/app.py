@@ -8,6 +8,7 @@ from typing import Any
 
 from flask import Flask
 
+from api import batches, duplicates, explain, openapi, queries, reindex, routes
 from api.auth import init_auth
 from api.celery_client import celery_init_app
 from api.errors import register_error_handlers
@@ -85,13 +86,17 @@ def create_app(
 
     init_auth(app, settings)
 
-    from api import batches, explain, openapi, queries, routes
-
-    app.register_blueprint(routes.bp)
-    app.register_blueprint(queries.bp)
-    app.register_blueprint(openapi.bp)
-    batches.init_app(app)  # catalog jobs: blobs, batches, duplicates, reindex
-    explain.init_app(app)
+    blueprints = (
+        routes.bp,
+        queries.bp,
+        explain.bp,
+        openapi.bp,
+        batches.bp,
+        duplicates.bp,
+        reindex.bp,
+    )
+    for blueprint in blueprints:
+        app.register_blueprint(blueprint)
     openapi.init_query_checks(app)
     log.debug("API created (embedded broker: %s)", settings.embedded_broker)
     return app

@@ -1,22 +1,23 @@
-"""Request bodies declared once, as pydantic v2 models: the validation and the OpenAPI
-document's schema both come from the model.
+"""What the API takes, declared once as pydantic v2 models: every JSON body, query-option
+set and form; the validation and the OpenAPI document's schemas both come from them (the
+answers are declared in api/responses.py, the routes' table in api/openapi.py).
 
-A body is read with :func:`parse_body`, which turns pydantic's errors into the API's error
-shape with the same codes as before (``missing_field``, ``invalid_id``,
-``invalid_parameter``) and the field's path (``context[0].negative``). The catalog's
-``filter`` object depends on the declared schema, so a model holds it as a plain object and
-the route reads it with :func:`api.params.filters_from_json`; the document refers to the
-schema-driven ``Filter`` component (api/openapi.py).
+A body is read with :func:`parse_body`, a query string with :func:`parse_query`; both turn
+pydantic's errors into the API's error shape with the same codes as before
+(``missing_field``, ``invalid_id``, ``invalid_parameter``) and the field's path
+(``context[0].negative``). What depends on the declared catalog schema is marked and filled
+in by the document: the ``filter`` object refers to the ``Filter`` component and is read by
+:func:`api.params.filters_from_json`; a field of a catalog role (``group_by``, a facet's
+``field``) lists the declared fields of that role; the filter query parameters are the
+schema's own (api/params.py).
 
-So far the JSON bodies of ``POST /v1/recommend``, ``/v1/discover`` and ``/v1/batch`` are
-declared here;
-the other routes still read their input by hand (api/params.py, api/batches.py) and are
-documented in api/openapi.py.
+A new query option is a field of its model here, read by its route: two files.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, field, fields
 from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import (
@@ -41,22 +42,19 @@ from api.params import (
     MAX_LIMIT,
     MAX_OFFSET,
     MAX_SEARCH_TEXT,
-    QueryOptions,
-    checked_options,
     filters_from_args,
+    filters_from_json,
     invalid,
     text_search,
 )
+from api.responses import catalog_ref
+from api.thumbnails import DEFAULT_SIZE, SIZES
+from lookalike.images import MIN_BOX_SIDE
 from lookalike.schema import ID_PATTERN, MAX_ID_LENGTH, CatalogSchema, InvalidId, validate_id
+from lookalike.settings import MODELS
 from lookalike.store import RECOMMEND_STRATEGIES
 
 Model = TypeVar("Model", bound=BaseModel)
-
-TEXT_SEARCH = (
-    "only items with this tag (the classifier's labels and their WordNet parents: `shoe` "
-    "finds sandals), or whose id holds these words, or whose name or title has words "
-    "starting with them"
-)
 
 
 def _item_id(value: Any) -> str:
@@ -83,6 +81,41 @@ ItemId = Annotated[
     ),
 ]
 Number = Annotated[float, AfterValidator(_finite)]
+Filter = Annotated[dict[str, Any], catalog_ref("Filter")]
+
+
+def catalog_role(role: str) -> WithJsonSchema:
+    """A field naming a declared field of ``role``: the document lists them (api/openapi.py)."""
+    return WithJsonSchema({"type": "string", "x-catalog-role": role})
+
+
+GroupBy = Annotated[str, catalog_role("group")]
+
+
+def _words(value: str) -> str:
+    if not value.split():
+        raise ValueError("must hold a word")
+    return value
+
+
+# ``q``: a keyword search (api/params.py ``text_search``); the document says what it matches
+# in the declared catalog (api/openapi.py ``_search_description``).
+SearchText = Annotated[
+    str,
+    AfterValidator(_words),  # here, so that a batch entry's blank q is named with its path
+    Field(
+        min_length=1,
+        max_length=MAX_SEARCH_TEXT,
+        description="only items with this tag, or whose id, name or title holds these words",
+        json_schema_extra={"x-catalog-search": True},
+    ),
+]
+SHA256_PATTERN = "^[0-9a-f]{64}$"
+Sha256 = Annotated[str, Field(pattern=SHA256_PATTERN)]
+MAX_BATCH_ITEMS = 256
+MAX_DUPLICATE_IDS = 100
+MAX_DUPLICATES = 100
+MAX_REINDEX_PAGE = 1000
 
 
 class Body(BaseModel):
@@ -97,16 +130,14 @@ class PageOptions(Body):
     limit: int = Field(10, ge=1, le=MAX_LIMIT, description="results per page (groups)")
     offset: int = Field(0, ge=0, le=MAX_OFFSET, description="results to skip")
     score_threshold: Number = Field(None, description="leave out results scoring below it")  # type: ignore[assignment]
-    filter: dict[str, Any] = Field(None, description="the catalog's filters")  # type: ignore[arg-type]
-    q: str = Field(  # type: ignore[assignment]
-        None, min_length=1, max_length=MAX_SEARCH_TEXT, description=TEXT_SEARCH
-    )
+    filter: Filter = Field(None, description="the catalog's filters")  # type: ignore[arg-type]
+    q: SearchText = None  # type: ignore[assignment]
 
 
 class QueryOptionsBody(PageOptions):
     """...and grouping, for a query answered on its own."""
 
-    group_by: str = Field(None, description="a declared group field")  # type: ignore[assignment]
+    group_by: GroupBy = Field(None, description="a declared group field")  # type: ignore[assignment]
     group_size: int = Field(1, ge=1, le=MAX_GROUP_SIZE, description="results per group")
 
 
@@ -177,7 +208,7 @@ class QueryArgs(BaseModel):
         description="results to skip (not with group_by); `next_offset` gives the next page's",
     )
     score_threshold: Number = Field(None, description="leave out results scoring below this")  # type: ignore[assignment]
-    group_by: str = Field(  # type: ignore[assignment]
+    group_by: GroupBy = Field(  # type: ignore[assignment]
         None,
         description="at most group_size results per value of this field; `limit` counts groups",
     )
@@ -185,70 +216,17 @@ class QueryArgs(BaseModel):
     diversity: Number = Field(  # type: ignore[assignment]
         None, ge=0, le=1, description="0: plain ranking; towards 1: results unlike each other (MMR)"
     )
-    q: str = Field(  # type: ignore[assignment]
-        None, min_length=1, max_length=MAX_SEARCH_TEXT, description=TEXT_SEARCH
-    )
-
-
-# The document's component name of each query option.
-QUERY_PARAMETERS = {
-    "limit": "Limit",
-    "offset": "Offset",
-    "score_threshold": "ScoreThreshold",
-    "group_by": "GroupBy",
-    "group_size": "GroupSize",
-    "diversity": "Diversity",
-    "q": "TextSearch",
-}
+    q: SearchText = None  # type: ignore[assignment]
 
 
 def options_from_query(
     args: MultiDict[str, str], schema: CatalogSchema, *, groups: bool = True
 ) -> QueryOptions:
     """A query string's options, read by :class:`QueryArgs`, and its catalog filters."""
-    given = {name: args[name] for name in QueryArgs.model_fields if name in args}
-    opts = parse_body(QueryArgs, given)
+    opts = parse_query(QueryArgs, args)
     if opts.group_by is not None and not groups:
         raise invalid("group_by", "this query cannot be grouped")
-    filters = filters_from_args(args, schema)
-    if opts.q is not None:
-        filters.update(text_search(opts.q, schema))
-    return checked_options(
-        schema,
-        opts.limit,
-        opts.offset,
-        opts.score_threshold,
-        filters,
-        opts.group_by,
-        opts.group_size,
-        opts.diversity,
-    )
-
-
-def query_parameter_components(group_by: list[str]) -> dict[str, Any]:
-    """The document's query parameters of :class:`QueryArgs`, from the model."""
-    properties = QueryArgs.model_json_schema()["properties"]
-    components = {}
-    for name, component in QUERY_PARAMETERS.items():
-        schema = _openapi(properties[name])
-        description = schema.pop("description", "")
-        if name == "group_by":
-            schema["enum"] = group_by or [""]
-        components[component] = {
-            "name": name,
-            "in": "query",
-            "schema": schema,
-            "description": description,
-        }
-    return components
-
-
-# The document's name of each declared body.
-BODIES: dict[str, type[BaseModel]] = {
-    "RecommendRequest": RecommendBody,
-    "DiscoverRequest": DiscoverBody,
-    "BatchRequest": BatchBody,
-}
+    return _options(schema, opts, filters_from_args(args, schema))
 
 
 def parse_body(model: type[Model], body: Any) -> Model:
@@ -271,6 +249,65 @@ def parse_body(model: type[Model], body: Any) -> Model:
         raise APIError(400, "invalid_parameter", f"{field}: {message}", field) from None
 
 
+def options_from_body(body: PageOptions, schema: CatalogSchema) -> QueryOptions:
+    """A validated body's query options (a recommend, discover or batch entry's), its filter
+    read through the catalog schema."""
+    filters = {} if body.filter is None else filters_from_json(body.filter, schema, "filter")
+    return _options(schema, body, filters)
+
+
+@dataclass(frozen=True)
+class QueryOptions:
+    limit: int = 10
+    offset: int = 0
+    score_threshold: float | None = None
+    # payload field path -> condition, for lookalike.store's `where` (the tenant is added later)
+    filters: dict[str, Any] = field(default_factory=dict)
+    group_by: str | None = None
+    group_size: int = 1
+    diversity: float | None = None
+
+
+def checked_options(schema: CatalogSchema, options: QueryOptions) -> QueryOptions:
+    """``options`` (read by their model), checked together and against the catalog."""
+    group_by = options.group_by
+    if group_by is not None:
+        groupable = [f.name for f in schema.with_role("group")]
+        if group_by not in groupable:
+            raise invalid("group_by", f"group_by must be one of {', '.join(groupable) or '(none)'}")
+        if options.offset:
+            raise invalid("offset", "grouped results have no offset")
+        if options.diversity is not None:
+            raise invalid("diversity", "choose group_by or diversity, not both")
+    return options
+
+
+# QueryOptions' fields that a model of this module may declare (with the same name).
+_OPTIONS = frozenset(f.name for f in fields(QueryOptions)) - {"filters"}
+
+
+def _options(schema: CatalogSchema, given: BaseModel, filters: dict[str, Any]) -> QueryOptions:
+    """The query options ``given`` declares, by name: a new option is a field of its model
+    here and of QueryOptions (this module), read where the query runs (api/queries.py)."""
+    values = {name: getattr(given, name) for name in _OPTIONS & set(type(given).model_fields)}
+    text = getattr(given, "q", None)  # a keyword search is one more filter
+    if text is not None:
+        filters = {**filters, **text_search(text, schema)}
+    return checked_options(schema, QueryOptions(filters=filters, **values))
+
+
+def parse_query(model: type[Model], args: MultiDict[str, str]) -> Model:
+    """The options ``model`` declares, read from a query string (a list field from every
+    value given); the first problem as the API's 400. Parameters the model does not declare
+    were refused before (api/openapi.py ``init_query_checks``) or are the catalog's filters."""
+    given: dict[str, Any] = {}
+    for name, declared in model.model_fields.items():
+        if name in args:
+            listed = getattr(declared.annotation, "__origin__", None) is list
+            given[name] = args.getlist(name) if listed else args[name]
+    return parse_body(model, given)
+
+
 def _path(loc: tuple[int | str, ...]) -> str:
     out = ""
     for part in loc:
@@ -280,36 +317,204 @@ def _path(loc: tuple[int | str, ...]) -> str:
     return out
 
 
-def openapi_schemas(filter_ref: dict[str, Any], group_by: list[str]) -> dict[str, Any]:
-    """The bodies' schemas for the document's components (OpenAPI 3.0 JSON Schema): each
-    model's, with the catalog's Filter and group_by values put in."""
-    schemas: dict[str, Any] = {}
-    for name, model in BODIES.items():
-        schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
-        found = {name: schema, **schema.pop("$defs", {})}
-        for found_name, found_schema in found.items():
-            properties = found_schema.get("properties", {})
-            if "filter" in properties:
-                properties["filter"] = dict(filter_ref)
-            if "group_by" in properties:
-                properties["group_by"] = {"type": "string", "enum": group_by or [""]}
-            schemas[found_name] = _openapi(found_schema)
-    return schemas
+# --------------------------------------------------------------------------- query strings
 
 
-def _openapi(schema: Any) -> Any:
-    """pydantic's JSON Schema as OpenAPI 3.0 reads it: no titles, no null defaults,
-    ``additionalProperties: false`` kept, a single-value enum for ``const``."""
-    if isinstance(schema, list):
-        return [_openapi(s) for s in schema]
-    if not isinstance(schema, dict):
-        return schema
-    out: dict[str, Any] = {}
-    for key, value in schema.items():
-        if key == "title" or (key == "default" and value is None):
-            continue
-        if key == "const":
-            out["enum"] = [value]
-            continue
-        out[key] = value if key in ("enum", "required", "default") else _openapi(value)
-    return out
+class Options(BaseModel):
+    """A query string's options: text, converted to the declared types."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class ItemsArgs(Options):
+    limit: int = Field(50, ge=1, le=500, description="page size")
+    cursor: str = Field(None, description="`next_cursor` of the previous page")  # type: ignore[assignment]
+    sort: Literal["newest"] = Field(
+        None,  # type: ignore[arg-type]
+        description="`newest`: the most recently ingested first; without it, a stable order",
+    )
+    q: SearchText = None  # type: ignore[assignment]
+
+
+FacetLimit = Annotated[
+    int, Field(ge=1, le=1000, description="values to return, most frequent first")
+]
+
+
+class FacetsArgs(Options):
+    field: Annotated[str, catalog_role("facet")] = Field(  # type: ignore[assignment]
+        None, description="a declared facet field (default: the first)"
+    )
+    limit: FacetLimit = 100
+
+
+class TagsArgs(Options):
+    limit: FacetLimit = 100
+
+
+class TasksArgs(Options):
+    ids: str = Field(
+        min_length=1,
+        description="task ids, comma-separated (or the parameter repeated), at most 100",
+    )
+
+
+class JobsArgs(Options):
+    limit: int = Field(200, ge=1, le=1000, description="latest tasks to report")
+
+
+class ImageArgs(Options):
+    """What lets an ``<img>`` load an item's image without headers (api/auth.py checks it)."""
+
+    tenant: ItemId = Field(None, description="tenant, for an <img> without headers")  # type: ignore[assignment]
+    sig: str = Field(  # type: ignore[assignment]
+        None,
+        max_length=64,
+        description="signature of tenant and item id, from an image URL in an API result",
+    )
+    v: str = Field(None, max_length=64, description="the image's hash prefix (cache busting)")  # type: ignore[assignment]
+
+
+def _size(value: int) -> int:
+    if value not in SIZES:
+        raise ValueError(f"must be one of {', '.join(map(str, SIZES))}")
+    return value
+
+
+class ThumbnailArgs(ImageArgs):
+    size: Annotated[
+        int, AfterValidator(_size), WithJsonSchema({"type": "integer", "enum": list(SIZES)})
+    ] = Field(DEFAULT_SIZE, description="pixels")
+
+
+Threshold = Annotated[
+    Number,
+    Field(
+        gt=0,
+        le=1,
+        description="the least share of keypoints one similarity transform must explain for "
+        "a near-duplicate or variant (default: LOOKALIKE_DUPLICATE_THRESHOLD)",
+    ),
+]
+DuplicatesLimit = Annotated[int, Field(ge=1, le=MAX_DUPLICATES)]
+
+
+class DuplicatesArgs(Options):
+    threshold: Threshold = None  # type: ignore[assignment]
+    limit: DuplicatesLimit = 20
+
+
+# --------------------------------------------------------------------------- other bodies
+
+
+class DuplicatesBody(Body):
+    ids: list[ItemId] = Field(min_length=1, max_length=MAX_DUPLICATE_IDS)
+    threshold: Threshold = None  # type: ignore[assignment]
+    limit: DuplicatesLimit = 20
+
+
+class OpenBody(BaseModel):
+    """A body whose unknown fields are ignored, as they were before it was declared."""
+
+    model_config = ConfigDict(strict=True)
+
+
+# An item of a batch: its metadata is checked against the catalog schema alone, and a wrong
+# one rejects that item (listed in the answer), not the request: an object to the document.
+AnyMetadata = Annotated[
+    Any,
+    WithJsonSchema(
+        {"type": "object", "description": "the item's metadata (a wrong one rejects it alone)"}
+    ),
+]
+
+
+class BatchItem(OpenBody):
+    id: ItemId
+    image_sha256: Sha256
+    # Checked against the catalog schema per item (a wrong one is rejected alone).
+    metadata: AnyMetadata = None
+
+
+class BatchItemsBody(OpenBody):
+    items: list[BatchItem] = Field(min_length=1, max_length=MAX_BATCH_ITEMS)
+    job: ItemId = Field(None, description="a label grouping tasks in /v1/jobs")  # type: ignore[assignment]
+
+
+class MetadataItem(OpenBody):
+    id: ItemId
+    metadata: AnyMetadata
+
+
+class MetadataBody(Body):
+    # mode first: a wrong mode is said before any item's problem
+    mode: Literal["replace", "merge"] = Field(
+        "replace", description="replace: the whole metadata; merge: set the fields given"
+    )
+    items: list[MetadataItem] = Field(min_length=1, max_length=MAX_BATCH_ITEMS)
+
+
+class DeleteBody(OpenBody):
+    ids: list[ItemId] = Field(min_length=1, max_length=MAX_BATCH_ITEMS * 4)
+
+
+class ReindexBody(OpenBody):
+    collection: str = Field(description="the catalog's name, as a confirmation")
+
+
+class ReindexStartBody(ReindexBody):
+    model: Literal[tuple(MODELS)]  # type: ignore[valid-type]
+
+
+class ReindexPageBody(ReindexBody):
+    cursor: str | None = None
+    limit: int = Field(256, ge=1, le=MAX_REINDEX_PAGE)
+
+
+class ReindexVerifyBody(ReindexPageBody):
+    side: Literal["source", "target"] = "source"
+
+
+# --------------------------------------------------------------------------- forms
+
+
+Binary = Annotated[bytes, WithJsonSchema({"type": "string", "format": "binary"})]
+
+
+class NewItem(BaseModel):
+    id: ItemId
+    image: Binary
+    metadata: str = Field(  # type: ignore[assignment]
+        None,
+        description="a JSON object: category, brand, price, in_stock, ...",
+        examples=['{"category": "shoes", "price": 49.9, "in_stock": true}'],
+    )
+    job: ItemId = Field(None, description="a label grouping tasks in /v1/jobs")  # type: ignore[assignment]
+
+
+# A region of an uploaded photo, read by api/params.py ``box_from_form``.
+RegionBox = Annotated[
+    str,
+    Field(
+        description="search by this region of the photo alone: x,y,width,height as fractions "
+        "of its width and height (0.5,0,0.5,1: its right half); each side at least "
+        f"{MIN_BOX_SIDE}, inside the photo",
+        examples=["0.5,0,0.5,1"],
+    ),
+]
+
+
+class PhotoQuery(BaseModel):
+    image: Binary
+    positive: str = Field(None, description="liked item ids, comma-separated")  # type: ignore[assignment]
+    negative: str = Field(None, description="disliked item ids, comma-separated")  # type: ignore[assignment]
+    box: RegionBox = None  # type: ignore[assignment]
+
+
+class ExplainQuery(BaseModel):
+    """POST /v1/explain: a result and its query, an item or an uploaded photo (one of them)."""
+
+    result: ItemId = Field(description="the matching item's id")
+    id: ItemId = Field(None, description="the query item's id (or give image)")  # type: ignore[assignment]
+    image: Binary = Field(None, description="a query photo (or give id)")  # type: ignore[assignment]
+    box: RegionBox = None  # type: ignore[assignment]

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from typing import Any
 
 from werkzeug.datastructures import MultiDict
@@ -43,18 +42,6 @@ MAX_BATCH = 50
 MAX_FILTER_VALUES = 50
 MAX_VALUE_LENGTH = 256
 MAX_SEARCH_TEXT = 200
-
-
-@dataclass(frozen=True)
-class QueryOptions:
-    limit: int = 10
-    offset: int = 0
-    score_threshold: float | None = None
-    # payload field path -> condition, for lookalike.store's `where` (the tenant is added later)
-    filters: dict[str, Any] = field(default_factory=dict)
-    group_by: str | None = None
-    group_size: int = 1
-    diversity: float | None = None
 
 
 def invalid(field_name: str, message: str) -> APIError:
@@ -215,35 +202,6 @@ def reject_unknown(body: Mapping[str, Any], allowed: tuple[str, ...], prefix: st
             raise invalid(f"{prefix}{key}", f"{prefix}{key} must not be null (leave it out)")
 
 
-def options_from_json(
-    body: Mapping[str, Any],
-    schema: CatalogSchema,
-    *,
-    prefix: str = "",
-    groups: bool = True,
-    diversity: bool = True,
-) -> QueryOptions:
-    limit = _json_int(body, "limit", 10, 1, MAX_LIMIT, prefix)
-    offset = _json_int(body, "offset", 0, 0, MAX_OFFSET, prefix)
-    threshold = _json_float(body, "score_threshold", prefix)
-    group_by = body.get("group_by")
-    if group_by is not None and not groups:
-        raise invalid(f"{prefix}group_by", "this query cannot be grouped")
-    if group_by is not None and not isinstance(group_by, str):
-        raise invalid(f"{prefix}group_by", "group_by must be a string")
-    group_size = _json_int(body, "group_size", 1, 1, MAX_GROUP_SIZE, prefix)
-    spread = _json_float(body, "diversity", prefix, 0.0, 1.0)
-    if spread is not None and not diversity:
-        raise invalid(f"{prefix}diversity", "diversity applies to searches by item or photo")
-    raw_filter = body.get("filter")
-    filters = {} if raw_filter is None else filters_from_json(raw_filter, schema, f"{prefix}filter")
-    if body.get("q") is not None:
-        filters.update(text_search(body["q"], schema, f"{prefix}q"))
-    return checked_options(
-        schema, limit, offset, threshold, filters, group_by, group_size, spread, prefix
-    )
-
-
 def filter_keys(schema: CatalogSchema) -> tuple[str, ...]:
     return tuple(n for f in schema.with_role("filter") for n in filter_parameters(f))
 
@@ -285,34 +243,6 @@ def item_id(value: Any, field_name: str) -> str:
         raise APIError(400, "invalid_id", str(exc), field_name) from exc
 
 
-def _json_int(
-    body: Mapping[str, Any], name: str, default: int, lo: int, hi: int, prefix: str
-) -> int:
-    value = body.get(name)
-    if value is None:
-        return default
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise invalid(f"{prefix}{name}", f"{name} must be an integer")
-    if not lo <= value <= hi:
-        raise invalid(f"{prefix}{name}", f"{name} must be between {lo} and {hi}")
-    return value
-
-
-def _json_float(
-    body: Mapping[str, Any],
-    name: str,
-    prefix: str,
-    lo: float | None = None,
-    hi: float | None = None,
-) -> float | None:
-    value = body.get(name)
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise invalid(f"{prefix}{name}", f"{name} must be a number")
-    return _bounded(float(value), f"{prefix}{name}", lo, hi)
-
-
 # --------------------------------------------------------------------------- shared
 
 
@@ -330,27 +260,3 @@ def _keywords(values: list[str], name: str) -> str | list[str]:
     if any(not v or len(v) > MAX_VALUE_LENGTH for v in values):
         raise invalid(name, f"values must be 1 to {MAX_VALUE_LENGTH} characters")
     return values[0] if len(values) == 1 else list(dict.fromkeys(values))
-
-
-def checked_options(
-    schema: CatalogSchema,
-    limit: int,
-    offset: int,
-    threshold: float | None,
-    filters: dict[str, Any],
-    group_by: str | None,
-    group_size: int,
-    diversity: float | None,
-    prefix: str = "",
-) -> QueryOptions:
-    if group_by is not None:
-        groupable = [f.name for f in schema.with_role("group")]
-        if group_by not in groupable:
-            raise invalid(
-                f"{prefix}group_by", f"group_by must be one of {', '.join(groupable) or '(none)'}"
-            )
-        if offset:
-            raise invalid(f"{prefix}offset", "grouped results have no offset")
-        if diversity is not None:
-            raise invalid(f"{prefix}diversity", "choose group_by or diversity, not both")
-    return QueryOptions(limit, offset, threshold, filters, group_by, group_size, diversity)

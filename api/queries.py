@@ -14,36 +14,29 @@ import numpy as np
 from celery.exceptions import TimeoutError as CeleryTimeout
 from flask import Blueprint, Response, jsonify, request
 
+from api import context
 from api.auth import read_only
 from api.contract import (
     BatchBody,
     DiscoverBody,
+    QueryOptions,
     QueryOptionsBody,
     RecommendBody,
     RecommendEntry,
     SimilarEntry,
+    options_from_body,
     options_from_query,
     parse_body,
 )
 from api.errors import APIError
 from api.params import (
-    QueryOptions,
     box_from_form,
     ids_from_form,
     invalid,
     json_object,
-    options_from_json,
 )
-from api.routes import (
-    _get_item,
-    _item_id,
-    _item_json,
-    _settings,
-    _store,
-    _tasks,
-    _tenant,
-    _uploaded_image,
-)
+from api.routes import find_item, item_json, uploaded_image
+from lookalike.images import Box
 from lookalike.schema import CatalogSchema, point_id
 from lookalike.store import (
     Discover,
@@ -59,11 +52,11 @@ bp = Blueprint("queries", __name__)
 
 
 def _schema() -> CatalogSchema:
-    return _settings().catalog
+    return context.settings().catalog
 
 
 def _hits_json(hits: list[Hit]) -> list[dict[str, Any]]:
-    return [_item_json(h.payload, h.score) for h in hits]
+    return [item_json(h.payload, h.score) for h in hits]
 
 
 def _candidates(opts: QueryOptions) -> int:
@@ -77,7 +70,7 @@ def _search(query: SimilarityQuery, opts: QueryOptions, exclude_ids: list[str]) 
     return Search(
         query,
         opts.limit,
-        where={"tenant": _tenant(), **opts.filters},
+        where={"tenant": context.tenant(), **opts.filters},
         exclude_ids=exclude_ids,
         offset=opts.offset,
         score_threshold=opts.score_threshold,
@@ -93,14 +86,14 @@ def _page(hits: list[Hit], opts: QueryOptions) -> dict[str, Any]:
 
 
 def _run(query: SimilarityQuery, opts: QueryOptions, exclude_ids: list[str]) -> dict[str, Any]:
-    store = _store()
+    store = context.store()
     if opts.group_by is not None:
         groups = store.query_groups(
             query,
             group_by=f"metadata.{opts.group_by}",
             group_size=opts.group_size,
             limit=opts.limit,
-            where={"tenant": _tenant(), **opts.filters},
+            where={"tenant": context.tenant(), **opts.filters},
             exclude_ids=exclude_ids,
             score_threshold=opts.score_threshold,
         )
@@ -121,9 +114,9 @@ def _run(query: SimilarityQuery, opts: QueryOptions, exclude_ids: list[str]) -> 
 def _vectors(**fields: list[str]) -> dict[str, np.ndarray]:
     """The stored vectors of the tenant's items named in ``fields`` (field name -> item ids),
     read in one call; 404 naming the field of the first missing one."""
-    tenant = _tenant()
+    tenant = context.tenant()
     wanted = {point_id(i, tenant): i for ids in fields.values() for i in ids}
-    found = _store().retrieve(list(wanted), with_vectors=True) if wanted else []
+    found = context.store().retrieve(list(wanted), with_vectors=True) if wanted else []
     vectors = {wanted[f.point_id]: f.vector for f in found if f.vector is not None}
     for field, ids in fields.items():
         for item_id in ids:
@@ -133,21 +126,14 @@ def _vectors(**fields: list[str]) -> dict[str, np.ndarray]:
 
 
 def _json_body() -> dict[str, Any]:
-    body = request.get_json(silent=True)
-    if body is None:
-        raise APIError(
-            415 if not request.is_json else 400,
-            "unsupported_media_type" if not request.is_json else "invalid_json",
-            "the body must be a JSON object (Content-Type: application/json)",
-            "body",
-        )
-    return json_object(body)
+    # A JSON value that is not an object: invalid_parameter here (the batches say invalid_json).
+    return json_object(context.json_payload())
 
 
 @bp.get("/v1/items/<item_id>/similar")
 def similar_items(item_id: str) -> Response:
     opts = options_from_query(request.args, _schema())
-    item = _get_item(_item_id(item_id), _tenant(), with_vector=True)
+    item = find_item(context.item_id(item_id), context.tenant(), with_vector=True)
     assert item.vector is not None
     result = _run(item.vector, opts, [item.point_id])
     return jsonify(query={"id": item.payload["item_id"]}, **result)
@@ -164,14 +150,14 @@ def search_by_image() -> Response:
     box = box_from_form(request.form.get("box"))
     examples = _vectors(positive=positive, negative=negative)
     # Only the header here: the worker decodes the photo and reports a corrupt one (422).
-    data = _uploaded_image(header_only=True)
+    data = uploaded_image(header_only=True)
     image_b64 = base64.b64encode(data).decode("ascii")
     # A region is a third argument only when given: a worker from before regions takes two.
     args = (image_b64,) if box is None else (image_b64, list(box))
-    outcome = worker_answer(_tasks().send(EMBED_QUERY, *args), "vector", "embed the photo")
+    outcome = worker_answer(context.tasks().send(EMBED_QUERY, *args), "vector", "embed the photo")
     vector = np.asarray(outcome["vector"], dtype=np.float32)
     query: SimilarityQuery = vector
-    tenant = _tenant()
+    tenant = context.tenant()
     exclude = [point_id(i, tenant) for i in positive + negative]
     if positive or negative:
         query = Recommend(
@@ -184,24 +170,29 @@ def search_by_image() -> Response:
             "model_version": outcome["model_version"],
             "positive": positive,
             "negative": negative,
-            "box": None
-            if box is None
-            else dict(zip(("x", "y", "width", "height"), box, strict=True)),
+            "box": box_json(box),
         },
         **body,
     )
+
+
+def box_json(box: Box | None) -> dict[str, float] | None:
+    """A region as the answers echo it."""
+    return None if box is None else dict(zip(("x", "y", "width", "height"), box, strict=True))
 
 
 def worker_answer(task_id: str, key: str, what: str) -> dict[str, Any]:
     """A query-queue task's answer, waited for inside the request: a dict holding ``key``.
     A photo the worker could not decode is a 422 naming ``image``; no answer in
     LOOKALIKE_QUERY_TIMEOUT_S or a failed task a 503 (``what`` says what was asked)."""
-    result = _tasks().result(task_id)
+    result = context.tasks().result(task_id)
     try:
         # interval: the embedded default's in-memory result backend is polled, by default
         # every 0.5 s, which was most of a search's latency (Redis notifies, no polling);
         # a look at a dict every millisecond for the few dozen a search takes costs nothing.
-        outcome = result.get(timeout=_settings().query_timeout_s, propagate=False, interval=0.001)
+        outcome = result.get(
+            timeout=context.settings().query_timeout_s, propagate=False, interval=0.001
+        )
     except CeleryTimeout:
         raise APIError(
             503, "embedding_timeout", f"no worker could {what} in time; try again"
@@ -224,7 +215,7 @@ def recommend() -> Response:
     positive, negative, strategy = body.positive, body.negative, body.strategy
     vectors = _vectors(positive=positive, negative=negative)
     query = Recommend([vectors[i] for i in positive], [vectors[i] for i in negative], strategy)
-    tenant = _tenant()
+    tenant = context.tenant()
     exclude = [point_id(i, tenant) for i in positive + negative]
     result = _run(query, opts, exclude)
     return jsonify(
@@ -242,19 +233,15 @@ def discover() -> Response:
     ids = list(dict.fromkeys([target, *(i for pair in pairs for i in pair)]))
     vectors = _vectors(target=[target], context=ids[1:])
     query = Discover(vectors[target], [(vectors[p], vectors[n]) for p, n in pairs])
-    tenant = _tenant()
+    tenant = context.tenant()
     result = _run(query, opts, [point_id(i, tenant) for i in ids])
-    context = [{"positive": p, "negative": n} for p, n in pairs]
-    return jsonify(query={"target": target, "context": context}, **result)
+    steering = [{"positive": p, "negative": n} for p, n in pairs]
+    return jsonify(query={"target": target, "context": steering}, **result)
 
 
 def _body_options(body: QueryOptionsBody) -> QueryOptions:
     """A validated body's query options, its filter read through the catalog schema."""
-    given = body.model_dump(
-        include={"limit", "offset", "score_threshold", "filter", "q", "group_by", "group_size"},
-        exclude_none=True,
-    )
-    return options_from_json(given, _schema(), diversity=False)
+    return options_from_body(body, _schema())
 
 
 @bp.post("/v1/batch")
@@ -265,9 +252,9 @@ def batch() -> Response:
     entry naming a missing item gets an error of its own and the others still run."""
     body = parse_body(BatchBody, _json_body())
     entries = [_batch_entry(entry) for entry in body.queries]
-    tenant = _tenant()
+    tenant = context.tenant()
     wanted = {point_id(i, tenant): i for e in entries for i in e["ids"]}
-    found = _store().retrieve(list(wanted), with_vectors=True)
+    found = context.store().retrieve(list(wanted), with_vectors=True)
     vectors = {wanted[f.point_id]: f.vector for f in found if f.vector is not None}
     searches: list[Search] = []
     runnable: list[int] = []
@@ -290,22 +277,19 @@ def batch() -> Response:
         searches.append(_search(query, entry["options"], exclude))
         runnable.append(n)
         results.append({"query": entry["echo"]})
-    answers = _store().query_batch(searches)
+    answers = context.store().query_batch(searches)
     for n, hits in zip(runnable, answers, strict=True):
         results[n].update(_page(hits, entries[n]["options"]))
     return jsonify(results=results)
 
 
 def _batch_entry(entry: SimilarEntry | RecommendEntry) -> dict[str, Any]:
-    options = entry.model_dump(
-        include={"limit", "offset", "score_threshold", "filter", "q", "diversity"},
-        exclude_none=True,
-    )
+    options = options_from_body(entry, _schema())
     if isinstance(entry, SimilarEntry):
         return {
             "ids": [entry.id],
             "echo": {"id": entry.id},
-            "options": options_from_json(options, _schema(), groups=False),
+            "options": options,
         }
     return {
         "ids": list(dict.fromkeys(entry.positive + entry.negative)),
@@ -314,5 +298,5 @@ def _batch_entry(entry: SimilarEntry | RecommendEntry) -> dict[str, Any]:
             "negative": entry.negative,
             "strategy": entry.strategy,
         },
-        "options": options_from_json(options, _schema(), groups=False, diversity=False),
+        "options": options,
     }

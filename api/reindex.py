@@ -21,13 +21,19 @@ pointed at the wrong service does nothing.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypeVar
 
 from flask import Blueprint, Response, g, jsonify, url_for
 
-from api.batches import json_body
+from api import context
+from api.contract import (
+    ReindexBody,
+    ReindexPageBody,
+    ReindexStartBody,
+    ReindexVerifyBody,
+    parse_body,
+)
 from api.errors import APIError
-from api.routes import _settings, _store, _tasks
 from lookalike.schema import ModelNotBuilt, vector_size
 from lookalike.settings import MODELS, SettingsError
 from lookalike.store import StoreError, StoreUnavailable, VectorStore, Version
@@ -35,8 +41,7 @@ from lookalike.tasks import REINDEX_ITEMS
 
 bp = Blueprint("reindex", __name__)
 
-MAX_PAGE = 1000
-DEFAULT_PAGE = 256
+Body = TypeVar("Body", bound=ReindexBody)
 
 
 def _admin() -> None:
@@ -49,34 +54,18 @@ def _admin() -> None:
         )
 
 
-def _body() -> dict[str, Any]:
-    """The JSON body, checked to name this service's catalog."""
+def _body(model: type[Body]) -> Body:
+    """The JSON body, read by ``model`` and checked to name this service's catalog."""
     _admin()
-    body = json_body()
-    if "collection" not in body:
-        raise APIError(
-            400, "missing_field", "collection (the catalog's name) is required", "collection"
-        )
-    if body["collection"] != _settings().collection:
+    body = parse_body(model, context.json_body())
+    if body.collection != context.settings().collection:
         raise APIError(
             400,
             "wrong_collection",
-            f"this service's catalog is {_settings().collection!r}",
+            f"this service's catalog is {context.settings().collection!r}",
             "collection",
         )
     return body
-
-
-def _page(body: dict[str, Any]) -> tuple[str | None, int]:
-    cursor = body.get("cursor")
-    if cursor is not None and not isinstance(cursor, str):
-        raise APIError(400, "invalid_parameter", "cursor must be a string or null", "cursor")
-    limit = body.get("limit", DEFAULT_PAGE)
-    if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_PAGE:
-        raise APIError(
-            400, "invalid_parameter", f"limit must be an integer from 1 to {MAX_PAGE}", "limit"
-        )
-    return cursor, limit
 
 
 def _scroll(store: VectorStore, cursor: str | None, limit: int) -> tuple[list[Any], str | None]:
@@ -91,7 +80,7 @@ def _scroll(store: VectorStore, cursor: str | None, limit: int) -> tuple[list[An
 def _model(version: Version | None) -> str | None:
     if version is None:
         return None
-    return version.label if version.label in MODELS else _settings().model
+    return version.label if version.label in MODELS else context.settings().model
 
 
 def _describe(store: VectorStore, version: Version | None) -> dict[str, Any] | None:
@@ -125,23 +114,18 @@ def _next(store: VectorStore) -> Version:
 @bp.get("/v1/reindex")
 def status() -> Response:
     _admin()
-    return jsonify(_status(_store()))
+    return jsonify(_status(context.store()))
 
 
 @bp.post("/v1/reindex")
 def start() -> tuple[Response, int]:
     """Start a reindex into a new version for ``model``, or resume the one in progress."""
-    body = _body()
-    model = body.get("model")
-    if not isinstance(model, str) or model not in MODELS:
-        raise APIError(
-            400, "invalid_parameter", f"model must be one of {', '.join(MODELS)}", "model"
-        )
+    model = _body(ReindexStartBody).model
     try:
-        dim = vector_size(_settings().replace(model=model))
+        dim = vector_size(context.settings().replace(model=model))
     except (SettingsError, ModelNotBuilt) as exc:
         raise APIError(409, "model_unavailable", str(exc), "model") from exc
-    store = _store()
+    store = context.store()
     upcoming = store.aliases().next
     if upcoming is not None:
         if _model(upcoming) != model:
@@ -160,14 +144,13 @@ def start() -> tuple[Response, int]:
 @bp.post("/v1/reindex/batches")
 def queue_page() -> tuple[Response, int]:
     """Queue the re-embedding of one page of the active version (every tenant)."""
-    body = _body()
-    cursor, limit = _page(body)
-    store = _store()
+    body = _body(ReindexPageBody)
+    store = context.store()
     target = _next(store)
-    points, next_cursor = _scroll(store, cursor, limit)
+    points, next_cursor = _scroll(store, body.cursor, body.limit)
     if not points:
         return jsonify(task_id=None, status_url=None, count=0, next_cursor=next_cursor), 200
-    task_id = _tasks().send(
+    task_id = context.tasks().send(
         REINDEX_ITEMS,
         target.name,
         [p.point_id for p in points],
@@ -192,12 +175,9 @@ def _same_payload(a: dict[str, Any], b: dict[str, Any]) -> bool:
 def verify_page() -> tuple[Response, int]:
     """Compare one page of a side (``source``: the active version, ``target``: next) with the
     other and repair the difference: re-queue missing or stale items, copy metadata, delete."""
-    body = _body()
-    cursor, limit = _page(body)
-    side = body.get("side", "source")
-    if side not in ("source", "target"):
-        raise APIError(400, "invalid_parameter", "side must be source or target", "side")
-    store = _store()
+    body = _body(ReindexVerifyBody)
+    cursor, limit, side = body.cursor, body.limit, body.side
+    store = context.store()
     target = store.version(_next(store).name)
     requeue: list[str] = []
     updated = deleted = 0
@@ -223,7 +203,7 @@ def verify_page() -> tuple[Response, int]:
         deleted = len(gone)
     task_id = None
     if requeue:
-        task_id = _tasks().send(
+        task_id = context.tasks().send(
             REINDEX_ITEMS, target.collection, requeue, meta={"items": [], "job": "reindex"}
         )
     return (
@@ -242,8 +222,8 @@ def verify_page() -> tuple[Response, int]:
 @bp.post("/v1/reindex/switch")
 def switch() -> Response:
     """Serve the new version: ``active`` := next, ``previous`` := the old one, at once."""
-    _body()
-    store = _store()
+    _body(ReindexBody)
+    store = context.store()
     target = _next(store)
     aliases = store.aliases()
     assert aliases.active is not None
@@ -257,8 +237,8 @@ def switch() -> Response:
 @bp.post("/v1/reindex/rollback")
 def rollback() -> Response:
     """Serve the previous version again (and keep the newer one as ``previous``)."""
-    _body()
-    store = _store()
+    _body(ReindexBody)
+    store = context.store()
     aliases = store.aliases()
     if aliases.previous is None or aliases.active is None:
         raise APIError(409, "no_previous", "there is no previous version to roll back to")
@@ -269,8 +249,8 @@ def rollback() -> Response:
 @bp.post("/v1/reindex/commit")
 def commit() -> Response:
     """Keep the active version for good: drop ``previous`` (no rollback after this)."""
-    _body()
-    store = _store()
+    _body(ReindexBody)
+    store = context.store()
     previous = store.aliases().previous
     if previous is None:
         raise APIError(409, "no_previous", "there is no previous version to drop")
@@ -282,158 +262,9 @@ def commit() -> Response:
 @bp.post("/v1/reindex/abort")
 def abort() -> Response:
     """Give up a reindex in progress: drop the ``next`` version."""
-    _body()
-    store = _store()
+    _body(ReindexBody)
+    store = context.store()
     target = _next(store)
     store.set_aliases(next=None)
     store.drop_version(target.name)
     return jsonify(_status(store))
-
-
-def openapi_paths() -> dict[str, Any]:
-    from api.openapi import _json, _json_body, _op
-
-    version = {
-        "type": "object",
-        "nullable": True,
-        "required": ["name", "model", "count"],
-        "properties": {
-            "name": {"type": "string"},
-            "model": {"type": "string"},
-            "count": {"type": "integer"},
-        },
-    }
-    status_schema: dict[str, Any] = {
-        "type": "object",
-        "required": ["collection", "active", "previous", "next", "versions"],
-        "properties": {
-            "collection": {"type": "string"},
-            "active": version,
-            "previous": version,
-            "next": version,
-            "versions": {
-                "type": "array",
-                "items": {
-                    "type": "object",
-                    "required": ["name", "model"],
-                    "properties": {"name": {"type": "string"}, "model": {"type": "string"}},
-                },
-            },
-        },
-    }
-    collection = {"type": "string", "description": "the catalog's name, as a confirmation"}
-    plain = _json_body(
-        {"type": "object", "required": ["collection"], "properties": {"collection": collection}}
-    )
-    page = {
-        "collection": collection,
-        "cursor": {"type": "string", "nullable": True},
-        "limit": {"type": "integer", "minimum": 1, "maximum": MAX_PAGE, "default": DEFAULT_PAGE},
-    }
-    queued = {
-        "type": "object",
-        "required": ["task_id", "status_url", "count", "next_cursor"],
-        "properties": {
-            "task_id": {"type": "string", "nullable": True},
-            "status_url": {"type": "string", "nullable": True},
-            "count": {"type": "integer"},
-            "next_cursor": {"type": "string", "nullable": True},
-        },
-    }
-    verified = {
-        "type": "object",
-        "required": ["checked", "requeued", "updated", "deleted", "task_id", "next_cursor"],
-        "properties": {
-            "checked": {"type": "integer"},
-            "requeued": {"type": "integer"},
-            "updated": {"type": "integer"},
-            "deleted": {"type": "integer"},
-            "task_id": {"type": "string", "nullable": True},
-            "next_cursor": {"type": "string", "nullable": True},
-        },
-    }
-    started = {
-        **status_schema,
-        "required": [*status_schema["required"], "started"],
-        "properties": {**status_schema["properties"], "started": {"type": "boolean"}},
-    }
-
-    def admin(summary: str, responses: dict[str, Any], body: Any, errors: tuple[int, ...]) -> Any:
-        return _op(summary, responses, body=body, errors=(415, 503, *errors), tag="reindex")
-
-    return {
-        "/v1/reindex": {
-            "get": _op(
-                "the catalog's versions: active, previous (for rollback), next (being built)",
-                {"200": _json(status_schema, "versions and their point counts")},
-                errors=(503,),
-                tag="reindex",
-            ),
-            "post": admin(
-                "start re-embedding the catalog with another model (or resume)",
-                {
-                    "201": _json(started, "a new version is being built"),
-                    "200": _json(started, "this reindex was already in progress"),
-                },
-                _json_body(
-                    {
-                        "type": "object",
-                        "required": ["collection", "model"],
-                        "properties": {
-                            "collection": collection,
-                            "model": {"type": "string", "enum": list(MODELS)},
-                        },
-                    }
-                ),
-                (409,),
-            ),
-        },
-        "/v1/reindex/batches": {
-            "post": admin(
-                "queue the re-embedding of one page of the active version",
-                {
-                    "202": _json(queued, "queued"),
-                    "200": _json(queued, "nothing left on this page"),
-                },
-                _json_body({"type": "object", "required": ["collection"], "properties": page}),
-                (409,),
-            )
-        },
-        "/v1/reindex/verify": {
-            "post": admin(
-                "compare a page of one side with the other and repair the difference",
-                {
-                    "200": _json(verified, "checked; nothing to re-embed"),
-                    "202": _json(verified, "checked; re-embedding queued"),
-                },
-                _json_body(
-                    {
-                        "type": "object",
-                        "required": ["collection"],
-                        "properties": {
-                            **page,
-                            "side": {
-                                "type": "string",
-                                "enum": ["source", "target"],
-                                "default": "source",
-                            },
-                        },
-                    }
-                ),
-                (409,),
-            )
-        },
-        **{
-            f"/v1/reindex/{name}": {
-                "post": admin(
-                    summary, {"200": _json(status_schema, "the versions now")}, plain, (409,)
-                )
-            }
-            for name, summary in (
-                ("switch", "serve the new version (atomically); keep the old one for rollback"),
-                ("rollback", "serve the previous version again"),
-                ("commit", "drop the previous version (no rollback after this)"),
-                ("abort", "drop the version a reindex was building"),
-            )
-        },
-    }

@@ -1,6 +1,7 @@
 """HTTP routes: items, images and thumbnails, tasks and jobs, probes, the gallery's pages.
 
-The similarity queries live in :mod:`api.queries`; both blueprints share the helpers here.
+The similarity queries live in :mod:`api.queries`, which shares the item helpers here
+(`find_item`, `item_json`, `uploaded_image`); the request context is :mod:`api.context`.
 """
 
 from __future__ import annotations
@@ -15,30 +16,25 @@ from urllib.parse import quote, urlencode
 from flask import Blueprint, Response, current_app, g, jsonify, request, send_file, url_for
 from PIL import Image
 
-from api.auth import keyring, request_tenant, signed_url
-from api.celery_client import TaskClient
+from api import context
+from api.auth import keyring, signed_url
+from api.contract import FacetsArgs, ItemsArgs, JobsArgs, TagsArgs, ThumbnailArgs, parse_query
 from api.errors import APIError
 from api.params import filters_from_args, text_search
 from api.readiness import served_by_workers
-from api.thumbnails import DEFAULT_SIZE, MIMETYPE, SIZES, Thumbnails
-from lookalike.blobs import BlobStore
+from api.thumbnails import MIMETYPE
 from lookalike.images import ImageProblem, check_image, sha256_hex, validate_image
 from lookalike.schema import (
     DEFAULT_TENANT,
     LABELS_FIELD,
     TAGS_FIELD,
-    CatalogSchema,
-    InvalidId,
     InvalidMetadata,
     point_id,
-    validate_id,
 )
-from lookalike.settings import Settings
 from lookalike.store import (
     StoredItem,
     StoreError,
     StoreUnavailable,
-    VectorStore,
     mirror_versions,
 )
 from lookalike.tasks import INDEX_ITEMS
@@ -51,67 +47,7 @@ MAX_LIMIT = 100
 IMAGE_MAX_AGE_S = 24 * 3600
 
 
-def _settings() -> Settings:
-    return current_app.extensions["lookalike.settings"]
-
-
-def _store() -> VectorStore:
-    try:
-        return current_app.extensions["lookalike.store"].get()
-    except StoreUnavailable as exc:
-        raise APIError(503, "store_unavailable", f"the vector store is unavailable: {exc}") from exc
-    except StoreError as exc:
-        # The catalog cannot be opened as configured: most often it was built with another
-        # vector size (LOOKALIKE_MODEL / LOOKALIKE_FEATURES changed). An operator's matter,
-        # said as such on every route, as /readyz says it.
-        raise APIError(
-            503, "store_misconfigured", f"the catalog cannot be opened as configured: {exc}"
-        ) from exc
-
-
-def _catalog() -> CatalogSchema:
-    return _settings().catalog
-
-
-def _tasks() -> TaskClient:
-    return current_app.extensions["tasks"]
-
-
-def _blobs() -> BlobStore:
-    return current_app.extensions["lookalike.blobs"]
-
-
-def _thumbnails() -> Thumbnails:
-    return current_app.extensions["lookalike.thumbnails"]
-
-
-def _tenant() -> str:
-    return request_tenant()
-
-
-def _item_id(raw: str | None, field: str = "id") -> str:
-    if raw is None:
-        raise APIError(400, "missing_field", f"{field} is required", field)
-    try:
-        return validate_id(raw, field)
-    except InvalidId as exc:
-        raise APIError(400, "invalid_id", str(exc), field) from exc
-
-
-def _int_arg(name: str, default: int, lo: int, hi: int) -> int:
-    raw = request.args.get(name)
-    if raw is None:
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise APIError(400, "invalid_parameter", f"{name} must be an integer", name) from None
-    if not lo <= value <= hi:
-        raise APIError(400, "invalid_parameter", f"{name} must be between {lo} and {hi}", name)
-    return value
-
-
-def _uploaded_image(field: str = "image", *, header_only: bool = False) -> bytes:
+def uploaded_image(field: str = "image", *, header_only: bool = False) -> bytes:
     """The uploaded image's bytes, checked: read through (lookalike.images.validate_image:
     a damaged or truncated file is refused here), or with ``header_only`` only its header
     (format, size), for a photo a worker decodes next anyway and whose problems it reports
@@ -120,15 +56,17 @@ def _uploaded_image(field: str = "image", *, header_only: bool = False) -> bytes
     if upload is None:
         raise APIError(400, "missing_field", f"a multipart file field '{field}' is required", field)
     data = upload.read()
-    if len(data) > _settings().max_upload_bytes:
+    if len(data) > context.settings().max_upload_bytes:
         raise APIError(
-            413, "payload_too_large", f"images may be at most {_settings().max_upload_bytes} bytes"
+            413,
+            "payload_too_large",
+            f"images may be at most {context.settings().max_upload_bytes} bytes",
         )
     try:
         if header_only:
-            check_image(data, max_pixels=_settings().max_image_pixels)
+            check_image(data, max_pixels=context.settings().max_image_pixels)
         else:
-            validate_image(data, max_pixels=_settings().max_image_pixels)
+            validate_image(data, max_pixels=context.settings().max_image_pixels)
     except ImageProblem as exc:
         raise APIError(422, exc.code, exc.message, field) from exc
     return data
@@ -142,11 +80,11 @@ def _metadata() -> dict[str, Any] | None:
         return None
     if raw == "":
         return {}
-    if len(raw.encode()) > _settings().max_metadata_bytes:
+    if len(raw.encode()) > context.settings().max_metadata_bytes:
         raise APIError(
             400,
             "metadata_too_large",
-            f"metadata may be at most {_settings().max_metadata_bytes} bytes",
+            f"metadata may be at most {context.settings().max_metadata_bytes} bytes",
             "metadata",
         )
     try:
@@ -163,7 +101,7 @@ def _metadata() -> dict[str, Any] | None:
 def checked_metadata(value: dict[str, Any], field: str) -> dict[str, Any]:
     """Metadata as stored: each declared field of its declared type (422 naming it)."""
     try:
-        return _catalog().check_metadata(value)
+        return context.catalog().check_metadata(value)
     except InvalidMetadata as exc:
         raise APIError(422, "invalid_metadata", exc.message, f"{field}.{exc.field}") from exc
 
@@ -172,7 +110,7 @@ def stored_metadata(point_ids: list[str]) -> dict[str, dict[str, Any]]:
     """The metadata stored for these points (those that exist), read in one call."""
     if not point_ids:
         return {}
-    found = _store().retrieve(point_ids)
+    found = context.store().retrieve(point_ids)
     return {item.point_id: dict(item.payload.get("metadata") or {}) for item in found}
 
 
@@ -218,7 +156,7 @@ def _item_urls(item_id: str, params: dict[str, Any]) -> tuple[str, str]:
     )
 
 
-def _item_json(payload: dict[str, Any], score: float | None = None) -> dict[str, Any]:
+def item_json(payload: dict[str, Any], score: float | None = None) -> dict[str, Any]:
     item_id = payload["item_id"]
     tenant = payload.get("tenant", DEFAULT_TENANT)
     params = _image_params(tenant, item_id, payload.get("image_sha256"))
@@ -244,8 +182,8 @@ def _item_json(payload: dict[str, Any], score: float | None = None) -> dict[str,
     return body
 
 
-def _get_item(item_id: str, tenant: str, *, with_vector: bool = False) -> StoredItem:
-    found = _store().retrieve([point_id(item_id, tenant)], with_vectors=with_vector)
+def find_item(item_id: str, tenant: str, *, with_vector: bool = False) -> StoredItem:
+    found = context.store().retrieve([point_id(item_id, tenant)], with_vectors=with_vector)
     if not found:
         raise APIError(404, "item_not_found", f"no item with id {item_id!r}", "id")
     return found[0]
@@ -254,7 +192,7 @@ def _get_item(item_id: str, tenant: str, *, with_vector: bool = False) -> Stored
 def _item_image_path(item: StoredItem) -> Path:
     sha = item.payload.get("image_sha256") or ""
     try:
-        path = _blobs().path(sha)
+        path = context.blobs().path(sha)
     except ValueError:
         path = None
     if path is None or not path.exists():
@@ -287,16 +225,18 @@ def healthz() -> Response:
 def readyz() -> tuple[Response, int]:
     checks: dict[str, str] = {}
     try:
-        _store().count()
+        context.store().count()
         checks["vector_store"] = "ok"
     except (APIError, StoreError) as exc:
         checks["vector_store"] = f"unavailable: {getattr(exc, 'message', exc)}"
     try:
-        _tasks().ping_broker()
+        context.tasks().ping_broker()
         checks["broker"] = "ok"
     except Exception as exc:
         checks["broker"] = f"unavailable: {type(exc).__name__}"
-    serves = served_by_workers(_tasks(), _settings(), broker_ok=checks["broker"] == "ok")
+    serves = served_by_workers(
+        context.tasks(), context.settings(), broker_ok=checks["broker"] == "ok"
+    )
     # Search by photo waits on a worker inside the request: without one on the query queue it
     # cannot be served, so the API is not ready. Ingest tasks wait in the queue (an autoscaler
     # may start ingest workers from zero on its length): said, but not a reason to be unready.
@@ -322,20 +262,20 @@ def jobs_page() -> Response:
 
 @bp.post("/v1/items")
 def add_item() -> tuple[Response, int]:
-    tenant = _tenant()
-    item_id = _item_id(request.form.get("id"))
+    tenant = context.tenant()
+    item_id = context.item_id(request.form.get("id"))
     job = request.form.get("job") or None
     if job is not None:
-        job = _item_id(job, "job")
+        job = context.item_id(job, "job")
     metadata = _metadata()
-    data = _uploaded_image()
+    data = uploaded_image()
     # No metadata field (None): the worker keeps an existing item's stored metadata (never a
     # silent wipe), read when it writes the new vector; a new item starts with none.
     sha = sha256_hex(data)
-    _blobs().put(sha, data, tenant=tenant)
+    context.blobs().put(sha, data, tenant=tenant)
     item = {"id": item_id, "tenant": tenant, "image_sha256": sha, "metadata": metadata}
     meta = {"items": [item_id], "tenant": tenant, "job": job}
-    task_id = _tasks().send(INDEX_ITEMS, [item], meta=meta)
+    task_id = context.tasks().send(INDEX_ITEMS, [item], meta=meta)
     return (
         jsonify(
             task_id=task_id,
@@ -348,18 +288,14 @@ def add_item() -> tuple[Response, int]:
 
 @bp.get("/v1/items")
 def list_items() -> Response:
-    tenant = _tenant()
-    limit = _int_arg("limit", 50, 1, 500)
-    cursor = request.args.get("cursor") or None
-    sort = request.args.get("sort") or None
-    if sort not in (None, "newest"):
-        raise APIError(400, "invalid_parameter", "sort must be newest (or left out)", "sort")
-    schema = _catalog()
+    tenant = context.tenant()
+    args = parse_query(ItemsArgs, request.args)
+    limit, cursor, sort = args.limit, args.cursor or None, args.sort
+    schema = context.catalog()
     where: dict[str, Any] = {"tenant": tenant, **filters_from_args(request.args, schema)}
-    text = request.args.get("q")
-    if text is not None:
-        where.update(text_search(text, schema))
-    store = _store()
+    if args.q is not None:
+        where.update(text_search(args.q, schema))
+    store = context.store()
     try:
         if sort == "newest":
             items, next_cursor = store.scroll_newest(limit=limit, cursor=cursor, where=where)
@@ -370,9 +306,9 @@ def list_items() -> Response:
     except StoreError as exc:
         raise APIError(400, "invalid_cursor", "the cursor is not valid", "cursor") from exc
     return jsonify(
-        items=[_item_json(i.payload) for i in items],
+        items=[item_json(i.payload) for i in items],
         next_cursor=next_cursor,
-        total=_store().count(where),
+        total=context.store().count(where),
     )
 
 
@@ -380,10 +316,11 @@ def list_items() -> Response:
 def facets() -> Response:
     """The values of a declared facet field among the tenant's items (under the same
     filters), most frequent first."""
-    tenant = _tenant()
-    schema = _catalog()
+    tenant = context.tenant()
+    schema = context.catalog()
     facets = [f.name for f in schema.with_role("facet")]
-    name = request.args.get("field", facets[0] if facets else "")
+    args = parse_query(FacetsArgs, request.args)
+    name = args.field if args.field is not None else (facets[0] if facets else "")
     declared = schema.field(name)
     if declared is None or "facet" not in declared.roles:
         raise APIError(
@@ -392,10 +329,11 @@ def facets() -> Response:
             f"field must be one of {', '.join(facets) or '(none)'}",
             "field",
         )
-    limit = _int_arg("limit", 100, 1, 1000)
     filters = filters_from_args(request.args, schema)
     filters.pop(declared.path, None)  # a field's own filter would hide its other values
-    found = _store().facet(declared.path, where={"tenant": tenant, **filters}, limit=limit)
+    found = context.store().facet(
+        declared.path, where={"tenant": tenant, **filters}, limit=args.limit
+    )
     return jsonify(field=name, values=[{"value": f.value, "count": f.count} for f in found])
 
 
@@ -403,9 +341,9 @@ def facets() -> Response:
 def tags() -> Response:
     """The tags of the tenant's items (under the catalog's filters), with how many items
     carry each, most frequent first: what ``q`` finds."""
-    limit = _int_arg("limit", 100, 1, 1000)
-    where = {"tenant": _tenant(), **filters_from_args(request.args, _catalog())}
-    found = _store().facet(TAGS_FIELD, where=where, limit=limit)
+    args = parse_query(TagsArgs, request.args)
+    where = {"tenant": context.tenant(), **filters_from_args(request.args, context.catalog())}
+    found = context.store().facet(TAGS_FIELD, where=where, limit=args.limit)
     return jsonify(tags=[{"tag": f.value, "count": f.count} for f in found])
 
 
@@ -413,22 +351,22 @@ def tags() -> Response:
 def catalog_schema() -> Response:
     """The catalog's declared fields (LOOKALIKE_CATALOG_SCHEMA): what the indexer types its
     manifests by and the gallery draws its filters from."""
-    _tenant()  # the same key rules as every /v1 route
-    return jsonify(_catalog().as_json())
+    context.tenant()  # the same key rules as every /v1 route
+    return jsonify(context.catalog().as_json())
 
 
 @bp.get("/v1/items/<item_id>")
 def get_item(item_id: str) -> Response:
-    item = _get_item(_item_id(item_id), _tenant())
-    return jsonify(_item_json(item.payload))
+    item = find_item(context.item_id(item_id), context.tenant())
+    return jsonify(item_json(item.payload))
 
 
 @bp.delete("/v1/items/<item_id>")
 def delete_item(item_id: str) -> tuple[str, int]:
-    tenant = _tenant()
-    item = _get_item(_item_id(item_id), tenant)
-    _store().delete([item.point_id])
-    for version in mirror_versions(_store()):  # a reindex's next, a rollback's previous
+    tenant = context.tenant()
+    item = find_item(context.item_id(item_id), tenant)
+    context.store().delete([item.point_id])
+    for version in mirror_versions(context.store()):  # a reindex's next, a rollback's previous
         version.delete([item.point_id])
     return "", 204
 
@@ -436,7 +374,7 @@ def delete_item(item_id: str) -> tuple[str, int]:
 @bp.get("/v1/items/<item_id>/image")
 @signed_url
 def item_image(item_id: str) -> Response:
-    item = _get_item(_item_id(item_id), _tenant())
+    item = find_item(context.item_id(item_id), context.tenant())
     path = _item_image_path(item)
     with Image.open(path) as img:
         mimetype = Image.MIME.get(img.format or "", "application/octet-stream")
@@ -446,14 +384,10 @@ def item_image(item_id: str) -> Response:
 @bp.get("/v1/items/<item_id>/thumbnail")
 @signed_url
 def item_thumbnail(item_id: str) -> Response:
-    size = _int_arg("size", DEFAULT_SIZE, min(SIZES), max(SIZES))
-    if size not in SIZES:
-        raise APIError(
-            400, "invalid_parameter", f"size must be one of {', '.join(map(str, SIZES))}", "size"
-        )
-    item = _get_item(_item_id(item_id), _tenant())
+    size = parse_query(ThumbnailArgs, request.args).size
+    item = find_item(context.item_id(item_id), context.tenant())
     source = _item_image_path(item)
-    path = _thumbnails().get(item.payload["image_sha256"], source, size)
+    path = context.thumbnails().get(item.payload["image_sha256"], source, size)
     return send_file(path, mimetype=MIMETYPE, max_age=IMAGE_MAX_AGE_S)
 
 
@@ -488,12 +422,12 @@ def _describe_task(
 
 @bp.get("/v1/tasks/<task_id>")
 def task_status(task_id: str) -> Response:
-    tenant = _tenant()
-    submitted = _tasks().submitted(task_id)
+    tenant = context.tenant()
+    submitted = context.tasks().submitted(task_id)
     if submitted is not None and submitted.get("tenant", tenant) != tenant:
         # Another tenant's task: as unknown to this tenant as an id never issued.
         raise APIError(404, "task_not_found", "unknown task id", "task_id")
-    result = _tasks().result(task_id)
+    result = context.tasks().result(task_id)
     state = result.state
     if state == "PENDING" and submitted is None:
         raise APIError(
@@ -509,7 +443,7 @@ MAX_TASK_IDS = 100
 def task_statuses() -> Response:
     """Many tasks' statuses in one request: an ingestion job follows its queued batches with
     one call instead of one per task. Ids this tenant does not know are listed apart."""
-    tenant = _tenant()
+    tenant = context.tenant()
     ids = list(
         dict.fromkeys(i.strip() for raw in request.args.getlist("ids") for i in raw.split(","))
     )
@@ -521,8 +455,8 @@ def task_statuses() -> Response:
             400, "invalid_parameter", f"at most {MAX_TASK_IDS} task ids of 200 characters", "ids"
         )
     tasks, not_found = [], []
-    submissions = _tasks().submitted_many(ids)
-    states = _tasks().states(ids)
+    submissions = context.tasks().submitted_many(ids)
+    states = context.tasks().states(ids)
     for task_id, submitted, (state, result) in zip(ids, submissions, states, strict=True):
         foreign = submitted is not None and submitted.get("tenant", tenant) != tenant
         if foreign or (state == "PENDING" and submitted is None):
@@ -535,10 +469,10 @@ def task_statuses() -> Response:
 @bp.get("/v1/jobs")
 def jobs() -> Response:
     """The tenant's latest ingestion tasks, and their progress per job label."""
-    tenant = _tenant()
-    limit = _int_arg("limit", 200, 1, 1000)
-    entries = _tasks().history.recent(tenant, limit)
-    states = _tasks().states([e["task_id"] for e in entries])
+    tenant = context.tenant()
+    limit = parse_query(JobsArgs, request.args).limit
+    entries = context.tasks().history.recent(tenant, limit)
+    states = context.tasks().states([e["task_id"] for e in entries])
     tasks = []
     for entry, (state, result) in zip(entries, states, strict=True):
         task = _describe_task(entry["task_id"], state, result, entry)

@@ -13,6 +13,12 @@ read through the catalog schema (api/params.py). This measures, in one process a
    (the hand parser it replaced took 13.6 us against the model's 17.9 us in the run that
    chose it: 1.1% and 1.5% of a similar-by-id request);
 
+4. with ``--library`` (spectree importable, e.g. ``pip install --target /tmp/scratch
+   spectree`` and ``PYTHONPATH=/tmp/scratch``): the same query string validated by spectree's
+   ``@validate(query=Model)`` against the way the app does it (the document check plus
+   api/contract.py ``options_from_query``), each on a minimal Flask route beside an
+   unvalidated one, in alternating rounds: what choosing the library would cost a request;
+
 and prints each one's share of a similar-by-id request. The catalog is synthetic (random
 unit vectors of the default model's size, with category/brand/price/in_stock metadata): the
 checks' cost does not depend on the vectors.
@@ -95,15 +101,12 @@ RECOMMEND = {
 
 def body_parsing(app: object, calls: int) -> dict[str, float]:
     """Seconds per call reading RECOMMEND with its pydantic model."""
-    from api.contract import RecommendBody, parse_body
-    from api.params import options_from_json
+    from api.contract import RecommendBody, options_from_body, parse_body
 
     schema = app.extensions["lookalike.settings"].catalog  # type: ignore[attr-defined]
-    options = {"limit", "offset", "score_threshold", "filter", "group_by", "group_size"}
 
     def model() -> None:
-        body = parse_body(RecommendBody, RECOMMEND)
-        options_from_json(body.model_dump(include=options, exclude_none=True), schema)
+        options_from_body(parse_body(RecommendBody, RECOMMEND), schema)
 
     model()
     began = time.perf_counter()
@@ -136,17 +139,87 @@ def requests_per_variant(app: object, rounds: int, per_round: int, n: int) -> di
     return {k: statistics.median(v) for k, v in times.items()}
 
 
+def library_overhead(app: object, rounds: int, per_round: int) -> dict[str, float]:
+    """Median seconds per request of a minimal route: unvalidated, validated the app's way,
+    validated by spectree (a model with the same options and the catalog's four filters,
+    unknown parameters refused). The handlers return the same small JSON."""
+    from flask import Flask, jsonify, request
+    from pydantic import BaseModel, ConfigDict, Field
+    from spectree import SpecTree
+
+    from api.contract import options_from_query
+    from api.errors import register_error_handlers
+
+    schema = app.extensions["lookalike.settings"].catalog  # type: ignore[attr-defined]
+    rules = app.extensions["lookalike.query_rules"]  # type: ignore[attr-defined]
+    allowed = rules[("/v1/items/<item_id>/similar", "GET")]
+
+    class SimilarQuery(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+        limit: int = Field(10, ge=1, le=100)
+        offset: int = Field(0, ge=0, le=1000)
+        score_threshold: float | None = None
+        group_by: str | None = None
+        group_size: int = Field(1, ge=1, le=20)
+        diversity: float | None = Field(None, ge=0, le=1)
+        category: list[str] = []
+        brand: list[str] = []
+        price_min: float | None = None
+        price_max: float | None = None
+        in_stock: bool | None = None
+
+    spec = SpecTree("flask", annotations=False, validation_error_status=400)
+    bench = Flask("bench")
+    register_error_handlers(bench)
+
+    @bench.get("/bare/<item_id>")
+    def bare(item_id: str) -> object:
+        return jsonify(id=item_id, limit=10)
+
+    @bench.get("/ours/<item_id>")
+    def ours(item_id: str) -> object:
+        for name in request.args:  # the document check, as init_query_checks does it
+            if name not in allowed or (not allowed[name] and len(request.args.getlist(name)) > 1):
+                raise AssertionError(name)
+        opts = options_from_query(request.args, schema)
+        return jsonify(id=item_id, limit=opts.limit)
+
+    @bench.get("/spectree/<item_id>")
+    @spec.validate(query=SimilarQuery)
+    def with_spectree(item_id: str) -> object:
+        return jsonify(id=item_id, limit=request.context.query.limit)  # type: ignore[attr-defined]
+
+    spec.register(bench)
+    client = bench.test_client()
+    routes = {"unvalidated": "bare", "the app's way": "ours", "spectree": "spectree"}
+    for route in routes.values():
+        resp = client.get(f"/{route}/s1?{QUERY}")
+        assert resp.status_code == 200, resp.get_data(as_text=True)
+    times: dict[str, list[float]] = {k: [] for k in routes}
+    names = list(routes)
+    for r in range(rounds):
+        for name in names if r % 2 == 0 else names[::-1]:
+            url = f"/{routes[name]}/s1?{QUERY}"
+            began = time.process_time()
+            for _ in range(per_round):
+                client.get(url)
+            times[name].append((time.process_time() - began) / per_round)
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--items", type=int, default=10_000)
     parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--per-round", type=int, default=200)
+    parser.add_argument("--library", action="store_true", help="compare with spectree")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
         app, _ = build(Path(tmp) / "data", args.items)
         alone = check_alone(app, 20_000)
         bodies = body_parsing(app, 20_000)
         medians = requests_per_variant(app, args.rounds, args.per_round, args.items)
+        library = library_overhead(app, args.rounds, args.per_round * 5) if args.library else {}
         app.extensions["lookalike.store"].get().close()  # type: ignore[attr-defined]
     with_check, without = medians["with check"], medians["without"]
     print(f"catalog: {args.items} synthetic items; query: ?{QUERY}")
@@ -164,6 +237,14 @@ def main(argv: list[str] | None = None) -> int:
             f"a recommend body read by the {name}: {seconds * 1e6:.1f} us, "
             f"{seconds / without:.2%} of a similar-by-id request"
         )
+    if library:
+        base = library["unvalidated"]
+        print("a minimal route, CPU per request (medians of alternating rounds):")
+        for name, seconds in library.items():
+            print(
+                f"  {name}: {seconds * 1e6:.1f} us, validation {(seconds - base) * 1e6:+.1f} us "
+                f"= {(seconds - base) / without:.2%} of a similar-by-id request"
+            )
     return 0
 
 

@@ -320,7 +320,9 @@ def test_the_document_shows_the_declared_fields(client) -> None:  # type: ignore
     assert doc["components"]["schemas"]["Filter"]["properties"]["rating_max"] == {"type": "number"}
     group_by = next(p for p in params.values() if p["name"] == "group_by")
     assert set(group_by["schema"]["enum"]) == {"category", "color", "size", "stock"}
-    metadata = doc["components"]["schemas"]["Item"]["properties"]["metadata"]
+    item = doc["components"]["schemas"]["Item"]["properties"]["metadata"]
+    assert item == {"$ref": "#/components/schemas/Metadata"}
+    metadata = doc["components"]["schemas"]["Metadata"]
     assert set(metadata["properties"]) == set(SCHEMA["fields"])
 
 

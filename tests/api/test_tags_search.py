@@ -100,8 +100,8 @@ def test_tags_are_counted(client, tagged) -> None:  # type: ignore[no-untyped-de
         ("get", "/v1/items/cat-1/similar?q=" + "x" * 201, None, "q"),
         ("post", "/v1/recommend", {"positive": ["cat-1"], "q": ""}, "q"),
         ("post", "/v1/recommend", {"positive": ["cat-1"], "q": 3}, "q"),
-        # A batch entry's options are read as its filters are (their errors name the option).
-        ("post", "/v1/batch", {"queries": [{"id": "cat-1", "q": " "}]}, "q"),
+        # q is a field of a batch entry's model: its error names it by its path, as limit's.
+        ("post", "/v1/batch", {"queries": [{"id": "cat-1", "q": " "}]}, "queries[0].q"),
         ("get", "/v1/tags?limit=0", None, "limit"),
     ],
 )

@@ -104,10 +104,14 @@ def test_no_keypoints_are_stored_and_the_answers_say_disabled(
     assert all(e["near"] == [] and e["variants"] == [] for e in many["items"])
 
     doc = client.get("/openapi.json").get_json()
-    group = doc["paths"]["/v1/duplicates"]["post"]["responses"]["200"]["content"][
+    many = doc["paths"]["/v1/duplicates"]["post"]["responses"]["200"]["content"][
         "application/json"
-    ]["schema"]["properties"]["items"]["items"]
-    assert "disabled" in group["properties"]["verification"]["enum"]
+    ]["schema"]
+    assert many == {"$ref": "#/components/schemas/ManyDuplicates"}
+    group = doc["components"]["schemas"]["ManyDuplicates"]["properties"]["items"]["items"]
+    assert group == {"$ref": "#/components/schemas/DuplicateGroup"}
+    verification = doc["components"]["schemas"]["DuplicateGroup"]["properties"]["verification"]
+    assert "disabled" in verification["enum"]
 
 
 def test_the_indexer_says_keypoints_are_off_in_one_line(
