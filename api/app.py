@@ -7,7 +7,7 @@ from typing import Any
 
 from flask import Flask
 
-from api import batches, duplicates, openapi, queries, reindex, routes
+from api import batches, duplicates, explain, openapi, queries, reindex, routes
 from api.auth import init_auth
 from api.celery_client import celery_init_app
 from api.errors import register_error_handlers
@@ -45,7 +45,16 @@ def create_app(
 
     init_auth(app, settings)
 
-    for blueprint in (routes.bp, queries.bp, openapi.bp, batches.bp, duplicates.bp, reindex.bp):
+    blueprints = (
+        routes.bp,
+        queries.bp,
+        explain.bp,
+        openapi.bp,
+        batches.bp,
+        duplicates.bp,
+        reindex.bp,
+    )
+    for blueprint in blueprints:
         app.register_blueprint(blueprint)
     openapi.init_query_checks(app)
     log.debug("API created (embedded broker: %s)", settings.embedded_broker)

@@ -41,12 +41,15 @@ from api.params import (
     MAX_GROUP_SIZE,
     MAX_LIMIT,
     MAX_OFFSET,
+    MAX_SEARCH_TEXT,
     filters_from_args,
     filters_from_json,
     invalid,
+    text_search,
 )
 from api.responses import catalog_ref
 from api.thumbnails import DEFAULT_SIZE, SIZES
+from lookalike.images import MIN_BOX_SIDE
 from lookalike.models import MODELS
 from lookalike.schema import ID_PATTERN, MAX_ID_LENGTH, CatalogSchema, InvalidId, validate_id
 from lookalike.store import RECOMMEND_STRATEGIES
@@ -87,6 +90,26 @@ def catalog_role(role: str) -> WithJsonSchema:
 
 
 GroupBy = Annotated[str, catalog_role("group")]
+
+
+def _words(value: str) -> str:
+    if not value.split():
+        raise ValueError("must hold a word")
+    return value
+
+
+# ``q``: a keyword search (api/params.py ``text_search``); the document says what it matches
+# in the declared catalog (api/openapi.py ``_search_description``).
+SearchText = Annotated[
+    str,
+    AfterValidator(_words),  # here, so that a batch entry's blank q is named with its path
+    Field(
+        min_length=1,
+        max_length=MAX_SEARCH_TEXT,
+        description="only items with this tag, or whose id, name or title holds these words",
+        json_schema_extra={"x-catalog-search": True},
+    ),
+]
 SHA256_PATTERN = "^[0-9a-f]{64}$"
 Sha256 = Annotated[str, Field(pattern=SHA256_PATTERN)]
 MAX_BATCH_ITEMS = 256
@@ -108,6 +131,7 @@ class PageOptions(Body):
     offset: int = Field(0, ge=0, le=MAX_OFFSET, description="results to skip")
     score_threshold: Number = Field(None, description="leave out results scoring below it")  # type: ignore[assignment]
     filter: Filter = Field(None, description="the catalog's filters")  # type: ignore[arg-type]
+    q: SearchText = None  # type: ignore[assignment]
 
 
 class QueryOptionsBody(PageOptions):
@@ -192,6 +216,7 @@ class QueryArgs(BaseModel):
     diversity: Number = Field(  # type: ignore[assignment]
         None, ge=0, le=1, description="0: plain ranking; towards 1: results unlike each other (MMR)"
     )
+    q: SearchText = None  # type: ignore[assignment]
 
 
 def options_from_query(
@@ -265,6 +290,9 @@ def _options(schema: CatalogSchema, given: BaseModel, filters: dict[str, Any]) -
     """The query options ``given`` declares, by name: a new option is a field of its model
     here and of QueryOptions (this module), read where the query runs (api/queries.py)."""
     values = {name: getattr(given, name) for name in _OPTIONS & set(type(given).model_fields)}
+    text = getattr(given, "q", None)  # a keyword search is one more filter
+    if text is not None:
+        filters = {**filters, **text_search(text, schema)}
     return checked_options(schema, QueryOptions(filters=filters, **values))
 
 
@@ -305,21 +333,23 @@ class ItemsArgs(Options):
         None,  # type: ignore[arg-type]
         description="`newest`: the most recently ingested first; without it, a stable order",
     )
-    q: str = Field(  # type: ignore[assignment]
-        None,
-        min_length=1,
-        max_length=200,
-        description="items whose id holds these words (or whose declared name or title has "
-        "words starting with them)",
-        json_schema_extra={"x-catalog-search": True},  # the document names the fields
-    )
+    q: SearchText = None  # type: ignore[assignment]
+
+
+FacetLimit = Annotated[
+    int, Field(ge=1, le=1000, description="values to return, most frequent first")
+]
 
 
 class FacetsArgs(Options):
     field: Annotated[str, catalog_role("facet")] = Field(  # type: ignore[assignment]
         None, description="a declared facet field (default: the first)"
     )
-    limit: int = Field(100, ge=1, le=1000, description="values to return, most frequent first")
+    limit: FacetLimit = 100
+
+
+class TagsArgs(Options):
+    limit: FacetLimit = 100
 
 
 class TasksArgs(Options):
@@ -462,7 +492,29 @@ class NewItem(BaseModel):
     job: ItemId = Field(None, description="a label grouping tasks in /v1/jobs")  # type: ignore[assignment]
 
 
+# A region of an uploaded photo, read by api/params.py ``box_from_form``.
+RegionBox = Annotated[
+    str,
+    Field(
+        description="search by this region of the photo alone: x,y,width,height as fractions "
+        "of its width and height (0.5,0,0.5,1: its right half); each side at least "
+        f"{MIN_BOX_SIDE}, inside the photo",
+        examples=["0.5,0,0.5,1"],
+    ),
+]
+
+
 class PhotoQuery(BaseModel):
     image: Binary
     positive: str = Field(None, description="liked item ids, comma-separated")  # type: ignore[assignment]
     negative: str = Field(None, description="disliked item ids, comma-separated")  # type: ignore[assignment]
+    box: RegionBox = None  # type: ignore[assignment]
+
+
+class ExplainQuery(BaseModel):
+    """POST /v1/explain: a result and its query, an item or an uploaded photo (one of them)."""
+
+    result: ItemId = Field(description="the matching item's id")
+    id: ItemId = Field(None, description="the query item's id (or give image)")  # type: ignore[assignment]
+    image: Binary = Field(None, description="a query photo (or give id)")  # type: ignore[assignment]
+    box: RegionBox = None  # type: ignore[assignment]

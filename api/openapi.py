@@ -351,10 +351,11 @@ _JSON_TYPES: dict[str, Json] = {
 def _search_description(schema: CatalogSchema) -> str:
     """What ``q`` matches in this catalog (CatalogSchema.text_search_paths)."""
     fields = [p.removeprefix("metadata.") for p in schema.text_search_paths()[1:]]
+    tags = "items with this tag (GET /v1/tags; `shoe` finds sandals), or "
     if not fields:
-        return "items whose id holds these words"
+        return f"{tags}whose id holds these words"
     return (
-        f"items whose id holds these words, or whose {' or '.join(fields)} has words "
+        f"{tags}whose id holds these words, or whose {' or '.join(fields)} has words "
         "starting with them"
     )
 

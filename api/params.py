@@ -23,8 +23,16 @@ from typing import Any
 from werkzeug.datastructures import MultiDict
 
 from api.errors import APIError
-from lookalike.schema import CatalogField, CatalogSchema, InvalidId, InvalidMetadata, validate_id
-from lookalike.store import Range
+from lookalike.images import Box, check_box
+from lookalike.schema import (
+    TAGS_FIELD,
+    CatalogField,
+    CatalogSchema,
+    InvalidId,
+    InvalidMetadata,
+    validate_id,
+)
+from lookalike.store import Range, TextMatch
 
 MAX_LIMIT = 100
 MAX_OFFSET = 1000
@@ -33,6 +41,7 @@ MAX_EXAMPLES = 20
 MAX_BATCH = 50
 MAX_FILTER_VALUES = 50
 MAX_VALUE_LENGTH = 256
+MAX_SEARCH_TEXT = 200
 
 
 def invalid(field_name: str, message: str) -> APIError:
@@ -123,11 +132,56 @@ def _many(values: list[Any], name: str) -> Any:
     return unique[0] if len(unique) == 1 else unique
 
 
+def box_from_form(raw: str | None, field_name: str = "box") -> Box | None:
+    """A region of the uploaded photo, ``x,y,width,height`` as fractions of its width and
+    height (``0.5,0,0.5,1``: its right half); None when not given."""
+    if raw is None:
+        return None
+    parts = raw.split(",")
+    try:
+        if len(parts) != 4:
+            raise ValueError("the box is x,y,width,height: four numbers separated by commas")
+        try:
+            numbers = [float(p) for p in parts]
+        except ValueError:
+            raise ValueError("the box's x, y, width and height must be numbers") from None
+        return check_box((numbers[0], numbers[1], numbers[2], numbers[3]))
+    except ValueError as exc:
+        raise invalid(field_name, str(exc)) from None
+
+
 def ids_from_form(values: list[str], field_name: str) -> list[str]:
     ids = [v.strip() for raw in values for v in raw.split(",") if v.strip()]
     if len(ids) > MAX_EXAMPLES:
         raise invalid(field_name, f"at most {MAX_EXAMPLES} {field_name} examples")
     return [item_id(v, field_name) for v in ids]
+
+
+def text_search(text: Any, schema: CatalogSchema, name: str = "q") -> dict[str, Any]:
+    """``q``: items with a tag equal to ``text`` (the classifier's labels and their WordNet
+    parents, worker/model/tags.py: "shoe" finds sandals; a plural finds the singular too),
+    or whose id holds its words, or whose name or title has words starting with them
+    (CatalogSchema.text_search_paths: a name or title the catalog schema declares is
+    filtered as its type instead). A condition for ``where``."""
+    if not isinstance(text, str):
+        raise invalid(name, f"{name} must be a string")
+    words = " ".join(text.lower().split())
+    if not 1 <= len(words) <= MAX_SEARCH_TEXT:
+        raise invalid(name, f"{name} must hold 1 to {MAX_SEARCH_TEXT} characters")
+    first, *others = schema.text_search_paths()
+    tags = (TAGS_FIELD, tuple(dict.fromkeys([words, *_singulars(words)])))
+    return {first: TextMatch(text.strip(), tuple(others), keywords=tags)}
+
+
+def _singulars(words: str) -> list[str]:
+    """What a plural search word may be the plural of ("shoes", "dresses", "puppies")."""
+    if words.endswith("ies"):
+        return [words[:-3] + "y"]
+    if words.endswith("es"):
+        return [words[:-2], words[:-1]]
+    if words.endswith("s") and not words.endswith("ss"):
+        return [words[:-1]]
+    return []
 
 
 # --------------------------------------------------------------------------- JSON bodies

@@ -106,6 +106,17 @@ PATHS: dict[str, dict[str, Op]] = {
             errors=(503,),
         )
     },
+    "/v1/tags": {
+        "get": Op(
+            "the tags of the items (the classifier's labels and their WordNet parents), with "
+            "counts, under the filters: what `q` finds",
+            "items",
+            {200: (r.Tags, "tags, most frequent first")},
+            query=c.TagsArgs,
+            filters=True,
+            errors=(503,),
+        )
+    },
     "/v1/schema": {
         "get": Op(
             "the catalog's declared fields: their types and roles (filter, facet, group)",
@@ -158,6 +169,17 @@ PATHS: dict[str, dict[str, Op]] = {
             body=c.PhotoQuery,
             media="multipart/form-data",
             errors=(404, 413, 415, 422, 503),
+        )
+    },
+    "/v1/explain": {
+        "post": Op(
+            "why an item matches a query (an item or a photo): where in each image the "
+            "similarity lies, as heatmaps, and how the score splits",
+            "queries",
+            {200: (r.Explanation, "heatmaps and the score's split")},
+            body=c.ExplainQuery,
+            media="multipart/form-data",
+            errors=(404, 409, 413, 415, 422, 503),
         )
     },
     "/v1/recommend": {

@@ -30,11 +30,13 @@ from api.contract import (
 )
 from api.errors import APIError
 from api.params import (
+    box_from_form,
     ids_from_form,
     invalid,
     json_object,
 )
 from api.routes import find_item, item_json, uploaded_image
+from lookalike.images import Box
 from lookalike.schema import CatalogSchema, point_id
 from lookalike.store import (
     Discover,
@@ -145,29 +147,14 @@ def search_by_image() -> Response:
     negative = ids_from_form(request.form.getlist("negative"), "negative")
     if (positive or negative) and opts.diversity is not None:
         raise invalid("diversity", "diversity applies to a search by the photo alone")
+    box = box_from_form(request.form.get("box"))
     examples = _vectors(positive=positive, negative=negative)
     # Only the header here: the worker decodes the photo and reports a corrupt one (422).
     data = uploaded_image(header_only=True)
-    task_id = context.tasks().send(EMBED_QUERY, base64.b64encode(data).decode("ascii"))
-    result = context.tasks().result(task_id)
-    try:
-        # interval: the embedded default's in-memory result backend is polled, by default
-        # every 0.5 s, which was most of a search's latency (Redis notifies, no polling);
-        # a look at a dict every millisecond for the few dozen a search takes costs nothing.
-        outcome = result.get(
-            timeout=context.settings().query_timeout_s, propagate=False, interval=0.001
-        )
-    except CeleryTimeout:
-        raise APIError(
-            503, "embedding_timeout", "no worker embedded the photo in time; try again"
-        ) from None
-    finally:
-        result.forget()
-    if not isinstance(outcome, dict) or "vector" not in outcome:
-        error = outcome.get("error") if isinstance(outcome, dict) else None
-        if error:
-            raise APIError(422, error["code"], error["message"], "image")
-        raise APIError(503, "embedding_failed", "the worker could not embed the photo")
+    image_b64 = base64.b64encode(data).decode("ascii")
+    # A region is a third argument only when given: a worker from before regions takes two.
+    args = (image_b64,) if box is None else (image_b64, list(box))
+    outcome = worker_answer(context.tasks().send(EMBED_QUERY, *args), "vector", "embed the photo")
     vector = np.asarray(outcome["vector"], dtype=np.float32)
     query: SimilarityQuery = vector
     tenant = context.tenant()
@@ -183,9 +170,41 @@ def search_by_image() -> Response:
             "model_version": outcome["model_version"],
             "positive": positive,
             "negative": negative,
+            "box": box_json(box),
         },
         **body,
     )
+
+
+def box_json(box: Box | None) -> dict[str, float] | None:
+    """A region as the answers echo it."""
+    return None if box is None else dict(zip(("x", "y", "width", "height"), box, strict=True))
+
+
+def worker_answer(task_id: str, key: str, what: str) -> dict[str, Any]:
+    """A query-queue task's answer, waited for inside the request: a dict holding ``key``.
+    A photo the worker could not decode is a 422 naming ``image``; no answer in
+    LOOKALIKE_QUERY_TIMEOUT_S or a failed task a 503 (``what`` says what was asked)."""
+    result = context.tasks().result(task_id)
+    try:
+        # interval: the embedded default's in-memory result backend is polled, by default
+        # every 0.5 s, which was most of a search's latency (Redis notifies, no polling);
+        # a look at a dict every millisecond for the few dozen a search takes costs nothing.
+        outcome = result.get(
+            timeout=context.settings().query_timeout_s, propagate=False, interval=0.001
+        )
+    except CeleryTimeout:
+        raise APIError(
+            503, "embedding_timeout", f"no worker could {what} in time; try again"
+        ) from None
+    finally:
+        result.forget()
+    if not isinstance(outcome, dict) or key not in outcome:
+        error = outcome.get("error") if isinstance(outcome, dict) else None
+        if error:
+            raise APIError(422, error["code"], error["message"], "image")
+        raise APIError(503, "embedding_failed", f"the worker could not {what}")
+    return outcome
 
 
 @bp.post("/v1/recommend")

@@ -54,6 +54,11 @@ class Readiness(Answer):
     serves: dict[str, str] = Field(default_factory=dict)
 
 
+class Label(Answer):
+    name: str
+    score: float
+
+
 class Item(Answer):
     id: str
     tenant: str
@@ -64,6 +69,11 @@ class Item(Answer):
     model: str | None = None
     model_version: str | None = None
     ingested_at: str | None = None
+    # The classifier's (worker/model/tags.py); empty for an item indexed without tags.
+    labels: list[Label] = Field(description="the classifier's top ImageNet labels, best first")
+    tags: list[str] = Field(
+        description="the labels' names and their WordNet parents: what q= matches"
+    )
 
 
 class ScoredItem(Item):
@@ -84,6 +94,15 @@ class FacetValue(Answer):
 class Facets(Answer):
     field: str
     values: list[FacetValue]
+
+
+class TagCount(Answer):
+    tag: str
+    count: int
+
+
+class Tags(Answer):
+    tags: list[TagCount] = Field(description="most frequent first")
 
 
 class DeclaredField(Answer):
@@ -303,3 +322,55 @@ class ReindexVerified(Answer):
     deleted: int
     task_id: str | None
     next_cursor: str | None
+
+
+# --------------------------------------------------------------------------- explain
+
+
+class Point(Answer):
+    x: float
+    y: float
+
+
+class Region(Point):
+    width: float
+    height: float
+
+
+class Heat(Answer):
+    """Where in one image the similarity lies (worker/model/explain.py)."""
+
+    heatmap: str = Field(
+        description="PNG data URL: the image as the model framed it (a square), tinted red "
+        "where it matches the other image"
+    )
+    heat: list[list[float]] = Field(
+        description="each cell's share of the score (7x7 for 224 px input; the cells of one "
+        "image add up to the score, a negative cell pulls the images apart)"
+    )
+    peak: Point = Field(
+        description="the centre of the cell with the largest share, as fractions of the "
+        "framed square's sides"
+    )
+
+
+class ExplainedQuery(Heat):
+    id: str = Field(None, description="the query item's id")  # type: ignore[assignment]
+    image: bool = Field(None, description="the query was an uploaded photo")  # type: ignore[assignment]
+    box: Region | None = Field(None, description="with image: the region searched by")
+
+
+class ExplainedItem(Item, Heat):
+    pass
+
+
+class Explanation(Answer):
+    query: ExplainedQuery
+    result: ExplainedItem
+    score: float = Field(description="the cosine similarity of the two images' embeddings")
+    split: dict[str, float] | None = Field(
+        description="the score's parts: `head` (pooled last stage) and, with multiscale "
+        "features, `stage6`; they add up to the score. Null with a trained head or flip "
+        "averaging, whose scores do not split this way"
+    )
+    model_version: str

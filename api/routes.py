@@ -18,15 +18,16 @@ from PIL import Image
 
 from api import context
 from api.auth import keyring, signed_url
-from api.contract import FacetsArgs, ItemsArgs, JobsArgs, ThumbnailArgs, parse_query
+from api.contract import FacetsArgs, ItemsArgs, JobsArgs, TagsArgs, ThumbnailArgs, parse_query
 from api.errors import APIError
-from api.params import filters_from_args
+from api.params import filters_from_args, text_search
 from api.readiness import served_by_workers
 from api.thumbnails import MIMETYPE
 from lookalike.images import ImageProblem, check_image, sha256_hex, validate_image
 from lookalike.schema import (
     DEFAULT_TENANT,
-    CatalogSchema,
+    LABELS_FIELD,
+    TAGS_FIELD,
     InvalidMetadata,
     point_id,
 )
@@ -34,14 +35,11 @@ from lookalike.store import (
     StoredItem,
     StoreError,
     StoreUnavailable,
-    TextMatch,
     mirror_versions,
 )
 from lookalike.task_queues import INDEX_ITEMS
 
 bp = Blueprint("api", __name__)
-
-MAX_SEARCH_TEXT = 200
 
 MAX_LIMIT = 100
 # In a browser the gallery's images are loaded once and kept; a re-uploaded item gets new
@@ -173,6 +171,11 @@ def item_json(payload: dict[str, Any], score: float | None = None) -> dict[str, 
         "model": payload.get("model"),
         "model_version": payload.get("model_version"),
         "ingested_at": payload.get("ingested_at"),
+        # The classifier's (worker/model/tags.py); none for an item indexed without tags.
+        "labels": [
+            {"name": lb["name"], "score": lb["score"]} for lb in payload.get(LABELS_FIELD, [])
+        ],
+        "tags": payload.get(TAGS_FIELD, []),
     }
     if score is not None:
         body["score"] = round(score, 6)
@@ -291,7 +294,7 @@ def list_items() -> Response:
     schema = context.catalog()
     where: dict[str, Any] = {"tenant": tenant, **filters_from_args(request.args, schema)}
     if args.q is not None:
-        where.update(_text_search(args.q, schema))
+        where.update(text_search(args.q, schema))
     store = context.store()
     try:
         if sort == "newest":
@@ -307,19 +310,6 @@ def list_items() -> Response:
         next_cursor=next_cursor,
         total=context.store().count(where),
     )
-
-
-def _text_search(text: str, schema: CatalogSchema) -> dict[str, Any]:
-    """GET /v1/items?q=: items whose id holds the words of ``text`` or whose name or title
-    has words starting with them (CatalogSchema.text_search_paths: a name or title the
-    catalog schema declares is filtered as its type instead)."""
-    text = text.strip()
-    if not 1 <= len(text) <= MAX_SEARCH_TEXT:
-        raise APIError(
-            400, "invalid_parameter", f"q must hold 1 to {MAX_SEARCH_TEXT} characters", "q"
-        )
-    first, *others = schema.text_search_paths()
-    return {first: TextMatch(text, tuple(others))}
 
 
 @bp.get("/v1/facets")
@@ -345,6 +335,16 @@ def facets() -> Response:
         declared.path, where={"tenant": tenant, **filters}, limit=args.limit
     )
     return jsonify(field=name, values=[{"value": f.value, "count": f.count} for f in found])
+
+
+@bp.get("/v1/tags")
+def tags() -> Response:
+    """The tags of the tenant's items (under the catalog's filters), with how many items
+    carry each, most frequent first: what ``q`` finds."""
+    args = parse_query(TagsArgs, request.args)
+    where = {"tenant": context.tenant(), **filters_from_args(request.args, context.catalog())}
+    found = context.store().facet(TAGS_FIELD, where=where, limit=args.limit)
+    return jsonify(tags=[{"tag": f.value, "count": f.count} for f in found])
 
 
 @bp.get("/v1/schema")

@@ -147,9 +147,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     # --- retrieval quality (issue #5): offline, in-process, no API needed --------------------
     from indexer.quality.evaluate import add_evaluate_parser, run_evaluate
+    from indexer.quality.tag_quality import add_evaluate_tags_parser, run_evaluate_tags
     from indexer.quality.train_head import add_train_head_parser, run_train_head
 
     add_evaluate_parser(sub)
+    add_evaluate_tags_parser(sub)
     add_train_head_parser(sub)
     # ------------------------------------------------------------------------------------------
     args = parser.parse_args(argv)
@@ -157,6 +159,8 @@ def main(argv: list[str] | None = None) -> int:
         return run_evaluate(args)
     if args.command == "train-head":
         return run_train_head(args)
+    if args.command == "evaluate-tags":
+        return run_evaluate_tags(args)
 
     # Killed politely (SIGTERM, e.g. by a scheduler): stop like Ctrl-C, state saved.
     signal.signal(signal.SIGTERM, _interrupt)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import math
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -156,6 +157,37 @@ def decode_as(data: bytes, mode: str, *, max_pixels: int, input_size: int) -> Im
     if mode == DECODE_FULL:
         return decode_image(data, max_pixels=max_pixels)
     return decode_scaled(data, max_pixels=max_pixels, side=SCALED_DECODE_FACTOR * input_size)
+
+
+# A region of a photo: x, y, width, height as fractions of its (upright) width and height.
+Box = tuple[float, float, float, float]
+# The smallest region side a search may ask for: 2% of the photo's side.
+MIN_BOX_SIDE = 0.02
+
+
+def check_box(box: Box) -> Box:
+    """``box`` if it is a region inside the photo, else ValueError saying why."""
+    x, y, w, h = box
+    if not all(map(math.isfinite, box)):
+        raise ValueError("the box must be four finite numbers")
+    if x < 0 or y < 0:
+        raise ValueError("the box's x and y must be at least 0")
+    if w < MIN_BOX_SIDE or h < MIN_BOX_SIDE:
+        raise ValueError(f"the box's width and height must be at least {MIN_BOX_SIDE}")
+    # A little slack for boxes drawn in a browser (rounded fractions).
+    if x + w > 1 + 1e-6 or y + h > 1 + 1e-6:
+        raise ValueError("the box must lie inside the photo: x + width and y + height <= 1")
+    return box
+
+
+def crop_box(image: Image.Image, box: Box) -> Image.Image:
+    """The region of ``image`` that a checked ``box`` covers (at least one pixel)."""
+    x, y, w, h = box
+    width, height = image.size
+    left, top = min(int(x * width), width - 1), min(int(y * height), height - 1)
+    right = min(max(left + 1, round((x + w) * width)), width)
+    bottom = min(max(top + 1, round((y + h) * height)), height)
+    return image.crop((left, top, right, bottom))
 
 
 def _open(data: bytes, max_pixels: int) -> Image.Image:

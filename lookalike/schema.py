@@ -36,6 +36,11 @@ MAX_ID_LENGTH = 256
 ID_PATTERN = r"[A-Za-z0-9][A-Za-z0-9._:@+=-]*"
 _ID_RE = re.compile(f"^{ID_PATTERN}$")
 
+# The classifier's tags (worker/model/tags.py): TAGS_FIELD the searchable words (labels and
+# their WordNet parents), LABELS_FIELD the top labels with their scores.
+TAGS_FIELD = "tags"
+LABELS_FIELD = "labels"
+
 # Payload fields of every point that get an index (the catalog's own fields are added from
 # its declared schema: CatalogSchema.payload_indexes).
 BASE_INDEXES: dict[str, str] = {
@@ -44,6 +49,8 @@ BASE_INDEXES: dict[str, str] = {
     "image_sha256": "keyword",
     # GET /v1/items?sort=newest orders by it (an order needs a range index).
     "ingested_at": "datetime",
+    # q= matches a tag whole; GET /v1/tags counts them (a facet needs a keyword index).
+    TAGS_FIELD: "keyword",
 }
 # GET /v1/items?q= finds items by the whole words of their id, and by the start of a word of
 # these metadata fields (a full-text index with prefix tokens, lower-cased) -- unless the

@@ -257,6 +257,11 @@ class Settings(_LookalikeSettings):
     # a 1.5 MP photo, about as much as decode and model together: docs/performance.md). Off:
     # no keypoints, and the duplicates answers report exact copies only (``disabled``).
     duplicate_keypoints: Bool = True
+    # Tags from the classifier at ingest and reindex (worker/model/tags.py): up to this many
+    # ImageNet labels per image (0: no tags), those whose softmax score reaches
+    # tags_min_score, with their WordNet parents. docs/quality.md "Tags" measures them.
+    tags_top_k: Annotated[int, Field(ge=0, le=10)] = 3
+    tags_min_score: Annotated[float, Field(ge=0, le=1)] = 0.1
     # The catalog's own metadata fields, their types and roles (filter, facet, group): JSON
     # ({"fields": {...}}), or the path of a JSON file holding it; empty: category, brand
     # (keywords), price (float), in_stock (bool). README "The catalog schema".

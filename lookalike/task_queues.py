@@ -14,7 +14,14 @@ INGEST_QUEUE = "ingest"
 QUERY_QUEUE = "query"
 QUEUES = (INGEST_QUEUE, QUERY_QUEUE)
 
-TASK_QUEUES = {INDEX_ITEMS: INGEST_QUEUE, REINDEX_ITEMS: INGEST_QUEUE, EMBED_QUERY: QUERY_QUEUE}
+# Why a result matches a query: heatmaps and the score's split (a shopper waits on it).
+EXPLAIN = "worker.explain"
+TASK_QUEUES = {
+    INDEX_ITEMS: INGEST_QUEUE,
+    REINDEX_ITEMS: INGEST_QUEUE,
+    EMBED_QUERY: QUERY_QUEUE,
+    EXPLAIN: QUERY_QUEUE,
+}
 
 
 def celery_config(

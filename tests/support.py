@@ -95,3 +95,52 @@ def post_item(client, item_id: str, data: bytes, metadata: dict | None = None, *
     if metadata is not None:
         form["metadata"] = json.dumps(metadata)
     return client.post("/v1/items", data=form, headers=headers, content_type="multipart/form-data")
+
+
+def composite(
+    left: Path, right: Path, size: tuple[int, int] = (1600, 800)
+) -> tuple[bytes, list[tuple[float, float, float, float]]]:
+    """A "shop the look" photo: a JPEG (1.3 MP by default) of two catalog images side by
+    side on white, one in each half, and the normalised box (x, y, width, height) around
+    each."""
+    import io
+
+    from PIL import Image, ImageOps
+
+    canvas = Image.new("RGB", size, (255, 255, 255))
+    boxes = []
+    for n, path in enumerate((left, right)):
+        with Image.open(path) as img:
+            rgba = img.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        obj = Image.alpha_composite(white, rgba).convert("RGB")
+        # Scaled to fill its half (stamps are small): objects as large as in a real photo.
+        obj = ImageOps.contain(obj, (size[0] // 2 - 100, size[1] - 100))
+        x = n * size[0] // 2 + (size[0] // 2 - obj.width) // 2
+        y = (size[1] - obj.height) // 2
+        canvas.paste(obj, (x, y))
+        boxes.append((x / size[0], y / size[1], obj.width / size[0], obj.height / size[1]))
+    out = io.BytesIO()
+    canvas.save(out, "JPEG", quality=90)
+    return out.getvalue(), boxes
+
+
+def index_stamps(client, per_category: int, tenant: str) -> dict[str, Path]:  # type: ignore[no-untyped-def]
+    """Index ``per_category`` tuxpaint photos of animals, food, plants and vehicles in
+    ``tenant`` through the API (ids ``animals-0``, ...) and wait for them; id -> path."""
+    import io
+
+    headers = {"X-Tenant": tenant}
+    items: dict[str, Path] = {}
+    tasks = []
+    categories = ("animals", "food", "plants", "vehicles")
+    for n, (category, path) in enumerate(labelled_images(per_category, categories)):
+        item_id = f"{category}-{n % per_category}"
+        form = {"id": item_id, "image": (io.BytesIO(path.read_bytes()), path.name)}
+        resp = client.post("/v1/items", data=form, headers=headers)
+        assert resp.status_code == 202, resp.get_json()
+        tasks.append(resp.get_json()["task_id"])
+        items[item_id] = path
+    for task_id in tasks:
+        assert wait_for_task(client, task_id, headers=headers)["status"] == "succeeded"
+    return items

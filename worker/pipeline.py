@@ -18,6 +18,7 @@ decoded (``decode``).
 from __future__ import annotations
 
 import logging
+import math
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -30,7 +31,9 @@ from lookalike.images import (
     DECODE_FIELD,
     DECODE_FULL,
     DECODE_SCALED,
+    Box,
     ImageProblem,
+    crop_box,
     decode_as,
     decode_image,
 )
@@ -38,7 +41,9 @@ from lookalike.models import MODELS
 from lookalike.schema import (
     DEFAULT_TENANT,
     KEYPOINTS_FIELD,
+    LABELS_FIELD,
     RETIRED_FIELDS,
+    TAGS_FIELD,
     InvalidId,
     point_id,
     validate_id,
@@ -46,9 +51,12 @@ from lookalike.schema import (
 from lookalike.store import StoredItem, VectorStore, Version
 from worker import task_metrics as metrics
 from worker.keypoints import keypoint_payload
+from worker.model.tags import tag_payloads
 from worker.resources import WorkerRuntime
 
 log = logging.getLogger(__name__)
+
+TAG_FIELDS = (TAGS_FIELD, LABELS_FIELD)
 
 # A query photo (JPEG) is decoded at the smallest JPEG scale with both sides at least this
 # many times the model's input side.
@@ -118,7 +126,7 @@ def index_items(runtime: WorkerRuntime, items: list[dict[str, Any]]) -> BatchRep
     _keep_stored_metadata(runtime, items, decoded)
 
     started, cpu = time.perf_counter(), time.thread_time()
-    vectors = _embed_isolating_failures(embedder, decoded, report)
+    vectors = _embed_isolating_failures(runtime, embedder, decoded, report)
     metrics.observe_stage("embed", time.thread_time() - cpu)
     metrics.observe_embedding(
         "ingest", len(decoded), time.perf_counter() - started, embedder.batch_size
@@ -258,7 +266,7 @@ def _write_version(
                 redone.payload = item.payload
                 again.append(redone)
         decoded = again
-    vectors = _embed_isolating_failures(embedder, decoded, mirror)
+    vectors = _embed_isolating_failures(runtime, embedder, decoded, mirror)
     points = [
         StoredItem(
             point_id(item.item_id, item.tenant),
@@ -309,7 +317,7 @@ def reindex_items(runtime: WorkerRuntime, target: str, point_ids: list[str]) -> 
             item.payload = {**kept, **item.payload}
             decoded.append(item)
     started = time.perf_counter()
-    vectors = _embed_isolating_failures(embedder, decoded, report)
+    vectors = _embed_isolating_failures(runtime, embedder, decoded, report)
     metrics.observe_embedding(
         "ingest", len(decoded), time.perf_counter() - started, embedder.batch_size
     )
@@ -335,39 +343,46 @@ def reindex_items(runtime: WorkerRuntime, target: str, point_ids: list[str]) -> 
 
 
 def _embed_isolating_failures(
-    embedder: Any, decoded: list[_Decoded], report: BatchReport
+    runtime: WorkerRuntime, embedder: Any, decoded: list[_Decoded], report: BatchReport
 ) -> list[np.ndarray | None]:
+    """Each item's vector (None for one that failed alone); its tags are added to its
+    payload, from the same model call (worker/model/tags.py)."""
     try:
-        return list(embedder.embed([d.image for d in decoded]))
+        vectors: list[np.ndarray | None] = list(_embed_tagging(runtime, embedder, decoded))
+        return vectors
     except Exception:
         log.exception("batch embedding failed; retrying its images one by one")
-    vectors: list[np.ndarray | None] = []
+    vectors = []
     for item in decoded:
         try:
-            vectors.append(embedder.embed([item.image])[0])
+            vectors.append(_embed_tagging(runtime, embedder, [item])[0])
         except Exception as exc:
             report.fail(item.item_id, "embedding_failed", f"{type(exc).__name__}: {exc}")
             vectors.append(None)
     return vectors
 
 
-def embed_query(runtime: WorkerRuntime, data: bytes) -> dict[str, Any]:
+def _embed_tagging(runtime: WorkerRuntime, embedder: Any, decoded: list[_Decoded]) -> np.ndarray:
+    vectors, logits = embedder.embed_and_classify([d.image for d in decoded])
+    settings = runtime.settings
+    # A reindex or an image replaced drops the old tags: they described the old pixels.
+    for item in decoded:
+        item.payload = {k: v for k, v in item.payload.items() if k not in TAG_FIELDS}
+    if logits is not None and settings.tags_top_k:
+        tags = tag_payloads(logits, settings.tags_top_k, settings.tags_min_score)
+        for item, fields in zip(decoded, tags, strict=True):
+            item.payload = {**item.payload, **fields}
+    return vectors
+
+
+def embed_query(runtime: WorkerRuntime, data: bytes, box: Box | None = None) -> dict[str, Any]:
+    """A query photo's vector, or that of the region ``box`` of it alone (a checked
+    normalised x, y, width, height: "shop the look")."""
     # The query must be embedded like the catalog it is searched in.
     active = runtime.store.aliases().active
     embedder = embedder_for(runtime, active)
     try:
-        if decode_mode(runtime, active) != DECODE_FULL:
-            # Decoded exactly as the catalog's images are.
-            image = decode_for(runtime, data, DECODE_SCALED, embedder.input_size)
-        else:
-            # A catalog decoded in full: a phone photo decodes several times faster at a
-            # reduced JPEG scale that still leaves twice the model's input, and the query's
-            # vector stays within cosine 0.99 of a full decode (docs/performance.md).
-            image = decode_image(
-                data,
-                max_pixels=runtime.settings.max_image_pixels,
-                draft_size=QUERY_DRAFT_FACTOR * embedder.input_size,
-            )
+        image = _query_image(runtime, data, box, embedder.input_size, decode_mode(runtime, active))
     except ImageProblem as exc:
         return {"error": {"code": exc.code, "message": exc.message}}
     started = time.perf_counter()
@@ -378,3 +393,58 @@ def embed_query(runtime: WorkerRuntime, data: bytes) -> dict[str, Any]:
         "model": embedder.name,
         "model_version": embedder.version,
     }
+
+
+def _query_image(
+    runtime: WorkerRuntime, data: bytes, box: Box | None, input_size: int, mode: str
+) -> Image.Image:
+    """A query photo (or its region ``box``) decoded for a catalog decoded in ``mode``."""
+    # A region is decoded at the scale that gives it the pixels a whole photo would have.
+    side = input_size if box is None else math.ceil(input_size / min(box[2], box[3]))
+    if mode != DECODE_FULL:
+        # Decoded exactly as the catalog's images are.
+        image = decode_for(runtime, data, DECODE_SCALED, side)
+    else:
+        # A catalog decoded in full: a phone photo decodes several times faster at a
+        # reduced JPEG scale that still leaves twice the model's input, and the query's
+        # vector stays within cosine 0.99 of a full decode (docs/performance.md).
+        image = decode_image(
+            data, max_pixels=runtime.settings.max_image_pixels, draft_size=QUERY_DRAFT_FACTOR * side
+        )
+    return image if box is None else crop_box(image, box)
+
+
+def explain(
+    runtime: WorkerRuntime, query: dict[str, Any], result_sha: str, box: Box | None = None
+) -> dict[str, Any]:
+    """Why the result matches the query (worker/model/explain.py): ``query`` is a stored
+    item's image (``{"image_sha256"}``) or a photo (``{"image": bytes}``, with an optional
+    region ``box``)."""
+    from worker.model.explain import explain_pair, get_map_reader
+
+    active = runtime.store.aliases().active
+    model = model_of(runtime, active)
+    if model not in MODELS or runtime.settings.model == "custom":
+        message = "explanations need an EfficientNet-Lite backbone, not a custom model"
+        return {"error": {"code": "explain_unavailable", "message": message}}
+    embedder = embedder_for(runtime, active)
+    mode = decode_mode(runtime, active)
+    try:
+        if "image" in query:
+            first = _query_image(runtime, query["image"], box, embedder.input_size, mode)
+        else:
+            first = decode_for(
+                runtime, runtime.blobs.get(query["image_sha256"]), mode, embedder.input_size
+            )
+        second = decode_for(runtime, runtime.blobs.get(result_sha), mode, embedder.input_size)
+    except ImageProblem as exc:
+        return {"error": {"code": exc.code, "message": exc.message}}
+    except (ValueError, FileNotFoundError):
+        return {
+            "error": {
+                "code": "image_missing",
+                "message": "an item's image is not in the image store",
+            }
+        }
+    reader = get_map_reader(model, runtime.settings.model_dir)
+    return {**explain_pair(embedder, reader, first, second), "model_version": embedder.version}

@@ -10,8 +10,9 @@ from typing import Any
 
 from celery import Task, shared_task
 
+from lookalike.images import check_box
 from lookalike.store import StoreUnavailable
-from lookalike.task_queues import EMBED_QUERY, INDEX_ITEMS, REINDEX_ITEMS
+from lookalike.task_queues import EMBED_QUERY, EXPLAIN, INDEX_ITEMS, REINDEX_ITEMS
 from worker import pipeline
 from worker.resources import runtime_of
 
@@ -39,6 +40,21 @@ def reindex_items(self: Task, target: str, point_ids: list[str]) -> dict[str, An
 
 
 @shared_task(bind=True, name=EMBED_QUERY, acks_late=True)
-def embed_query(self: Task, image_b64: str) -> dict[str, Any]:
-    """Embed a query photo; the vector goes back to the API through the result backend."""
-    return pipeline.embed_query(runtime_of(self.app), base64.b64decode(image_b64))
+def embed_query(self: Task, image_b64: str, box: list[float] | None = None) -> dict[str, Any]:
+    """Embed a query photo, or its region ``box`` (normalised x, y, width, height, checked
+    by the API); the vector goes back to the API through the result backend."""
+    region = check_box((box[0], box[1], box[2], box[3])) if box is not None else None
+    return pipeline.embed_query(runtime_of(self.app), base64.b64decode(image_b64), region)
+
+
+@shared_task(bind=True, name=EXPLAIN, acks_late=True)
+def explain(
+    self: Task, query: dict[str, str], result_sha: str, box: list[float] | None = None
+) -> dict[str, Any]:
+    """Why an item matches a query: ``query`` is ``{"image_sha256"}`` (a stored item) or
+    ``{"image_b64"}`` (a photo, with an optional region ``box``); heatmaps and score split."""
+    region = check_box((box[0], box[1], box[2], box[3])) if box is not None else None
+    source: dict[str, Any] = dict(query)
+    if "image_b64" in source:
+        source = {"image": base64.b64decode(source.pop("image_b64"))}
+    return pipeline.explain(runtime_of(self.app), source, result_sha, region)

@@ -567,7 +567,11 @@ def _edge_filter(conditions: list[Condition], exclude_ids: list[str]) -> EdgeFil
 def _edge_condition(key: str, value: ConditionValue) -> Any:
     if isinstance(value, TextMatch):
         fields = (key, *value.also)
-        return EdgeFilter(should=[FieldCondition(f, match=MatchText(value.text)) for f in fields])
+        should: list[Any] = [FieldCondition(f, match=MatchText(value.text)) for f in fields]
+        if value.keywords is not None:
+            path, words = value.keywords
+            should.append(FieldCondition(path, match=MatchAny(list(words))))
+        return EdgeFilter(should=should)
     if isinstance(value, Range):
         kind: Any = RangeDateTime if value.datetimes else RangeFloat
         bounds = kind(gte=value.gte, gt=value.gt, lte=value.lte, lt=value.lt)

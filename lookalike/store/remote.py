@@ -425,6 +425,11 @@ def _client_filter(conditions: list[Condition], exclude_ids: list[str]) -> qm.Fi
                 models.FieldCondition(key=f, match=models.MatchText(text=value.text))
                 for f in (key, *value.also)
             ]
+            if value.keywords is not None:
+                path, words = value.keywords
+                should.append(
+                    models.FieldCondition(key=path, match=models.MatchAny(any=list(words)))
+                )
             must.append(models.Filter(should=should))
         elif isinstance(value, Range):
             kind: Any = models.DatetimeRange if value.datetimes else models.Range

@@ -68,6 +68,8 @@ class TextMatch:
 
     text: str
     also: tuple[str, ...] = ()
+    # Or a keyword field holding any of these whole values: (path, values), for tags.
+    keywords: tuple[str, tuple[str, ...]] | None = None
 
 
 ConditionValue: TypeAlias = str | int | bool | list[str] | list[int] | Range | TextMatch

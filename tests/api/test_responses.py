@@ -209,3 +209,47 @@ def test_an_answer_that_drifts_from_its_model_fails(
             jsonschema.validate(drifted, schema)
     # every route of the test's module is covered by one check or another
     assert all(re.match(r"/(v1|healthz)", path) for _, path in doc.checked)
+
+
+def test_the_tag_region_and_explain_routes_answer_as_documented(
+    client, doc: Document, items: list[str]
+) -> None:  # type: ignore[no-untyped-def]
+    """Issue #20's answers (tags, region search, explain) match their declared models."""
+    first, second = items[:2]
+    item = doc.check(client.get(f"/v1/items/{first}"), "get", "/v1/items/{item_id}", 200)
+    assert item["tags"] and item["labels"][0]["name"] in item["tags"]
+    tags = doc.check(client.get("/v1/tags?limit=5&category=animals"), "get", "/v1/tags", 200)
+    assert 1 <= len(tags["tags"]) <= 5
+    tag = item["tags"][0]
+    page = doc.check(client.get(f"/v1/items?q={tag}"), "get", "/v1/items", 200)
+    assert first in {i["id"] for i in page["items"]}
+    photo = labelled_images(1, ("animals",))[0][1].read_bytes()
+    found = doc.check(
+        client.post(
+            "/v1/search?limit=2",
+            data={"image": (io.BytesIO(photo), "q.png"), "box": "0,0,0.5,1"},
+            content_type="multipart/form-data",
+        ),
+        "post",
+        "/v1/search",
+        200,
+    )
+    assert found["query"]["box"] == {"x": 0, "y": 0, "width": 0.5, "height": 1}
+    explained = doc.check(
+        client.post("/v1/explain", data={"id": first, "result": second}),
+        "post",
+        "/v1/explain",
+        200,
+    )
+    assert explained["query"]["id"] == first and explained["result"]["id"] == second
+    by_photo = doc.check(
+        client.post(
+            "/v1/explain",
+            data={"image": (io.BytesIO(photo), "q.png"), "box": "0,0,0.5,1", "result": first},
+            content_type="multipart/form-data",
+        ),
+        "post",
+        "/v1/explain",
+        200,
+    )
+    assert by_photo["query"]["box"]["width"] == 0.5

@@ -51,6 +51,7 @@ def test_the_default_is_the_four_fields_the_api_always_had() -> None:
         "tenant": "keyword",
         "image_sha256": "keyword",
         "ingested_at": "datetime",
+        "tags": "keyword",  # the classifier's tags: q= and GET /v1/tags
         "metadata.name": "text_prefix",
         "metadata.title": "text_prefix",
         "metadata.category": "keyword",

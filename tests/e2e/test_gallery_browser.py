@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from waitress.server import create_server
 
-from support import REPO, labelled_images, wait_for_task
+from support import REPO, composite, labelled_images, wait_for_task
 
 CHROMIUM = os.environ.get("LOOKALIKE_TEST_CHROMIUM", "/usr/bin/chromium")
 SCREENSHOTS = REPO / "build" / "screenshots"
@@ -365,3 +365,109 @@ def test_labels_tenant_link_and_find_by_id(page, catalog, named_catalog) -> None
     page.wait_for_selector("#results .error")
     assert 'No item matches "no-such-item"' in page.inner_text("#results .error")
     assert page.locator("#catalog .card").count() == 0
+
+
+def test_an_items_tags_are_shown_and_find_the_items_with_that_tag(page, client, catalog) -> None:  # type: ignore[no-untyped-def]
+    # The catalog's most frequent tag that not every item has: searching it narrows.
+    tags = client.get("/v1/tags?limit=1000").get_json()["tags"]
+    total = client.get("/v1/items?limit=1").get_json()["total"]
+    tag = next(t["tag"] for t in tags if t["count"] < total)
+    expected = sorted(
+        i["id"] for i in client.get(f"/v1/items?q={tag}&limit=100").get_json()["items"]
+    )
+
+    page.goto(f"/?item={expected[0]}")
+    wait_for_results(page)
+    item = client.get(f"/v1/items/{expected[0]}").get_json()
+    chips = page.eval_on_selector_all("#item-tags .chip", "els => els.map(e => e.dataset.tag)")
+    assert chips == item["tags"] and tag in chips
+    assert f"Looks like: {item['labels'][0]['name']}" in page.inner_text("#item-tags")
+    # The search box suggests the catalog's tags.
+    page.wait_for_function("document.querySelectorAll('#tag-list option').length > 0")
+    options = page.eval_on_selector_all("#tag-list option", "els => els.map(e => e.value)")
+    assert options == [t["tag"] for t in tags][: len(options)]
+    # Clicking a tag narrows the catalog to the items with that tag (GET /v1/items?q=).
+    with page.expect_response(lambda r: "/v1/items?" in r.url and "q=" in r.url):
+        page.click(f"#item-tags .chip[data-tag={json.dumps(tag)}]")
+    page.wait_for_function(
+        f"document.querySelectorAll('#catalog .card').length === {len(expected)}"
+    )
+    assert sorted(card_ids(page, "#catalog .card")) == expected
+    assert page.input_value("#find-id") == tag
+    shot(page, "12-tags-and-keyword-search")
+
+
+def test_draw_a_box_on_the_photo_to_search_by_one_thing_in_it(page, catalog, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    left, right = "animals-0", "vehicles-1"
+    data, boxes = composite(catalog[left], catalog[right])
+    photo = tmp_path / "look.jpg"
+    photo.write_bytes(data)
+    page.goto("/")
+    page.wait_for_selector("#catalog .card")
+    with page.expect_response(lambda r: "/v1/search" in r.url):
+        page.set_input_files("#photo", str(photo))
+    wait_for_results(page)
+    assert "Drag a box on the photo" in page.inner_text("#region")
+    page.wait_for_function("document.querySelector('#region-photo').naturalWidth > 0")
+    for expected, (x, y, w, h) in zip((left, right), boxes, strict=True):
+        rect = page.locator("#region-photo").bounding_box()
+        start = (rect["x"] + x * rect["width"], rect["y"] + y * rect["height"])
+        end = (start[0] + w * rect["width"], start[1] + h * rect["height"])
+        with page.expect_response(lambda r: "/v1/search" in r.url) as search:
+            page.mouse.move(*start)
+            page.mouse.down()
+            page.mouse.move(*end, steps=5)
+            page.mouse.up()
+        # The API echoes the box it searched by: the one drawn, to the pixel.
+        box = search.value.json()["query"]["box"]
+        drawn = (box["x"], box["y"], box["width"], box["height"])
+        assert drawn == pytest.approx((x, y, w, h), abs=2 / rect["width"])
+        page.wait_for_function(
+            f"document.querySelector('#results .card')?.dataset.id === {json.dumps(expected)}"
+        )
+        assert page.locator("#region-box").is_visible()
+        assert "nearest to the boxed region" in page.inner_text("#query")
+        if expected == left:
+            shot(page, "13-region-search")
+    # Back to the whole photo.
+    with page.expect_response(lambda r: "/v1/search" in r.url) as whole:
+        page.click("#region-clear")
+    assert whole.value.json()["query"]["box"] is None
+    page.wait_for_selector("#region-box", state="hidden")
+
+
+def test_why_is_this_a_match_shows_heatmaps_and_the_score_split(page, catalog, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    page.goto("/?item=animals-0")
+    wait_for_results(page)
+    first = card_ids(page, "#results .card")[0]
+    score = result_scores(page)[0]
+    assert "null" not in page.inner_text("#query")
+    with page.expect_response(lambda r: "/v1/explain" in r.url) as answer:
+        page.click("#results .card:nth-child(1) button.why")
+    assert answer.value.status == 200
+    page.wait_for_selector("#explain .heatmaps img")
+    page.wait_for_function(
+        "[...document.querySelectorAll('#explain .heatmaps img')].every(i => i.naturalWidth > 0)"
+    )
+    text = page.inner_text("#explain-score")
+    # The explanation's score is the result's, and the split adds up to it.
+    assert text.startswith(f"score {score:.3f} = head ")
+    assert "stage6" in text
+    assert answer.value.json()["result"]["id"] == first
+    page.click("#explain-close")
+    page.wait_for_selector("#explain", state="hidden")
+
+    # A photo of two catalog objects: the truck's explanation lights up the truck's half.
+    data, _ = composite(catalog["animals-0"], catalog["vehicles-1"])
+    photo = tmp_path / "look.jpg"
+    photo.write_bytes(data)
+    with page.expect_response(lambda r: "/v1/search" in r.url):
+        page.set_input_files("#photo", str(photo))
+    page.wait_for_selector("#results .card[data-id='vehicles-1']")
+    with page.expect_response(lambda r: "/v1/explain" in r.url) as answer:
+        page.click("#results .card[data-id='vehicles-1'] button.why")
+    assert answer.value.json()["query"]["peak"]["x"] > 0.5
+    page.wait_for_function(
+        "[...document.querySelectorAll('#explain .heatmaps img')].every(i => i.naturalWidth > 0)"
+    )
+    shot(page, "14-why-is-this-a-match")

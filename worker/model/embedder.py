@@ -125,10 +125,12 @@ class Embedder:
             raise ValueError(f"model {self.name!r} has no {key!r} output (it has {sorted(out)})")
         return out[key]
 
-    def _backbone(self, pixels: np.ndarray) -> np.ndarray:
-        """The backbone's vectors for framed pixels, before the final scaling."""
+    def _backbone(self, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """The backbone's vectors for framed pixels, before the final scaling, and the
+        classifier's logits from the same call (None for a model without them)."""
         keys = ("features",) if self.features == "pooled" else ("features", "stage6")
         out = self.infer(pixels)
+        logits = out.get("logits")
         if self.tta_flip:
             mirrored = self.infer(np.ascontiguousarray(pixels[:, :, ::-1]))
             # Sum, not mean: the vectors are scaled to unit length afterwards anyway.
@@ -137,26 +139,37 @@ class Embedder:
         if missing:
             raise ValueError(f"model {self.name!r} has no {missing[0]!r} output")
         if self.features == "pooled":
-            return out["features"]
+            return out["features"], logits
         # Multiscale: each part scaled to unit length first, so both weigh the same.
-        return np.concatenate([l2_normalise(out[key]) for key in keys], axis=1)
+        return np.concatenate([l2_normalise(out[key]) for key in keys], axis=1), logits
 
     def embed(self, images: Sequence[Image.Image]) -> np.ndarray:
         """float32 (n, dim): the embedding, each row scaled to unit length.
 
         Without variants, the pooled 1280-d features of the backbone.
         """
+        return self.embed_and_classify(images)[0]
+
+    def embed_and_classify(
+        self, images: Sequence[Image.Image]
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        """The embedding (as :meth:`embed`) and the ImageNet logits (n, 1000) of the same
+        model calls: tags cost no second inference. Logits None: the model has none (a
+        user's own model)."""
         # Frame one batch at a time so a large request never holds all its pixels at once.
         parts = [
             self._backbone(self.pixels(images[start : start + self.batch_size]))
             for start in range(0, len(images), self.batch_size)
         ]
         if not parts:
-            return np.empty((0, self.dim), dtype=np.float32)
-        vectors = l2_normalise(np.concatenate(parts))
+            return np.empty((0, self.dim), dtype=np.float32), None
+        vectors = l2_normalise(np.concatenate([vectors for vectors, _ in parts]))
         if self.head is not None:
             vectors = l2_normalise(self.head.apply(vectors))
-        return vectors
+        logit_parts = [logits for _, logits in parts]
+        if any(logits is None for logits in logit_parts):
+            return vectors, None
+        return vectors, np.concatenate(logit_parts)  # type: ignore[arg-type]
 
     def classify(self, images: Sequence[Image.Image]) -> np.ndarray:
         """float32 (n, 1000) ImageNet logits (no softmax)."""

@@ -40,7 +40,7 @@ def resolve_threads(threads: int) -> int:
         return os.cpu_count() or 1
 
 
-def _interpreter_class() -> Any:
+def tflite_interpreter_class() -> Any:
     try:
         # LiteRT is TFLite's successor: a small package, and no TensorFlow import.
         from ai_edge_litert.interpreter import Interpreter
@@ -68,7 +68,7 @@ class TFLiteRunner:
             self._idle.put(self._signature_runner(per_instance))
 
     def _signature_runner(self, threads: int) -> Any:
-        interpreter_class = _interpreter_class()
+        interpreter_class = tflite_interpreter_class()
         with warnings.catch_warnings():
             # tf.lite.Interpreter warns that it is deprecated in favour of ai_edge_litert.
             warnings.simplefilter("ignore", UserWarning)
