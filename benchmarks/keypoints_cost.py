@@ -13,18 +13,24 @@ alpha), CPU milliseconds per photo (process CPU: OpenCV may use several threads)
   docs/indexer.md), and on the full decode (what the worker did before shrink-on-load),
   that decode included.
 
-Every figure is the median of ``--repeat`` passes over the photos. CPU time, not wall time,
+Then the same for 200 tiny images (28 px Fashion-MNIST items, which get no keypoints: under
+worker.keypoints.MIN_SOURCE). Every figure is the median of ``--repeat`` passes. CPU time, not wall time,
 because the development VM is shared.
 """
 
 from __future__ import annotations
 
 import argparse
+import gzip
+import io
 import statistics
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+import numpy as np
+from PIL import Image
 
 from benchmarks import photoset
 from lookalike import verify
@@ -34,6 +40,7 @@ from worker.keypoints import find_keypoints, keypoint_source
 from worker.model.efficientnet_lite import get_variant
 
 MAX_PIXELS = Settings().max_image_pixels
+FASHION = Path("/usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz")
 
 
 def per_photo(fn: Callable[[bytes], Any], files: list[bytes], repeat: int) -> float:
@@ -99,7 +106,34 @@ def main(argv: list[str] | None = None) -> int:
     kib = statistics.mean(len(verify.encode(k)) for k in found) / 1024
     plain = sum(not k.verifiable for k in found)
     print(f"  payload {kib:.1f} KiB per item; too plain to verify: {plain} of {len(found)}")
+    small(args.repeat)
     return 0
+
+
+def small(repeat: int) -> None:
+    """The same for tiny images: 28 px Fashion-MNIST items (Debian dataset-fashion-mnist)
+    as PNG files, decoded and given keypoints as the worker does."""
+    if not FASHION.exists():
+        print(f"  (no {FASHION}: the small-image row is left out)")
+        return
+    raw = gzip.decompress(FASHION.read_bytes())
+    items = np.frombuffer(raw, np.uint8, offset=16).reshape(-1, 28, 28)[:200]
+    files = []
+    for item in items:
+        out = io.BytesIO()
+        Image.fromarray(item).save(out, "PNG")
+        files.append(out.getvalue())
+
+    def as_the_worker(data: bytes) -> Any:
+        image = decode_scaled(data, max_pixels=MAX_PIXELS, side=224)
+        return find_keypoints(keypoint_source(data, image, max_pixels=MAX_PIXELS))
+
+    ms = per_photo(as_the_worker, files, repeat)
+    plain = sum(not as_the_worker(d).verifiable for d in files)
+    print(
+        f"  {len(files)} Fashion-MNIST items (28x28 PNG): decode + keypoints {ms:.2f} CPU-ms "
+        f"each; too plain to verify: {plain} of {len(files)}"
+    )
 
 
 if __name__ == "__main__":
