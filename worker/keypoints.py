@@ -9,9 +9,10 @@ The worker's shrink-on-load decode (lookalike.images.decode_scaled) keeps only a
 model's input side (224 px on the shorter side): too few pixels for the keypoints. Found on
 that image, hard negatives (different products photographed alike) verified as
 near-duplicates more than doubled on the evaluation set (34 pairs against 15, precision
-0.948 against 0.976: docs/indexer.md). So a picture the model's decode reduced below SIDE
-on its longer side is decoded again for them, shrink-on-load to the least scale that keeps
-SIDE (:func:`keypoint_source`).
+0.948 against 0.976: docs/indexer.md). So they are found on the model's decode reduced less
+when it held SIDE pixels on the longer side (lookalike.images.decode_with_larger: a PNG or
+WebP, decoded in full), and otherwise on the file decoded again, shrink-on-load to the least
+scale that keeps SIDE (:func:`keypoint_source`: a JPEG decoded at a reduced scale).
 """
 
 from __future__ import annotations
@@ -136,8 +137,13 @@ def _spread(found: list[Any], width: int, height: int) -> list[Any]:
     return kept
 
 
-def keypoint_payload(data: bytes, decoded: Image.Image, *, max_pixels: int) -> dict[str, str]:
-    """The payload fields for a catalog image: its file, and the image decoded from it for
-    the model (RGB or L)."""
-    source = keypoint_source(data, decoded, max_pixels=max_pixels)
+def keypoint_payload(
+    data: bytes, decoded: Image.Image, *, max_pixels: int, source: Image.Image | None = None
+) -> dict[str, str]:
+    """The payload fields for a catalog image: its file, the image decoded from it for the
+    model (RGB or L), and the picture to find the keypoints on when the model's decode
+    already gave it (lookalike.images.decode_with_larger), else found by
+    :func:`keypoint_source`."""
+    if source is None:
+        source = keypoint_source(data, decoded, max_pixels=max_pixels)
     return {KEYPOINTS_FIELD: encode(find_keypoints(source))}

@@ -33,6 +33,7 @@ from lookalike.images import (
     ImageProblem,
     decode_as,
     decode_image,
+    decode_with_larger,
 )
 from lookalike.schema import (
     DEFAULT_TENANT,
@@ -44,6 +45,7 @@ from lookalike.schema import (
 )
 from lookalike.settings import MODELS
 from lookalike.store import StoredItem, VectorStore, Version
+from lookalike.verify import SIDE as KEYPOINTS_SIDE
 from worker import metrics
 from worker.keypoints import keypoint_payload
 from worker.runtime import WorkerRuntime
@@ -190,8 +192,19 @@ def _decode_item(
         return None
     read = time.thread_time()
     metrics.observe_stage("read", read - cpu)
+    larger: Image.Image | None = None
     try:
-        image = decode_for(runtime, data, mode, input_size)
+        if runtime.settings.duplicate_keypoints:
+            # One decode for the model and, when it holds enough pixels, the keypoints.
+            image, larger = decode_with_larger(
+                data,
+                mode,
+                max_pixels=runtime.settings.max_image_pixels,
+                input_size=input_size,
+                longer=KEYPOINTS_SIDE,
+            )
+        else:
+            image = decode_for(runtime, data, mode, input_size)
     except ImageProblem as exc:
         metrics.observe_stage("decode", time.thread_time() - read)
         report.fail(item_id, exc.code, exc.message)
@@ -204,7 +217,9 @@ def _decode_item(
             # What verifies near-duplicates without decoding the image again
             # (lookalike/verify.py), from more pixels than the model's when shrink-on-load
             # reduced them (worker/keypoints.py).
-            keypoints = keypoint_payload(data, image, max_pixels=runtime.settings.max_image_pixels)
+            keypoints = keypoint_payload(
+                data, image, max_pixels=runtime.settings.max_image_pixels, source=larger
+            )
         except ImageProblem as exc:
             report.fail(item_id, exc.code, exc.message)
             return None

@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 
 from lookalike import verify
-from lookalike.images import decode_image, decode_scaled
+from lookalike.images import DECODE_SCALED, decode_image, decode_scaled, decode_with_larger
 from lookalike.settings import Settings
 from support import edited_copy, labelled_images
 from worker.keypoints import MIN_SOURCE, find_keypoints, keypoint_payload, keypoint_source
@@ -158,3 +158,26 @@ def test_a_recoloured_flat_fill_is_a_variant_either_way_round() -> None:
     green = keypoints((flags / "greenflag.png").read_bytes())
     assert verify.verify(white, green) == verify.verify(green, white)
     assert verify.verify(white, green).relation(THRESHOLD) == "variant"
+
+
+def test_the_models_decode_gives_the_keypoints_picture_when_it_holds_it() -> None:
+    """A PNG or WebP photo is decoded in full anyway: the keypoints' picture is reduced from
+    that decode, the same pixels a second decode gave. A JPEG decoded at a reduced scale
+    kept too few: it is decoded again (None). The model's image is decode_scaled's."""
+    rng = np.random.default_rng(4)
+    pixels = Image.fromarray(rng.integers(0, 256, (1224, 1632, 3), dtype=np.uint8))
+    png, webp = io.BytesIO(), io.BytesIO()
+    pixels.save(png, "PNG")
+    pixels.save(webp, "WEBP", quality=90)
+    big_jpeg = jpeg(Image.fromarray(rng.integers(0, 256, (2309, 1732, 3), dtype=np.uint8)))
+    for data in (png.getvalue(), webp.getvalue(), jpeg(pixels), big_jpeg):
+        image, larger = decode_with_larger(
+            data, DECODE_SCALED, max_pixels=PIXELS, input_size=MODEL_SIDE, longer=verify.SIDE
+        )
+        np.testing.assert_array_equal(np.asarray(image), np.asarray(worker_decode(data)))
+        if data[:3] == b"\xff\xd8\xff" and data is not big_jpeg:
+            assert larger is None  # a quarter-scale JPEG decode: 408 x 306
+            continue
+        assert larger is not None
+        again = keypoint_source(data, worker_decode(data), max_pixels=PIXELS)
+        np.testing.assert_array_equal(np.asarray(larger), np.asarray(again))
