@@ -205,7 +205,10 @@ def openapi_paths() -> dict[str, Any]:
                 "inliers": {"type": "integer", "description": "keypoints matched"},
                 "color_difference": {
                     "type": "number",
-                    "description": "median Lab chroma distance of the matched points",
+                    "description": "how far the pair's colours moved: the 75th percentile of "
+                    "the Lab (a, b) distance over the matched points and over the two coarse "
+                    "colour grids laid on each other, the larger; a variant from "
+                    f"{verify.VARIANT_COLOR_DELTA:g} on",
                 },
                 "embedding_similarity": {"type": "number"},
             },
