@@ -16,6 +16,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema
 
 from lookalike.schema import FIELD_ROLES, FIELD_TYPES
+from lookalike.verify import VARIANT_COLOR_DELTA
 
 
 def catalog_ref(name: str) -> WithJsonSchema:
@@ -249,7 +250,11 @@ class DuplicateMatch(Answer):
         description="share of the smaller keypoint set that one similarity transform explains"
     )
     inliers: int = Field(description="keypoints matched")
-    color_difference: float = Field(description="median Lab chroma distance of the matched points")
+    color_difference: float = Field(
+        description="how far the pair's colours moved: the 75th percentile of the Lab (a, b) "
+        "distance over the matched points and over the two coarse colour grids laid on each "
+        f"other, the larger; a variant from {VARIANT_COLOR_DELTA:g} on"
+    )
     embedding_similarity: float
 
 

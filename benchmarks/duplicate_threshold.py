@@ -507,7 +507,8 @@ def choose(half: Half, floor: float) -> Result:
     margin: the held-out half must reach 0.98 too) whose recall is within 0.01 of the best
     such rule's, the strictest of them (fewest hard-negative pairs verified, then the
     highest threshold: the held-out half's look-alikes are not the tune half's); then the
-    variant colour distance that best separates retouched copies from variants."""
+    variant colour distance that best separates retouched copies from variants (the most
+    near-duplicate recall plus variants found, the two rates weighed alike)."""
     delta = verify.VARIANT_COLOR_DELTA
     rules = [
         evaluate(half, Rule(float(t), least, delta), floor)
@@ -525,7 +526,7 @@ def choose(half: Half, floor: float) -> Result:
         evaluate(half, replace(best.rule, variant_delta=float(d)), floor)
         for d in np.round(np.arange(4.0, 40.1, 1.0), 1)
     ]
-    return max(scored, key=lambda r: (min(r.recall, r.variants_found), -r.rule.variant_delta))
+    return max(scored, key=lambda r: (r.recall + r.variants_found, -r.rule.variant_delta))
 
 
 def samples_of(rng: np.random.Generator) -> list[Sample]:

@@ -4,36 +4,51 @@
 On the realistic catalog photos of benchmarks/photoset.py (JPEG, some WebP and PNG with
 alpha), CPU milliseconds per photo (process CPU: OpenCV may use several threads) of
 
-- the worker's decode (shrink-on-load to the model's input side, lookalike.images
-  decode_scaled), the image the model and the keypoints are computed from;
-- the keypoints as the worker finds them (worker/keypoints.py keypoint_source: the photo
-  decoded again at the least scale that keeps 512 px on its longer side, then
-  find_keypoints), and the payload's encoding;
+- the worker's decode: the model's image alone (shrink-on-load to the model's input side,
+  lookalike.images decode_scaled, what a worker without keypoints decodes), and the model's
+  image with, from the same decode when it holds 512 px on the longer side, the picture for
+  the keypoints (decode_with_larger: a PNG or WebP, decoded in full anyway);
+- the keypoints as the worker finds them on top of that decode (find_keypoints, after
+  worker/keypoints.py keypoint_source's second decode where the first kept too few pixels:
+  a JPEG decoded at a reduced scale), and the payload's encoding;
 - for comparison, the keypoints found on the model's image itself (too few pixels: see
   docs/indexer.md), and on the full decode (what the worker did before shrink-on-load),
   that decode included.
 
-Every figure is the median of ``--repeat`` passes over the photos. CPU time, not wall time,
-because the development VM is shared.
+Then the same for 200 tiny images (28 px Fashion-MNIST items, which get no keypoints: under
+worker.keypoints.MIN_SOURCE). Every figure is the median of ``--repeat`` passes. CPU time,
+not wall time, because the development VM is shared.
 """
 
 from __future__ import annotations
 
 import argparse
+import gzip
+import io
 import statistics
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+from PIL import Image
+
 from benchmarks import photoset
 from lookalike import verify
-from lookalike.images import SCALED_DECODE_FACTOR, decode_image, decode_scaled
+from lookalike.images import (
+    DECODE_SCALED,
+    SCALED_DECODE_FACTOR,
+    decode_image,
+    decode_scaled,
+    decode_with_larger,
+)
 from lookalike.models import get_backbone
 from lookalike.settings import Settings
 from worker.keypoints import find_keypoints, keypoint_source
 
 MAX_PIXELS = Settings().max_image_pixels
+FASHION = Path("/usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz")
 
 
 def per_photo(fn: Callable[[bytes], Any], files: list[bytes], repeat: int) -> float:
@@ -60,7 +75,8 @@ def main(argv: list[str] | None = None) -> int:
     if not folder.exists():
         folder = photoset.build(args.photoset, sizes=(args.size,))[args.size]
     files = [p.read_bytes() for p in photoset.image_files(folder)[: args.photos]]
-    side = SCALED_DECODE_FACTOR * get_backbone(args.model).input_size
+    input_size = get_backbone(args.model).input_size
+    side = SCALED_DECODE_FACTOR * input_size
 
     def worker_decode(data: bytes) -> Any:
         return decode_scaled(data, max_pixels=MAX_PIXELS, side=side)
@@ -68,18 +84,28 @@ def main(argv: list[str] | None = None) -> int:
     def full(data: bytes) -> Any:
         return decode_image(data, max_pixels=MAX_PIXELS)
 
+    def shared_decode(data: bytes) -> Any:
+        return decode_with_larger(
+            data, DECODE_SCALED, max_pixels=MAX_PIXELS, input_size=input_size, longer=verify.SIDE
+        )
+
     decoded = [worker_decode(d) for d in files]
-    by_file = dict(zip(files, decoded, strict=True))
+    by_file = dict(zip(files, [shared_decode(d) for d in files], strict=True))
     images = iter(decoded * args.repeat)
-    sources = [keypoint_source(d, i, max_pixels=MAX_PIXELS) for d, i in by_file.items()]
+    sources = [
+        larger if larger is not None else keypoint_source(d, i, max_pixels=MAX_PIXELS)
+        for d, (i, larger) in by_file.items()
+    ]
     found = [find_keypoints(image) for image in sources]
     encodings = iter(found * args.repeat)
 
     def as_the_worker(data: bytes) -> Any:
-        return find_keypoints(keypoint_source(data, by_file[data], max_pixels=MAX_PIXELS))
+        image, larger = by_file[data]
+        return find_keypoints(keypoint_payload_source(data, image, larger))
 
     rows = {
-        f"worker decode (side {side})": per_photo(worker_decode, files, args.repeat),
+        f"worker decode, model only (side {side})": per_photo(worker_decode, files, args.repeat),
+        "worker decode, model + keypoint picture": per_photo(shared_decode, files, args.repeat),
         "keypoints as the worker finds them": per_photo(as_the_worker, files, args.repeat),
         "payload encoding": per_photo(lambda _: verify.encode(next(encodings)), files, args.repeat),
         "keypoints on the model's image": per_photo(
@@ -99,7 +125,43 @@ def main(argv: list[str] | None = None) -> int:
     kib = statistics.mean(len(verify.encode(k)) for k in found) / 1024
     plain = sum(not k.verifiable for k in found)
     print(f"  payload {kib:.1f} KiB per item; too plain to verify: {plain} of {len(found)}")
+    small(args.repeat)
     return 0
+
+
+def keypoint_payload_source(data: bytes, image: Any, larger: Any) -> Any:
+    """The picture the worker finds the keypoints on (worker/pipeline.py _decode_item)."""
+    if larger is not None:
+        return larger
+    return keypoint_source(data, image, max_pixels=MAX_PIXELS)
+
+
+def small(repeat: int) -> None:
+    """The same for tiny images: 28 px Fashion-MNIST items (Debian dataset-fashion-mnist)
+    as PNG files, decoded and given keypoints as the worker does."""
+    if not FASHION.exists():
+        print(f"  (no {FASHION}: the small-image row is left out)")
+        return
+    raw = gzip.decompress(FASHION.read_bytes())
+    items = np.frombuffer(raw, np.uint8, offset=16).reshape(-1, 28, 28)[:200]
+    files = []
+    for item in items:
+        out = io.BytesIO()
+        Image.fromarray(item).save(out, "PNG")
+        files.append(out.getvalue())
+
+    def as_the_worker(data: bytes) -> Any:
+        image, larger = decode_with_larger(
+            data, DECODE_SCALED, max_pixels=MAX_PIXELS, input_size=224, longer=verify.SIDE
+        )
+        return find_keypoints(keypoint_payload_source(data, image, larger))
+
+    ms = per_photo(as_the_worker, files, repeat)
+    plain = sum(not as_the_worker(d).verifiable for d in files)
+    print(
+        f"  {len(files)} Fashion-MNIST items (28x28 PNG): decode + keypoints {ms:.2f} CPU-ms "
+        f"each; too plain to verify: {plain} of {len(files)}"
+    )
 
 
 if __name__ == "__main__":

@@ -13,10 +13,14 @@ The score of a pair is the share of the smaller keypoint set that the transform 
 (``inliers / min(keypoints)``), in [0, 1]; a pair is verified when the score reaches the
 threshold (``LOOKALIKE_DUPLICATE_THRESHOLD``) with at least :data:`MIN_INLIERS` inliers.
 
-A verified pair whose matched points changed colour (the 75th percentile of the Lab (a, b)
-distance at the coloured inliers reaches :data:`VARIANT_COLOR_DELTA`) is a **colour
-variant** (the same shot recoloured: "also in red"), not a duplicate. Brightness, contrast
-and colour-balance edits move those points less.
+A verified pair whose colours changed is a **colour variant** (the same shot recoloured:
+"also in red"), not a duplicate. Two measures of the change, the larger counts against
+:data:`VARIANT_COLOR_DELTA`: the 75th percentile of the Lab (a, b) distance at the coloured
+inliers, and the same over a coarse colour grid of each picture (:data:`GRID_CELL` px cells)
+compared where the pair's transform overlays one on the other. Keypoints sit on corners and
+outlines, so a flat coloured fill (a flag, a T-shirt) shows in the grid only: found on the
+keypoints alone, a green flag was a white one's near-duplicate. Brightness, contrast and
+colour-balance edits move both less.
 
 An image with fewer than :data:`MIN_KEYPOINTS` keypoints (tiny, or plain: a flat colour, a
 thin line) cannot be verified: it is nobody's near-duplicate or variant (only exact copies,
@@ -38,7 +42,10 @@ from lookalike import schema
 
 # The payload field holding an item's keypoints (:func:`encode`).
 KEYPOINTS_FIELD = schema.KEYPOINTS_FIELD
-FORMAT = 1  # bump when what is stored changes: older points read as "not yet computed"
+# Bump when what is stored changes in a way older points cannot be verified with: they then
+# read as "not yet computed". Format 1 (no frame, no colour grid) is still read: its keypoints
+# match format 2's, and its colour is judged on the keypoints alone.
+FORMAT = 2
 SIDE = 512  # keypoints are found on the image scaled down to this longest side
 MAX_KEYPOINTS = 256
 MIN_KEYPOINTS = 24
@@ -49,6 +56,7 @@ MAX_ROTATION = 25.0  # degrees: a "small rotation" edit, with room
 SCALE_RANGE = (0.4, 2.5)  # of one image's SIDE-scaled frame to the other's
 CHROMA = 6.0  # a keypoint with less Lab chroma than this on both sides is grey
 VARIANT_COLOR_DELTA = 22.0
+GRID_CELL = 32  # colour grid cell side, in SIDE-scaled pixels
 MIN_COLOURED = 4  # fewer coloured inliers: colour cannot tell, the pair is "near"
 COLOUR_QUANTILE = 75  # which percentile of the coloured inliers' colour change is compared
 # Candidates are the nearest neighbours in the vector index whose embedding similarity
@@ -57,17 +65,21 @@ COLOUR_QUANTILE = 75  # which percentile of the coloured inliers' colour change 
 CANDIDATE_FLOOR = 0.5
 
 _HEADER = struct.Struct("<BH")
+_FRAME = struct.Struct("<HHBB")  # format 2: frame width, height; grid columns, rows
 _DESCRIPTOR = 32  # ORB: 256 bits
 
 
 @dataclass(frozen=True)
 class Keypoints:
     """An image's keypoints: positions (SIDE-scaled pixels), Lab (a, b) around each,
-    ORB descriptors."""
+    ORB descriptors; and the picture's frame (its size in those pixels) and coarse colour
+    grid (Lab (a, b) per cell), absent in format 1."""
 
     xy: np.ndarray  # (n, 2) float32
     ab: np.ndarray  # (n, 2) float32, Lab a and b, 0 = grey
     descriptors: np.ndarray  # (n, 32) uint8
+    frame: tuple[int, int] = (0, 0)  # width, height
+    grid: np.ndarray | None = None  # (rows, columns, 2) float32, Lab a and b
 
     def __len__(self) -> int:
         return int(self.xy.shape[0])
@@ -77,16 +89,24 @@ class Keypoints:
         return len(self) >= MIN_KEYPOINTS
 
 
+def _ab_bytes(ab: np.ndarray) -> bytes:
+    return np.clip(np.round(ab), -127, 127).astype(np.int8).tobytes()
+
+
 def encode(points: Keypoints) -> str:
-    """The compact payload form: header, then per keypoint x, y (float16), a, b (int8) and
-    the 32-byte descriptor, base64 (about 50 bytes a keypoint)."""
+    """The compact payload form: header, frame, then per keypoint x, y (float16), a, b (int8)
+    and the 32-byte descriptor, then the colour grid's a, b (int8), base64 (about 50 bytes a
+    keypoint, 300 for the grid)."""
     n = len(points)
+    grid = points.grid if points.grid is not None else np.zeros((0, 0, 2), np.float32)
     body = b"".join(
         [
             _HEADER.pack(FORMAT, n),
+            _FRAME.pack(*points.frame, grid.shape[1], grid.shape[0]),
             points.xy.astype(np.float16).tobytes(),
-            np.clip(np.round(points.ab), -127, 127).astype(np.int8).tobytes(),
+            _ab_bytes(points.ab),
             points.descriptors.astype(np.uint8).tobytes(),
+            _ab_bytes(grid),
         ]
     )
     return base64.b64encode(body).decode("ascii")
@@ -100,17 +120,29 @@ def decode(value: Any) -> Keypoints | None:
     try:
         raw = base64.b64decode(value, validate=True)
         version, n = _HEADER.unpack_from(raw)
+        frame, columns, rows = (0, 0), 0, 0
+        if version == FORMAT:
+            width, height, columns, rows = _FRAME.unpack_from(raw, _HEADER.size)
+            frame = (width, height)
     except (ValueError, TypeError, struct.error):
         return None
-    if version != FORMAT or len(raw) != _HEADER.size + n * (4 + 2 + _DESCRIPTOR):
+    at = _HEADER.size + (_FRAME.size if version == FORMAT else 0)
+    if (
+        version not in (1, FORMAT)
+        or len(raw) != at + n * (4 + 2 + _DESCRIPTOR) + 2 * rows * columns
+    ):
         return None
-    at = _HEADER.size
     xy = np.frombuffer(raw, np.float16, 2 * n, at).reshape(n, 2).astype(np.float32)
     at += 4 * n
     ab = np.frombuffer(raw, np.int8, 2 * n, at).reshape(n, 2).astype(np.float32)
     at += 2 * n
     descriptors = np.frombuffer(raw, np.uint8, _DESCRIPTOR * n, at).reshape(n, _DESCRIPTOR)
-    return Keypoints(xy, ab, descriptors)
+    at += _DESCRIPTOR * n
+    grid = None
+    if rows and columns:
+        cells = np.frombuffer(raw, np.int8, 2 * rows * columns, at)
+        grid = cells.reshape(rows, columns, 2).astype(np.float32)
+    return Keypoints(xy, ab, descriptors, frame, grid)
 
 
 @dataclass(frozen=True)
@@ -141,9 +173,14 @@ _MATCHER = cv2.BFMatcher(cv2.NORM_HAMMING)
 
 def verify(a: Keypoints, b: Keypoints) -> Verdict:
     """Match ``a``'s descriptors to ``b``'s, keep the matches that one similarity transform
-    (scale, rotation, shift: what crop, rescale, rotation and padding do) explains."""
+    (scale, rotation, shift: what crop, rescale, rotation and padding do) explains. The same
+    answer either way round: the pair is taken in one order whichever is asked (the ratio
+    test and RANSAC are not symmetric, and on the demo catalog a green flag was a red one's
+    variant while the red one was not the green one's)."""
     if not (a.verifiable and b.verifiable):
         return NO_MATCH
+    if (len(b), b.descriptors.tobytes()) < (len(a), a.descriptors.tobytes()):
+        a, b = b, a
     src, dst = _matches(a, b)
     if len(src) < MIN_INLIERS:
         return NO_MATCH
@@ -152,13 +189,56 @@ def verify(a: Keypoints, b: Keypoints) -> Verdict:
     if count < MIN_INLIERS:
         return NO_MATCH
     ab_a, ab_b = a.ab[src[inlier]], b.ab[dst[inlier]]
-    coloured = np.maximum(np.hypot(*ab_a.T), np.hypot(*ab_b.T)) >= CHROMA
-    delta = 0.0
-    if int(coloured.sum()) >= MIN_COLOURED:
-        delta = float(
-            np.percentile(np.hypot(*(ab_a[coloured] - ab_b[coloured]).T), COLOUR_QUANTILE)
-        )
+    delta = _colour_change(ab_a, ab_b)
+    if a.grid is not None and b.grid is not None:
+        scale, shift = _fit(_complex(a.xy[src[inlier]]), _complex(b.xy[dst[inlier]]))
+        if scale != 0:
+            delta = max(
+                delta,
+                _grid_change(a, b, scale, shift),
+                _grid_change(b, a, 1 / scale, -shift / scale),
+            )
     return Verdict(count, count / min(len(a), len(b)), delta)
+
+
+def _colour_change(ab_a: np.ndarray, ab_b: np.ndarray) -> float:
+    """COLOUR_QUANTILE of the Lab (a, b) distances between paired colours where either has
+    some colour; 0 when fewer than MIN_COLOURED do (colour cannot tell)."""
+    coloured = np.maximum(np.hypot(*ab_a.T), np.hypot(*ab_b.T)) >= CHROMA
+    if int(coloured.sum()) < MIN_COLOURED:
+        return 0.0
+    return float(np.percentile(np.hypot(*(ab_a[coloured] - ab_b[coloured]).T), COLOUR_QUANTILE))
+
+
+def _grid_change(a: Keypoints, b: Keypoints, scale: complex, shift: complex) -> float:
+    """The colour change between ``a``'s grid cells and ``b``'s cells under them, the
+    transform ``w = scale z + shift`` taking ``a``'s frame to ``b``'s; only cells that land
+    a cell or more inside ``b``'s frame (edge cells mix in padding and borders)."""
+    assert a.grid is not None and b.grid is not None
+    rows, columns = a.grid.shape[:2]
+    ys, xs = np.mgrid[0:rows, 0:columns]
+    w = scale * ((xs + 0.5) * a.frame[0] / columns + 1j * (ys + 0.5) * a.frame[1] / rows) + shift
+    b_rows, b_columns = b.grid.shape[:2]
+    cx, cy = w.real * b_columns / max(1, b.frame[0]), w.imag * b_rows / max(1, b.frame[1])
+    inside = (cx >= 1) & (cx < b_columns - 1) & (cy >= 1) & (cy < b_rows - 1)
+    if not inside.any():
+        return 0.0
+    under = b.grid[cy[inside].astype(int), cx[inside].astype(int)]
+    return _colour_change(a.grid[inside], under)
+
+
+def _complex(xy: np.ndarray) -> np.ndarray:
+    return xy[:, 0].astype(np.float64) + 1j * xy[:, 1]
+
+
+def _fit(z: np.ndarray, w: np.ndarray) -> tuple[complex, complex]:
+    """The least-squares similarity transform ``w = a z + b`` (a = 0 when z is one point)."""
+    zc = z - z.mean()
+    norm = float(np.real(np.conj(zc) @ zc))
+    if norm == 0:
+        return 0j, 0j
+    a = complex((np.conj(zc) @ (w - w.mean())) / norm)
+    return a, complex(w.mean() - a * z.mean())
 
 
 def _matches(a: Keypoints, b: Keypoints) -> tuple[np.ndarray, np.ndarray]:
@@ -203,8 +283,7 @@ def _consensus(p: np.ndarray, q: np.ndarray) -> np.ndarray:
     transform explains: RANSAC over transforms from two matches each, only those an edit
     could make (scale within SCALE_RANGE, rotation up to MAX_ROTATION) tried, then refined
     by least squares on the inliers. Seeded: the same pair always gets the same answer."""
-    z = p[:, 0].astype(np.float64) + 1j * p[:, 1]
-    w = q[:, 0].astype(np.float64) + 1j * q[:, 1]
+    z, w = _complex(p), _complex(q)
     n = len(z)
     if n * (n - 1) // 2 <= _HYPOTHESES:
         i, j = np.triu_indices(n, 1)
@@ -222,12 +301,9 @@ def _consensus(p: np.ndarray, q: np.ndarray) -> np.ndarray:
     b = w[i[keep]] - a * z[i[keep]]
     fits = np.abs(a[:, None] * z[None, :] + b[:, None] - w[None, :]) <= RANSAC_PIXELS
     mask = fits[int(fits.sum(axis=1).argmax())]
-    zm, wm = z[mask], w[mask]
-    zc = zm - zm.mean()
-    if float(np.abs(zc).max()) > 0:
-        a2 = (np.conj(zc) @ (wm - wm.mean())) / (np.conj(zc) @ zc)
-        if _plausible(np.array([a2]))[0]:
-            refined = np.abs(a2 * z + (wm.mean() - a2 * zm.mean()) - w) <= RANSAC_PIXELS
-            if refined.sum() >= mask.sum():
-                mask = refined
+    a2, b2 = _fit(z[mask], w[mask])
+    if a2 != 0 and _plausible(np.array([a2]))[0]:
+        refined = np.abs(a2 * z + b2 - w) <= RANSAC_PIXELS
+        if refined.sum() >= mask.sum():
+            mask = refined
     return mask

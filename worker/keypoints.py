@@ -9,9 +9,10 @@ The worker's shrink-on-load decode (lookalike.images.decode_scaled) keeps only a
 model's input side (224 px on the shorter side): too few pixels for the keypoints. Found on
 that image, hard negatives (different products photographed alike) verified as
 near-duplicates more than doubled on the evaluation set (34 pairs against 15, precision
-0.948 against 0.976: docs/indexer.md). So a picture the model's decode reduced below SIDE
-on its longer side is decoded again for them, shrink-on-load to the least scale that keeps
-SIDE (:func:`keypoint_source`).
+0.948 against 0.976: docs/indexer.md). So they are found on the model's decode reduced less
+when it held SIDE pixels on the longer side (lookalike.images.decode_with_larger: a PNG or
+WebP, decoded in full), and otherwise on the file decoded again, shrink-on-load to the least
+scale that keeps SIDE (:func:`keypoint_source`: a JPEG decoded at a reduced scale).
 """
 
 from __future__ import annotations
@@ -25,12 +26,16 @@ import numpy as np
 from PIL import Image
 
 from lookalike.images import decode_scaled
-from lookalike.verify import KEYPOINTS_FIELD, MAX_KEYPOINTS, SIDE, Keypoints, encode
+from lookalike.verify import GRID_CELL, KEYPOINTS_FIELD, MAX_KEYPOINTS, SIDE, Keypoints, encode
 
 MIN_SIDE = 384
+# An image whose longer side is under this is not enlarged for keypoints: it has none (it is
+# "too plain" to verify). Twice ORB's 31 px patch: enlarged, a 28 px Fashion-MNIST item cost
+# 6 CPU-ms of ORB on a 384 px blur and yielded nothing a near-duplicate test can trust.
+MIN_SOURCE = 64
 _GRID = 4  # cells per side; each keeps at most twice its share of MAX_KEYPOINTS
 _CANDIDATES = 3 * MAX_KEYPOINTS
-_WINDOW = 7  # pixels around a keypoint whose mean colour it carries, at SIDE
+_WINDOW = 7  # pixels around a keypoint whose mean colour it carries, at SIDE (odd)
 _FAST = 7  # FAST corner threshold: low enough for soft catalog photos
 
 
@@ -38,7 +43,8 @@ def scaled(image: Image.Image) -> np.ndarray:
     """The image as RGB pixels, its longest side brought within [MIN_SIDE, SIDE]: a large
     photo scaled down (what an edit changes survives at 512 px, and it is fast), a small
     stamp enlarged to MIN_SIDE, where its corners can be found (at its own size 310 of the
-    801 tuxpaint stamps yield too few keypoints to verify; at 384 px, 17)."""
+    801 tuxpaint stamps yield too few keypoints to verify; at 384 px, 17). Not called for an
+    image under MIN_SOURCE."""
     if image.mode != "RGB":
         image = image.convert("RGB")
     longest = max(image.size)
@@ -65,7 +71,14 @@ def keypoint_source(data: bytes, decoded: Image.Image, *, max_pixels: int) -> Im
     return decoded
 
 
+def _none() -> Keypoints:
+    empty = np.zeros((0, 2), np.float32)
+    return Keypoints(empty, empty, np.zeros((0, 32), np.uint8))
+
+
 def find_keypoints(image: Image.Image) -> Keypoints:
+    if max(image.size) < MIN_SOURCE:
+        return _none()
     rgb = scaled(image)
     grey = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
     orb = cv2.ORB.create(nfeatures=_CANDIDATES, fastThreshold=_FAST)
@@ -73,16 +86,37 @@ def find_keypoints(image: Image.Image) -> Keypoints:
     chosen = _spread(list(found), rgb.shape[1], rgb.shape[0])
     kept, descriptors = orb.compute(grey, chosen)
     if descriptors is None or not kept:
-        empty = np.zeros((0, 2), np.float32)
-        return Keypoints(empty, empty, np.zeros((0, 32), np.uint8))
+        return _none()
     xy = np.array([k.pt for k in kept], dtype=np.float32)
-    # The window covers the same share of the picture whatever its size.
-    window = max(3, round(_WINDOW * max(rgb.shape[:2]) / SIDE))
-    lab = cv2.cvtColor(cv2.blur(rgb, (window, window)), cv2.COLOR_RGB2LAB)
-    cols = np.clip(np.round(xy[:, 0]).astype(int), 0, rgb.shape[1] - 1)
-    rows = np.clip(np.round(xy[:, 1]).astype(int), 0, rgb.shape[0] - 1)
-    ab = lab[rows, cols, 1:].astype(np.float32) - 128.0
-    return Keypoints(xy, ab, descriptors)
+    ab = _colours(rgb, xy)
+    return Keypoints(xy, ab, descriptors, (rgb.shape[1], rgb.shape[0]), colour_grid(rgb))
+
+
+def _colours(rgb: np.ndarray, xy: np.ndarray) -> np.ndarray:
+    """Lab (a, b) of the mean colour in a window around each keypoint: the window covers the
+    same share of the picture whatever its size. Summed from an integral image at the
+    keypoints only (blurring the whole picture cost more than ORB's description); ORB keeps
+    its keypoints 31 px from the edges, so no window is clipped."""
+    height, width = rgb.shape[:2]
+    half = max(3, round(_WINDOW * max(height, width) / SIDE)) // 2
+    sums = cv2.integral(rgb, sdepth=cv2.CV_32S)
+    x = np.clip(np.round(xy[:, 0]).astype(int), 0, width - 1)
+    y = np.clip(np.round(xy[:, 1]).astype(int), 0, height - 1)
+    x0, x1 = np.maximum(x - half, 0), np.minimum(x + half + 1, width)
+    y0, y1 = np.maximum(y - half, 0), np.minimum(y + half + 1, height)
+    total = sums[y1, x1] - sums[y0, x1] - sums[y1, x0] + sums[y0, x0]
+    area = ((x1 - x0) * (y1 - y0))[:, None]
+    mean = np.round(total / area).astype(np.uint8)[:, None, :]
+    return cv2.cvtColor(mean, cv2.COLOR_RGB2LAB)[:, 0, 1:].astype(np.float32) - 128.0
+
+
+def colour_grid(rgb: np.ndarray) -> np.ndarray:
+    """Lab (a, b) of the picture averaged over cells of about GRID_CELL pixels: what tells a
+    recoloured flat fill (which has no keypoints) from an edit (lookalike/verify.py)."""
+    height, width = rgb.shape[:2]
+    size = (max(1, round(width / GRID_CELL)), max(1, round(height / GRID_CELL)))
+    cells = cv2.resize(rgb, size, interpolation=cv2.INTER_AREA)
+    return cv2.cvtColor(cells, cv2.COLOR_RGB2LAB)[..., 1:].astype(np.float32) - 128.0
 
 
 def _spread(found: list[Any], width: int, height: int) -> list[Any]:
@@ -103,8 +137,13 @@ def _spread(found: list[Any], width: int, height: int) -> list[Any]:
     return kept
 
 
-def keypoint_payload(data: bytes, decoded: Image.Image, *, max_pixels: int) -> dict[str, str]:
-    """The payload fields for a catalog image: its file, and the image decoded from it for
-    the model (RGB or L)."""
-    source = keypoint_source(data, decoded, max_pixels=max_pixels)
+def keypoint_payload(
+    data: bytes, decoded: Image.Image, *, max_pixels: int, source: Image.Image | None = None
+) -> dict[str, str]:
+    """The payload fields for a catalog image: its file, the image decoded from it for the
+    model (RGB or L), and the picture to find the keypoints on when the model's decode
+    already gave it (lookalike.images.decode_with_larger), else found by
+    :func:`keypoint_source`."""
+    if source is None:
+        source = keypoint_source(data, decoded, max_pixels=max_pixels)
     return {KEYPOINTS_FIELD: encode(find_keypoints(source))}

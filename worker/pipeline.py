@@ -36,6 +36,7 @@ from lookalike.images import (
     crop_box,
     decode_as,
     decode_image,
+    decode_with_larger,
 )
 from lookalike.models import MODELS
 from lookalike.schema import (
@@ -49,6 +50,7 @@ from lookalike.schema import (
     validate_id,
 )
 from lookalike.store import StoredItem, VectorStore, Version
+from lookalike.verify import SIDE as KEYPOINTS_SIDE
 from worker import task_metrics as metrics
 from worker.keypoints import keypoint_payload
 from worker.model.tags import tag_payloads
@@ -198,8 +200,19 @@ def _decode_item(
         return None
     read = time.thread_time()
     metrics.observe_stage("read", read - cpu)
+    larger: Image.Image | None = None
     try:
-        image = decode_for(runtime, data, mode, input_size)
+        if runtime.settings.duplicate_keypoints:
+            # One decode for the model and, when it holds enough pixels, the keypoints.
+            image, larger = decode_with_larger(
+                data,
+                mode,
+                max_pixels=runtime.settings.max_image_pixels,
+                input_size=input_size,
+                longer=KEYPOINTS_SIDE,
+            )
+        else:
+            image = decode_for(runtime, data, mode, input_size)
     except ImageProblem as exc:
         metrics.observe_stage("decode", time.thread_time() - read)
         report.fail(item_id, exc.code, exc.message)
@@ -212,7 +225,9 @@ def _decode_item(
             # What verifies near-duplicates without decoding the image again
             # (lookalike/verify.py), from more pixels than the model's when shrink-on-load
             # reduced them (worker/keypoints.py).
-            keypoints = keypoint_payload(data, image, max_pixels=runtime.settings.max_image_pixels)
+            keypoints = keypoint_payload(
+                data, image, max_pixels=runtime.settings.max_image_pixels, source=larger
+            )
         except ImageProblem as exc:
             report.fail(item_id, exc.code, exc.message)
             return None

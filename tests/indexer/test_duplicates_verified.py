@@ -27,9 +27,9 @@ def _flat(path: Path) -> Image.Image:
     return Image.alpha_composite(white, rgba).convert("RGB")
 
 
-def _jpeg(image: Image.Image) -> bytes:
+def _jpeg(image: Image.Image, quality: int = 90) -> bytes:
     out = io.BytesIO()
-    image.save(out, "JPEG", quality=90)
+    image.save(out, "JPEG", quality=quality)
     return out.getvalue()
 
 
@@ -44,6 +44,11 @@ def plain(shade: int) -> bytes:
     """A flat grey card with a faint gradient: nothing to find keypoints on."""
     ramp = np.linspace(shade, shade + 6, 600)[None, :, None] * np.ones((500, 1, 3))
     return _jpeg(Image.fromarray(ramp.astype(np.uint8)))
+
+
+def tiny(path: Path, quality: int) -> bytes:
+    """The photo as a 48 px thumbnail: too few pixels to prove it is the same shot."""
+    return _jpeg(_flat(path).resize((48, 48), Image.Resampling.LANCZOS), quality)
 
 
 def put_blob(client: Any, data: bytes) -> str:
@@ -73,6 +78,9 @@ def indexed(client: Any) -> list[str]:
     images["in-another-colour"] = hue_variant(first)
     images["plain-a"] = plain(180)
     images["plain-b"] = plain(186)
+    # One thumbnail and a recompressed copy of it: tiny images get no keypoints.
+    images["tiny-a"] = tiny(first, 95)
+    images["tiny-b"] = tiny(first, 60)
     index(client, images)
     return list(images)
 
@@ -105,7 +113,7 @@ def test_an_edit_is_near_a_recolouring_a_variant_and_look_alikes_neither(
 
 
 def test_a_plain_image_is_nobodys_near_duplicate(client: Any, indexed: list[str]) -> None:
-    for item_id in ("plain-a", "plain-b"):
+    for item_id in ("plain-a", "plain-b", "tiny-a", "tiny-b"):
         body = duplicates(client, item_id)
         # Too plain to verify: said so, and only exact copies could be listed.
         assert body["verification"] == "too_plain"
@@ -113,7 +121,7 @@ def test_a_plain_image_is_nobodys_near_duplicate(client: Any, indexed: list[str]
     many = client.post("/v1/duplicates", json={"ids": indexed}, headers=TENANT).get_json()
     for entry in many["items"]:
         listed = {n["id"] for n in entry["near"]} | {v["id"] for v in entry["variants"]}
-        assert not listed & {"plain-a", "plain-b"}, entry
+        assert not listed & {"plain-a", "plain-b", "tiny-a", "tiny-b"}, entry
 
 
 def test_items_from_before_keypoints_are_unverified_until_a_reindex(

@@ -3,18 +3,21 @@
 
 from __future__ import annotations
 
+import base64
 import io
+import struct
 from itertools import combinations
+from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
 from lookalike import verify
-from lookalike.images import decode_image, decode_scaled
+from lookalike.images import DECODE_SCALED, decode_image, decode_scaled, decode_with_larger
 from lookalike.settings import Settings
 from support import edited_copy, labelled_images
-from worker.keypoints import find_keypoints, keypoint_payload, keypoint_source
+from worker.keypoints import MIN_SOURCE, find_keypoints, keypoint_payload, keypoint_source
 
 PIXELS = 40_000_000
 THRESHOLD = Settings().duplicate_threshold
@@ -52,8 +55,39 @@ def test_the_payload_round_trips_and_a_damaged_one_reads_as_missing(photos: list
     assert back is not None and len(back) == len(found)
     np.testing.assert_array_equal(back.descriptors, found.descriptors)
     np.testing.assert_allclose(back.xy, found.xy, atol=0.5)  # float16 positions
+    assert back.frame == found.frame and back.grid is not None and found.grid is not None
+    np.testing.assert_allclose(back.grid, np.round(found.grid))
     for damaged in (text[:-8], "not base64!", None, 42, ""):
         assert verify.decode(damaged) is None
+
+
+def format_1(points: verify.Keypoints) -> str:
+    """The payload a point indexed before the colour grid holds (format 1)."""
+    body = b"".join(
+        [
+            struct.pack("<BH", 1, len(points)),
+            points.xy.astype(np.float16).tobytes(),
+            np.round(points.ab).astype(np.int8).tobytes(),
+            points.descriptors.tobytes(),
+        ]
+    )
+    return base64.b64encode(body).decode("ascii")
+
+
+def test_a_point_from_before_the_colour_grid_is_still_verified(photos: list[bytes]) -> None:
+    """Already-indexed items keep their keypoints (no reindex needed): read without a
+    grid, they verify against new ones, their colour judged on the keypoints alone."""
+    import tempfile
+    from pathlib import Path
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "photo.png"
+        path.write_bytes(photos[2])
+        copy = keypoints(edited_copy(path))
+    old = verify.decode(format_1(keypoints(photos[2])))
+    assert old is not None and old.grid is None and old.verifiable
+    assert verify.verify(old, copy).relation(THRESHOLD) == "near"
+    assert verify.verify(copy, old).relation(THRESHOLD) == "near"
 
 
 def test_an_edited_copy_is_near_a_hue_shift_a_variant_other_photos_neither(
@@ -98,11 +132,52 @@ def test_keypoints_come_from_more_pixels_than_the_models_decode_keeps() -> None:
 
 
 def test_a_plain_or_tiny_image_is_never_verified() -> None:
+    """A flat picture has no keypoints; nor has one under MIN_SOURCE px, however busy (it is
+    not enlarged to find some): both are "too plain", nobody's near-duplicate."""
+    rng = np.random.default_rng(5)
     flat = jpeg(Image.new("RGB", (800, 600), (200, 180, 160)))
     tiny = jpeg(Image.new("RGB", (8, 8), (0, 0, 0)))
-    for data in (flat, tiny):
+    busy = rng.integers(0, 256, (MIN_SOURCE - 4, MIN_SOURCE - 4, 3), dtype=np.uint8)
+    small = jpeg(Image.fromarray(busy))
+    # Enlarged, as a stamp of MIN_SOURCE px or more is, the same pixels would verify.
+    assert find_keypoints(Image.fromarray(busy).resize((MIN_SOURCE, MIN_SOURCE))).verifiable
+    for data in (flat, tiny, small):
         points = keypoints(data)
         assert not points.verifiable
         # Not even with itself: too few keypoints say nothing.
         assert verify.verify(points, points) == verify.NO_MATCH
         assert verify.verify(points, points).relation(THRESHOLD) is None
+
+
+def test_a_recoloured_flat_fill_is_a_variant_either_way_round() -> None:
+    """The demo catalog's white and green flags (tuxpaint): one drawing, one filled white,
+    one green. The keypoints sit on the black outline, where colour barely changes; the
+    colour grid sees the fill. Asked either way round, the same answer."""
+    flags = Path("/usr/share/tuxpaint/stamps/town/flags")
+    white = keypoints((flags / "whiteflag.png").read_bytes())
+    green = keypoints((flags / "greenflag.png").read_bytes())
+    assert verify.verify(white, green) == verify.verify(green, white)
+    assert verify.verify(white, green).relation(THRESHOLD) == "variant"
+
+
+def test_the_models_decode_gives_the_keypoints_picture_when_it_holds_it() -> None:
+    """A PNG or WebP photo is decoded in full anyway: the keypoints' picture is reduced from
+    that decode, the same pixels a second decode gave. A JPEG decoded at a reduced scale
+    kept too few: it is decoded again (None). The model's image is decode_scaled's."""
+    rng = np.random.default_rng(4)
+    pixels = Image.fromarray(rng.integers(0, 256, (1224, 1632, 3), dtype=np.uint8))
+    png, webp = io.BytesIO(), io.BytesIO()
+    pixels.save(png, "PNG")
+    pixels.save(webp, "WEBP", quality=90)
+    big_jpeg = jpeg(Image.fromarray(rng.integers(0, 256, (2309, 1732, 3), dtype=np.uint8)))
+    for data in (png.getvalue(), webp.getvalue(), jpeg(pixels), big_jpeg):
+        image, larger = decode_with_larger(
+            data, DECODE_SCALED, max_pixels=PIXELS, input_size=MODEL_SIDE, longer=verify.SIDE
+        )
+        np.testing.assert_array_equal(np.asarray(image), np.asarray(worker_decode(data)))
+        if data[:3] == b"\xff\xd8\xff" and data is not big_jpeg:
+            assert larger is None  # a quarter-scale JPEG decode: 408 x 306
+            continue
+        assert larger is not None
+        again = keypoint_source(data, worker_decode(data), max_pixels=PIXELS)
+        np.testing.assert_array_equal(np.asarray(larger), np.asarray(again))
