@@ -95,6 +95,11 @@ class Settings:
     max_upload_bytes: int = 16 * 1024 * 1024
     max_image_pixels: int = 40_000_000
     max_metadata_bytes: int = 16 * 1024
+    # The worker decodes each image in a child process killed after this many seconds: a
+    # file that keeps a decoder busy fails alone as ``decode_timeout`` (a search photo: a 422)
+    # instead of holding a worker thread. ~1 CPU-ms a photo (docs/reliability.md); a 40 MP
+    # picture decodes in about a second. 0: decode in the worker's process, unbounded.
+    decode_timeout_s: float = 5.0
     # How long the API waits for a query-time embedding from a worker.
     query_timeout_s: float = 30.0
     # Redis redelivers a task whose worker died (SIGKILL, OOM) after this long; it must exceed
@@ -187,6 +192,8 @@ class Settings:
             raise SettingsError("LOOKALIKE_WORKER_METRICS_PORT must be a port number (0: off)")
         for name in ("api_keys_read", "api_keys_write"):
             parse_api_keys(getattr(self, name), f"{ENV_PREFIX}{name.upper()}")
+        if self.decode_timeout_s < 0:
+            raise SettingsError("LOOKALIKE_DECODE_TIMEOUT_S must not be negative (0: no bound)")
         if self.task_max_retries < 0:
             raise SettingsError("LOOKALIKE_TASK_MAX_RETRIES must not be negative")
         if self.inference_instances < 0 or self.inference_threads < 0:

@@ -95,11 +95,19 @@ def decode_mode(runtime: WorkerRuntime, version: Version | None) -> str:
     return mode
 
 
-def decode_for(runtime: WorkerRuntime, data: bytes, mode: str, input_size: int) -> Image.Image:
-    """A catalog image decoded the way ``mode`` says (lookalike/images.py DECODE_*)."""
-    return decode_as(
-        data, mode, max_pixels=runtime.settings.max_image_pixels, input_size=input_size
-    )
+def decode_for(
+    runtime: WorkerRuntime, data: bytes, mode: str, input_size: int
+) -> tuple[Image.Image, float]:
+    """A catalog image decoded the way ``mode`` says (lookalike/images.py DECODE_*), in a
+    child process killed past LOOKALIKE_DECODE_TIMEOUT_S (worker/decoding.py): ImageProblem
+    ``decode_timeout``. Returns the image and the CPU seconds its decode took in the child
+    (0 when decoded here: the caller's thread time counts it)."""
+    max_pixels = runtime.settings.max_image_pixels
+    decoder = runtime.decoder
+    if decoder is None:
+        return decode_as(data, mode, max_pixels=max_pixels, input_size=input_size), 0.0
+    done = decoder.decode_as(data, mode, max_pixels=max_pixels, input_size=input_size)
+    return done.image, done.cpu_s
 
 
 def index_items(runtime: WorkerRuntime, items: list[dict[str, Any]]) -> BatchReport:
@@ -191,13 +199,13 @@ def _decode_item(
     read = time.thread_time()
     metrics.observe_stage("read", read - cpu)
     try:
-        image = decode_for(runtime, data, mode, input_size)
+        image, child_cpu = decode_for(runtime, data, mode, input_size)
     except ImageProblem as exc:
         metrics.observe_stage("decode", time.thread_time() - read)
         report.fail(item_id, exc.code, exc.message)
         return None
     decoded = time.thread_time()
-    metrics.observe_stage("decode", decoded - read)
+    metrics.observe_stage("decode", decoded - read + child_cpu)
     keypoints: dict[str, Any] = {}
     if runtime.settings.duplicate_keypoints:
         try:
@@ -358,16 +366,12 @@ def embed_query(runtime: WorkerRuntime, data: bytes) -> dict[str, Any]:
     try:
         if decode_mode(runtime, active) != DECODE_FULL:
             # Decoded exactly as the catalog's images are.
-            image = decode_for(runtime, data, DECODE_SCALED, embedder.input_size)
+            image, _ = decode_for(runtime, data, DECODE_SCALED, embedder.input_size)
         else:
             # A catalog decoded in full: a phone photo decodes several times faster at a
             # reduced JPEG scale that still leaves twice the model's input, and the query's
             # vector stays within cosine 0.99 of a full decode (docs/performance.md).
-            image = decode_image(
-                data,
-                max_pixels=runtime.settings.max_image_pixels,
-                draft_size=QUERY_DRAFT_FACTOR * embedder.input_size,
-            )
+            image = _decode_draft(runtime, data, QUERY_DRAFT_FACTOR * embedder.input_size)
     except ImageProblem as exc:
         return {"error": {"code": exc.code, "message": exc.message}}
     started = time.perf_counter()
@@ -378,3 +382,12 @@ def embed_query(runtime: WorkerRuntime, data: bytes) -> dict[str, Any]:
         "model": embedder.name,
         "model_version": embedder.version,
     }
+
+
+def _decode_draft(runtime: WorkerRuntime, data: bytes, draft_size: int) -> Image.Image:
+    """A search photo for a catalog decoded in full, time-bounded as :func:`decode_for`."""
+    max_pixels = runtime.settings.max_image_pixels
+    decoder = runtime.decoder
+    if decoder is None:
+        return decode_image(data, max_pixels=max_pixels, draft_size=draft_size)
+    return decoder.decode_draft(data, max_pixels=max_pixels, draft_size=draft_size).image

@@ -11,6 +11,7 @@ from lookalike.settings import Settings
 from lookalike.store import VectorStore, open_store
 
 if TYPE_CHECKING:
+    from worker.decoding import DecodeProcesses
     from worker.model import Embedder
 
 
@@ -26,6 +27,7 @@ class WorkerRuntime:
         self.task_threads = 1
         # Catalog version name -> how its images are decoded (worker/pipeline.py decode_mode).
         self.decode_modes: dict[str, str] = {}
+        self._decoder: DecodeProcesses | None = None
 
     @property
     def store(self) -> VectorStore:
@@ -45,8 +47,23 @@ class WorkerRuntime:
 
         return get_embedder(self.settings, self.task_threads)
 
+    @property
+    def decoder(self) -> DecodeProcesses | None:
+        """The time-bounded decoder (worker/decoding.py); None with LOOKALIKE_DECODE_TIMEOUT_S=0."""
+        if self.settings.decode_timeout_s <= 0:
+            return None
+        with self._lock:
+            if self._decoder is None:
+                from worker.decoding import DecodeProcesses
+
+                self._decoder = DecodeProcesses(self.settings.decode_timeout_s)
+            return self._decoder
+
     def close(self) -> None:
         with self._lock:
+            if self._decoder is not None:
+                self._decoder.close()
+                self._decoder = None
             if self._store is not None:
                 self._store.close()
                 self._store = None
