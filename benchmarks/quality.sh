@@ -19,6 +19,7 @@ done
 "$PY" -m indexer.datasets fashion-mnist
 "$PY" -m indexer.datasets fashion-mnist --split train --out build/datasets/fashion-mnist-train
 "$PY" -m indexer.datasets fashion-mnist --per-class 600 --out build/datasets/fashion-mnist-6k
+"$PY" -m indexer.datasets shop
 
 log "choosing the multiscale layer"
 "$PY" benchmarks/quality_multiscale.py --cache-dir "$CACHE"

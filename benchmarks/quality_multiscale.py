@@ -9,7 +9,7 @@ features with a few weightings. The combination that wins is then built into the
 ``benchmarks/quality_variants.py``; this script only chooses it.
 
     python -m indexer.datasets fashion-mnist && python -m indexer.datasets openclipart
-    python -m indexer.datasets tuxpaint
+    python -m indexer.datasets tuxpaint && python -m indexer.datasets shop
     python benchmarks/quality_multiscale.py --cache-dir build/test-models
 """
 
@@ -21,18 +21,14 @@ from pathlib import Path
 
 import numpy as np
 
-from indexer.datasets import load_labelled
+from indexer.datasets import QUALITY_SETS, load_labelled
 from lookalike.images import ImageProblem, decode_image
 from worker.model import efficientnet_lite
 from worker.model.cache import build_model_cache, import_tensorflow
 from worker.model.embedder import l2_normalise
 from worker.model.preprocess import preprocess
 
-DATASETS = {
-    "tuxpaint": Path("build/datasets/tuxpaint.csv"),
-    "openclipart": Path("build/datasets/openclipart.csv"),
-    "fashion-mnist": Path("build/datasets/fashion-mnist"),
-}
+DATASETS = QUALITY_SETS
 
 
 def stage_ends(model: str) -> dict[str, str]:

@@ -9,7 +9,7 @@ the first variant (± two standard errors over the queries), and writes everythi
 ``build/quality/variants.json`` and a report per variant and dataset.
 
     python -m indexer.datasets tuxpaint && python -m indexer.datasets openclipart
-    python -m indexer.datasets fashion-mnist
+    python -m indexer.datasets fashion-mnist && python -m indexer.datasets shop
     python benchmarks/quality_variants.py --model-cache build/test-models [--only lite0,crop]
 """
 
@@ -24,20 +24,18 @@ from typing import Any
 
 import numpy as np
 
-from indexer.datasets import load_labelled
+from indexer.datasets import QUALITY_SETS, load_labelled
 from indexer.evaluate import COLOUR, MODEL, RANDOM, Evaluation, evaluate, write_report
 from lookalike.settings import Settings
 
 DATASETS = {
-    "tuxpaint": Path("build/datasets/tuxpaint.csv"),
-    "openclipart": Path("build/datasets/openclipart.csv"),
-    "fashion-mnist": Path("build/datasets/fashion-mnist"),
+    **QUALITY_SETS,
     # Not used to choose anything (the multiscale layer was chosen on the three above): a
     # confirmation set of other images (python -m indexer.datasets fashion-mnist --split
     # train --out build/datasets/fashion-mnist-train).
     "fashion-mnist-train": Path("build/datasets/fashion-mnist-train"),
 }
-DEFAULT_DATASETS = ("tuxpaint", "openclipart", "fashion-mnist")
+DEFAULT_DATASETS = tuple(QUALITY_SETS)
 LITE0 = "efficientnet-lite0"
 # name -> settings overrides; the first is the reference for the paired differences.
 VARIANTS: dict[str, dict[str, Any]] = {

@@ -76,6 +76,13 @@ class Scores:
     # (n,) bool: queries that count (their label has another image).
     valid: np.ndarray
 
+    def standard_error(self, metric: str) -> float:
+        """The standard error of ``metric``'s mean over the queries that count."""
+        values = self.per_query[metric][self.valid]
+        if len(values) < 2:
+            return float("nan")
+        return float(values.std(ddof=1) / math.sqrt(len(values)))
+
     def per_class(self, labels: Sequence[str], metric: str) -> dict[str, float]:
         values = self.per_query[metric]
         out: dict[str, float] = {}
@@ -770,5 +777,11 @@ def run_evaluate(args: argparse.Namespace) -> int:
     names = {MODEL: f"model {evaluation.model['version']}"}
     scores = {n: m.scores for n, m in evaluation.methods.items()}
     print(metrics_table(scores, evaluation.ks, names))
+    model = evaluation.methods[MODEL].scores
+    errors = ", ".join(
+        f"P@{k} {model.summary[f'P@{k}']:.3f} ± {model.standard_error(f'P@{k}'):.3f}"
+        for k in evaluation.ks
+    )
+    print(f"model: {errors} (± one standard error over the queries)")
     print(f"chance P@k: {evaluation.chance:.3f}; report: {paths['markdown']}")
     return 0
