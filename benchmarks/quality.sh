@@ -31,3 +31,5 @@ log "catalog-tuned heads"
 "$PY" benchmarks/quality_heads.py --model-cache "$CACHE" --seed 1
 "$PY" benchmarks/quality_heads.py --model-cache "$CACHE" --seed 1 --datasets fashion-mnist-6k \
   --kinds classifier,triplet
+log "heads against labelled images per class"
+"$PY" benchmarks/quality_learning_curve.py --model-cache "$CACHE"

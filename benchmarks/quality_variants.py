@@ -22,10 +22,16 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from indexer.datasets import QUALITY_SETS, load_labelled
-from indexer.evaluate import COLOUR, MODEL, RANDOM, Evaluation, evaluate, write_report
+from indexer.evaluate import (
+    COLOUR,
+    MODEL,
+    RANDOM,
+    Evaluation,
+    evaluate,
+    paired_difference,
+    write_report,
+)
 from lookalike.settings import Settings
 
 DATASETS = {
@@ -81,13 +87,6 @@ def run(
     return results
 
 
-def paired(reference: np.ndarray, other: np.ndarray) -> tuple[float, float]:
-    """Mean difference and two standard errors, over queries valid in both."""
-    mask = ~np.isnan(reference) & ~np.isnan(other)
-    diff = other[mask] - reference[mask]
-    return float(diff.mean()), float(2 * diff.std(ddof=1) / np.sqrt(len(diff)))
-
-
 def tables(results: dict[str, dict[str, Evaluation]]) -> str:
     datasets = list(results)
     names = list(next(iter(results.values())))
@@ -116,7 +115,7 @@ def tables(results: dict[str, dict[str, Evaluation]]) -> str:
         for d in datasets:
             ref = results[d][first].methods[MODEL].scores.per_query["P@5"]
             got = results[d][name].methods[MODEL].scores.per_query["P@5"]
-            mean, two_se = paired(ref, got)
+            mean, two_se = paired_difference(ref, got)
             cells.append(f"{mean:+.3f} ± {two_se:.3f}")
         lines.append(f"| {name} | {' | '.join(cells)} |")
     sizes = ", ".join(
