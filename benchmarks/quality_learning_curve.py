@@ -15,7 +15,7 @@ the heads' initialisation) and pairs each query's P@5 averaged over the draws.
     python -m indexer.datasets fashion-mnist && python -m indexer.datasets shop
     python benchmarks/quality_learning_curve.py --model-cache build/test-models
 
-Writes ``build/quality/learning-curve.md`` (the table) and ``.json``.
+Writes ``build/quality/learning-curve.md`` (the table), ``.json`` and ``.png`` (the curves).
 """
 
 from __future__ import annotations
@@ -156,6 +156,38 @@ def table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def plot(rows: list[dict[str, Any]], path: Path) -> None:
+    """Held-out P@5 against labelled images per class, one panel per set: the backbone as a
+    line, each head kind with its ± 2 SE band."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    sets = list(dict.fromkeys(row["set"] for row in rows))
+    fig, axes = plt.subplots(1, len(sets), figsize=(4 * len(sets), 3.4), squeeze=False)
+    for ax, name in zip(axes[0], sets, strict=True):
+        mine = [row for row in rows if row["set"] == name]
+        sizes = list(dict.fromkeys(str(row["per_class"]) for row in mine))
+        at = range(len(sizes))
+        ax.plot(at, [mine[0]["backbone_p5"]] * len(sizes), "k--", label="backbone")
+        for kind in dict.fromkeys(row["kind"] for row in mine):
+            cells = [row for row in mine if row["kind"] == kind]
+            p5 = np.array([row["head_p5"] for row in cells])
+            se = np.array([row["two_se"] for row in cells])
+            ax.plot(at, p5, marker="o", label=kind)
+            ax.fill_between(at, p5 - se, p5 + se, alpha=0.15)
+        ax.set_xticks(list(at), sizes)
+        ax.set_title(name)
+        ax.set_xlabel("labelled images per class")
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("held-out P@5")
+    axes[0][-1].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0],
@@ -183,6 +215,7 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "learning-curve.md").write_text(text + "\n")
     (args.out / "learning-curve.json").write_text(json.dumps(rows, indent=2) + "\n")
+    plot(rows, args.out / "learning-curve.png")
 
 
 if __name__ == "__main__":
