@@ -63,6 +63,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw, ImageEnhance, ImageFilter, ImageFont
 
+from indexer.quality.studio import STUDIO, studio, studio_background
 from lookalike import verify
 from lookalike.duplicates import candidate_query
 from lookalike.images import (
@@ -82,7 +83,6 @@ FONT = Path("/usr/share/fonts/truetype/dejavu/DejaVuSans-Bold.ttf")
 EDITS = ("crop", "rescale", "jpeg", "rotate", "tone", "watermark", "padding", "combined")
 MAX_PIXELS = 40_000_000
 PER_GROUP = 12
-STUDIO = (1200, 900)
 RECALL_TARGET, PRECISION_TARGET = 0.95, 0.98
 VARIANT_TARGET, VARIANT_AS_NEAR_MAX = 0.90, 0.02
 
@@ -98,41 +98,8 @@ class Sample:
 # ----------------------------------------------------------------------------- originals
 
 
-def studio_background(rng: np.random.Generator) -> Image.Image:
-    w, h = STUDIO
-    y = np.linspace(0, 1, h)[:, None]
-    x = np.linspace(-1, 1, w)[None, :]
-    light = 236 - 26 * y - 14 * x**2  # a sweep lit from above, darker at the sides
-    shadow = np.exp(-(((x / 0.35) ** 2) + ((y - 0.86) / 0.05) ** 2))  # under the product
-    grey = light - 40 * shadow
-    tint = np.array([1.0, 0.99, 0.97])
-    return Image.fromarray(np.clip(grey[..., None] * tint, 0, 255).astype(np.uint8))
-
-
-def studio(
-    product: Image.Image, background: Image.Image, rng: np.random.Generator
-) -> tuple[Image.Image, Image.Image]:
-    """The product scaled into one 640 x 640 box at one place, on the background, with the
-    sensor noise of its own shot."""
-    product = product.convert("RGBA")
-    box = 640
-    factor = box / max(product.size)
-    product = product.resize(
-        (max(1, round(product.width * factor)), max(1, round(product.height * factor))),
-        Image.Resampling.LANCZOS,
-    )
-    out = background.copy()
-    x = (STUDIO[0] - product.width) // 2
-    y = 780 - product.height  # standing on the floor line
-    out.paste(product, (x, y), product)
-    mask = Image.new("L", STUDIO, 0)
-    mask.paste(product.getchannel("A"), (x, y))
-    noisy = np.asarray(out, dtype=np.float64) + rng.normal(0, 2.0, (STUDIO[1], STUDIO[0], 3))
-    return Image.fromarray(np.clip(noisy, 0, 255).astype(np.uint8)), mask
-
-
 def studio_samples(rng: np.random.Generator) -> Iterator[Sample]:
-    background = studio_background(rng)
+    background = studio_background()
     sources: dict[str, list[Path]] = {}
     for category in ("clothes", "food", "household", "animals"):
         found = sorted((STAMPS / category).rglob("*.png"))

@@ -9,6 +9,12 @@ meets them): IHDR sizes and depths, acTL/fcTL frame counts and sizes, PLTE/tRNS 
 a GIF's screen size and palette-size bits.
 
     python -m benchmarks.fuzz_images --cases 2000 --out build/fuzz
+    python -m benchmarks.fuzz_images --decode-times
+
+Files built to be slow to decode within the pixel bound (:func:`slow_files`: a JPEG of
+thousands of progressive scans, a PNG of a million empty chunks, a GIF of a million comment
+blocks, 40 MP PNGs) come after the seeds; ``--decode-times`` times the API's checks and the
+worker's decode on them alone.
 
 runs every mutant through ``POST /v1/items``, ``POST /v1/search`` and a worker batch of the
 embedded service (the real model, a real in-process worker), good photos interleaved, and
@@ -112,6 +118,76 @@ def seed_files() -> dict[str, bytes]:
     return seeds
 
 
+# --- files that keep a decoder busy within the pixel bound -------------------------------
+
+
+def _jpeg_segments(data: bytes) -> list[tuple[int, int, int]]:
+    """(marker, start, end) of a well-formed JPEG's segments, a scan with its entropy data."""
+    segments, pos = [], 2
+    while pos < len(data) and data[pos + 1] != 0xD9:
+        marker = data[pos + 1]
+        end = pos + 2 + int.from_bytes(data[pos + 2 : pos + 4], "big")
+        if marker == 0xDA:
+            while not (data[end] == 0xFF and data[end + 1] not in (0, *range(0xD0, 0xD8))):
+                end += 1
+        segments.append((marker, pos, end))
+        pos = end
+    return segments
+
+
+def jpeg_many_scans(side: int, scans: int) -> bytes:
+    """A progressive JPEG with its smallest scan repeated ``scans`` times: a few bytes each,
+    and every scan makes libjpeg pass over all the picture's blocks again."""
+    data = _save(Image.new("RGB", (side, side), (128, 120, 110)), "JPEG", progressive=True)
+    sos = [s for s in _jpeg_segments(data) if s[0] == 0xDA]
+    _, start, end = min(sos, key=lambda s: s[2] - s[1])
+    last = sos[-1][2]
+    return data[:last] + data[start:end] * scans + data[last:]
+
+
+def png_many_chunks(count: int, *, after_image: bool = False) -> bytes:
+    """A small PNG with ``count`` empty ancillary chunks, before its image data (Pillow's
+    header read walks them) or after it (a decode walks them, the header read does not)."""
+    png = _save(_picture((64, 64)), "PNG")
+    at = png.index(b"IEND" if after_image else b"IDAT") - 4
+    return png[:at] + _png_chunk(b"aaAa", b"") * count + png[at:]
+
+
+def gif_many_extensions(count: int) -> bytes:
+    """A GIF with ``count`` empty comment extensions before its image."""
+    gif = _save(_picture((64, 64)).convert("P"), "GIF")
+    at = 13 + (3 * (2 << (gif[10] & 7)) if gif[10] & 0x80 else 0)
+    return gif[:at] + b"\x21\xfe\x00" * count + gif[at:]
+
+
+def png_deep(side: int) -> bytes:
+    """A ``side``² PNG of 16-bit RGBA, one colour: 0.3 MB at 40 MP, eight bytes a pixel to
+    inflate and convert (a legitimate file, the slowest decode within the pixel bound found)."""
+    ihdr = struct.pack(">IIBBBBB", side, side, 16, 6, 0, 0, 0)
+    row = b"\0" * (1 + 8 * side)
+    deflate = zlib.compressobj(9)
+    idat = b"".join(deflate.compress(row) for _ in range(side)) + deflate.flush()
+    png = _png_chunk(b"IHDR", ihdr) + _png_chunk(b"IDAT", idat) + _png_chunk(b"IEND", b"")
+    return b"\x89PNG\r\n\x1a\n" + png
+
+
+def slow_files(scale: float = 1.0) -> dict[str, bytes]:
+    """Files built to make a decoder slow within the pixel bound, ``scale`` the share of the
+    full size (the tests use small ones): what docs/reliability.md's decode-time table
+    measures with ``python -m benchmarks.fuzz_images --decode-times``."""
+    n = max(1, round(1_000_000 * scale))
+    return {
+        # Refused from their segments / chunks (lookalike.images MAX_JPEG_SCANS,
+        # MAX_PNG_CHUNKS) since issue #22.
+        "jpeg-3000-scans-36mp": jpeg_many_scans(6000, max(101, round(3000 * scale))),
+        "png-chunks-before-image": png_many_chunks(n),
+        "png-chunks-after-image": png_many_chunks(n, after_image=True),
+        "gif-comment-extensions": gif_many_extensions(n),
+        "png-40mp-flat": _save(Image.new("RGB", (6324, 6324), 3), "PNG", compress_level=9),
+        "png-40mp-16bit-rgba": png_deep(round(6324 * scale**0.5)),
+    }
+
+
 # --- mutations -------------------------------------------------------------------------
 
 
@@ -213,10 +289,14 @@ def mutate(name: str, data: bytes, rng: random.Random) -> tuple[str, bytes]:
     return f"{name}+{'+'.join(applied)}", data
 
 
-def corpus(cases: int, seed: int = 0) -> list[tuple[str, bytes]]:
-    """The seeds themselves, then mutants, ``cases`` files in all (deterministic per seed)."""
+def corpus(cases: int, seed: int = 0, *, slow: bool = False) -> list[tuple[str, bytes]]:
+    """The seeds themselves (with ``slow``, then :func:`slow_files`), then mutants, ``cases``
+    files in all (deterministic per seed)."""
     seeds = seed_files()
-    files = list(seeds.items())[:cases]
+    files = list(seeds.items())
+    if slow:
+        files += [(f"slow-{name}", data) for name, data in slow_files().items()]
+    files = files[:cases]
     rng = random.Random(seed)
     names = sorted(seeds)
     while len(files) < cases:
@@ -340,6 +420,32 @@ def good_photos(count: int = 8) -> list[bytes]:
     return photos
 
 
+def decode_times() -> str:
+    """A markdown table: CPU seconds of the API's header check and validation and of the
+    worker's (in-process) decode on each of :func:`slow_files`, with the code each gives."""
+    from lookalike.images import DECODE_SCALED, ImageProblem, check_image, decode_as, validate_image
+
+    def decode(data: bytes, max_pixels: int) -> Any:
+        return decode_as(data, DECODE_SCALED, max_pixels=max_pixels, input_size=224)
+
+    rows = [
+        "| file | size | API check | API validate | worker decode |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for name, data in slow_files().items():
+        cells = [name, f"{len(data) / 1e6:.2f} MB"]
+        for fn in (check_image, validate_image, decode):
+            started = time.process_time()
+            try:
+                fn(data, max_pixels=40_000_000)
+                outcome = "ok"
+            except ImageProblem as exc:
+                outcome = f"`{exc.code}`"
+            cells.append(f"{time.process_time() - started:.3f} s {outcome}")
+        rows.append(f"| {' | '.join(cells)} |")
+    return "\n".join(rows)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks.fuzz_images",
@@ -351,12 +457,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("build/fuzz"), help="report folder")
     parser.add_argument("--save-corpus", action="store_true", help="also write every file")
     parser.add_argument("--model-cache", type=Path, default=None, help="converted model cache")
+    parser.add_argument(
+        "--no-slow", action="store_true", help="leave out the slow-to-decode files (slow_files)"
+    )
+    parser.add_argument(
+        "--decode-times",
+        action="store_true",
+        help="only time check_image, validate_image and the worker's decode on slow_files",
+    )
     args = parser.parse_args(argv)
+    if args.decode_times:
+        print(decode_times())
+        return 0
 
     from launcher.embedded import start_embedded
     from lookalike.settings import Settings
 
-    files = corpus(args.cases, args.seed)
+    files = corpus(args.cases, args.seed, slow=not args.no_slow)
     args.out.mkdir(parents=True, exist_ok=True)
     if args.save_corpus:
         (args.out / "corpus").mkdir(exist_ok=True)

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Everything behind docs/quality.md, from a fresh machine: the labelled Debian image sets,
-# the converted models, the zero-shot variants and the catalog-tuned heads (about 45 minutes
-# on 2 cores). Results under build/quality/.
+# the converted models, the zero-shot variants, the catalog-tuned heads and their learning
+# curve (about 65 minutes on 2 cores). Results under build/quality/.
 set -euo pipefail
 source "$(dirname "$0")/../scripts/lib.sh"
 cd "$REPO_ROOT"
@@ -19,6 +19,7 @@ done
 "$PY" -m indexer.quality.datasets fashion-mnist
 "$PY" -m indexer.quality.datasets fashion-mnist --split train --out build/datasets/fashion-mnist-train
 "$PY" -m indexer.quality.datasets fashion-mnist --per-class 600 --out build/datasets/fashion-mnist-6k
+"$PY" -m indexer.quality.datasets shop
 
 log "choosing the multiscale layer"
 "$PY" benchmarks/quality_multiscale.py --cache-dir "$CACHE"
@@ -30,3 +31,5 @@ log "catalog-tuned heads"
 "$PY" benchmarks/quality_heads.py --model-cache "$CACHE" --seed 1
 "$PY" benchmarks/quality_heads.py --model-cache "$CACHE" --seed 1 --datasets fashion-mnist-6k \
   --kinds classifier,triplet
+log "heads against labelled images per class"
+"$PY" benchmarks/quality_learning_curve.py --model-cache "$CACHE" --seeds 3

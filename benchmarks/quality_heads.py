@@ -18,7 +18,7 @@ import sys
 import time
 from pathlib import Path
 
-from indexer.quality.datasets import load_labelled
+from indexer.quality.datasets import QUALITY_SETS, load_labelled
 from indexer.quality.train_head import (
     BACKBONE,
     HEAD,
@@ -30,13 +30,11 @@ from lookalike.settings import Settings
 from worker.model.heads import TrainOptions
 
 DATASETS = {
-    "tuxpaint": Path("build/datasets/tuxpaint.csv"),
-    "openclipart": Path("build/datasets/openclipart.csv"),
-    "fashion-mnist": Path("build/datasets/fashion-mnist"),
+    **QUALITY_SETS,
     # Twice the labels (python -m indexer.quality.datasets fashion-mnist --per-class 600 --out ...).
     "fashion-mnist-6k": Path("build/datasets/fashion-mnist-6k"),
 }
-DEFAULT_DATASETS = ("tuxpaint", "openclipart", "fashion-mnist")
+DEFAULT_DATASETS = tuple(QUALITY_SETS)
 KINDS = ("standardise", "classifier", "triplet")
 METRICS = ("P@1", "P@5", "mAP@10")
 

@@ -11,6 +11,7 @@ features with a few weightings. The combination that wins is then built into the
     python -m indexer.quality.datasets fashion-mnist
     python -m indexer.quality.datasets openclipart
     python -m indexer.quality.datasets tuxpaint
+    python -m indexer.quality.datasets shop
     python benchmarks/quality_multiscale.py --cache-dir build/test-models
 """
 
@@ -22,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from indexer.quality.datasets import load_labelled
+from indexer.quality.datasets import QUALITY_SETS, load_labelled
 from lookalike.images import ImageProblem, decode_image
 from lookalike.models import get_backbone
 from worker.model import efficientnet_lite
@@ -31,11 +32,7 @@ from worker.model.embedder import l2_normalise
 from worker.model.files import import_tensorflow
 from worker.model.preprocess import preprocess
 
-DATASETS = {
-    "tuxpaint": Path("build/datasets/tuxpaint.csv"),
-    "openclipart": Path("build/datasets/openclipart.csv"),
-    "fashion-mnist": Path("build/datasets/fashion-mnist"),
-}
+DATASETS = QUALITY_SETS
 
 
 def stage_ends(model: str) -> dict[str, str]:

@@ -9,7 +9,7 @@ the first variant (± two standard errors over the queries), and writes everythi
 ``build/quality/variants.json`` and a report per variant and dataset.
 
     python -m indexer.quality.datasets tuxpaint && python -m indexer.quality.datasets openclipart
-    python -m indexer.quality.datasets fashion-mnist
+    python -m indexer.quality.datasets fashion-mnist && python -m indexer.quality.datasets shop
     python benchmarks/quality_variants.py --model-cache build/test-models [--only lite0,crop]
 """
 
@@ -22,23 +22,19 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from indexer.quality.datasets import load_labelled
-from indexer.quality.evaluate import evaluate, write_report
+from indexer.quality.datasets import QUALITY_SETS, load_labelled
+from indexer.quality.evaluate import evaluate, paired_difference, write_report
 from indexer.quality.results import COLOUR, MODEL, RANDOM, Evaluation
 from lookalike.settings import Settings
 
 DATASETS = {
-    "tuxpaint": Path("build/datasets/tuxpaint.csv"),
-    "openclipart": Path("build/datasets/openclipart.csv"),
-    "fashion-mnist": Path("build/datasets/fashion-mnist"),
+    **QUALITY_SETS,
     # Not used to choose anything (the multiscale layer was chosen on the three above): a
     # confirmation set of other images (python -m indexer.quality.datasets fashion-mnist --split
     # train --out build/datasets/fashion-mnist-train).
     "fashion-mnist-train": Path("build/datasets/fashion-mnist-train"),
 }
-DEFAULT_DATASETS = ("tuxpaint", "openclipart", "fashion-mnist")
+DEFAULT_DATASETS = tuple(QUALITY_SETS)
 LITE0 = "efficientnet-lite0"
 # name -> settings overrides; the first is the reference for the paired differences.
 VARIANTS: dict[str, dict[str, Any]] = {
@@ -84,13 +80,6 @@ def run(
     return results
 
 
-def paired(reference: np.ndarray, other: np.ndarray) -> tuple[float, float]:
-    """Mean difference and two standard errors, over queries valid in both."""
-    mask = ~np.isnan(reference) & ~np.isnan(other)
-    diff = other[mask] - reference[mask]
-    return float(diff.mean()), float(2 * diff.std(ddof=1) / np.sqrt(len(diff)))
-
-
 def tables(results: dict[str, dict[str, Evaluation]]) -> str:
     datasets = list(results)
     names = list(next(iter(results.values())))
@@ -119,7 +108,7 @@ def tables(results: dict[str, dict[str, Evaluation]]) -> str:
         for d in datasets:
             ref = results[d][first].methods[MODEL].scores.per_query["P@5"]
             got = results[d][name].methods[MODEL].scores.per_query["P@5"]
-            mean, two_se = paired(ref, got)
+            mean, two_se = paired_difference(ref, got)
             cells.append(f"{mean:+.3f} ± {two_se:.3f}")
         lines.append(f"| {name} | {' | '.join(cells)} |")
     sizes = ", ".join(

@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import io
 import math
+import re
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -20,6 +21,14 @@ SUPPORTED_FORMATS = frozenset({"JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF"})
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"})
 MIN_SIDE = 8
 MAX_ASPECT_RATIO = 20.0
+# A progressive JPEG's decoder passes over every block of the picture once per scan, so a
+# file of thousands of tiny scans keeps libjpeg busy for minutes within the pixel bound (a
+# 0.3 MB 36 MP file of 3,000 scans: 2.1 s; docs/reliability.md). Encoders write 10 or so.
+MAX_JPEG_SCANS = 100
+# Pillow walks a PNG's chunks in Python, ~2.6 µs each: a million empty ones (12 MB) keep the
+# API's header read busy for seconds. Encoders write a few dozen, plus one IDAT per 8-64 KB of
+# image data (a 16 MB upload: at most ~2,000).
+MAX_PNG_CHUNKS = 100_000
 
 # How a catalog item's picture was decoded before framing, recorded on its point under
 # DECODE_FIELD: vectors are comparable only between points decoded alike. ``full``: every
@@ -230,6 +239,13 @@ def _open(data: bytes, max_pixels: int) -> Image.Image:
             "unsupported_format",
             f"{brand} images are not supported; convert to JPEG, PNG or WebP",
         )
+    # Before Pillow's header read, which walks the chunks before the image data itself.
+    if data.startswith(_PNG_SIGNATURE) and png_chunks(data, MAX_PNG_CHUNKS) > MAX_PNG_CHUNKS:
+        raise ImageProblem(
+            "corrupt_image",
+            f"the PNG has more than {MAX_PNG_CHUNKS} chunks, which only a damaged or hostile "
+            "file has; re-encode it",
+        )
     img = Image.open(io.BytesIO(data))
     fmt = img.format
     if fmt not in SUPPORTED_FORMATS:
@@ -255,7 +271,66 @@ def _open(data: bytes, max_pixels: int) -> Image.Image:
             f"image is {width}x{height}; the longer side may be at most "
             f"{MAX_ASPECT_RATIO:g} times the shorter",
         )
+    if fmt == "JPEG" and jpeg_scans(data, MAX_JPEG_SCANS) > MAX_JPEG_SCANS:
+        raise ImageProblem(
+            "corrupt_image",
+            f"the JPEG has more than {MAX_JPEG_SCANS} scans (progressive passes), which only "
+            "a damaged or hostile file has; re-encode it",
+        )
     return img
+
+
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def png_chunks(data: bytes, limit: int) -> int:
+    """How many chunks a PNG holds, counting no further than ``limit`` + 1 (their lengths
+    walked, ~0.3 µs a chunk; the checksums are Pillow's to check)."""
+    chunks, pos, end = 0, 8, len(data)
+    while pos + 8 <= end and chunks <= limit:
+        chunks += 1
+        if data[pos + 4 : pos + 8] == b"IEND":
+            break
+        pos += 12 + int.from_bytes(data[pos : pos + 4], "big")
+    return chunks
+
+
+# A marker: 0xFF then a byte that is not a stuffed zero, a restart marker or a fill byte
+# (the only ways 0xFF appears in entropy-coded data).
+_JPEG_MARKER = re.compile(rb"\xff[^\x00\xd0-\xd7\xff]")
+_SOS, _EOI = 0xDA, 0xD9
+
+
+def jpeg_scans(data: bytes, limit: int) -> int:
+    """How many scans (SOS segments) a JPEG holds, counting no further than ``limit`` + 1:
+    its segments walked by their lengths, each scan's entropy-coded data skipped to the next
+    marker by a regular expression (C speed: well under a millisecond for a 4 MP photo).
+    Stops at the first EOI, so a trailer after the picture (a phone's preview, a video) is
+    not read."""
+    scans = 0
+    pos = 2
+    while scans <= limit:
+        if data[pos : pos + 1] != b"\xff" or data[pos + 1 : pos + 2] in (b"\xff", b""):
+            # Fill bytes, or a segment that does not end where its length said: on to the
+            # next marker.
+            found = _JPEG_MARKER.search(data, pos)
+            if found is None:
+                break
+            pos = found.start()
+        marker = data[pos + 1]
+        if marker == _EOI:
+            break
+        if marker == 0x01 or 0xD0 <= marker <= 0xD8:  # markers without a length
+            pos += 2
+            continue
+        pos += 2 + int.from_bytes(data[pos + 2 : pos + 4], "big")
+        if marker == _SOS:
+            scans += 1
+            found = _JPEG_MARKER.search(data, pos)
+            if found is None:
+                break
+            pos = found.start()
+    return scans
 
 
 @contextmanager

@@ -207,6 +207,11 @@ class Settings(_LookalikeSettings):
     max_upload_bytes: Positive = 16 * 1024 * 1024
     max_image_pixels: Positive = 40_000_000
     max_metadata_bytes: Positive = 16 * 1024
+    # The worker decodes each image in a child process killed after this many seconds: a
+    # file that keeps a decoder busy fails alone as ``decode_timeout`` (a search photo: a 422)
+    # instead of holding a worker thread. ~1 CPU-ms a photo (docs/reliability.md); a 40 MP
+    # picture decodes in about a second. 0: decode in the worker's process, unbounded.
+    decode_timeout_s: Annotated[float, Field(ge=0)] = 5.0
     # How long the API waits for a query-time embedding from a worker.
     query_timeout_s: Annotated[float, Field(gt=0)] = 30.0
     # Redis redelivers a task whose worker died (SIGKILL, OOM) after this long; it must exceed

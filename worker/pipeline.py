@@ -105,11 +105,31 @@ def decode_mode(runtime: WorkerRuntime, version: Version | None) -> str:
     return mode
 
 
-def decode_for(runtime: WorkerRuntime, data: bytes, mode: str, input_size: int) -> Image.Image:
-    """A catalog image decoded the way ``mode`` says (lookalike/images.py DECODE_*)."""
-    return decode_as(
-        data, mode, max_pixels=runtime.settings.max_image_pixels, input_size=input_size
-    )
+def decode_for(
+    runtime: WorkerRuntime, data: bytes, mode: str, input_size: int, *, larger_side: int = 0
+) -> tuple[Image.Image, Image.Image | None, float]:
+    """A catalog image decoded the way ``mode`` says (lookalike/images.py DECODE_*), in a
+    child process killed past LOOKALIKE_DECODE_TIMEOUT_S (worker/decoding.py): ImageProblem
+    ``decode_timeout``. Returns the image; with ``larger_side``, the picture reduced to that
+    many pixels on its longer side from the same decode when it held them (None: it did not,
+    decode again: lookalike.images.decode_with_larger); and the CPU seconds the decode took
+    in the child (0 when decoded here: the caller's thread time counts it)."""
+    max_pixels = runtime.settings.max_image_pixels
+    decoder = runtime.decoder
+    if decoder is None:
+        if larger_side:
+            image, larger = decode_with_larger(
+                data, mode, max_pixels=max_pixels, input_size=input_size, longer=larger_side
+            )
+            return image, larger, 0.0
+        return decode_as(data, mode, max_pixels=max_pixels, input_size=input_size), None, 0.0
+    if larger_side:
+        done = decoder.decode_with_larger(
+            data, mode, max_pixels=max_pixels, input_size=input_size, longer=larger_side
+        )
+    else:
+        done = decoder.decode_as(data, mode, max_pixels=max_pixels, input_size=input_size)
+    return done.image, done.larger, done.cpu_s
 
 
 def index_items(runtime: WorkerRuntime, items: list[dict[str, Any]]) -> BatchReport:
@@ -200,25 +220,21 @@ def _decode_item(
         return None
     read = time.thread_time()
     metrics.observe_stage("read", read - cpu)
-    larger: Image.Image | None = None
     try:
-        if runtime.settings.duplicate_keypoints:
+        image, larger, child_cpu = decode_for(
+            runtime,
+            data,
+            mode,
+            input_size,
             # One decode for the model and, when it holds enough pixels, the keypoints.
-            image, larger = decode_with_larger(
-                data,
-                mode,
-                max_pixels=runtime.settings.max_image_pixels,
-                input_size=input_size,
-                longer=KEYPOINTS_SIDE,
-            )
-        else:
-            image = decode_for(runtime, data, mode, input_size)
+            larger_side=KEYPOINTS_SIDE if runtime.settings.duplicate_keypoints else 0,
+        )
     except ImageProblem as exc:
         metrics.observe_stage("decode", time.thread_time() - read)
         report.fail(item_id, exc.code, exc.message)
         return None
     decoded = time.thread_time()
-    metrics.observe_stage("decode", decoded - read)
+    metrics.observe_stage("decode", decoded - read + child_cpu)
     keypoints: dict[str, Any] = {}
     if runtime.settings.duplicate_keypoints:
         try:
@@ -418,14 +434,12 @@ def _query_image(
     side = input_size if box is None else math.ceil(input_size / min(box[2], box[3]))
     if mode != DECODE_FULL:
         # Decoded exactly as the catalog's images are.
-        image = decode_for(runtime, data, DECODE_SCALED, side)
+        image = decode_for(runtime, data, DECODE_SCALED, side)[0]
     else:
         # A catalog decoded in full: a phone photo decodes several times faster at a
         # reduced JPEG scale that still leaves twice the model's input, and the query's
         # vector stays within cosine 0.99 of a full decode (docs/performance.md).
-        image = decode_image(
-            data, max_pixels=runtime.settings.max_image_pixels, draft_size=QUERY_DRAFT_FACTOR * side
-        )
+        image = _decode_draft(runtime, data, QUERY_DRAFT_FACTOR * side)
     return image if box is None else crop_box(image, box)
 
 
@@ -450,8 +464,8 @@ def explain(
         else:
             first = decode_for(
                 runtime, runtime.blobs.get(query["image_sha256"]), mode, embedder.input_size
-            )
-        second = decode_for(runtime, runtime.blobs.get(result_sha), mode, embedder.input_size)
+            )[0]
+        second = decode_for(runtime, runtime.blobs.get(result_sha), mode, embedder.input_size)[0]
     except ImageProblem as exc:
         return {"error": {"code": exc.code, "message": exc.message}}
     except (ValueError, FileNotFoundError):
@@ -463,3 +477,12 @@ def explain(
         }
     reader = get_map_reader(model, runtime.settings.model_dir)
     return {**explain_pair(embedder, reader, first, second), "model_version": embedder.version}
+
+
+def _decode_draft(runtime: WorkerRuntime, data: bytes, draft_size: int) -> Image.Image:
+    """A search photo for a catalog decoded in full, time-bounded as :func:`decode_for`."""
+    max_pixels = runtime.settings.max_image_pixels
+    decoder = runtime.decoder
+    if decoder is None:
+        return decode_image(data, max_pixels=max_pixels, draft_size=draft_size)
+    return decoder.decode_draft(data, max_pixels=max_pixels, draft_size=draft_size).image

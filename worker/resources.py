@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from typing import TYPE_CHECKING, Any
 
 from lookalike.blobs import BlobStore
@@ -9,6 +10,7 @@ from lookalike.settings import Settings
 from lookalike.store import LazyStore, VectorStore
 
 if TYPE_CHECKING:
+    from worker.decoding import DecodeProcesses
     from worker.model import Embedder
 
 
@@ -22,6 +24,8 @@ class WorkerRuntime:
         self.task_threads = 1
         # Catalog version name -> how its images are decoded (worker/pipeline.py decode_mode).
         self.decode_modes: dict[str, str] = {}
+        self._decoder: DecodeProcesses | None = None
+        self._lock = threading.Lock()
 
     @property
     def store(self) -> VectorStore:
@@ -35,7 +39,23 @@ class WorkerRuntime:
 
         return get_embedder(self.settings, self.task_threads)
 
+    @property
+    def decoder(self) -> DecodeProcesses | None:
+        """The time-bounded decoder (worker/decoding.py); None with LOOKALIKE_DECODE_TIMEOUT_S=0."""
+        if self.settings.decode_timeout_s <= 0:
+            return None
+        with self._lock:
+            if self._decoder is None:
+                from worker.decoding import DecodeProcesses
+
+                self._decoder = DecodeProcesses(self.settings.decode_timeout_s)
+            return self._decoder
+
     def close(self) -> None:
+        with self._lock:
+            if self._decoder is not None:
+                self._decoder.close()
+                self._decoder = None
         self._store.close()
 
 

@@ -16,7 +16,11 @@ Exporters write such sets from Debian packages (``python -m indexer.quality.data
 - ``openclipart`` (package ``openclipart-png``): a manifest over the clip art, labelled by
   category and sub-category (``animals/birds``), classes with too few images left out;
 - ``tuxpaint`` (package ``tuxpaint-stamps-default``): a manifest over the stamps, labelled by
-  top-level category.
+  top-level category;
+- ``shop`` (both packages): catalog photos as a shop takes them, a folder of JPEGs labelled
+  by product category: tuxpaint's photographed stamps and openclipart's objects, each
+  composited at one position and scale onto one studio backdrop (:mod:`indexer.quality.studio`),
+  at 0.5, 1.1 and 1.5 MP.
 """
 
 from __future__ import annotations
@@ -55,6 +59,40 @@ FASHION_MNIST_CLASSES = (
 )
 OPENCLIPART = Path("/usr/share/openclipart/png")
 TUXPAINT_STAMPS = Path("/usr/share/tuxpaint/stamps")
+# The labelled sets docs/quality.md's tables are measured on, by name: where this module's
+# exporters write them by default (benchmarks/quality.sh builds them all).
+QUALITY_SETS = {
+    "tuxpaint": Path("build/datasets/tuxpaint.csv"),
+    "openclipart": Path("build/datasets/openclipart.csv"),
+    "fashion-mnist": Path("build/datasets/fashion-mnist"),
+    "shop": Path("build/datasets/shop"),
+}
+# The shop-like set's classes: label -> the package folders its products come from.
+# Tuxpaint's stamps over SHOP_PHOTO_BYTES are photographs cut out on transparency (the
+# smaller are drawings); openclipart's are objects drawn, as product renderings are. A label
+# is a product category whatever the source (a shop's "vehicles" mixes photos and renders).
+_TUX, _CLIP = TUXPAINT_STAMPS, OPENCLIPART
+SHOP_CLASSES: dict[str, tuple[tuple[Path, str], ...]] = {
+    "fruit": ((_TUX, "food/fruit"), (_CLIP, "food/fruit")),
+    "vehicles": ((_TUX, "vehicles"), (_CLIP, "transportation/vehicles")),
+    "flowers": ((_TUX, "plants"), (_CLIP, "plants/flowers")),
+    "birds": ((_TUX, "animals/birds"),),
+    "mammals": ((_TUX, "animals/mammals"),),
+    "beverages": ((_CLIP, "food/beverages"),),
+    "desserts": ((_CLIP, "food/desserts"),),
+    "tools": ((_CLIP, "tools"),),
+    # Tuxpaint's hobbies are musical instruments but for a camera and binoculars.
+    "music": ((_TUX, "hobbies"), (_CLIP, "recreation/music")),
+    "sports": ((_CLIP, "recreation/sports"),),
+    "toys": ((_CLIP, "recreation/toys"),),
+    "electronics": ((_CLIP, "electronics"),),
+    "office": ((_CLIP, "office"),),
+}
+SHOP_PHOTO_BYTES = 20_000
+# Catalog sizes, one 4:3 framing (so one position and scale): about 0.5, 1.1 and 1.5 MP.
+SHOP_SIZES = ((816, 612), (1200, 900), (1416, 1062))
+# Bump when the photos change, so an exported set is rebuilt.
+SHOP_RECIPE = 1
 
 
 class DatasetError(ValueError):
@@ -275,24 +313,83 @@ def openclipart_manifest(
     """
     if not source.is_dir():
         raise DatasetError(f"{source} missing: apt-get install openclipart-png")
-    from PIL import Image
-
-    items = []
-    for item in _folder(source, label_depth=2):
-        # A handful of gradients and patterns are posters of up to 600 MP: no catalog image.
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-                with Image.open(item.path) as image:
-                    size = image.width * image.height
-        except (OSError, Image.DecompressionBombError):
-            continue
-        if size <= max_pixels:
-            items.append(item)
+    items = [
+        item for item in _folder(source, label_depth=2) if 0 < _pixels(item.path) <= max_pixels
+    ]
     chosen = stratified_sample(
         items, per_class=per_class, min_per_class=min_per_class, seed=seed, exclude=["unsorted"]
     )
     return write_manifest(chosen, out)
+
+
+def export_shop(out_dir: Path, *, per_class: int = 30, seed: int = 0) -> Path:
+    """Write the shop-like set: ``out_dir/<label>/<n>.jpg``, at most ``per_class`` products
+    of each of :data:`SHOP_CLASSES`, each on the studio set (:func:`indexer.quality.studio.studio`),
+    resized to one of :data:`SHOP_SIZES` in turn and saved as JPEG quality 85-92.
+
+    Deterministic per seed; kept when ``out_dir/shop.json`` holds the same parameters.
+    """
+    import numpy as np
+    from PIL import Image
+
+    from indexer.quality.studio import studio, studio_background
+
+    params = {"recipe": SHOP_RECIPE, "per_class": per_class, "seed": seed}
+    stamp = out_dir / "shop.json"
+    if stamp.is_file() and json.loads(stamp.read_text()).get("params") == params:
+        return out_dir
+    for root, package in (
+        (TUXPAINT_STAMPS, "tuxpaint-stamps-default"),
+        (OPENCLIPART, "openclipart-png"),
+    ):
+        if not root.is_dir():
+            raise DatasetError(f"{root} missing: apt-get install {package}")
+    rng = np.random.default_rng(seed)
+    background = studio_background()
+    counts: dict[str, int] = {}
+    n = 0
+    for label, folders in SHOP_CLASSES.items():
+        paths = [
+            path
+            for root, folder in folders
+            for path in sorted((root / folder).rglob("*.png"))
+            if _shop_source(root, path)
+        ]
+        chosen = sorted(rng.choice(len(paths), size=min(per_class, len(paths)), replace=False))
+        (out_dir / label).mkdir(parents=True, exist_ok=True)
+        for i in chosen:
+            with Image.open(paths[i]) as raw:
+                photo, _ = studio(raw, background, rng)
+            size = SHOP_SIZES[n % len(SHOP_SIZES)]
+            if photo.size != size:
+                photo = photo.resize(size, Image.Resampling.LANCZOS)
+            quality = int(rng.integers(85, 93))
+            name = f"{paths[i].parent.name}-{paths[i].stem}.jpg"
+            photo.save(out_dir / label / name, "JPEG", quality=quality)
+            n += 1
+        counts[label] = len(chosen)
+    stamp.write_text(json.dumps({"params": params, "classes": counts}, indent=2) + "\n")
+    return out_dir
+
+
+def _shop_source(root: Path, path: Path) -> bool:
+    if root == TUXPAINT_STAMPS:
+        return path.stat().st_size > SHOP_PHOTO_BYTES
+    return 0 < _pixels(path) <= 4_000_000
+
+
+def _pixels(path: Path) -> int:
+    """An image's pixel count from its header; 0 for a file that does not open (a handful
+    of openclipart's gradients and patterns are posters of up to 600 MP)."""
+    from PIL import Image
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as image:
+                return image.width * image.height
+    except (OSError, Image.DecompressionBombError):
+        return 0
 
 
 def tuxpaint_manifest(out: Path, *, source: Path = TUXPAINT_STAMPS) -> Path:
@@ -317,7 +414,10 @@ def main(argv: list[str] | None = None) -> int:
     oc.add_argument("--min-per-class", type=int, default=20)
     tp = sub.add_parser("tuxpaint", help="manifest over tuxpaint-stamps-default")
     tp.add_argument("--out", type=Path, default=Path("build/datasets/tuxpaint.csv"))
-    for p in (fm, oc):
+    sh = sub.add_parser("shop", help="JPEG folder of studio product photos (both packages)")
+    sh.add_argument("--out", type=Path, default=Path("build/datasets/shop"))
+    sh.add_argument("--per-class", type=int, default=30)
+    for p in (fm, oc, sh):
         p.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     try:
@@ -332,6 +432,8 @@ def main(argv: list[str] | None = None) -> int:
                 min_per_class=args.min_per_class,
                 seed=args.seed,
             )
+        elif args.dataset == "shop":
+            out = export_shop(args.out, per_class=args.per_class, seed=args.seed)
         else:
             out = tuxpaint_manifest(args.out)
     except DatasetError as exc:

@@ -100,6 +100,14 @@ def retrieval_metrics(
     return Scores(summary, per_query, valid)
 
 
+def paired_difference(reference: np.ndarray, other: np.ndarray) -> tuple[float, float]:
+    """Mean of ``other`` - ``reference`` (per-query values of one metric) over the queries
+    valid in both, and two standard errors of it."""
+    mask = ~np.isnan(reference) & ~np.isnan(other)
+    diff = other[mask] - reference[mask]
+    return float(diff.mean()), float(2 * diff.std(ddof=1) / np.sqrt(len(diff)))
+
+
 def chance_precision(labels: Sequence[str]) -> float:
     """Expected P@k of a random ranking (any k): mean over valid queries of R / (n - 1)."""
     _, inverse, counts = np.unique(np.asarray(labels), return_inverse=True, return_counts=True)
@@ -554,5 +562,11 @@ def run_evaluate(args: argparse.Namespace) -> int:
     names = {MODEL: f"model {evaluation.model['version']}"}
     scores = {n: m.scores for n, m in evaluation.methods.items()}
     print(metrics_table(scores, evaluation.ks, names))
+    model = evaluation.methods[MODEL].scores
+    errors = ", ".join(
+        f"P@{k} {model.summary[f'P@{k}']:.3f} ± {model.standard_error(f'P@{k}'):.3f}"
+        for k in evaluation.ks
+    )
+    print(f"model: {errors} (± one standard error over the queries)")
     print(f"chance P@k: {evaluation.chance:.3f}; report: {paths['markdown']}")
     return 0

@@ -32,6 +32,13 @@ class Scores:
     # (n,) bool: queries that count (their label has another image).
     valid: np.ndarray
 
+    def standard_error(self, metric: str) -> float:
+        """The standard error of ``metric``'s mean over the queries that count."""
+        values = self.per_query[metric][self.valid]
+        if len(values) < 2:
+            return float("nan")
+        return float(values.std(ddof=1) / math.sqrt(len(values)))
+
     def per_class(self, labels: Sequence[str], metric: str) -> dict[str, float]:
         values = self.per_query[metric]
         out: dict[str, float] = {}

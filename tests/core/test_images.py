@@ -10,7 +10,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from lookalike.images import ImageProblem, decode_image, decode_scaled, validate_image
+from lookalike.images import (
+    ImageProblem,
+    check_image,
+    decode_image,
+    decode_scaled,
+    validate_image,
+)
 from worker.model.preprocess import preprocess
 
 MAX_PIXELS = 40_000_000
@@ -252,3 +258,66 @@ def test_webp_validation_refuses_a_cut_short_file_without_decoding_it(
     frames = [catalog_photo, catalog_photo.transpose(Image.Transpose.FLIP_LEFT_RIGHT)]
     animated = encode(frames[0], "WEBP", save_all=True, append_images=frames[1:])
     assert validate_image(animated, max_pixels=MAX_PIXELS)[0] == "WEBP"
+
+
+def test_a_jpeg_of_more_than_max_scans_is_refused_and_real_encodings_are_not(
+    photo: Image.Image,
+) -> None:
+    from benchmarks.fuzz_images import jpeg_many_scans
+    from lookalike.images import MAX_JPEG_SCANS, jpeg_scans
+
+    progressive = {
+        "rgb": encode(photo, "JPEG", progressive=True),
+        "grey": encode(photo.convert("L"), "JPEG", progressive=True),
+        "cmyk": encode(photo.convert("CMYK"), "JPEG", progressive=True),
+    }
+    assert {k: jpeg_scans(v, MAX_JPEG_SCANS) for k, v in progressive.items()} == {
+        "rgb": 10,
+        "grey": 6,
+        "cmyk": 18,
+    }
+    baseline = encode(photo, "JPEG")
+    # Bytes that look like scan markers inside EXIF, or after the picture (a phone's trailer),
+    # are not scans.
+    exif = encode(photo, "JPEG", exif=Image.Exif().tobytes() + b"\xff\xda\x00\x08" * 200)
+    trailer = baseline + b"\xff\xda\x00\x08" * 200
+    for data in (baseline, exif, trailer):
+        assert jpeg_scans(data, MAX_JPEG_SCANS) == 1
+        assert decode_image(data, max_pixels=10**7).size == photo.size
+    for data in progressive.values():
+        assert validate_image(data, max_pixels=10**7)[0] == "JPEG"
+    hostile = jpeg_many_scans(256, MAX_JPEG_SCANS)  # its 10 scans and 100 more
+    assert jpeg_scans(hostile, MAX_JPEG_SCANS) == MAX_JPEG_SCANS + 1
+    assert problem(hostile) == "corrupt_image"
+    with pytest.raises(ImageProblem, match="scans"):
+        validate_image(hostile, max_pixels=10**7)
+
+
+def test_a_png_of_more_than_max_chunks_is_refused_and_split_image_data_is_not(
+    photo: Image.Image,
+) -> None:
+    from benchmarks.fuzz_images import png_many_chunks
+    from lookalike.images import MAX_PNG_CHUNKS, png_chunks
+
+    png = encode(photo, "PNG")
+    # Its first IDAT cut into 256-byte chunks (encoders write 8-64 KB): still a usable picture.
+    at = png.index(b"IDAT") - 4
+    size = int.from_bytes(png[at : at + 4], "big")
+    idat = png[at + 8 : at + 8 + size]
+    pieces = [idat[i : i + 256] for i in range(0, size, 256)]
+    split = png[:at] + b"".join(_chunk(b"IDAT", p) for p in pieces) + png[at + 12 + size :]
+    assert png_chunks(split, MAX_PNG_CHUNKS) > len(pieces) > 200
+    assert decode_image(split, max_pixels=MAX_PIXELS).tobytes() == photo.tobytes()
+    for hostile in (
+        png_many_chunks(MAX_PNG_CHUNKS),
+        png_many_chunks(MAX_PNG_CHUNKS, after_image=True),
+    ):
+        assert png_chunks(hostile, MAX_PNG_CHUNKS) == MAX_PNG_CHUNKS + 1
+        assert problem(hostile) == "corrupt_image"
+        with pytest.raises(ImageProblem, match="chunks"):
+            check_image(hostile, max_pixels=MAX_PIXELS)
+
+
+def _chunk(kind: bytes, body: bytes) -> bytes:
+    crc = struct.pack(">I", zlib.crc32(kind + body) & 0xFFFFFFFF)
+    return struct.pack(">I", len(body)) + kind + body + crc

@@ -15,9 +15,12 @@ from PIL import Image
 
 from indexer.cli import main as indexer_main
 from indexer.quality.datasets import (
+    OPENCLIPART,
+    SHOP_CLASSES,
     DatasetError,
     LabelledImage,
     export_fashion_mnist,
+    export_shop,
     load_labelled,
     stratified_sample,
     stratified_split,
@@ -62,6 +65,8 @@ def test_metrics_on_a_hand_checked_case() -> None:
     # A random ranking finds an "a" with probability 2/5, a "b" with 1/5.
     assert chance_precision(labels) == pytest.approx((3 * 2 / 5 + 2 * 1 / 5) / 5)
     assert scores.per_class(labels, "P@1") == {"a": pytest.approx(2 / 3), "b": 0.5}
+    # P@1 over the 5 queries: 1, 0, 1, 1, 0: sample standard deviation sqrt(0.3), / sqrt(5).
+    assert scores.standard_error("P@1") == pytest.approx((0.3 / 5) ** 0.5)
 
 
 def test_metrics_refuse_too_few_neighbours() -> None:
@@ -176,6 +181,31 @@ def test_fashion_mnist_export_reads_idx_files(tmp_path: Path) -> None:
     with Image.open(out / "ankle-boot" / "t10k-00003.png") as image:
         assert image.size == (28, 28) and image.mode == "L"
         assert np.asarray(image).ravel()[:3].tolist() == [(3 * 784 + i) * 7 % 256 for i in range(3)]
+
+
+@pytest.mark.skipif(not OPENCLIPART.is_dir(), reason="needs Debian's openclipart-png")
+def test_shop_export_writes_catalog_photos_of_every_class_on_one_studio_set(
+    tmp_path: Path,
+) -> None:
+    out = export_shop(tmp_path / "shop", per_class=2)
+
+    items = load_labelled(out)
+    assert sorted({i.label for i in items}) == sorted(SHOP_CLASSES)
+    assert len(items) == 2 * len(SHOP_CLASSES)
+    sizes = set()
+    for item in items:
+        with Image.open(item.path) as image:
+            assert image.format == "JPEG" and image.mode == "RGB"
+            sizes.add(image.size)
+            corner = np.asarray(image.convert("L").resize((40, 30)))[:3, :3]
+        # One backdrop: the same light grey in every photo's corner, whatever the product.
+        assert 200 < corner.mean() < 240, item.path
+    megapixels = sorted(w * h / 1e6 for w, h in sizes)
+    assert len(sizes) == 3 and megapixels[0] > 0.45 and megapixels[-1] < 1.55, sizes
+    # Kept as it is when asked again with the same parameters.
+    before = {i.path: i.path.stat().st_mtime_ns for i in items}
+    export_shop(out, per_class=2)
+    assert {i.path: i.path.stat().st_mtime_ns for i in load_labelled(out)} == before
 
 
 # --- the real thing ----------------------------------------------------------------------------

@@ -1,0 +1,228 @@
+"""Heads with few labels: held-out P@5 of each head kind against labelled images per class.
+
+For each labelled set (``indexer.quality.datasets.QUALITY_SETS``), the default backbone's vectors
+(decoded and embedded as ``indexer evaluate`` does, cached under ``build/quality/cache``) are
+split once, stratified by label, into 70 % for training and 30 % held out (``indexer
+train-head``'s split). From the training part, 5, 10, 20, 50 and all labelled images of
+each class (a class with fewer gives all it has) train each head kind in memory
+(``worker.model.heads.train_head``, the kind's default options); the held-out images are
+then queries and gallery through the vector store, for the backbone and for the head. The
+gain is the head's P@5 minus the backbone's, paired over the held-out queries, ± two
+standard errors; ``--seeds N`` repeats each cell over N draws of the labelled images (and
+the heads' initialisation) and pairs each query's P@5 averaged over the draws.
+
+    python -m indexer.quality.datasets tuxpaint && python -m indexer.quality.datasets openclipart
+    python -m indexer.quality.datasets fashion-mnist && python -m indexer.quality.datasets shop
+    python benchmarks/quality_learning_curve.py --model-cache build/test-models
+
+Writes ``build/quality/learning-curve.md`` (the table), ``.json`` and ``.png`` (the curves).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from indexer.quality.datasets import (
+    QUALITY_SETS,
+    LabelledImage,
+    by_label,
+    load_labelled,
+    stratified_split,
+)
+from indexer.quality.evaluate import embed_items, paired_difference, score_vectors
+from lookalike.images import DECODE_SCALED
+from lookalike.settings import Settings
+
+PER_CLASS = (5, 10, 20, 50, 0)  # 0: every labelled image of the training split
+KINDS = ("standardise", "classifier", "triplet")
+BACKBONE, HEAD = "backbone", "head"
+TARGET = 0.10  # issue #23: +0.10 P@5 on held-out images at 20 labelled images a class
+
+
+def backbone_vectors(
+    items: list[LabelledImage], settings: Settings, cache_dir: Path
+) -> tuple[list[LabelledImage], np.ndarray]:
+    """The images that decode, and their vectors from the configured backbone (no head)."""
+    from worker.model import get_embedder
+
+    embedder = get_embedder(settings.replace(head=""))
+    embedded = embed_items(
+        items,
+        {BACKBONE: embedder.embed},
+        versions={BACKBONE: embedder.version},
+        max_pixels=settings.max_image_pixels,
+        cache_dir=cache_dir,
+        progress=sys.stderr,
+        decode=DECODE_SCALED,
+        input_size=embedder.input_size,
+    )
+    return [items[i] for i in embedded.ok], embedded.vectors[BACKBONE]
+
+
+def labelled_subset(train: list[LabelledImage], per_class: int, seed: int) -> list[LabelledImage]:
+    """``per_class`` images of each label (0 or more than it has: all of them)."""
+    rng = random.Random(seed)
+    chosen: list[LabelledImage] = []
+    for group in by_label(train).values():
+        take = len(group) if per_class <= 0 else min(per_class, len(group))
+        chosen.extend(rng.sample(group, take))
+    return chosen
+
+
+def head_vectors(kind: str, x: np.ndarray, y: np.ndarray, test_x: np.ndarray, seed: int) -> Any:
+    from worker.model.embedder import l2_normalise
+    from worker.model.heads import OUTPUT_NAME, TrainOptions, train_head
+
+    model = train_head(x, y, TrainOptions(kind=kind, seed=seed))
+    out = model.predict(test_x, batch_size=256, verbose=0)
+    return l2_normalise(np.asarray(out[OUTPUT_NAME] if isinstance(out, dict) else out))
+
+
+def curve(
+    name: str,
+    items: list[LabelledImage],
+    vectors: np.ndarray,
+    kinds: list[str],
+    seeds: int,
+    sizes: tuple[int, ...] = PER_CLASS,
+) -> list[dict[str, Any]]:
+    position = {item.id: i for i, item in enumerate(items)}
+    train, test = stratified_split(items, test_fraction=0.3, seed=0)
+    test_x = vectors[[position[i.id] for i in test]]
+    base = score_vectors(test, {BACKBONE: test_x})[BACKBONE][0]
+    rows = []
+    for per_class in sizes:
+        for kind in kinds:
+            heads, seconds, sizes = [], 0.0, []
+            for seed in range(seeds):
+                chosen = labelled_subset(train, per_class, seed)
+                x = vectors[[position[i.id] for i in chosen]]
+                y = np.array([i.label for i in chosen])
+                started = time.process_time()
+                got = head_vectors(kind, x, y, test_x, seed)
+                seconds += time.process_time() - started
+                heads.append(score_vectors(test, {HEAD: got})[HEAD][0].per_query["P@5"])
+                sizes.append(len(chosen))
+            # Each held-out query's P@5 averaged over the draws, then paired with the
+            # backbone's: the spread left is the queries' (a fixed held-out set).
+            mean, two_se = paired_difference(base.per_query["P@5"], np.mean(heads, axis=0))
+            row = {
+                "set": name,
+                "per_class": per_class or "all",
+                "kind": kind,
+                "labelled_images": int(np.mean(sizes)),
+                "held_out": len(test),
+                "backbone_p5": base.summary["P@5"],
+                "head_p5": base.summary["P@5"] + mean,
+                "gain": mean,
+                "two_se": two_se,
+                "draws": seeds,
+                "train_cpu_s": seconds / seeds,
+            }
+            rows.append(row)
+            print(
+                f"  {name} {row['per_class']}/class {kind}: {mean:+.3f} ± {row['two_se']:.3f}",
+                file=sys.stderr,
+            )
+    return rows
+
+
+def table(rows: list[dict[str, Any]]) -> str:
+    lines = [
+        "| set | per class | labelled images | held-out | backbone P@5 | "
+        + " | ".join(f"{k} gain" for k in KINDS)
+        + " |",
+        "|---|---|---|---|---|" + "---|" * len(KINDS),
+    ]
+    cells: dict[tuple[str, Any], dict[str, dict[str, Any]]] = {}
+    for row in rows:
+        cells.setdefault((row["set"], row["per_class"]), {})[row["kind"]] = row
+    for (name, per_class), by_kind in cells.items():
+        first = next(iter(by_kind.values()))
+        gains = []
+        for kind in KINDS:
+            row = by_kind.get(kind)
+            if row is None:
+                gains.append("—")
+                continue
+            mark = " **≥ 0.10**" if row["gain"] - row["two_se"] >= TARGET else ""
+            gains.append(f"{row['gain']:+.3f} ± {row['two_se']:.3f}{mark}")
+        lines.append(
+            f"| {name} | {per_class} | {first['labelled_images']} | {first['held_out']} | "
+            f"{first['backbone_p5']:.3f} | {' | '.join(gains)} |"
+        )
+    return "\n".join(lines)
+
+
+def plot(rows: list[dict[str, Any]], path: Path) -> None:
+    """Held-out P@5 against labelled images per class, one panel per set: the backbone as a
+    line, each head kind with its ± 2 SE band."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    sets = list(dict.fromkeys(row["set"] for row in rows))
+    fig, axes = plt.subplots(1, len(sets), figsize=(4 * len(sets), 3.4), squeeze=False)
+    for ax, name in zip(axes[0], sets, strict=True):
+        mine = [row for row in rows if row["set"] == name]
+        sizes = list(dict.fromkeys(str(row["per_class"]) for row in mine))
+        at = range(len(sizes))
+        ax.plot(at, [mine[0]["backbone_p5"]] * len(sizes), "k--", label="backbone")
+        for kind in dict.fromkeys(row["kind"] for row in mine):
+            cells = [row for row in mine if row["kind"] == kind]
+            p5 = np.array([row["head_p5"] for row in cells])
+            se = np.array([row["two_se"] for row in cells])
+            ax.plot(at, p5, marker="o", label=kind)
+            ax.fill_between(at, p5 - se, p5 + se, alpha=0.15)
+        ax.set_xticks(list(at), sizes)
+        ax.set_title(name)
+        ax.set_xlabel("labelled images per class")
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("held-out P@5")
+    axes[0][-1].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0],
+        epilog=__doc__.split("\n\n", 1)[1],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--model-cache", type=Path, default=Path("data/models"))
+    parser.add_argument("--out", type=Path, default=Path("build/quality"))
+    parser.add_argument("--datasets", default=",".join(QUALITY_SETS))
+    parser.add_argument("--kinds", default=",".join(KINDS))
+    parser.add_argument("--seeds", type=int, default=1, help="draws of the labelled images")
+    args = parser.parse_args()
+    settings = Settings.from_env().replace(model_cache=args.model_cache)
+    rows: list[dict[str, Any]] = []
+    for name in args.datasets.split(","):
+        started = time.monotonic()
+        print(name, file=sys.stderr)
+        items, vectors = backbone_vectors(
+            load_labelled(QUALITY_SETS[name]), settings, args.out / "cache"
+        )
+        rows += curve(name, items, vectors, args.kinds.split(","), args.seeds)
+        print(f"  {time.monotonic() - started:.0f} s", file=sys.stderr)
+    text = table(rows)
+    print(text)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "learning-curve.md").write_text(text + "\n")
+    (args.out / "learning-curve.json").write_text(json.dumps(rows, indent=2) + "\n")
+    plot(rows, args.out / "learning-curve.png")
+
+
+if __name__ == "__main__":
+    main()
