@@ -10,7 +10,7 @@
 
 Candidates come from the vector index (the nearest neighbours above an embedding-similarity
 floor; for multiscale vectors, a search by their pooled head alone:
-lookalike.duplicates.candidate_query), then each is verified with both items' stored
+lookalike.duplicate_candidates.candidate_query), then each is verified with both items' stored
 keypoints: no image is decoded. ``verification`` says what could be checked: ``verified``;
 ``too_plain`` (the item's image has too few keypoints: it has no near-duplicates or variants,
 only exact copies); ``needs_reindex`` (indexed before keypoints were stored: nothing but exact
@@ -30,7 +30,7 @@ from api.auth import read_only
 from api.contract import DuplicatesArgs, DuplicatesBody, parse_body, parse_query
 from api.errors import APIError
 from lookalike import verify
-from lookalike.duplicates import candidate_query
+from lookalike.duplicate_candidates import candidate_query
 from lookalike.schema import point_id
 from lookalike.store import StoredItem, VectorStore
 

@@ -1,6 +1,6 @@
 """Explain a match: ``POST /v1/explain`` says which regions of a query (an item, or an
 uploaded photo and its region) and of a result carry their similarity, as heatmaps over each
-image, and how the score splits over the embedding's parts (worker/model/explain.py). What it
+image, and how the score splits over the embedding's parts (worker/model/match_maps.py). What it
 takes and answers: api/contract.py ``ExplainQuery``, api/responses.py ``Explanation``.
 """
 

@@ -34,10 +34,10 @@ from api.contract import (
     parse_body,
 )
 from api.errors import APIError
-from lookalike.models import MODELS
 from lookalike.schema import ModelNotBuilt
 from lookalike.settings import SettingsError
 from lookalike.store import StoreError, StoreUnavailable, VectorStore, Version
+from lookalike.store.versions import model_of
 from lookalike.task_queues import REINDEX_ITEMS
 
 bp = Blueprint("reindex", __name__)
@@ -81,7 +81,7 @@ def _scroll(store: VectorStore, cursor: str | None, limit: int) -> tuple[list[An
 def _model(version: Version | None) -> str | None:
     if version is None:
         return None
-    return version.label if version.label in MODELS else context.settings().model
+    return model_of(version, context.settings().model)
 
 
 def _describe(store: VectorStore, version: Version | None) -> dict[str, Any] | None:

@@ -343,7 +343,7 @@ class Region(Point):
 
 
 class Heat(Answer):
-    """Where in one image the similarity lies (worker/model/explain.py)."""
+    """Where in one image the similarity lies (worker/model/match_maps.py)."""
 
     heatmap: str = Field(
         description="PNG data URL: the image as the model framed it (a square), tinted red "

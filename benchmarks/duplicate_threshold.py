@@ -33,7 +33,7 @@ threshold and the variant colour distance are chosen on the first half ("tune") 
 on the second ("test"), with edits drawn from another seed.
 
 A pair counts as found only if the candidate search would have found it too: its embedding
-similarity (the model's, as lookalike.duplicates.candidate_query weighs it) reaches the
+similarity (the model's, as lookalike.duplicate_candidates.candidate_query weighs it) reaches the
 candidate floor (lookalike.verify.CANDIDATE_FLOOR).
 
 Every image reaches the embedding and the keypoints as the worker sees it: from its file
@@ -65,7 +65,7 @@ from PIL import Image, ImageDraw, ImageEnhance, ImageFilter, ImageFont
 
 from indexer.quality.studio import STUDIO, studio, studio_background
 from lookalike import verify
-from lookalike.duplicates import candidate_query
+from lookalike.duplicate_candidates import candidate_query
 from lookalike.images import (
     DECODE_FULL,
     DECODE_SCALED,

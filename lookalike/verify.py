@@ -60,7 +60,7 @@ GRID_CELL = 32  # colour grid cell side, in SIDE-scaled pixels
 MIN_COLOURED = 4  # fewer coloured inliers: colour cannot tell, the pair is "near"
 COLOUR_QUANTILE = 75  # which percentile of the coloured inliers' colour change is compared
 # Candidates are the nearest neighbours in the vector index whose embedding similarity
-# (lookalike.duplicates.candidate_query) reaches this: low enough for heavy edits and
+# (lookalike.duplicate_candidates.candidate_query) reaches this: low enough for heavy edits and
 # recolouring, the verification decides.
 CANDIDATE_FLOOR = 0.5
 

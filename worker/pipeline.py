@@ -49,7 +49,7 @@ from lookalike.schema import (
     point_id,
     validate_id,
 )
-from lookalike.store import StoredItem, VectorStore, Version
+from lookalike.store import StoredItem, VectorStore, Version, versions
 from lookalike.verify import SIDE as KEYPOINTS_SIDE
 from worker import task_metrics as metrics
 from worker.keypoints import keypoint_payload
@@ -261,11 +261,8 @@ def _decode_item(
 
 
 def model_of(runtime: WorkerRuntime, version: Version | None) -> str:
-    """The model that fills a version: its label, or the configured model for a catalog
-    from before versions (label ``""``)."""
-    if version is not None and version.label in MODELS:
-        return version.label
-    return runtime.settings.model
+    """The model that fills a version (lookalike.store.versions.model_of)."""
+    return versions.model_of(version, runtime.settings.model)
 
 
 def embedder_for(runtime: WorkerRuntime, version: Version | None) -> Any:
@@ -446,10 +443,10 @@ def _query_image(
 def explain(
     runtime: WorkerRuntime, query: dict[str, Any], result_sha: str, box: Box | None = None
 ) -> dict[str, Any]:
-    """Why the result matches the query (worker/model/explain.py): ``query`` is a stored
+    """Why the result matches the query (worker/model/match_maps.py): ``query`` is a stored
     item's image (``{"image_sha256"}``) or a photo (``{"image": bytes}``, with an optional
     region ``box``)."""
-    from worker.model.explain import explain_pair, get_map_reader
+    from worker.model.match_maps import explain_pair, get_map_reader
 
     active = runtime.store.aliases().active
     model = model_of(runtime, active)

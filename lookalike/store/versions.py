@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 
+from lookalike.models import MODELS
 from lookalike.store.types import ALIAS_ROLES, StoreError, Version
 
 COLLECTION_NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,255}$")
@@ -33,3 +34,11 @@ def parse_version(collection: str, name: str) -> Version | None:
     if not sep or not LABEL_RE.match(label) or not number.isdigit():
         return None
     return Version(name, label, int(number))
+
+
+def model_of(version: Version | None, configured: str) -> str:
+    """The model that fills a version: its label, or the configured model for a catalog from
+    before versions (label ``""``) or with no version yet."""
+    if version is not None and version.label in MODELS:
+        return version.label
+    return configured

@@ -1,6 +1,6 @@
-"""The near-duplicate test's candidate search (lookalike/duplicates.py) on both vector stores:
-a multiscale vector is searched and scored by its pooled head alone, any other vector whole.
-The end-to-end test with the real model is tests/indexer/test_batch_api.py."""
+"""The near-duplicate test's candidate search (lookalike/duplicate_candidates.py) on both
+vector stores: a multiscale vector is searched and scored by its pooled head alone, any other
+vector whole. The end-to-end test with the real model is tests/indexer/test_batch_api.py."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lookalike.duplicates import candidate_query
+from lookalike.duplicate_candidates import candidate_query
 from lookalike.schema import MODEL_DIMS, MULTISCALE_DIMS, point_id
 from lookalike.store import StoredItem, VectorStore, open_store
 from support import STORE_BACKENDS, holds_float16, store_settings

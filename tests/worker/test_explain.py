@@ -10,7 +10,7 @@ import skimage.data
 from PIL import Image
 
 from worker.model import load_embedder
-from worker.model.explain import explain_pair, get_map_reader, shares
+from worker.model.match_maps import explain_pair, get_map_reader, shares
 
 
 def test_the_shares_of_one_image_add_up_to_the_cosine_of_the_means() -> None:
