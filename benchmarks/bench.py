@@ -152,6 +152,29 @@ def cpu_seconds(pid: int | str) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def tree_cpu_seconds(pid: int) -> float:
+    """CPU time of a process and of its descendants: live ones (the worker's decode
+    processes, worker/decoding.py) and those it has waited for."""
+    stats: dict[int, list[str]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stats[int(entry.name)] = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue  # gone meanwhile
+    tick = os.sysconf("SC_CLK_TCK")
+    total, todo = 0.0, [pid]
+    while todo:
+        current = todo.pop()
+        fields = stats.get(current)
+        if fields is None:
+            continue
+        # utime, stime, and cutime, cstime: children it has waited for.
+        total += sum(int(f) for f in fields[11:15]) / tick
+        todo.extend(child for child, f in stats.items() if int(f[1]) == current)
+    return total
+
+
 def children_cpu_seconds() -> float:
     """CPU time of the finished child processes waited for so far."""
     import resource
@@ -540,7 +563,7 @@ def bench_ingest(
             stages_before = server.stage_cpu()
             before_model = worker_model_rate(cache, ADJACENT_MODEL_S) if adjacent_model else None
             warm_cpus()
-            server_cpu, indexer_cpu = cpu_seconds(server.proc.pid), children_cpu_seconds()
+            server_cpu, indexer_cpu = tree_cpu_seconds(server.proc.pid), children_cpu_seconds()
             state = work / f"state-{len(report.ingest)}.sqlite"
             out = work / f"ingest-report-{len(report.ingest)}.json"
             before = server.embedded_images()
@@ -571,7 +594,7 @@ def bench_ingest(
                 progress.append((time.perf_counter() - t0, server.embedded_images() - before))
                 time.sleep(PROGRESS_INTERVAL_S)
             elapsed = time.perf_counter() - t0
-            server_cpu = cpu_seconds(server.proc.pid) - server_cpu
+            server_cpu = tree_cpu_seconds(server.proc.pid) - server_cpu
             stages = {k: v - stages_before.get(k, 0.0) for k, v in server.stage_cpu().items()}
             indexer_cpu = children_cpu_seconds() - indexer_cpu
             after_model = worker_model_rate(cache, ADJACENT_MODEL_S) if adjacent_model else None
