@@ -2,8 +2,18 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
+import httpx
 import pytest
 
 from lookalike.settings import Settings
@@ -144,3 +154,114 @@ def index_stamps(client, per_category: int, tenant: str) -> dict[str, Path]:  # 
     for task_id in tasks:
         assert wait_for_task(client, task_id, headers=headers)["status"] == "succeeded"
     return items
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextmanager
+def served_embedded(
+    root: Path, model_cache_dir: Path, **settings: str
+) -> Iterator[tuple[str, dict[str, str]]]:
+    """`lookalike serve` on the embedded defaults in its own process, data under ``root``,
+    with these extra LOOKALIKE_* ``settings``: its URL and the environment it (and an indexer
+    run against it) uses. Stopped with SIGTERM, as a supervisor would."""
+    port = free_port()
+    env = dict(
+        os.environ,
+        LOOKALIKE_DATA_DIR=str(root / "data"),
+        LOOKALIKE_MODEL_CACHE=str(model_cache_dir),
+        LOOKALIKE_REDIS_URL="",
+        LOOKALIKE_QDRANT_URL="",
+        LOOKALIKE_API_KEYS_READ="",
+        LOOKALIKE_API_KEYS_WRITE="",
+        LOOKALIKE_INDEXER_STATE_DIR=str(root / "indexer-state"),
+        **settings,
+    )
+    env.pop("LOOKALIKE_API_KEY", None)
+    with (root / "server.log").open("wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "launcher.cli", "serve", "--port", str(port)],
+            cwd=REPO,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 180
+    while True:
+        if proc.poll() is not None:
+            pytest.fail(f"the service exited: {(root / 'server.log').read_text()[-3000:]}")
+        try:
+            if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
+                break
+        except httpx.HTTPError:
+            pass
+        if time.monotonic() > deadline:
+            proc.kill()
+            pytest.fail("the service did not get ready in 180 s")
+        time.sleep(0.3)
+    try:
+        yield url, env
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@contextmanager
+def served_over_http(app) -> Iterator[str]:  # type: ignore[no-untyped-def]
+    """``app`` behind waitress on a free local port, as `lookalike serve` runs it: its URL."""
+    from waitress.server import create_server
+
+    server = create_server(app, host="127.0.0.1", port=0, threads=4)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.effective_port}"
+    finally:
+        server.close()
+
+
+def index_items(client, items: Iterable[tuple[str, Path, dict]], job: str | None = None) -> None:  # type: ignore[no-untyped-def]
+    """Upload (id, image file, metadata) items through POST /v1/items (as one job, when
+    named) and wait until every one is indexed."""
+    import io
+    import json
+
+    tasks = []
+    for item_id, path, metadata in items:
+        form = {
+            "id": item_id,
+            "metadata": json.dumps(metadata),
+            "image": (io.BytesIO(path.read_bytes()), path.name),
+            **({"job": job} if job else {}),
+        }
+        resp = client.post("/v1/items", data=form, content_type="multipart/form-data")
+        assert resp.status_code == 202, resp.get_json()
+        tasks.append(resp.get_json()["task_id"])
+    for task_id in tasks:
+        assert wait_for_task(client, task_id)["status"] == "succeeded"
+
+
+def reindex_through_api(client, model: str = "efficientnet-lite0") -> None:  # type: ignore[no-untyped-def]
+    """What `indexer reindex` does, through the API: start a new version, send every page's
+    batch and wait for it, then switch to it."""
+    catalog = {"collection": "catalog"}
+    started = client.post("/v1/reindex", json={**catalog, "model": model})
+    assert started.status_code == 201, started.get_json()
+    cursor = None
+    while True:
+        page = client.post("/v1/reindex/batches", json={**catalog, "cursor": cursor}).get_json()
+        if page["task_id"]:
+            assert wait_for_task(client, page["task_id"])["status"] == "succeeded"
+        cursor = page["next_cursor"]
+        if not cursor:
+            break
+    assert client.post("/v1/reindex/switch", json=catalog).status_code == 200

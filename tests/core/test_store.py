@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import http.server
 import json
-import socket
 import subprocess
 import sys
 import textwrap
@@ -36,7 +35,7 @@ from lookalike.store import (
     Version,
     open_store,
 )
-from support import STORE_BACKENDS, holds_float16, store_settings
+from support import STORE_BACKENDS, free_port, holds_float16, store_settings
 
 DIM = 12
 N_ITEMS = 60
@@ -809,12 +808,6 @@ def test_edge_store_is_shared_by_threads(tmp_path: Path, query: np.ndarray) -> N
 
 
 # ----------------------------------------------------------------------- server errors
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def test_unreachable_server_is_unavailable() -> None:

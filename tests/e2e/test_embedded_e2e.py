@@ -4,30 +4,25 @@ labelled real photos, then edited copies find their originals and neighbours sha
 from __future__ import annotations
 
 import io
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
-from waitress.server import create_server
 
 from indexer.client import APIClient
 from indexer.ingest import ingest
 from indexer.sources import folder_items
 from lookalike.settings import Settings
-from support import CATEGORIES, edited_copy, labelled_images
+from support import CATEGORIES, edited_copy, labelled_images, served_over_http
 
 PER_CATEGORY = 10
 
 
 @pytest.fixture(scope="module")
 def base_url(embedded) -> Iterator[str]:  # type: ignore[no-untyped-def]
-    server = create_server(embedded.app, host="127.0.0.1", port=0, threads=4)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.effective_port}"
-    server.close()
+    with served_over_http(embedded.app) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")

@@ -9,15 +9,20 @@ import base64
 import io
 import json
 import os
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from waitress.server import create_server
 
-from support import REPO, composite, labelled_images, wait_for_task
+from support import (
+    REPO,
+    composite,
+    index_items,
+    labelled_images,
+    served_over_http,
+    wait_for_task,
+)
 
 CHROMIUM = os.environ.get("LOOKALIKE_TEST_CHROMIUM", "/usr/bin/chromium")
 SCREENSHOTS = REPO / "build" / "screenshots"
@@ -38,38 +43,23 @@ playwright_api = pytest.importorskip("playwright.sync_api")
 
 @pytest.fixture(scope="module")
 def catalog(client) -> dict[str, Path]:  # type: ignore[no-untyped-def]
-    paths: dict[str, Path] = {}
-    tasks = []
+    items = []
     for n, (category, path) in enumerate(labelled_images(PER_CATEGORY, CATEGORIES)):
-        item_id = f"{category}-{n % PER_CATEGORY}"
         meta = {
             "category": category,
             "brand": "acme" if n % 2 else "zeta",
             "price": float(5 + 3 * n),
             "in_stock": n % 5 != 0,
         }
-        form: dict[str, Any] = {
-            "id": item_id,
-            "job": "gallery-load",
-            "metadata": json.dumps(meta),
-            "image": (io.BytesIO(path.read_bytes()), path.name),
-        }
-        resp = client.post("/v1/items", data=form, content_type="multipart/form-data")
-        assert resp.status_code == 202, resp.get_json()
-        tasks.append(resp.get_json()["task_id"])
-        paths[item_id] = path
-    for task_id in tasks:
-        assert wait_for_task(client, task_id)["status"] == "succeeded"
-    return paths
+        items.append((f"{category}-{n % PER_CATEGORY}", path, meta))
+    index_items(client, items, job="gallery-load")
+    return {item_id: path for item_id, path, _ in items}
 
 
 @pytest.fixture(scope="module")
 def base_url(embedded, catalog) -> Iterator[str]:  # type: ignore[no-untyped-def]
-    server = create_server(embedded.app, host="127.0.0.1", port=0, threads=4)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.effective_port}"
-    server.close()
+    with served_over_http(embedded.app) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")

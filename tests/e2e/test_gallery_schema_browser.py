@@ -5,19 +5,16 @@ declared fields."""
 
 from __future__ import annotations
 
-import io
 import json
 import os
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from waitress.server import create_server
 
 from lookalike.settings import Settings
-from support import REPO, labelled_images, wait_for_task
+from support import REPO, index_items, labelled_images, served_over_http
 
 CHROMIUM = os.environ.get("LOOKALIKE_TEST_CHROMIUM", "/usr/bin/chromium")
 SCREENSHOTS = REPO / "build" / "screenshots"
@@ -46,10 +43,8 @@ def embedded_settings(tmp_path_factory: pytest.TempPathFactory, model_cache_dir:
 
 @pytest.fixture(scope="module")
 def catalog(client) -> dict[str, dict[str, Any]]:  # type: ignore[no-untyped-def]
-    items: dict[str, dict[str, Any]] = {}
-    tasks = []
+    items = []
     for n, (category, path) in enumerate(labelled_images(3, ("animals", "food", "plants"))):
-        item_id = f"{category}-{n % 3}"
         meta = {
             "category": category,
             "color": COLORS[n % 3],
@@ -57,27 +52,15 @@ def catalog(client) -> dict[str, dict[str, Any]]:  # type: ignore[no-untyped-def
             "released": f"{2022 + n % 4}-03-01",
             "rating": float(n % 5),
         }
-        form = {
-            "id": item_id,
-            "metadata": json.dumps(meta),
-            "image": (io.BytesIO(path.read_bytes()), path.name),
-        }
-        resp = client.post("/v1/items", data=form, content_type="multipart/form-data")
-        assert resp.status_code == 202, resp.get_json()
-        tasks.append(resp.get_json()["task_id"])
-        items[item_id] = meta
-    for task_id in tasks:
-        assert wait_for_task(client, task_id)["status"] == "succeeded"
-    return items
+        items.append((f"{category}-{n % 3}", path, meta))
+    index_items(client, items)
+    return {item_id: meta for item_id, _, meta in items}
 
 
 @pytest.fixture(scope="module")
 def base_url(embedded, catalog) -> Iterator[str]:  # type: ignore[no-untyped-def]
-    server = create_server(embedded.app, host="127.0.0.1", port=0, threads=4)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.effective_port}"
-    server.close()
+    with served_over_http(embedded.app) as url:
+        yield url
 
 
 @pytest.fixture

@@ -21,7 +21,7 @@ from indexer.cli import main as indexer
 from lookalike.schema import point_id
 from lookalike.settings import Settings
 from lookalike.verify import KEYPOINTS_FIELD
-from support import edited_copy, labelled_images, wait_for_task
+from support import edited_copy, labelled_images, reindex_through_api
 from worker.keypoints import keypoint_payload
 
 TENANT = "no-keypoints"
@@ -152,18 +152,7 @@ def test_a_reindex_stores_none_either(
     before = client.get(f"/v1/items/{ids[0]}/duplicates", headers=HEADERS).get_json()
     assert before["verification"] == "disabled" and before["near"] == []
 
-    catalog = {"collection": "catalog"}
-    started = client.post("/v1/reindex", json={**catalog, "model": "efficientnet-lite0"})
-    assert started.status_code == 201, started.get_json()
-    cursor = None
-    while True:
-        page = client.post("/v1/reindex/batches", json={**catalog, "cursor": cursor}).get_json()
-        if page["task_id"]:
-            assert wait_for_task(client, page["task_id"])["status"] == "succeeded"
-        cursor = page["next_cursor"]
-        if not cursor:
-            break
-    assert client.post("/v1/reindex/switch", json=catalog).status_code == 200
+    reindex_through_api(client)
     assert keypoints_stored(embedded, ids) == []
     body = client.get(f"/v1/items/{ids[0]}/duplicates", headers=HEADERS).get_json()
     assert body["verification"] == "disabled" and body["exact"] == [{"id": "animals.zz-copy"}]

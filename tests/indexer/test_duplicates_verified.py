@@ -15,7 +15,7 @@ import pytest
 from PIL import Image
 
 from lookalike.verify import KEYPOINTS_FIELD
-from support import edited_copy, labelled_images, wait_for_task
+from support import edited_copy, labelled_images, reindex_through_api, wait_for_task
 
 TENANT = {"X-Tenant": "verified"}
 
@@ -141,18 +141,7 @@ def test_items_from_before_keypoints_are_unverified_until_a_reindex(
     assert recoloured["verification"] == "verified"
     assert recoloured["near"] == [] and recoloured["unverified"] >= 1
 
-    catalog = {"collection": "catalog"}
-    started = client.post("/v1/reindex", json={**catalog, "model": "efficientnet-lite0"})
-    assert started.status_code == 201, started.get_json()
-    cursor = None
-    while True:
-        page = client.post("/v1/reindex/batches", json={**catalog, "cursor": cursor}).get_json()
-        if page["task_id"]:
-            assert wait_for_task(client, page["task_id"])["status"] == "succeeded"
-        cursor = page["next_cursor"]
-        if not cursor:
-            break
-    assert client.post("/v1/reindex/switch", json=catalog).status_code == 200
+    reindex_through_api(client)
     after = duplicates(client, "p-2")
     assert after["verification"] == "verified" and after["unverified"] == 0
     assert [n["id"] for n in after["near"]] == ["edited-copy"]

@@ -6,19 +6,15 @@ the typed items are filterable through the API."""
 from __future__ import annotations
 
 import json
-import os
-import signal
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
-from support import REPO, labelled_images
+from support import REPO, labelled_images, served_embedded
 
 SCHEMA = {
     "fields": {
@@ -30,59 +26,15 @@ SCHEMA = {
 }
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def service(
     tmp_path_factory: pytest.TempPathFactory, model_cache_dir: Path
 ) -> Iterator[tuple[str, dict[str, str]]]:
     root = tmp_path_factory.mktemp("schema-service")
-    port = _free_port()
-    env = dict(
-        os.environ,
-        LOOKALIKE_DATA_DIR=str(root / "data"),
-        LOOKALIKE_MODEL_CACHE=str(model_cache_dir),
-        LOOKALIKE_REDIS_URL="",
-        LOOKALIKE_QDRANT_URL="",
-        LOOKALIKE_API_KEYS_READ="",
-        LOOKALIKE_API_KEYS_WRITE="",
-        LOOKALIKE_INDEXER_STATE_DIR=str(root / "indexer-state"),
-        LOOKALIKE_CATALOG_SCHEMA=json.dumps(SCHEMA),
-    )
-    env.pop("LOOKALIKE_API_KEY", None)
-    with (root / "server.log").open("wb") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "launcher.cli", "serve", "--port", str(port)],
-            cwd=REPO,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 180
-    while True:
-        if proc.poll() is not None:
-            pytest.fail(f"the service exited: {(root / 'server.log').read_text()[-3000:]}")
-        try:
-            if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        if time.monotonic() > deadline:
-            proc.kill()
-            pytest.fail("the service did not get ready in 180 s")
-        time.sleep(0.3)
-    yield url, env
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(timeout=60)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
+    with served_embedded(
+        root, model_cache_dir, LOOKALIKE_CATALOG_SCHEMA=json.dumps(SCHEMA)
+    ) as served:
+        yield served
 
 
 def test_a_manifest_is_typed_by_the_served_schema(service, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]

@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -24,13 +22,7 @@ from typing import Any
 import httpx
 import pytest
 
-from support import REPO, TUXPAINT_STAMPS, edited_copy, labelled_images
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+from support import REPO, TUXPAINT_STAMPS, edited_copy, labelled_images, served_embedded
 
 
 @dataclass
@@ -79,47 +71,8 @@ class Service:
 @pytest.fixture(scope="module")
 def service(tmp_path_factory: pytest.TempPathFactory, model_cache_dir: Path) -> Iterator[Service]:
     root = tmp_path_factory.mktemp("service")
-    port = free_port()
-    env = dict(
-        os.environ,
-        LOOKALIKE_DATA_DIR=str(root / "data"),
-        LOOKALIKE_MODEL_CACHE=str(model_cache_dir),
-        LOOKALIKE_REDIS_URL="",
-        LOOKALIKE_QDRANT_URL="",
-        LOOKALIKE_API_KEYS_READ="",
-        LOOKALIKE_API_KEYS_WRITE="",
-        LOOKALIKE_INDEXER_STATE_DIR=str(root / "indexer-state"),
-    )
-    env.pop("LOOKALIKE_API_KEY", None)
-    with (root / "server.log").open("wb") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "launcher.cli", "serve", "--port", str(port)],
-            cwd=REPO,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 180
-    while True:
-        if proc.poll() is not None:
-            pytest.fail(f"the service exited: {(root / 'server.log').read_text()[-3000:]}")
-        try:
-            if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        if time.monotonic() > deadline:
-            proc.kill()
-            pytest.fail("the service did not get ready in 180 s")
-        time.sleep(0.3)
-    yield Service(url, root, env)
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(timeout=60)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
+    with served_embedded(root, model_cache_dir) as (url, env):
+        yield Service(url, root, env)
 
 
 def copy_photos(root: Path, photos: list[tuple[str, Path]]) -> list[str]:

@@ -14,7 +14,6 @@ import io
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -33,16 +32,10 @@ from lookalike.blobs import BlobStore
 from lookalike.images import sha256_hex
 from lookalike.settings import Settings
 from lookalike.task_queues import INDEX_ITEMS, INGEST_QUEUE
-from support import REPO, labelled_images, post_item, wait_for_task
+from support import REPO, free_port, labelled_images, post_item, wait_for_task
 
 # A database of its own on the shared server (13 is tests/e2e/test_multiprocess.py's).
 REDIS_URL = os.environ.get("LOOKALIKE_TEST_OPS_REDIS_URL", "redis://127.0.0.1:6379/7")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -16,13 +15,7 @@ from pathlib import Path
 import httpx
 import redis
 
-from support import REPO
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from support import REPO, free_port
 
 
 def wait_until(check: Callable[[], object], timeout: float, what: str) -> object:

@@ -19,7 +19,6 @@ import httpx
 import pytest
 from reliability.faults import (
     RedisServer,
-    free_port,
     start_api,
     start_worker,
     stop,
@@ -33,7 +32,7 @@ from lookalike.images import sha256_hex
 from lookalike.settings import Settings
 from lookalike.store import open_store
 from lookalike.task_queues import INDEX_ITEMS
-from support import post_item
+from support import free_port, post_item
 
 # Short enough that a killed worker's batch comes back within the test, far longer than a
 # batch of 32 small images takes (the default, 3600 s, suits production's slowest batch).
