@@ -20,6 +20,9 @@ from lookalike.settings import Settings
 from lookalike.store import EdgeStore, VectorStore
 
 REPO = Path(__file__).resolve().parents[1]
+# The gallery's browser tests: Debian's Chromium, and where their screenshots go.
+CHROMIUM = os.environ.get("LOOKALIKE_TEST_CHROMIUM", "/usr/bin/chromium")
+SCREENSHOTS = REPO / "build" / "screenshots"
 TUXPAINT_STAMPS = Path("/usr/share/tuxpaint/stamps")
 # Categories of Debian's tuxpaint-stamps-default with enough real photos for retrieval tests.
 CATEGORIES = ("animals", "food", "plants", "vehicles", "seasonal", "town")

@@ -1,22 +1,21 @@
 """The web gallery in a real headless Chromium (Debian's `chromium`, driven by Playwright),
 against the embedded service over real HTTP: browse with filters, click an item for similar
 items with scores, mark likes and dislikes, group the results, drop and pick a photo, and
-follow the ingestion jobs. Screenshots go to build/screenshots/ (SCREENSHOTS below)."""
+follow the ingestion jobs. Screenshots go to build/screenshots/ (support.SCREENSHOTS); the
+browser and page fixtures are in tests/e2e/conftest.py."""
 
 from __future__ import annotations
 
 import base64
 import io
 import json
-import os
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from support import (
-    REPO,
+    SCREENSHOTS,
     composite,
     index_items,
     labelled_images,
@@ -24,19 +23,8 @@ from support import (
     wait_for_task,
 )
 
-CHROMIUM = os.environ.get("LOOKALIKE_TEST_CHROMIUM", "/usr/bin/chromium")
-SCREENSHOTS = REPO / "build" / "screenshots"
 CATEGORIES = ("animals", "food", "plants", "vehicles")
 PER_CATEGORY = 4
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 
 playwright_api = pytest.importorskip("playwright.sync_api")
 
@@ -60,30 +48,6 @@ def catalog(client) -> dict[str, Path]:  # type: ignore[no-untyped-def]
 def base_url(embedded, catalog) -> Iterator[str]:  # type: ignore[no-untyped-def]
     with served_over_http(embedded.app) as url:
         yield url
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    if not Path(CHROMIUM).exists():
-        pytest.fail(f"{CHROMIUM} is missing: scripts/test.sh installs Debian's chromium")
-    with playwright_api.sync_playwright() as pw:
-        chromium = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield chromium
-        chromium.close()
-
-
-@pytest.fixture
-def page(browser, base_url: str) -> Iterator[Any]:  # type: ignore[no-untyped-def]
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    context = browser.new_context(viewport={"width": 1400, "height": 1000}, base_url=base_url)
-    page = context.new_page()
-    page.set_default_timeout(30_000)
-    errors: list[str] = []
-    page.on("pageerror", lambda exc: errors.append(str(exc)))
-    page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
-    yield page
-    context.close()
-    assert errors == [], f"errors in the page: {errors}"
 
 
 def shot(page, name: str) -> Path:  # type: ignore[no-untyped-def]

@@ -6,7 +6,6 @@ declared fields."""
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -14,10 +13,8 @@ from typing import Any
 import pytest
 
 from lookalike.settings import Settings
-from support import REPO, index_items, labelled_images, served_over_http
+from support import SCREENSHOTS, index_items, labelled_images, served_over_http
 
-CHROMIUM = os.environ.get("LOOKALIKE_TEST_CHROMIUM", "/usr/bin/chromium")
-SCREENSHOTS = REPO / "build" / "screenshots"
 SCHEMA = {
     "fields": {
         "category": "keyword",
@@ -61,26 +58,6 @@ def catalog(client) -> dict[str, dict[str, Any]]:  # type: ignore[no-untyped-def
 def base_url(embedded, catalog) -> Iterator[str]:  # type: ignore[no-untyped-def]
     with served_over_http(embedded.app) as url:
         yield url
-
-
-@pytest.fixture
-def page(base_url: str) -> Iterator[Any]:
-    if not Path(CHROMIUM).exists():
-        pytest.fail(f"{CHROMIUM} is missing: scripts/test.sh installs Debian's chromium")
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    with playwright_api.sync_playwright() as pw:
-        browser = pw.chromium.launch(
-            executable_path=CHROMIUM, args=["--headless", "--no-sandbox", "--disable-gpu"]
-        )
-        context = browser.new_context(viewport={"width": 1400, "height": 1000}, base_url=base_url)
-        page = context.new_page()
-        page.set_default_timeout(30_000)
-        errors: list[str] = []
-        page.on("pageerror", lambda exc: errors.append(str(exc)))
-        page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
-        yield page
-        browser.close()
-        assert errors == [], f"errors in the page: {errors}"
 
 
 def count(page, selector: str) -> int:  # type: ignore[no-untyped-def]
