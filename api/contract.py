@@ -52,6 +52,7 @@ from api.thumbnails import DEFAULT_SIZE, SIZES
 from lookalike.images import MIN_BOX_SIDE
 from lookalike.models import MODELS
 from lookalike.schema import ID_PATTERN, MAX_ID_LENGTH, CatalogSchema, InvalidId, validate_id
+from lookalike.settings import HEAD_NAME
 from lookalike.store import RECOMMEND_STRATEGIES
 
 Model = TypeVar("Model", bound=BaseModel)
@@ -116,6 +117,8 @@ MAX_BATCH_ITEMS = 256
 MAX_DUPLICATE_IDS = 100
 MAX_DUPLICATES = 100
 MAX_REINDEX_PAGE = 1000
+# GET /v1/vectors: a page of 1472-d vectors is ~30 kB of JSON each.
+MAX_VECTORS_PAGE = 256
 
 
 class Body(BaseModel):
@@ -348,6 +351,12 @@ class FacetsArgs(Options):
     limit: FacetLimit = 100
 
 
+class VectorsArgs(Options):
+    field: str = Field(description="a keyword field of the catalog schema (e.g. `category`)")
+    cursor: str = Field(None, description="`next_cursor` of the previous page")  # type: ignore[assignment]
+    limit: int = Field(100, ge=1, le=MAX_VECTORS_PAGE, description="points per page")
+
+
 class TagsArgs(Options):
     limit: FacetLimit = 100
 
@@ -464,6 +473,12 @@ class ReindexBody(OpenBody):
 
 class ReindexStartBody(ReindexBody):
     model: Literal[tuple(MODELS)]  # type: ignore[valid-type]
+    head: str = Field(  # type: ignore[assignment]
+        None,
+        pattern=HEAD_NAME.pattern,
+        description="a head trained on this model's vectors (`indexer train-head`), in the "
+        "model cache the workers read: the new version is embedded with both",
+    )
 
 
 class ReindexPageBody(ReindexBody):

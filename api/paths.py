@@ -328,6 +328,17 @@ PATHS: dict[str, dict[str, Op]] = {
             errors=REINDEX,
         ),
     },
+    "/v1/vectors": {
+        "get": Op(
+            "a page of the active version's stored vectors (every tenant) with their value of "
+            "a keyword field, to train a head from the catalog's own labels "
+            "(`indexer train-head --from-catalog`); a reindex's key rules",
+            "reindex",
+            {200: (r.VectorPage, "the page's points that have a value, and how many do not")},
+            query=c.VectorsArgs,
+            errors=(503,),
+        )
+    },
     "/v1/reindex/batches": {
         "post": Op(
             "queue the re-embedding of one page of the active version",

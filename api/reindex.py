@@ -21,9 +21,10 @@ pointed at the wrong service does nothing.
 
 from __future__ import annotations
 
+import json
 from typing import Any, TypeVar
 
-from flask import Blueprint, Response, g, jsonify, url_for
+from flask import Blueprint, Response, g, jsonify, request, url_for
 
 from api import context
 from api.contract import (
@@ -31,13 +32,15 @@ from api.contract import (
     ReindexPageBody,
     ReindexStartBody,
     ReindexVerifyBody,
+    VectorsArgs,
     parse_body,
+    parse_query,
 )
 from api.errors import APIError
-from lookalike.schema import ModelNotBuilt
+from lookalike.schema import ModelNotBuilt, head_manifest_path
 from lookalike.settings import SettingsError
 from lookalike.store import StoreError, StoreUnavailable, VectorStore, Version
-from lookalike.store.versions import model_of
+from lookalike.store.versions import VersionModel, model_of
 from lookalike.task_queues import REINDEX_ITEMS
 
 bp = Blueprint("reindex", __name__)
@@ -78,20 +81,20 @@ def _scroll(store: VectorStore, cursor: str | None, limit: int) -> tuple[list[An
         raise APIError(400, "invalid_cursor", "the cursor is not valid", "cursor") from exc
 
 
-def _model(version: Version | None) -> str | None:
-    if version is None:
-        return None
-    return model_of(version, context.settings().model)
+def _model(version: Version | None) -> VersionModel:
+    settings = context.settings()
+    return model_of(version, settings.model, settings.head)
+
+
+def _name(version: Version) -> dict[str, Any]:
+    filled = _model(version)
+    return {"name": version.name, "model": filled.label, "head": filled.head or None}
 
 
 def _describe(store: VectorStore, version: Version | None) -> dict[str, Any] | None:
     if version is None:
         return None
-    return {
-        "name": version.name,
-        "model": _model(version),
-        "count": store.version(version.name).count(),
-    }
+    return {**_name(version), "count": store.version(version.name).count()}
 
 
 def _status(store: VectorStore) -> dict[str, Any]:
@@ -101,7 +104,7 @@ def _status(store: VectorStore) -> dict[str, Any]:
         "active": _describe(store, aliases.active),
         "previous": _describe(store, aliases.previous),
         "next": _describe(store, aliases.next),
-        "versions": [{"name": v.name, "model": _model(v)} for v in store.versions()],
+        "versions": [_name(v) for v in store.versions()],
     }
 
 
@@ -120,26 +123,95 @@ def status() -> Response:
 
 @bp.post("/v1/reindex")
 def start() -> tuple[Response, int]:
-    """Start a reindex into a new version for ``model``, or resume the one in progress."""
-    model = _body(ReindexStartBody).model
-    try:
-        dim = context.settings().replace(model=model).vector_size()
-    except (SettingsError, ModelNotBuilt) as exc:
-        raise APIError(409, "model_unavailable", str(exc), "model") from exc
+    """Start a reindex into a new version for ``model`` (and ``head``), or resume the one in
+    progress."""
+    body = _body(ReindexStartBody)
+    label = VersionModel(body.model, body.head or "").label
+    wanted = _model(Version("", label, 0))
+    dim = _dimension(wanted, "head" if body.head else "model")
     store = context.store()
     upcoming = store.aliases().next
     if upcoming is not None:
-        if _model(upcoming) != model:
+        if _model(upcoming) != wanted:
             raise APIError(
                 409,
                 "reindex_in_progress",
-                f"a reindex to {_model(upcoming)} is in progress: finish or abort it first",
+                f"a reindex to {_model(upcoming).label} is in progress: finish or abort it first",
                 "model",
             )
         return jsonify(started=False, **_status(store)), 200
-    version = store.create_version(model, dim)
+    version = store.create_version(label, dim)
     store.set_aliases(next=version.name)
     return jsonify(started=True, **_status(store)), 201
+
+
+def _dimension(wanted: VersionModel, field: str) -> int:
+    """The vector size of a version filled by ``wanted``; 409 when its model or head is not
+    in the model cache, or the head was trained on another backbone's vectors."""
+    settings = context.settings().replace(model=wanted.model, head=wanted.head)
+    try:
+        dim = settings.vector_size()
+        if wanted.head:
+            manifest = json.loads(head_manifest_path(settings.model_dir, wanted.head).read_text())
+            base = manifest["base"]["model"]
+            if base != wanted.model:
+                raise APIError(
+                    409,
+                    "model_unavailable",
+                    f"head {wanted.head!r} was trained on {base} vectors, not {wanted.model}",
+                    field,
+                )
+    except (SettingsError, ModelNotBuilt, OSError, ValueError, KeyError, TypeError) as exc:
+        raise APIError(409, "model_unavailable", str(exc), field) from exc
+    return dim
+
+
+@bp.get("/v1/vectors")
+def vectors() -> Response:
+    """A page of the active version's points (every tenant) that have a value of a keyword
+    field, with their vectors: what `indexer train-head --from-catalog` trains a head on.
+    Points without a value are counted, not returned."""
+    _admin()
+    args = parse_query(VectorsArgs, request.args)
+    schema = context.catalog()
+    declared = schema.field(args.field)
+    if declared is None or declared.type != "keyword":
+        names = [f.name for f in schema.fields if f.type == "keyword"]
+        raise APIError(
+            400,
+            "invalid_parameter",
+            f"field must be a keyword field of the catalog: {', '.join(names) or '(none)'}",
+            "field",
+        )
+    store = context.store()
+    points, next_cursor = _scroll(store, args.cursor, args.limit)
+    valued = {
+        p.point_id: value
+        for p in points
+        if isinstance(value := (p.payload.get("metadata") or {}).get(args.field), str) and value
+    }
+    items = []
+    for point in store.retrieve(list(valued), with_vectors=True):
+        if point.vector is None:
+            continue
+        items.append(
+            {
+                "id": point.payload.get("item_id", ""),
+                "tenant": point.payload.get("tenant", ""),
+                "value": valued[point.point_id],
+                "model": point.payload.get("model", ""),
+                "model_version": point.payload.get("model_version", ""),
+                "vector": point.vector.tolist(),
+            }
+        )
+    active = store.aliases().active
+    return jsonify(
+        field=args.field,
+        version=active.name if active is not None else None,
+        items=items,
+        skipped=len(points) - len(items),
+        next_cursor=next_cursor,
+    )
 
 
 @bp.post("/v1/reindex/batches")

@@ -290,15 +290,16 @@ class ManyDuplicates(Answer):
     missing: list[str]
 
 
-class VersionCount(Answer):
-    name: str
-    model: str
-    count: int
-
-
 class VersionName(Answer):
     name: str
-    model: str
+    model: str = Field(
+        description="what embeds it: the backbone, or `<backbone>-head-<head>` with a head"
+    )
+    head: str | None = Field(description="the trained head it is embedded with, if any")
+
+
+class VersionCount(VersionName):
+    count: int
 
 
 class ReindexStatus(Answer):
@@ -311,6 +312,23 @@ class ReindexStatus(Answer):
 
 class ReindexStarted(ReindexStatus):
     started: bool
+
+
+class CatalogVector(Answer):
+    id: str
+    tenant: str
+    value: str = Field(description="the item's value of the requested field")
+    model: str
+    model_version: str = Field(description="the embedder version that made the vector")
+    vector: list[float]
+
+
+class VectorPage(Answer):
+    field: str
+    version: str | None = Field(description="the active version the vectors are read from")
+    items: list[CatalogVector]
+    skipped: int = Field(description="points of this page with no value for the field")
+    next_cursor: str | None
 
 
 class ReindexQueued(Answer):

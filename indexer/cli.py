@@ -3,6 +3,7 @@
     indexer ingest SOURCE            a folder, or a .csv / .jsonl manifest; resumable
     indexer duplicates               groups of exact copies, near-duplicates, colour variants
     indexer reindex --model NAME     re-embed the catalog with another model, then switch
+    indexer reindex --head NAME      ... with a trained head on the backbone's vectors
     indexer rollback                 serve the previous version again
     indexer versions                 the catalog's versions (--commit, --abort)
 
@@ -28,6 +29,7 @@ from indexer.reindex_job import ReindexJob, ReindexOptions
 from indexer.sources import SourceError, count_items, open_source
 from indexer.state import JobState, default_state_path
 from lookalike.settings import IndexerSettings
+from lookalike.store.versions import parse_label
 
 EXIT_FAILED_ITEMS = 1
 EXIT_ERROR = 2
@@ -124,7 +126,17 @@ def main(argv: list[str] | None = None) -> int:
     dup.add_argument("--report", type=Path, default=None, help="write the JSON report here")
 
     rei = sub.add_parser("reindex", help="re-embed the catalog with another model, then switch")
-    rei.add_argument("--model", required=True, help="e.g. efficientnet-lite1")
+    rei.add_argument(
+        "--model",
+        default=None,
+        help="e.g. efficientnet-lite1 (default with --head: the active one's)",
+    )
+    rei.add_argument(
+        "--head",
+        default="",
+        help="a head trained with `indexer train-head`, in the workers' model cache: embed "
+        "with it on the model's vectors",
+    )
     rei.add_argument("--no-switch", action="store_true", help="build and verify, do not switch")
     rei.add_argument(
         "--allow-missing",
@@ -146,6 +158,7 @@ def main(argv: list[str] | None = None) -> int:
         "--abort", action="store_true", help="drop the version a reindex is building"
     )
     # --- retrieval quality (issue #5): offline, in-process, no API needed --------------------
+    from indexer.quality.catalog_head import add_catalog_options, run_catalog_head
     from indexer.quality.evaluate import add_evaluate_parser, run_evaluate
     from indexer.quality.tag_quality import add_evaluate_tags_parser, run_evaluate_tags
     from indexer.quality.train_head import add_train_head_parser, run_train_head
@@ -153,12 +166,13 @@ def main(argv: list[str] | None = None) -> int:
     add_evaluate_parser(sub)
     add_evaluate_tags_parser(sub)
     add_train_head_parser(sub)
+    add_catalog_options(sub.choices["train-head"])
     # ------------------------------------------------------------------------------------------
     args = parser.parse_args(argv)
     if args.command == "evaluate":
         return run_evaluate(args)
     if args.command == "train-head":
-        return run_train_head(args)
+        return run_catalog_head(args) if args.from_catalog else run_train_head(args)
     if args.command == "evaluate-tags":
         return run_evaluate_tags(args)
 
@@ -257,7 +271,22 @@ def _reindex(args: argparse.Namespace, client: APIClient) -> int:
         switch=not args.no_switch,
         allow_missing=args.allow_missing,
     )
-    report = ReindexJob(client, state_path, options).run(args.model)
+    model = args.model
+    if model is None:
+        if not args.head:
+            print("indexer reindex: give --model, --head, or both", file=sys.stderr)
+            return EXIT_ERROR
+        # The backbone of the version served now: a head on the vectors it makes already.
+        active = client.reindex().get("active") or {}
+        named = parse_label(str(active.get("model", "")))
+        if named is None:
+            print(
+                "indexer reindex: the active version's model is unknown: give --model",
+                file=sys.stderr,
+            )
+            return EXIT_ERROR
+        model = named.model
+    report = ReindexJob(client, state_path, options).run(model, args.head)
     _write(args.report, report.as_dict())
     print(report.summary())
     if report.interrupted:

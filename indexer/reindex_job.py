@@ -1,5 +1,7 @@
 """``indexer reindex --model NAME``: re-embed the whole catalog with another model while the
 service keeps answering from the current one, then switch atomically (api/reindex.py).
+``--head NAME`` embeds it with a trained head on the backbone's vectors too (a head trained
+with ``indexer train-head``, e.g. from the catalog's own labels).
 
 1. **start**: the service creates the new version (or this resumes the one in progress);
    from now on every ingested batch is written to both.
@@ -29,6 +31,7 @@ from typing import Any, TextIO
 
 from indexer.client import APIClient, APIClientError
 from indexer.progress import Progress, duration
+from lookalike.store.versions import VersionModel
 
 
 @dataclass
@@ -116,11 +119,12 @@ class ReindexJob:
         self._pending: deque[tuple[str | None, str]] = deque()
         self._progress: Progress | None = None
 
-    def run(self, model: str) -> ReindexReport:
+    def run(self, model: str, head: str = "") -> ReindexReport:
+        """Reindex into a version embedded by ``model`` (and the trained ``head``)."""
         started = time.monotonic()
-        self.report.model = model
+        self.report.model = VersionModel(model, head).label
         try:
-            self._run(model)
+            self._run(model, head)
         except KeyboardInterrupt:
             self.report.interrupted = True
         except APIClientError as exc:
@@ -132,17 +136,20 @@ class ReindexJob:
                 self._progress.finish()
         return self.report
 
-    def _run(self, model: str) -> None:
+    def _run(self, model: str, head: str) -> None:
         self.collection = self.client.reindex()["collection"]
-        status = self.client.reindex("", collection=self.collection, model=model)
+        wanted = {"model": model, **({"head": head} if head else {})}
+        status = self.client.reindex("", collection=self.collection, **wanted)
         target = status["next"]["name"]
         self.report.target = target
         self.report.total = status["active"]["count"] if status["active"] else 0
         saved = self._load()
         if saved.get("target") != target:
-            saved = {"target": target, "model": model, "phase": "copy", "cursor": None}
+            saved = {"target": target, "model": self.report.model, "phase": "copy", "cursor": None}
             self._save(saved)
-        self._progress = Progress(self.out, self.report.total, label=f"reindex to {model}")
+        self._progress = Progress(
+            self.out, self.report.total, label=f"reindex to {self.report.model}"
+        )
         if saved["phase"] == "copy":
             self._copy(saved)
             saved = {**saved, "phase": "verify", "cursor": None}

@@ -260,18 +260,19 @@ def _decode_item(
     return _Decoded(item_id, tenant, image, payload, mode)
 
 
-def model_of(runtime: WorkerRuntime, version: Version | None) -> str:
-    """The model that fills a version (lookalike.store.versions.model_of)."""
-    return versions.model_of(version, runtime.settings.model)
+def model_of(runtime: WorkerRuntime, version: Version | None) -> versions.VersionModel:
+    """The backbone and head that fill a version (lookalike.store.versions.model_of)."""
+    return versions.model_of(version, runtime.settings.model, runtime.settings.head)
 
 
 def embedder_for(runtime: WorkerRuntime, version: Version | None) -> Any:
-    model = model_of(runtime, version)
-    if model == runtime.settings.model:
+    chosen = model_of(runtime, version)
+    settings = runtime.settings
+    if chosen == versions.VersionModel(settings.model, settings.head):
         return runtime.embedder
     from worker.model import get_embedder
 
-    return get_embedder(runtime.settings.replace(model=model))
+    return get_embedder(settings.replace(model=chosen.model, head=chosen.head))
 
 
 def _write_version(
@@ -449,7 +450,7 @@ def explain(
     from worker.model.match_maps import explain_pair, get_map_reader
 
     active = runtime.store.aliases().active
-    model = model_of(runtime, active)
+    model = model_of(runtime, active).model
     if model not in MODELS or runtime.settings.model == "custom":
         message = "explanations need an EfficientNet-Lite backbone, not a custom model"
         return {"error": {"code": "explain_unavailable", "message": message}}

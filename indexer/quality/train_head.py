@@ -293,7 +293,8 @@ def write_head_report(report: HeadReport, out_dir: Path, dataset: str) -> dict[s
         "",
         f"Options: `{json.dumps(report.options)}`",
         "",
-        f"Use it: `LOOKALIKE_HEAD={report.name}` (with the same model settings), then re-index.",
+        f"Serve it: `indexer reindex --head {report.name}` (a new version of the catalog; "
+        "`indexer rollback` goes back), or `LOOKALIKE_HEAD` for a new catalog.",
         "",
     ]
     paths["markdown"].write_text("\n".join(lines))
@@ -311,7 +312,7 @@ def add_train_head_parser(sub: Any) -> None:
         help="train a catalog-tuned embedding head on labelled images (a new model version)",
         description=__doc__.split("\n\n")[0] if __doc__ else None,
     )
-    p.add_argument("dataset", type=Path, help="labelled folder, or .csv/.jsonl manifest")
+    p.add_argument("dataset", type=Path, nargs="?", help="labelled folder, or .csv/.jsonl manifest")
     p.add_argument("--name", required=True, help="head name: lower-case letters, digits, '-'")
     p.add_argument("--kind", choices=("classifier", "triplet", "standardise"), default="classifier")
     p.add_argument("--dim", type=int, default=256, help="size of the head's embedding")
@@ -331,6 +332,9 @@ def add_train_head_parser(sub: Any) -> None:
 def run_train_head(args: argparse.Namespace) -> int:
     from worker.model.heads import HeadError, TrainOptions, check_name
 
+    if args.dataset is None:
+        print("indexer train-head: give DATASET, or --from-catalog --label FIELD", file=sys.stderr)
+        return 2
     try:
         check_name(args.name)
         settings = model_settings(args)

@@ -1,10 +1,17 @@
-"""How versions and aliases of a catalog are named: ``<collection>__<label>__<n>``."""
+"""How versions and aliases of a catalog are named: ``<collection>__<label>__<n>``.
+
+A version's label says what fills it: a backbone (``efficientnet-lite0``), or a backbone and
+a trained head on its vectors (``efficientnet-lite0-head-<name>``, the embedder's own name
+for that pair). :func:`model_of` reads it, for the worker and the API alike.
+"""
 
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 
 from lookalike.models import MODELS
+from lookalike.settings import HEAD_NAME
 from lookalike.store.types import ALIAS_ROLES, StoreError, Version
 
 COLLECTION_NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,255}$")
@@ -36,9 +43,44 @@ def parse_version(collection: str, name: str) -> Version | None:
     return Version(name, label, int(number))
 
 
-def model_of(version: Version | None, configured: str) -> str:
-    """The model that fills a version: its label, or the configured model for a catalog from
-    before versions (label ``""``) or with no version yet."""
-    if version is not None and version.label in MODELS:
-        return version.label
-    return configured
+HEAD_SEPARATOR = "-head-"
+
+
+@dataclass(frozen=True)
+class VersionModel:
+    """What fills a version: a backbone (``LOOKALIKE_MODEL``'s names) and a trained head's
+    name in the model cache, or ``""`` for the backbone's own vectors."""
+
+    model: str
+    head: str = ""
+
+    @property
+    def label(self) -> str:
+        """The version label, and the embedder's name (worker/model/embedder.py)."""
+        return f"{self.model}{HEAD_SEPARATOR}{self.head}" if self.head else self.model
+
+
+def parse_label(label: str) -> VersionModel | None:
+    """The backbone and head a label names; None for another label (``""``: a catalog from
+    before versions)."""
+    if label in MODELS:
+        return VersionModel(label)
+    model, separator, head = label.partition(HEAD_SEPARATOR)
+    if separator and model in MODELS and HEAD_NAME.match(head):
+        return VersionModel(model, head)
+    return None
+
+
+def model_of(version: Version | None, configured: str, configured_head: str = "") -> VersionModel:
+    """What fills a version: what its label names, or the configured model and head
+    (``LOOKALIKE_MODEL``, ``LOOKALIKE_HEAD``) for a catalog from before versions (label
+    ``""``) or with no version yet.
+
+    A label naming the configured backbone alone means the configured head too: versions
+    were labelled by their backbone only before a label could name a head, and a new
+    catalog's first version still is (lookalike/store/opener.py).
+    """
+    named = parse_label(version.label) if version is not None else None
+    if named is None or (named == VersionModel(configured)):
+        return VersionModel(configured, configured_head)
+    return named

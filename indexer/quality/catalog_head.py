@@ -1,0 +1,315 @@
+"""``indexer train-head --from-catalog --label FIELD --name NAME``: a head trained on the
+catalog's own labels, from the vectors the service already stores.
+
+1. Page through ``GET /v1/vectors?field=FIELD``: the active version's vectors (every
+   tenant), each with its item's value of that keyword field of the catalog schema (e.g.
+   ``category``). Items without a value are skipped and counted. No image is read or
+   embedded again, and nothing is exported.
+2. Refuse vectors of several embedder versions (an upgrade not finished), or of a version
+   embedded with a head already: a head is trained on a backbone's own vectors, and runs on
+   them (worker/model/heads.py refuses vectors of another backbone version).
+3. Then what ``indexer train-head DATASET`` does with the vectors it embeds
+   (indexer/quality/train_head.py): a split stratified by label (30 % held out; a label
+   with fewer than 4 items stays in training whole), train the head on the training part,
+   save it into the model cache the service's workers read (``--model-cache``, default
+   ``$LOOKALIKE_MODEL_CACHE``), load it back as the worker does, and score the backbone's
+   and the head's vectors of the held-out items (P@k, R@k, mAP@k).
+4. ``indexer reindex --head NAME`` serves it: a new version embedded with the backbone and
+   the head; ``indexer rollback`` goes back.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TextIO
+
+import numpy as np
+
+from indexer.client import APIClient, APIClientError
+from indexer.quality.datasets import LabelledImage, by_label, stratified_split
+from indexer.quality.evaluate import KS, score_vectors
+from indexer.quality.train_head import BACKBONE, HEAD, HeadReport, write_head_report
+from lookalike.store.versions import HEAD_SEPARATOR, parse_label
+
+if TYPE_CHECKING:
+    from lookalike.settings import Settings
+
+PAGE_SIZE = 100
+
+
+class CatalogHeadError(ValueError):
+    """The catalog's vectors cannot train a head (or this name would break a version)."""
+
+
+@dataclass
+class CatalogVectors:
+    """The active version's vectors that have a value of ``field``, and what made them."""
+
+    field: str
+    # "<tenant>:<item id>": unique across tenants.
+    ids: list[str]
+    labels: list[str]
+    vectors: np.ndarray
+    model: str
+    model_version: str
+    skipped: int
+    version: str | None
+
+
+def fetch_vectors(
+    client: APIClient, field: str, *, page_size: int = PAGE_SIZE, progress: TextIO | None = None
+) -> CatalogVectors:
+    """Every stored vector with a value of ``field`` (GET /v1/vectors, page by page)."""
+    cursor: str | None = None
+    rows: list[dict[str, Any]] = []
+    skipped = 0
+    version = None
+    while True:
+        params: dict[str, Any] = {"field": field, "limit": page_size}
+        if cursor:
+            params["cursor"] = cursor
+        page = client.get("/v1/vectors", **params)
+        rows.extend(page["items"])
+        skipped += int(page["skipped"])
+        version = page.get("version")
+        cursor = page.get("next_cursor")
+        if progress is not None:
+            print(f"\r{len(rows)} vectors read, {skipped} skipped", end="", file=progress)
+        if not cursor:
+            break
+    if progress is not None:
+        print(file=progress)
+    if not rows:
+        raise CatalogHeadError(
+            f"no item of the catalog has a value of {field!r} ({skipped} items without one)"
+        )
+    made_by = Counter((row["model"], row["model_version"]) for row in rows)
+    if len(made_by) > 1:
+        listed = "; ".join(f"{n} by {m} ({v})" for (m, v), n in made_by.most_common())
+        raise CatalogHeadError(
+            f"the catalog's vectors were made by {len(made_by)} embedder versions ({listed}): "
+            "a head is trained on the vectors of one backbone version; re-embed the catalog "
+            "with one (`indexer reindex --model NAME`) first"
+        )
+    ((model, model_version),) = made_by
+    if HEAD_SEPARATOR in model or ":head-" in model_version:
+        named = parse_label(model)
+        backbone = named.model if named is not None else "MODEL"
+        raise CatalogHeadError(
+            f"the catalog is served by a head already ({model}, version {model_version}): a "
+            "head is trained on a backbone's own vectors; serve the backbone again first "
+            f"(`indexer rollback`, or `indexer reindex --model {backbone}`)"
+        )
+    return CatalogVectors(
+        field=field,
+        ids=[f"{row['tenant']}:{row['id']}" for row in rows],
+        labels=[row["value"] for row in rows],
+        vectors=np.asarray([row["vector"] for row in rows], dtype=np.float32),
+        model=model,
+        model_version=model_version,
+        skipped=skipped,
+        version=version,
+    )
+
+
+def check_name_unused(client: APIClient, name: str) -> None:
+    """Refuse a head name a version of the catalog is embedded with: the worker would embed
+    that version's new items with the new head, into vectors of the old one's."""
+    status = client.reindex()
+    using = [v["name"] for v in status.get("versions", []) if v.get("head") == name]
+    if using:
+        raise CatalogHeadError(
+            f"head {name!r} embeds the catalog's version {', '.join(using)}: training it again "
+            "would change what new vectors there mean; pick another name"
+        )
+
+
+def train_from_vectors(
+    data: CatalogVectors,
+    settings: Settings,
+    *,
+    name: str,
+    options: Any = None,
+    test_fraction: float = 0.3,
+    seed: int = 0,
+    fit_all: bool = False,
+) -> HeadReport:
+    """Train head ``name`` on the catalog's vectors and labels, save it into
+    ``settings.model_dir``, and score it on a held-out split (as
+    :func:`indexer.quality.train_head.train_and_evaluate` does with the vectors it embeds)."""
+    from worker.model.embedder import l2_normalise
+    from worker.model.heads import TrainOptions, check_name, load_head, save_head, train_head
+
+    check_name(name)
+    options = options or TrainOptions(seed=seed)
+    seconds: dict[str, float] = {}
+    items = [
+        LabelledImage(i, Path(), label) for i, label in zip(data.ids, data.labels, strict=True)
+    ]
+    position = {item.id: n for n, item in enumerate(items)}
+    train_items, test_items = stratified_split(items, test_fraction=test_fraction, seed=seed)
+    if not test_items:
+        raise CatalogHeadError(f"no value of {data.field!r} has 4 items or more: none to hold out")
+    vectors = data.vectors
+    train_x = vectors[[position[i.id] for i in train_items]]
+    test_x = vectors[[position[i.id] for i in test_items]]
+    train_y = np.array([i.label for i in train_items])
+
+    started = time.monotonic()
+    model = train_head(train_x, train_y, options)
+    seconds["train"] = time.monotonic() - started
+    training = {
+        "source": "catalog",
+        "field": data.field,
+        "catalog_version": data.version,
+        "catalog_items": len(items),
+        "skipped_without_value": data.skipped,
+        "train_images": len(train_items),
+        "test_fraction": test_fraction,
+        "seed": seed,
+        "options": asdict(options),
+    }
+
+    def save(model: Any, labels: list[str], extra: dict[str, Any]) -> Any:
+        return save_head(
+            model,
+            name=name,
+            kind=options.kind,
+            model_dir=settings.model_dir,
+            base_model=data.model,
+            base_version=data.model_version,
+            classes=labels,
+            extra=extra,
+        )
+
+    files = save(model, sorted(set(train_y.tolist())), {"training": training})
+    # Scored the way the worker computes it: the saved head, on the stored backbone vectors.
+    head = load_head(settings.model_dir, name, settings.runtime, settings.inference_threads)
+    started = time.monotonic()
+    test = score_vectors(
+        test_items, {BACKBONE: test_x, HEAD: l2_normalise(head.apply(test_x))}, ks=KS
+    )
+    train = score_vectors(
+        train_items, {BACKBONE: train_x, HEAD: l2_normalise(head.apply(train_x))}, ks=KS
+    )
+    seconds["evaluate"] = time.monotonic() - started
+    if fit_all:
+        started = time.monotonic()
+        evaluated_version = head.version
+        all_y = np.array(data.labels)
+        model = train_head(vectors, all_y, options)
+        training = {**training, "train_images": len(items), "fit_all": True}
+        extra = {"training": training, "evaluated_version": evaluated_version}
+        files = save(model, sorted(set(data.labels)), extra)
+        seconds["train_all"] = time.monotonic() - started
+    report = HeadReport(
+        name=name,
+        kind=options.kind,
+        version=files.version,
+        embedder_version=f"{data.model_version}:{files.version}",
+        base_version=data.model_version,
+        dim=files.dim,
+        train_images=len(train_items),
+        test_images=len(test_items),
+        classes=len(by_label(items)),
+        test={k: v[0] for k, v in test.items()},
+        train={k: v[0] for k, v in train.items()},
+        options=asdict(options),
+        fit_all=fit_all,
+        seconds=seconds,
+        test_labels=[item.label for item in test_items],
+    )
+    # The manifest carries its own evaluation, for whoever picks the head later.
+    manifest = json.loads(files.manifest.read_text())
+    summary = report.as_dict()
+    manifest["evaluation"] = {
+        "held_out": summary["held_out"],
+        "gain_p_at_5": summary["gain_p_at_5"],
+        "meets_target": report.meets_target,
+    }
+    tmp = files.manifest.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(manifest, indent=2) + "\n")
+    tmp.replace(files.manifest)
+    return report
+
+
+# --------------------------------------------------------------------------- command line
+
+
+def add_catalog_options(parser: argparse.ArgumentParser) -> None:
+    """``train-head``'s options for training from the catalog (indexer/quality/train_head.py)."""
+    group = parser.add_argument_group(
+        "from the catalog (instead of DATASET; the service's address: --api, --api-key)"
+    )
+    group.add_argument(
+        "--from-catalog",
+        action="store_true",
+        help="train on the vectors the service stores, labelled by a keyword field",
+    )
+    group.add_argument("--label", default=None, help="the keyword field, e.g. category")
+    group.add_argument("--page-size", type=int, default=PAGE_SIZE, help="vectors per request")
+
+
+def run_catalog_head(args: argparse.Namespace) -> int:
+    """``indexer train-head --from-catalog``: 0, or 2 with the reason on stderr."""
+    from indexer.quality.evaluate import model_settings
+    from worker.model.heads import HeadError, TrainOptions, check_name
+
+    client = APIClient(args.api, tenant=args.tenant, api_key=args.api_key)
+    try:
+        if args.dataset is not None:
+            raise CatalogHeadError("give DATASET or --from-catalog, not both")
+        if not args.label:
+            raise CatalogHeadError("--from-catalog needs --label FIELD (e.g. category)")
+        check_name(args.name)
+        settings = model_settings(args)
+        check_name_unused(client, args.name)
+        data = fetch_vectors(client, args.label, page_size=args.page_size, progress=sys.stderr)
+        options = TrainOptions(
+            kind=args.kind,
+            dim=args.dim,
+            epochs=args.epochs,
+            class_weights=not args.no_class_weights,
+            seed=args.seed,
+        )
+        report = train_from_vectors(
+            data,
+            settings,
+            name=args.name,
+            options=options,
+            test_fraction=args.test_fraction,
+            seed=args.seed,
+            fit_all=args.fit_all,
+        )
+    except (ValueError, HeadError, OSError, APIClientError) as exc:
+        print(f"indexer train-head: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        client.close()
+    out = args.out or Path("build/heads") / args.name
+    paths = write_head_report(report, out, f"catalog field {args.label!r} ({args.api})")
+    written = json.loads(paths["json"].read_text())
+    written["catalog"] = {
+        "field": data.field,
+        "version": data.version,
+        "items": len(data.ids),
+        "skipped_without_value": data.skipped,
+        "model": data.model,
+        "model_version": data.model_version,
+    }
+    paths["json"].write_text(json.dumps(written, indent=2) + "\n")
+    print(
+        f"{len(data.ids)} items with a {data.field!r} ({data.skipped} without one), "
+        f"{report.classes} values, vectors of {data.model_version}"
+    )
+    print(report.verdict())
+    print(f"saved head {report.version} in {settings.model_dir / 'heads'}")
+    print(f"serve it: indexer reindex --head {args.name}")
+    print(f"report: {paths['markdown']}")
+    return 0
