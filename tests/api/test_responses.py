@@ -191,6 +191,13 @@ def test_the_catalog_job_routes_answer_as_documented(
     )
     assert deleted == {"deleted": ["plants-0"], "missing": ["plants-9"]}
     doc.check(client.get("/v1/reindex"), "get", "/v1/reindex", 200)
+    page = doc.check(
+        client.get("/v1/vectors", query_string={"field": "category", "limit": 50}),
+        "get",
+        "/v1/vectors",
+        200,
+    )
+    assert page["items"] and page["items"][0]["model_version"]
 
 
 def test_an_answer_that_drifts_from_its_model_fails(

@@ -884,6 +884,33 @@ def test_a_new_catalog_is_version_1_behind_its_alias(catalog_store: VectorStore)
     assert catalog_store.version(FIRST).count() == catalog_store.count() == 10
 
 
+def test_a_version_label_names_its_backbone_and_head_and_the_settings_fill_the_rest() -> None:
+    from lookalike.store.versions import VersionModel, model_of, parse_label
+
+    headed = VersionModel("efficientnet-lite0", "shop-2")
+    assert headed.label == "efficientnet-lite0-head-shop-2"
+    assert parse_label(headed.label) == headed
+    assert parse_label("efficientnet-lite1") == VersionModel("efficientnet-lite1")
+    for other in ("", "resnet-head-shop", "efficientnet-lite0-head-", "efficientnet-lite0-x"):
+        assert parse_label(other) is None, other
+
+    def of(label: str | None, head: str = "") -> VersionModel:
+        version = None if label is None else Version(f"catalog__{label}__1", label, 1)
+        return model_of(version, "efficientnet-lite0", head)
+
+    assert of(headed.label) == headed
+    assert of(headed.label, head="other") == headed
+    # A label of the configured backbone alone is filled with the configured head (as every
+    # version was before a label could name one), another backbone's without.
+    assert of("efficientnet-lite0", head="other") == VersionModel("efficientnet-lite0", "other")
+    assert of("efficientnet-lite1", head="other") == VersionModel("efficientnet-lite1")
+    assert (
+        of("", head="other")
+        == of(None, head="other")
+        == VersionModel("efficientnet-lite0", "other")
+    )
+
+
 def test_a_new_version_fills_while_the_alias_serves_the_old_then_switches_and_rolls_back(
     catalog_store: VectorStore, query: np.ndarray
 ) -> None:

@@ -190,6 +190,24 @@ def test_reindex_calls_name_the_catalog_and_need_a_reindex_in_progress(client: A
     assert none.status_code == 409 and none.get_json()["error"]["code"] == "no_previous"
     unknown = client.post("/v1/reindex", json={"collection": "catalog", "model": "resnet"})
     assert unknown.status_code == 400
+    # A head: a valid name of one in the model cache, trained on the model's vectors.
+    lite0 = {"collection": "catalog", "model": "efficientnet-lite0"}
+    bad = client.post("/v1/reindex", json={**lite0, "head": "Not A Name"})
+    assert bad.status_code == 400 and bad.get_json()["error"]["field"] == "head"
+    missing = client.post("/v1/reindex", json={**lite0, "head": "nothing"})
+    assert missing.status_code == 409 and missing.get_json()["error"] == {
+        "code": "model_unavailable",
+        "message": missing.get_json()["error"]["message"],
+        "field": "head",
+    }
+    assert "head 'nothing'" in missing.get_json()["error"]["message"]
+    assert client.get("/v1/reindex").get_json()["next"] is None
+    # The vectors a head is trained on: by a keyword field of the catalog only.
+    for field in ("price", "in_stock", "nothing"):
+        wrong_field = client.get("/v1/vectors", query_string={"field": field})
+        assert (
+            wrong_field.status_code == 400 and wrong_field.get_json()["error"]["field"] == "field"
+        )
 
 
 def test_reindexing_needs_a_key_for_every_tenant(tmp_path: Path) -> None:
@@ -206,3 +224,10 @@ def test_reindexing_needs_a_key_for_every_tenant(tmp_path: Path) -> None:
         assert resp.status_code == 403, key
     admin = client.post("/v1/reindex/abort", json=body, headers={"X-API-Key": "adminkey-123"})
     assert admin.status_code == 409  # allowed; there is just nothing to abort
+    # Every tenant's vectors: the same rule.
+    vectors = {"field": "category"}
+    for key in ("readkey-123", "shopkey-123"):
+        resp = client.get("/v1/vectors", query_string=vectors, headers={"X-API-Key": key})
+        assert resp.status_code == 403, key
+    resp = client.get("/v1/vectors", query_string=vectors, headers={"X-API-Key": "adminkey-123"})
+    assert resp.status_code == 200 and resp.get_json()["items"] == []
