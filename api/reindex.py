@@ -14,6 +14,10 @@ drives these calls:
    ``previous`` (ingestion then embeds with one model again); ``POST /v1/reindex/abort``
    drops an unfinished ``next``.
 
+``GET /v1/vectors?field=F`` pages through the active version's stored vectors with their
+items' value of a keyword field: what ``indexer train-head --from-catalog`` trains a head on
+(served then by a reindex with ``head``).
+
 These change every tenant's catalog: with API keys configured they need a write key that is
 not bound to a tenant, and each names the catalog it means (``collection``), so a script
 pointed at the wrong service does nothing.
@@ -37,10 +41,11 @@ from api.contract import (
     parse_query,
 )
 from api.errors import APIError
+from lookalike.models import CUSTOM_MODEL
 from lookalike.schema import ModelNotBuilt, head_manifest_path
 from lookalike.settings import SettingsError
 from lookalike.store import StoreError, StoreUnavailable, VectorStore, Version
-from lookalike.store.versions import VersionModel, model_of
+from lookalike.store.versions import VersionModel, label_model, model_of
 from lookalike.task_queues import REINDEX_ITEMS
 
 bp = Blueprint("reindex", __name__)
@@ -127,7 +132,8 @@ def start() -> tuple[Response, int]:
     progress."""
     body = _body(ReindexStartBody)
     label = VersionModel(body.model, body.head or "").label
-    wanted = _model(Version("", label, 0))
+    settings = context.settings()
+    wanted = label_model(label, settings.model, settings.head)
     dim = _dimension(wanted, "head" if body.head else "model")
     store = context.store()
     upcoming = store.aliases().next
@@ -154,7 +160,8 @@ def _dimension(wanted: VersionModel, field: str) -> int:
         if wanted.head:
             manifest = json.loads(head_manifest_path(settings.model_dir, wanted.head).read_text())
             base = manifest["base"]["model"]
-            if base != wanted.model:
+            # (A user's own model's name is custom-<file>: the worker checks its heads.)
+            if base != wanted.model and wanted.model != CUSTOM_MODEL:
                 raise APIError(
                     409,
                     "model_unavailable",

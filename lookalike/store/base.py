@@ -226,7 +226,7 @@ class VectorStore(ABC):
             role: found.get(name) or parse_version(self.collection, name) or Version(name, "", -1)
             for role, name in targets.items()
         }
-        return Aliases(**named)
+        return Aliases(**{"active": None, **named})
 
     def versions(self) -> list[Version]:
         """Every version of the catalog that exists, oldest first."""

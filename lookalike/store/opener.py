@@ -12,6 +12,7 @@ from lookalike.store.base import VectorStore
 from lookalike.store.edge import EdgeStore
 from lookalike.store.remote import ClientStore
 from lookalike.store.types import StoreError
+from lookalike.store.versions import model_of
 
 log = logging.getLogger(__name__)
 
@@ -66,9 +67,16 @@ class LazyStore:
             if self._store is None:
                 self._store = open_store(self._settings)
             if not self._ready:
-                self._store.ensure_collection(self._settings.vector_size())
+                self._store.ensure_collection(self._active_dim(self._store))
                 self._ready = True
             return self._store
+
+    def _active_dim(self, store: VectorStore) -> int:
+        """The vector size of what fills the active version: a reindex may have switched the
+        catalog to another model or to a head (256-d) since the settings were written."""
+        settings = self._settings
+        filled = model_of(store.aliases().active, settings.model, settings.head)
+        return settings.replace(model=filled.model, head=filled.head).vector_size()
 
     @property
     def ready(self) -> bool:

@@ -80,7 +80,12 @@ def model_of(version: Version | None, configured: str, configured_head: str = ""
     were labelled by their backbone only before a label could name a head, and a new
     catalog's first version still is (lookalike/store/opener.py).
     """
-    named = parse_label(version.label) if version is not None else None
-    if named is None or (named == VersionModel(configured)):
+    return label_model(version.label if version is not None else "", configured, configured_head)
+
+
+def label_model(label: str, configured: str, configured_head: str = "") -> VersionModel:
+    """:func:`model_of` for a version labelled ``label`` (one a reindex is about to make)."""
+    named = parse_label(label)
+    if named is None or named == VersionModel(configured):
         return VersionModel(configured, configured_head)
     return named

@@ -911,6 +911,26 @@ def test_a_version_label_names_its_backbone_and_head_and_the_settings_fill_the_r
     )
 
 
+def test_a_catalog_switched_to_a_head_opens_again_at_the_heads_size(tmp_path: Path) -> None:
+    """A restart after `indexer reindex --head`: the active version's vectors are the head's
+    size, not the configured backbone's."""
+    from lookalike.store import LazyStore
+
+    heads = tmp_path / "models" / "heads"
+    heads.mkdir(parents=True)
+    (heads / "shop.json").write_text(json.dumps({"dim": 8}))
+    settings = Settings(data_dir=tmp_path / "data", model_cache=tmp_path / "models")
+    first = LazyStore(settings)
+    store = first.get()
+    version = store.create_version("efficientnet-lite0-head-shop", 8)
+    store.set_aliases(active=version.name, previous=FIRST)
+    first.close()
+    again = LazyStore(settings)
+    assert again.get().aliases().active == version
+    again.get().upsert([StoredItem(point_id("a"), {"item_id": "a"}, np.ones(8, np.float32))])
+    again.close()
+
+
 def test_a_new_version_fills_while_the_alias_serves_the_old_then_switches_and_rolls_back(
     catalog_store: VectorStore, query: np.ndarray
 ) -> None:
