@@ -3,7 +3,8 @@
 1. Embed the labelled images with the configured backbone (the worker's Embedder; vectors
    cached per dataset and version with ``--cache-dir``).
 2. Split them, stratified by label, into a training and a held-out part (30 %).
-3. Train a head (:mod:`worker.model.heads`: ``classifier``, ``triplet`` or ``standardise``)
+3. Train a head (:mod:`worker.model.heads`: ``classifier``, ``triplet``, ``standardise`` or
+   ``lda``, the closed form for a few dozen labels a class)
    on the training part only, and save it into the model cache as a new model version
    (``<model cache>/heads/<name>.*``; select it with ``LOOKALIKE_HEAD=<name>``).
 4. Load the saved head the way the worker does and score the held-out part through the
@@ -313,7 +314,9 @@ def add_train_head_parser(sub: Any) -> None:
     )
     p.add_argument("dataset", type=Path, help="labelled folder, or .csv/.jsonl manifest")
     p.add_argument("--name", required=True, help="head name: lower-case letters, digits, '-'")
-    p.add_argument("--kind", choices=("classifier", "triplet", "standardise"), default="classifier")
+    p.add_argument(
+        "--kind", choices=("classifier", "triplet", "standardise", "lda"), default="classifier"
+    )
     p.add_argument("--dim", type=int, default=256, help="size of the head's embedding")
     p.add_argument("--epochs", type=int, default=0, help="0: the kind's default")
     p.add_argument("--test-fraction", type=float, default=0.3)
