@@ -159,7 +159,14 @@ def train_and_evaluate(
     """Train head ``name`` on ``items``' labels, save it, and score it on a held-out split."""
     from worker.model import get_embedder
     from worker.model.embedder import l2_normalise
-    from worker.model.heads import TrainOptions, check_name, load_head, save_head, train_head
+    from worker.model.heads import (
+        TrainOptions,
+        check_name,
+        load_head,
+        resolve_kind,
+        save_head,
+        train_head,
+    )
 
     check_name(name)
     options = options or TrainOptions(seed=seed)
@@ -184,6 +191,8 @@ def train_and_evaluate(
     train_x = vectors[[position[i.id] for i in train_items]]
     test_x = vectors[[position[i.id] for i in test_items]]
     train_y = np.array([i.label for i in train_items])
+    # "auto" becomes the kind for the training split's labels a class, saved and reported.
+    options = resolve_kind(options, train_y)
 
     started = time.monotonic()
     model = train_head(train_x, train_y, options)
@@ -315,7 +324,11 @@ def add_train_head_parser(sub: Any) -> None:
     p.add_argument("dataset", type=Path, help="labelled folder, or .csv/.jsonl manifest")
     p.add_argument("--name", required=True, help="head name: lower-case letters, digits, '-'")
     p.add_argument(
-        "--kind", choices=("classifier", "triplet", "standardise", "lda"), default="classifier"
+        "--kind",
+        choices=("auto", "classifier", "triplet", "standardise", "lda"),
+        default="auto",
+        help="auto (default): lda when the median class has fewer than 20 training images, "
+        "else classifier",
     )
     p.add_argument("--dim", type=int, default=256, help="size of the head's embedding")
     p.add_argument("--epochs", type=int, default=0, help="0: the kind's default")

@@ -142,8 +142,9 @@ def test_triplet_and_standardise_heads(
 def test_an_lda_head_from_a_dozen_photos_a_class_beats_the_backbone_in_the_worker(
     model_dir: Path, photos: list[tuple[str, Path]], tmp_path: Path
 ) -> None:
-    # About 14 labelled photos a class for training: the closed-form head, saved and loaded
-    # as the worker does, must still beat the raw backbone on the held-out photos.
+    # About 14 labelled photos a class for training: the default kind ("auto") picks the
+    # closed-form head, which, saved and loaded as the worker does, must still beat the raw
+    # backbone on the held-out photos.
     from indexer.quality.train_head import train_and_evaluate
     from worker.model import get_embedder
     from worker.model.heads import TrainOptions
@@ -154,11 +155,13 @@ def test_an_lda_head_from_a_dozen_photos_a_class_beats_the_backbone_in_the_worke
         items,
         settings,
         name="few-lda",
-        options=TrainOptions(kind="lda"),
+        options=TrainOptions(kind="auto"),
         cache_dir=tmp_path / "vectors",
         progress=None,
     )
     assert report.train_images / report.classes < 20
+    assert report.kind == "lda"
+    assert json.loads((model_dir / "heads" / "few-lda.json").read_text())["kind"] == "lda"
     held_out = report.test
     assert held_out["head"].summary["P@5"] > held_out["backbone"].summary["P@5"], held_out
     # The backbone's vector next to the discriminant coordinates (one fewer than classes).
@@ -175,6 +178,16 @@ def test_an_lda_head_from_a_dozen_photos_a_class_beats_the_backbone_in_the_worke
     np.testing.assert_allclose(vectors, mapped / np.linalg.norm(mapped, axis=1)[:, None], atol=1e-5)
     keras_embedder = get_embedder(settings.replace(head="few-lda", runtime="keras"))
     np.testing.assert_allclose(keras_embedder.embed(images), vectors, atol=1e-4)
+
+
+def test_auto_picks_lda_for_few_labels_a_class_and_the_classifier_for_many() -> None:
+    from worker.model.heads import AUTO_LDA_BELOW, TrainOptions, resolve_kind
+
+    few = np.repeat(["a", "b", "c"], AUTO_LDA_BELOW - 1)
+    many = np.repeat(["a", "b", "c"], AUTO_LDA_BELOW)
+    assert resolve_kind(TrainOptions(kind="auto"), few).kind == "lda"
+    assert resolve_kind(TrainOptions(kind="auto"), many).kind == "classifier"
+    assert resolve_kind(TrainOptions(kind="triplet"), few).kind == "triplet"
 
 
 def test_lda_shrinkage_stays_in_range_and_separates_the_classes() -> None:

@@ -35,7 +35,7 @@ import tempfile
 import time
 import warnings
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +47,11 @@ from worker.model.files import import_tensorflow, locked, sha256_file
 
 HEAD_FORMAT = 1
 KINDS = ("classifier", "triplet", "standardise", "lda")
+# ``auto``: ``lda`` when the labels give fewer than this many images to the median class,
+# else ``classifier`` (the learning curve of docs/quality.md: lda ahead at 5-10 a class,
+# level at 20, behind with every label).
+AUTO = "auto"
+AUTO_LDA_BELOW = 20
 INPUT_NAME = "vectors"
 OUTPUT_NAME = "embedding"
 SELF_CHECK_TOLERANCE = 1e-4
@@ -194,12 +199,24 @@ def _normaliser(keras: Any, x: np.ndarray) -> Any:
     return layer
 
 
+def resolve_kind(options: TrainOptions, labels: np.ndarray | None) -> TrainOptions:
+    """``options`` with kind ``auto`` replaced by the kind for this many labels a class."""
+    if options.kind != AUTO:
+        return options
+    if labels is None:
+        raise HeadError("an auto head needs labels")
+    _, counts = np.unique(np.asarray(labels), return_counts=True)
+    few = float(np.median(counts)) < AUTO_LDA_BELOW
+    return replace(options, kind="lda" if few else "classifier")
+
+
 def train_head(x: np.ndarray, labels: np.ndarray | None, options: TrainOptions) -> Any:
     """The head's embedding model (a ``keras.Model`` from ``vectors`` to ``embedding``).
 
     ``x`` is (n, input_dim) backbone vectors, ``labels`` (n,) strings (unused by
-    ``standardise``).
+    ``standardise``). Kind ``auto`` picks one by the labels (:func:`resolve_kind`).
     """
+    options = resolve_kind(options, labels)
     if options.kind not in KINDS:
         raise HeadError(f"unknown head kind {options.kind!r}; choose one of {', '.join(KINDS)}")
     keras = _keras()
