@@ -9,7 +9,9 @@ each class (a class with fewer gives all it has) train each head kind in memory
 then queries and gallery through the vector store, for the backbone and for the head. The
 gain is the head's P@5 minus the backbone's, paired over the held-out queries, ± two
 standard errors; ``--seeds N`` repeats each cell over N draws of the labelled images (and
-the heads' initialisation) and pairs each query's P@5 averaged over the draws.
+the heads' initialisation) and pairs each query's P@5 averaged over the draws. Where the
+classifier ran too, every other kind is also paired with it (``lda vs classifier``: the same
+draws and queries). ``--per-class 5,10,20,0`` picks the sizes.
 
     python -m indexer.quality.datasets tuxpaint && python -m indexer.quality.datasets openclipart
     python -m indexer.quality.datasets fashion-mnist && python -m indexer.quality.datasets shop

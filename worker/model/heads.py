@@ -20,6 +20,9 @@ head) to new vectors, trained on a catalog's own labels:
   cosine of two such vectors is the mean of the backbone's cosine and the discriminant one,
   so the backbone's look-alikes still count where the labels are too few to say much.
 
+``indexer train-head`` defaults to ``auto`` (:func:`resolve_kind`): ``lda`` when the median
+class has fewer than 20 labelled training images, else ``classifier``.
+
 Heads live in the model cache, ``<model cache>/heads/<name>.{keras,tflite,json}`` (written by
 ``indexer train-head``); the worker runs the ``.tflite`` file (or the ``.keras`` one on the
 Keras runtime), like the backbone. The manifest names the backbone version the head was
