@@ -9,7 +9,9 @@ each class (a class with fewer gives all it has) train each head kind in memory
 then queries and gallery through the vector store, for the backbone and for the head. The
 gain is the head's P@5 minus the backbone's, paired over the held-out queries, ± two
 standard errors; ``--seeds N`` repeats each cell over N draws of the labelled images (and
-the heads' initialisation) and pairs each query's P@5 averaged over the draws.
+the heads' initialisation) and pairs each query's P@5 averaged over the draws. Where the
+classifier ran too, every other kind is also paired with it (``lda vs classifier``: the same
+draws and queries). ``--per-class 5,10,20,0`` picks the sizes.
 
     python -m indexer.quality.datasets tuxpaint && python -m indexer.quality.datasets openclipart
     python -m indexer.quality.datasets fashion-mnist && python -m indexer.quality.datasets shop
@@ -42,7 +44,8 @@ from lookalike.images import DECODE_SCALED
 from lookalike.settings import Settings
 
 PER_CLASS = (5, 10, 20, 50, 0)  # 0: every labelled image of the training split
-KINDS = ("standardise", "classifier", "triplet")
+KINDS = ("standardise", "classifier", "triplet", "lda")
+REFERENCE = "classifier"  # the kind the others are paired against, where both ran
 BACKBONE, HEAD = "backbone", "head"
 TARGET = 0.10  # issue #23: +0.10 P@5 on held-out images at 20 labelled images a class
 
@@ -100,8 +103,9 @@ def curve(
     base = score_vectors(test, {BACKBONE: test_x})[BACKBONE][0]
     rows = []
     for per_class in sizes:
+        per_query: dict[str, np.ndarray] = {}
         for kind in kinds:
-            heads, seconds, sizes = [], 0.0, []
+            heads, seconds, labelled = [], 0.0, []
             for seed in range(seeds):
                 chosen = labelled_subset(train, per_class, seed)
                 x = vectors[[position[i.id] for i in chosen]]
@@ -110,15 +114,16 @@ def curve(
                 got = head_vectors(kind, x, y, test_x, seed)
                 seconds += time.process_time() - started
                 heads.append(score_vectors(test, {HEAD: got})[HEAD][0].per_query["P@5"])
-                sizes.append(len(chosen))
+                labelled.append(len(chosen))
             # Each held-out query's P@5 averaged over the draws, then paired with the
             # backbone's: the spread left is the queries' (a fixed held-out set).
-            mean, two_se = paired_difference(base.per_query["P@5"], np.mean(heads, axis=0))
+            per_query[kind] = np.mean(heads, axis=0)
+            mean, two_se = paired_difference(base.per_query["P@5"], per_query[kind])
             row = {
                 "set": name,
                 "per_class": per_class or "all",
                 "kind": kind,
-                "labelled_images": int(np.mean(sizes)),
+                "labelled_images": int(np.mean(labelled)),
                 "held_out": len(test),
                 "backbone_p5": base.summary["P@5"],
                 "head_p5": base.summary["P@5"] + mean,
@@ -127,6 +132,10 @@ def curve(
                 "draws": seeds,
                 "train_cpu_s": seconds / seeds,
             }
+            if kind != REFERENCE and REFERENCE in per_query:
+                # The same draws and queries: this kind's P@5 less the classifier's.
+                versus, versus_se = paired_difference(per_query[REFERENCE], per_query[kind])
+                row[f"vs_{REFERENCE}"], row[f"vs_{REFERENCE}_two_se"] = versus, versus_se
             rows.append(row)
             print(
                 f"  {name} {row['per_class']}/class {kind}: {mean:+.3f} ± {row['two_se']:.3f}",
@@ -136,11 +145,15 @@ def curve(
 
 
 def table(rows: list[dict[str, Any]]) -> str:
+    """One line per set and labelled images per class, one gain column per kind that ran,
+    then each kind's difference to the classifier where both ran."""
+    kinds = [k for k in KINDS if any(row["kind"] == k for row in rows)]
+    versus = [k for k in kinds if any(f"vs_{REFERENCE}" in r for r in rows if r["kind"] == k)]
     lines = [
         "| set | per class | labelled images | held-out | backbone P@5 | "
-        + " | ".join(f"{k} gain" for k in KINDS)
+        + " | ".join([f"{k} gain" for k in kinds] + [f"{k} vs {REFERENCE}" for k in versus])
         + " |",
-        "|---|---|---|---|---|" + "---|" * len(KINDS),
+        "|---|---|---|---|---|" + "---|" * (len(kinds) + len(versus)),
     ]
     cells: dict[tuple[str, Any], dict[str, dict[str, Any]]] = {}
     for row in rows:
@@ -148,13 +161,21 @@ def table(rows: list[dict[str, Any]]) -> str:
     for (name, per_class), by_kind in cells.items():
         first = next(iter(by_kind.values()))
         gains = []
-        for kind in KINDS:
+        for kind in kinds:
             row = by_kind.get(kind)
             if row is None:
                 gains.append("—")
                 continue
             mark = " **≥ 0.10**" if row["gain"] - row["two_se"] >= TARGET else ""
             gains.append(f"{row['gain']:+.3f} ± {row['two_se']:.3f}{mark}")
+        for kind in versus:
+            paired = by_kind.get(kind)
+            if paired is None or f"vs_{REFERENCE}" not in paired:
+                gains.append("—")
+                continue
+            value, two_se = paired[f"vs_{REFERENCE}"], paired[f"vs_{REFERENCE}_two_se"]
+            mark = "**" if abs(value) > two_se else ""
+            gains.append(f"{mark}{value:+.3f}{mark} ± {two_se:.3f}")
         lines.append(
             f"| {name} | {per_class} | {first['labelled_images']} | {first['held_out']} | "
             f"{first['backbone_p5']:.3f} | {' | '.join(gains)} |"
@@ -202,9 +223,17 @@ def main() -> None:
     )
     parser.add_argument("--model-cache", type=Path, default=Path("data/models"))
     parser.add_argument("--out", type=Path, default=Path("build/quality"))
+    parser.add_argument(
+        "--cache-dir", type=Path, default=None, help="embeddings kept here (OUT/cache)"
+    )
     parser.add_argument("--datasets", default=",".join(QUALITY_SETS))
     parser.add_argument("--kinds", default=",".join(KINDS))
     parser.add_argument("--seeds", type=int, default=1, help="draws of the labelled images")
+    parser.add_argument(
+        "--per-class",
+        default=",".join(str(n) for n in PER_CLASS),
+        help="labelled images per class to train on (0: all of the training split)",
+    )
     args = parser.parse_args()
     settings = Settings.from_env().replace(model_cache=args.model_cache)
     rows: list[dict[str, Any]] = []
@@ -212,9 +241,10 @@ def main() -> None:
         started = time.monotonic()
         print(name, file=sys.stderr)
         items, vectors = backbone_vectors(
-            load_labelled(QUALITY_SETS[name]), settings, args.out / "cache"
+            load_labelled(QUALITY_SETS[name]), settings, args.cache_dir or args.out / "cache"
         )
-        rows += curve(name, items, vectors, args.kinds.split(","), args.seeds)
+        sizes = tuple(int(n) for n in args.per_class.split(","))
+        rows += curve(name, items, vectors, args.kinds.split(","), args.seeds, sizes)
         print(f"  {time.monotonic() - started:.0f} s", file=sys.stderr)
     text = table(rows)
     print(text)

@@ -3,7 +3,8 @@
 1. Embed the labelled images with the configured backbone (the worker's Embedder; vectors
    cached per dataset and version with ``--cache-dir``).
 2. Split them, stratified by label, into a training and a held-out part (30 %).
-3. Train a head (:mod:`worker.model.heads`: ``classifier``, ``triplet`` or ``standardise``)
+3. Train a head (:mod:`worker.model.heads`: ``classifier``, ``triplet``, ``standardise`` or
+   ``lda``, the closed form for a few dozen labels a class)
    on the training part only, and save it into the model cache as a new model version
    (``<model cache>/heads/<name>.*``; select it with ``LOOKALIKE_HEAD=<name>``).
 4. Load the saved head the way the worker does and score the held-out part through the
@@ -158,7 +159,14 @@ def train_and_evaluate(
     """Train head ``name`` on ``items``' labels, save it, and score it on a held-out split."""
     from worker.model import get_embedder
     from worker.model.embedder import l2_normalise
-    from worker.model.heads import TrainOptions, check_name, load_head, save_head, train_head
+    from worker.model.heads import (
+        TrainOptions,
+        check_name,
+        load_head,
+        resolve_kind,
+        save_head,
+        train_head,
+    )
 
     check_name(name)
     options = options or TrainOptions(seed=seed)
@@ -183,6 +191,8 @@ def train_and_evaluate(
     train_x = vectors[[position[i.id] for i in train_items]]
     test_x = vectors[[position[i.id] for i in test_items]]
     train_y = np.array([i.label for i in train_items])
+    # "auto" becomes the kind for the training split's labels a class, saved and reported.
+    options = resolve_kind(options, train_y)
 
     started = time.monotonic()
     model = train_head(train_x, train_y, options)
@@ -314,7 +324,13 @@ def add_train_head_parser(sub: Any) -> None:
     )
     p.add_argument("dataset", type=Path, nargs="?", help="labelled folder, or .csv/.jsonl manifest")
     p.add_argument("--name", required=True, help="head name: lower-case letters, digits, '-'")
-    p.add_argument("--kind", choices=("classifier", "triplet", "standardise"), default="classifier")
+    p.add_argument(
+        "--kind",
+        choices=("auto", "classifier", "triplet", "standardise", "lda"),
+        default="auto",
+        help="auto (default): lda when the median class has fewer than 20 training images, "
+        "else classifier",
+    )
     p.add_argument("--dim", type=int, default=256, help="size of the head's embedding")
     p.add_argument("--epochs", type=int, default=0, help="0: the kind's default")
     p.add_argument("--test-fraction", type=float, default=0.3)

@@ -139,6 +139,75 @@ def test_triplet_and_standardise_heads(
         np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
 
 
+def test_an_lda_head_from_a_dozen_photos_a_class_beats_the_backbone_in_the_worker(
+    model_dir: Path, photos: list[tuple[str, Path]], tmp_path: Path
+) -> None:
+    # About 14 labelled photos a class for training: the default kind ("auto") picks the
+    # closed-form head, which, saved and loaded as the worker does, must still beat the raw
+    # backbone on the held-out photos.
+    from indexer.quality.train_head import train_and_evaluate
+    from worker.model import get_embedder
+    from worker.model.heads import TrainOptions
+
+    items = [LabelledImage(f"{c}-{p.stem}", p, c) for c, p in photos]
+    settings = Settings(model_cache=model_dir)
+    report = train_and_evaluate(
+        items,
+        settings,
+        name="few-lda",
+        options=TrainOptions(kind="auto"),
+        cache_dir=tmp_path / "vectors",
+        progress=None,
+    )
+    assert report.train_images / report.classes < 20
+    assert report.kind == "lda"
+    assert json.loads((model_dir / "heads" / "few-lda.json").read_text())["kind"] == "lda"
+    held_out = report.test
+    assert held_out["head"].summary["P@5"] > held_out["backbone"].summary["P@5"], held_out
+    # The backbone's vector next to the discriminant coordinates (one fewer than classes).
+    assert report.dim == settings.vector_size() + report.classes - 1
+
+    embedder = get_embedder(settings.replace(head="few-lda"))
+    base = get_embedder(settings)
+    images = [Image.open(path).copy() for _, path in photos[:3]]
+    vectors = embedder.embed(images)
+    assert vectors.shape == (3, report.dim)
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+    assert embedder.head is not None
+    mapped = embedder.head.apply(base.embed(images))
+    np.testing.assert_allclose(vectors, mapped / np.linalg.norm(mapped, axis=1)[:, None], atol=1e-5)
+    keras_embedder = get_embedder(settings.replace(head="few-lda", runtime="keras"))
+    np.testing.assert_allclose(keras_embedder.embed(images), vectors, atol=1e-4)
+
+
+def test_auto_picks_lda_for_few_labels_a_class_and_the_classifier_for_many() -> None:
+    from worker.model.heads import AUTO_LDA_BELOW, TrainOptions, resolve_kind
+
+    few = np.repeat(["a", "b", "c"], AUTO_LDA_BELOW - 1)
+    many = np.repeat(["a", "b", "c"], AUTO_LDA_BELOW)
+    assert resolve_kind(TrainOptions(kind="auto"), few).kind == "lda"
+    assert resolve_kind(TrainOptions(kind="auto"), many).kind == "classifier"
+    assert resolve_kind(TrainOptions(kind="triplet"), few).kind == "triplet"
+
+
+def test_lda_shrinkage_stays_in_range_and_separates_the_classes() -> None:
+    # Fewer vectors than dimensions, two classes apart along one direction that varies
+    # little, and a nuisance direction that varies a lot: the discriminant coordinate keeps
+    # the classes apart and ignores the nuisance.
+    from worker.model.heads import fit_lda
+
+    rng = np.random.default_rng(0)
+    y = np.repeat([0, 1], 10)
+    x = rng.normal(0, 0.1, (20, 64))
+    x[:, 0] += np.where(y == 1, 0.5, -0.5)
+    x[:, 1] += rng.normal(0, 5.0, 20)
+    lda = fit_lda(x, y)
+    assert 0.0 < lda.shrinkage <= 1.0
+    assert lda.projection.shape == (64, 1)
+    z = lda.apply(x)[:, 0]
+    assert z[y == 0].max() < z[y == 1].min() or z[y == 1].max() < z[y == 0].min()
+
+
 def test_train_head_refuses_a_bad_name(model_dir: Path, tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
     manifest = write_manifest([], tmp_path / "empty.csv")
     code = indexer_main(

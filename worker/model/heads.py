@@ -12,7 +12,16 @@ head) to new vectors, trained on a catalog's own labels:
 - ``triplet``: an MLP whose unit-length output is trained with a batch-hard triplet loss,
   so that images of one label come closer than images of different labels by a margin;
 - ``standardise``: no labels, no training: each feature is centred and scaled by the
-  catalog's own mean and standard deviation (the "standardise features" remedy).
+  catalog's own mean and standard deviation (the "standardise features" remedy);
+- ``lda``: no training loop, a closed form for few labels: the backbone vector, centred, next
+  to its linear discriminant coordinates (the directions that separate the class means
+  relative to the spread within classes, from the within-class covariance shrunk towards a
+  multiple of the identity by Ledoit and Wolf's estimate), each part at unit length. The
+  cosine of two such vectors is the mean of the backbone's cosine and the discriminant one,
+  so the backbone's look-alikes still count where the labels are too few to say much.
+
+``indexer train-head`` defaults to ``auto`` (:func:`resolve_kind`): ``lda`` when the median
+class has fewer than 20 labelled training images, else ``classifier``.
 
 Heads live in the model cache, ``<model cache>/heads/<name>.{keras,tflite,json}`` (written by
 ``indexer train-head``); the worker runs the ``.tflite`` file (or the ``.keras`` one on the
@@ -29,7 +38,7 @@ import tempfile
 import time
 import warnings
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +49,12 @@ from lookalike.settings import HEAD_NAME
 from worker.model.files import import_tensorflow, locked, sha256_file
 
 HEAD_FORMAT = 1
-KINDS = ("classifier", "triplet", "standardise")
+KINDS = ("classifier", "triplet", "standardise", "lda")
+# ``auto``: ``lda`` when the labels give fewer than this many images to the median class,
+# else ``classifier`` (the learning curve of docs/quality.md: lda ahead at 5-10 a class,
+# level at 20, behind with every label).
+AUTO = "auto"
+AUTO_LDA_BELOW = 20
 INPUT_NAME = "vectors"
 OUTPUT_NAME = "embedding"
 SELF_CHECK_TOLERANCE = 1e-4
@@ -156,10 +170,18 @@ class TrainOptions:
     margin: float = 0.2
     classes_per_batch: int = 16
     per_class: int = 4
+    # lda: how far the within-class covariance is shrunk towards a multiple of the identity
+    # (0..1); negative: Ledoit and Wolf's estimate from the training vectors.
+    shrinkage: float = -1.0
+    # lda: the weight of the centred backbone vector next to the unit-length discriminant
+    # coordinates (0: the discriminant coordinates alone).
+    backbone_weight: float = 1.0
     seed: int = 0
 
     def epochs_for_kind(self) -> int:
-        return self.epochs or {"classifier": 60, "triplet": 40, "standardise": 0}[self.kind]
+        return (
+            self.epochs or {"classifier": 60, "triplet": 40, "standardise": 0, "lda": 0}[self.kind]
+        )
 
 
 def _keras() -> Any:
@@ -180,26 +202,41 @@ def _normaliser(keras: Any, x: np.ndarray) -> Any:
     return layer
 
 
+def resolve_kind(options: TrainOptions, labels: np.ndarray | None) -> TrainOptions:
+    """``options`` with kind ``auto`` replaced by the kind for this many labels a class."""
+    if options.kind != AUTO:
+        return options
+    if labels is None:
+        raise HeadError("an auto head needs labels")
+    _, counts = np.unique(np.asarray(labels), return_counts=True)
+    few = float(np.median(counts)) < AUTO_LDA_BELOW
+    return replace(options, kind="lda" if few else "classifier")
+
+
 def train_head(x: np.ndarray, labels: np.ndarray | None, options: TrainOptions) -> Any:
     """The head's embedding model (a ``keras.Model`` from ``vectors`` to ``embedding``).
 
     ``x`` is (n, input_dim) backbone vectors, ``labels`` (n,) strings (unused by
-    ``standardise``).
+    ``standardise``). Kind ``auto`` picks one by the labels (:func:`resolve_kind`).
     """
+    options = resolve_kind(options, labels)
     if options.kind not in KINDS:
         raise HeadError(f"unknown head kind {options.kind!r}; choose one of {', '.join(KINDS)}")
     keras = _keras()
     keras.utils.set_random_seed(options.seed)
     x = np.asarray(x, dtype=np.float32)
     inputs = keras.Input((x.shape[1],), name=INPUT_NAME)
-    standardised = _normaliser(keras, x)(inputs)
     if options.kind == "standardise":
+        standardised = _normaliser(keras, x)(inputs)
         return keras.Model(inputs, {OUTPUT_NAME: standardised}, name="head")
     if labels is None:
         raise HeadError(f"a {options.kind} head needs labels")
     classes, y = np.unique(np.asarray(labels), return_inverse=True)
     if len(classes) < 2:
         raise HeadError("training a head needs at least two labels")
+    if options.kind == "lda":
+        return _lda_model(keras, inputs, fit_lda(x, y, options.shrinkage), options)
+    standardised = _normaliser(keras, x)(inputs)
     hidden = keras.layers.Dropout(options.dropout / 2, seed=options.seed)(standardised)
     hidden = keras.layers.Dense(options.hidden, activation="relu", name="hidden")(hidden)
     hidden = keras.layers.Dropout(options.dropout, seed=options.seed)(hidden)
@@ -243,6 +280,91 @@ def train_head(x: np.ndarray, labels: np.ndarray | None, options: TrainOptions) 
         shuffle=False,  # the batches are drawn at random already
         verbose=0,
     )
+    return keras.Model(inputs, {OUTPUT_NAME: embedding}, name="head")
+
+
+@dataclass(frozen=True)
+class Discriminant:
+    """``(x - mean) @ projection``: a vector's linear discriminant coordinates."""
+
+    mean: np.ndarray  # (input_dim,)
+    projection: np.ndarray  # (input_dim, classes - 1)
+    shrinkage: float
+
+    def apply(self, x: np.ndarray) -> np.ndarray:
+        return (np.asarray(x, dtype=np.float64) - self.mean) @ self.projection
+
+
+def fit_lda(x: np.ndarray, y: np.ndarray, shrinkage: float = -1.0) -> Discriminant:
+    """Shrinkage LDA of ``x`` (n, d) with integer labels ``y`` (n,), in closed form.
+
+    The within-class covariance ``S`` (of each vector less its class mean) becomes
+    ``(1 - a) S + a (trace S / d) I``, with ``a`` = ``shrinkage``, or Ledoit and Wolf's
+    estimate when it is negative; the projection whitens by it and keeps the ``classes - 1``
+    directions along which the whitened class means spread. With fewer vectors than
+    dimensions (the few-labels case) everything is computed in the span of the vectors: one
+    thin SVD of (n, d), no d x d matrix to invert.
+    """
+    x = np.asarray(x, dtype=np.float64)
+    y = np.asarray(y)
+    classes = int(y.max()) + 1
+    counts = np.bincount(y, minlength=classes).astype(np.float64)
+    mean = x.mean(axis=0)
+    centred = x - mean
+    means = np.stack([centred[y == c].mean(axis=0) for c in range(classes)])
+    within = centred - means[y]
+    n, d = within.shape
+    if shrinkage < 0:
+        shrinkage = ledoit_wolf_shrinkage(within)
+    shrinkage = float(np.clip(shrinkage, 1e-3, 1.0))
+    _, singular, basis = np.linalg.svd(within, full_matrices=False)
+    kept = singular > 1e-8 * max(float(singular.max(initial=0.0)), 1e-30)
+    basis, singular = basis[kept], singular[kept]
+    scale = float((singular**2).sum()) / n / d or 1.0  # trace S / d
+    # S^-1/2 = basis.T diag(eigen^-1/2) basis + iso (I - basis.T basis)
+    inverse_root = 1.0 / np.sqrt((1 - shrinkage) * singular**2 / n + shrinkage * scale)
+    iso = 1.0 / np.sqrt(shrinkage * scale)
+
+    def whiten(v: np.ndarray) -> np.ndarray:
+        inside = v @ basis.T
+        return (inside * inverse_root) @ basis + iso * (v - inside @ basis)
+
+    spread = whiten(means) * np.sqrt(counts / n)[:, None]
+    _, _, directions = np.linalg.svd(spread, full_matrices=False)
+    # whiten is symmetric: (v @ W) @ D.T == v @ (W @ D.T), so the projection is W @ D.T.
+    projection = whiten(directions[: classes - 1]).T
+    return Discriminant(mean.astype(np.float32), projection.astype(np.float32), shrinkage)
+
+
+def ledoit_wolf_shrinkage(centred: np.ndarray) -> float:
+    """Ledoit and Wolf's (2004) shrinkage intensity towards ``(trace S / d) I`` for the
+    covariance ``S`` of already centred rows, computed through the (n, n) Gram matrix."""
+    n, d = centred.shape
+    gram = centred @ centred.T
+    trace = float(np.trace(gram)) / n
+    mu = trace / d
+    trace_squared = float((gram**2).sum()) / n**2
+    delta = (trace_squared - 2 * mu * trace + mu**2 * d) / d
+    norms = (centred**2).sum(axis=1)
+    beta = (float((norms**2).sum()) / n - trace_squared) / (n * d)
+    return float(min(beta, delta) / delta) if delta > 0 else 1.0
+
+
+def _lda_model(keras: Any, inputs: Any, lda: Discriminant, options: TrainOptions) -> Any:
+    """[w * unit(x - mean), unit(discriminant coordinates)] at unit length: Dense layers and
+    normalisations only, so it saves and exports like the other heads."""
+    centred = keras.layers.Normalization(
+        axis=-1, mean=lda.mean, variance=np.ones_like(lda.mean), name="centre"
+    )(inputs)
+    project = keras.layers.Dense(lda.projection.shape[1], use_bias=False, name="discriminant")
+    parts = [keras.layers.UnitNormalization(name="discriminant_unit")(project(centred))]
+    project.set_weights([lda.projection])
+    if options.backbone_weight > 0:
+        backbone = keras.layers.UnitNormalization(name="backbone_unit")(centred)
+        backbone = keras.layers.Rescaling(options.backbone_weight, name="backbone_weight")(backbone)
+        parts.insert(0, backbone)
+    joined = parts[0] if len(parts) == 1 else keras.layers.Concatenate(name="join")(parts)
+    embedding = keras.layers.UnitNormalization(name=OUTPUT_NAME)(joined)
     return keras.Model(inputs, {OUTPUT_NAME: embedding}, name="head")
 
 
