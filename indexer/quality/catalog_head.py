@@ -144,7 +144,14 @@ def train_from_vectors(
     ``settings.model_dir``, and score it on a held-out split (as
     :func:`indexer.quality.train_head.train_and_evaluate` does with the vectors it embeds)."""
     from worker.model.embedder import l2_normalise
-    from worker.model.heads import TrainOptions, check_name, load_head, save_head, train_head
+    from worker.model.heads import (
+        TrainOptions,
+        check_name,
+        load_head,
+        resolve_kind,
+        save_head,
+        train_head,
+    )
 
     check_name(name)
     options = options or TrainOptions(seed=seed)
@@ -160,6 +167,8 @@ def train_from_vectors(
     train_x = vectors[[position[i.id] for i in train_items]]
     test_x = vectors[[position[i.id] for i in test_items]]
     train_y = np.array([i.label for i in train_items])
+    # "auto" becomes the kind for the training split's labels a class, saved and reported.
+    options = resolve_kind(options, train_y)
 
     started = time.monotonic()
     model = train_head(train_x, train_y, options)
