@@ -24,7 +24,9 @@ degrees), tone (brightness, contrast, per-channel colour balance, each x0.8-1.2)
 goes through JPEG bytes and the service's decoder.
 
 **Colour variants** of every colourful original: the whole image hue-shifted (60-300
-degrees), and for studio composites the product alone recoloured on the same background.
+degrees), and for studio composites the product alone recoloured on the same background;
+only a variant that changes a visible colour is kept (at least 1 % of the pixels move by 20
+or more in Lab (a, b): a hue shift of a near-grey shot is the same picture).
 
 **Pairs**: positives (original, edited copy); variants (original, variant); hard negatives:
 every pair of two different originals of a group, and every (edited copy, other original of
@@ -60,6 +62,7 @@ from itertools import combinations
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
 from PIL import Image, ImageDraw, ImageEnhance, ImageFilter, ImageFont
 
@@ -185,6 +188,57 @@ _input_size = 224
 # Where the keypoints are found (set by --keypoints-on): as the worker does
 # (worker/keypoints.py keypoint_source), on the model's image itself, or on the full decode.
 _keypoints_on = "worker"
+# Which local features (set by --local-features): the service's ORB (worker/keypoints.py), or,
+# for comparison, RootSIFT (OpenCV's SIFT, descriptors L1-normalised, square-rooted and kept
+# as 128 bytes, matched by L2 distance) through the same spread, ratio test and RANSAC.
+_local = "orb"
+_SIFT_CONTRAST = 0.005  # lower than OpenCV's 0.04: flat drawings yield few keypoints
+
+
+def rootsift_keypoints(picture: Image.Image) -> verify.Keypoints:
+    """RootSIFT keypoints of the picture, chosen and stored as worker/keypoints.py does ORB's."""
+    import cv2
+
+    from worker import keypoints as orb
+
+    if max(picture.size) < orb.MIN_SOURCE:
+        return orb._none()
+    rgb = orb.scaled(picture)
+    grey = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
+    sift = cv2.SIFT.create(contrastThreshold=_SIFT_CONTRAST)
+    height, width = grey.shape
+    found = [
+        k for k in sift.detect(grey, None) if 8 <= k.pt[0] < width - 8 and 8 <= k.pt[1] < height - 8
+    ]
+    kept, raw = sift.compute(grey, orb._spread(found, width, height))
+    if raw is None or not kept:
+        return orb._none()
+    root = np.sqrt(raw / np.maximum(raw.sum(axis=1, keepdims=True), 1e-7))
+    descriptors = np.clip(np.round(root * 512), 0, 255).astype(np.uint8)
+    xy = np.array([k.pt for k in kept], dtype=np.float32)
+    return verify.Keypoints(
+        xy, orb._colours(rgb, xy), descriptors, (width, height), orb.colour_grid(rgb)
+    )
+
+
+def find_local(picture: Image.Image) -> verify.Keypoints:
+    return rootsift_keypoints(picture) if _local == "rootsift" else find_keypoints(picture)
+
+
+def verify_pair(a: verify.Keypoints, b: verify.Keypoints) -> verify.Verdict:
+    """lookalike.verify.verify, with an L2 matcher for RootSIFT's descriptors."""
+    if _local != "rootsift":
+        return verify.verify(a, b)
+    import cv2
+
+    def floats(k: verify.Keypoints) -> verify.Keypoints:
+        return replace(k, descriptors=k.descriptors.astype(np.float32))
+
+    hamming, verify._MATCHER = verify._MATCHER, cv2.BFMatcher(cv2.NORM_L2)
+    try:
+        return verify.verify(floats(a), floats(b))
+    finally:
+        verify._MATCHER = hamming
 
 
 @dataclass(frozen=True)
@@ -210,10 +264,10 @@ def _jpeg(image: Image.Image, quality: int) -> Shot:
 
 def _keypoints(data: bytes, decoded: Image.Image) -> verify.Keypoints:
     if _keypoints_on == "model-image":
-        return find_keypoints(decoded)
+        return find_local(decoded)
     if _keypoints_on == "full-decode":
-        return find_keypoints(decode_image(data, max_pixels=MAX_PIXELS))
-    return find_keypoints(keypoint_source(data, decoded, max_pixels=MAX_PIXELS))
+        return find_local(decode_image(data, max_pixels=MAX_PIXELS))
+    return find_local(keypoint_source(data, decoded, max_pixels=MAX_PIXELS))
 
 
 def _crop(image: Image.Image, rng: np.random.Generator) -> Image.Image:
@@ -310,17 +364,38 @@ def colourful(image: Image.Image) -> bool:
     return bool(np.mean(hsv[..., 1] > 60) > 0.05)
 
 
+# A colour variant must change a colour a person sees: at least VISIBLE_SHARE of the
+# picture's pixels move by VISIBLE_AB or more in Lab (a, b) (a 256 px thumbnail of each). A
+# hue shift of a near-grey or pastel shot can change nothing visible (a 99th percentile
+# of 1-6 on three such "variants" of one run): that is the same picture, not "also in red".
+VISIBLE_AB, VISIBLE_SHARE = 20.0, 0.01
+
+
+def _lab_ab(image: Image.Image) -> np.ndarray:
+    small = image.convert("RGB")
+    small.thumbnail((256, 256))
+    return cv2.cvtColor(np.asarray(small), cv2.COLOR_RGB2LAB)[..., 1:].astype(np.float64)
+
+
+def visibly_recoloured(original: Image.Image, variant: Image.Image) -> bool:
+    change = np.hypot(*np.moveaxis(_lab_ab(original) - _lab_ab(variant), -1, 0))
+    return bool(np.mean(change >= VISIBLE_AB) >= VISIBLE_SHARE)
+
+
 def variants(sample: Sample, rng: np.random.Generator) -> list[tuple[str, Shot]]:
+    """The sample's colour variants that change a visible colour (:data:`VISIBLE_AB`)."""
     if not colourful(sample.image):
         return []
     pixels = np.asarray(sample.image.convert("RGB"))
-    out = [("hue-shift", _jpeg(Image.fromarray(_hue_shift(pixels, rng.uniform(60, 300))), 85))]
+    made = [("hue-shift", Image.fromarray(_hue_shift(pixels, rng.uniform(60, 300))))]
     if sample.product_mask is not None:
         shifted = _hue_shift(pixels, rng.uniform(60, 300))
         alpha = np.asarray(sample.product_mask, dtype=np.float64)[..., None] / 255.0
         mixed = alpha * shifted + (1 - alpha) * pixels
-        out.append(("recoloured", _jpeg(Image.fromarray(mixed.astype(np.uint8)), 85)))
-    return out
+        made.append(("recoloured", Image.fromarray(mixed.astype(np.uint8))))
+    return [
+        (kind, _jpeg(image, 85)) for kind, image in made if visibly_recoloured(sample.image, image)
+    ]
 
 
 # ----------------------------------------------------------------------------- pairs
@@ -364,18 +439,16 @@ def build_half(samples: list[Sample], embedder: Any, seed: int) -> Half:
     half.plain = sum(not k.verifiable for k in [*kp_o, *kp_e, *kp_v])
     groups = [s.group for s in samples]
     for (i, kind, _), vector, kp in zip(edited, emb_e, kp_e, strict=True):
-        half.positives.append((groups[i], kind, similarity(i, vector), verify.verify(kp_o[i], kp)))
+        half.positives.append((groups[i], kind, similarity(i, vector), verify_pair(kp_o[i], kp)))
         for j in range(len(samples)):
             if j != i and groups[j] == groups[i]:
-                half.negatives.append(
-                    (groups[i], similarity(j, vector), verify.verify(kp_o[j], kp))
-                )
+                half.negatives.append((groups[i], similarity(j, vector), verify_pair(kp_o[j], kp)))
     for (i, kind, _), vector, kp in zip(varied, emb_v, kp_v, strict=True):
-        half.variants.append((groups[i], kind, similarity(i, vector), verify.verify(kp_o[i], kp)))
+        half.variants.append((groups[i], kind, similarity(i, vector), verify_pair(kp_o[i], kp)))
     for a, b in combinations(range(len(samples)), 2):
         if groups[a] == groups[b]:
             half.negatives.append(
-                (groups[a], similarity(a, emb_o[b]), verify.verify(kp_o[a], kp_o[b]))
+                (groups[a], similarity(a, emb_o[b]), verify_pair(kp_o[a], kp_o[b]))
             )
     return half
 
@@ -507,7 +580,8 @@ def samples_of(rng: np.random.Generator) -> list[Sample]:
 
 def split(samples: list[Sample]) -> tuple[list[Sample], list[Sample]]:
     """Alternate members of each group to either half."""
-    tune, test = [], []
+    tune: list[Sample] = []
+    test: list[Sample] = []
     seen: dict[str, int] = {}
     for s in samples:
         n = seen.get(s.group, 0)
@@ -560,6 +634,13 @@ def main() -> None:
         help="find the keypoints as the worker does (worker/keypoints.py keypoint_source), "
         "on the model's shrink-on-load image itself, or on the full decode",
     )
+    parser.add_argument(
+        "--local-features",
+        choices=("orb", "rootsift"),
+        default="orb",
+        help="the service's ORB keypoints, or RootSIFT for comparison (same number kept, same "
+        "matching and RANSAC; not what the service stores)",
+    )
     args = parser.parse_args()
 
     from worker.model import load_embedder
@@ -567,8 +648,8 @@ def main() -> None:
     started = time.monotonic()
     samples = samples_of(np.random.default_rng(args.seed))
     embedder = load_embedder(args.model, args.cache_dir, features=args.features)
-    global _decode, _input_size, _keypoints_on
-    _keypoints_on = args.keypoints_on
+    global _decode, _input_size, _keypoints_on, _local
+    _keypoints_on, _local = args.keypoints_on, args.local_features
     _decode, _input_size = args.decode, embedder.input_size
     tune_samples, test_samples = split(samples)
     tune = build_half(tune_samples, embedder, args.seed + 1)
@@ -609,16 +690,33 @@ def main() -> None:
     per_image = timed(lambda: [_keypoints(*f) for f in files], 3) / len(files)
     points = [_keypoints(*f) for f in files]
     photos = [f[1] for f in files]
-    encoded = [verify.encode(p) for p in points]
-    per_pair = timed(
-        lambda: [
-            verify.verify(verify.decode(a), verify.decode(b))
-            for a in encoded[:5]  # type: ignore[arg-type]
-            for b in encoded
-        ],
-        3,
-    ) / (5 * len(encoded))
-    size = float(np.mean([len(e) for e in encoded]))
+    if _local == "orb":
+        encoded = [verify.encode(p) for p in points]
+        per_pair = (
+            timed(
+                lambda: [
+                    verify.verify(verify.decode(a), verify.decode(b))  # type: ignore[arg-type]
+                    for a in encoded[:5]
+                    for b in encoded
+                ],
+                3,
+            )
+            / (5 * len(encoded))
+        )
+        size = float(np.mean([len(e) for e in encoded]))
+    else:  # no payload form: its size as ORB's layout would store it, in base64
+        per_pair = timed(lambda: [verify_pair(a, b) for a in points[:5] for b in points], 3) / (
+            5 * len(points)
+        )
+        size = float(
+            np.mean(
+                [
+                    4 / 3 * (9 + len(p) * (6 + p.descriptors.shape[1]) + 2 * p.grid.size // 2)
+                    for p in points
+                    if p.grid is not None
+                ]
+            )
+        )
     print(
         f"cost: {per_image * 1000:.1f} CPU-ms of keypoints (with any decode of their own) per "
         f"{STUDIO[0]}x{STUDIO[1]} photo (the model's decode "
@@ -633,6 +731,7 @@ def main() -> None:
                     "model": embedder.version,
                     "decode": args.decode,
                     "keypoints_on": args.keypoints_on,
+                    "local_features": args.local_features,
                     "originals": len(samples),
                     "tune": asdict(chosen),
                     "test": asdict(held),
