@@ -271,8 +271,13 @@ def main() -> None:
         default=Path("."),
         help="folder the sets' build/datasets/... paths are relative to",
     )
+    parser.add_argument(
+        "--versus",
+        default="",
+        help="also compare every variant with this one (e.g. 'lite0@320 multiscale gem3')",
+    )
     parser.add_argument("--cost-seconds", type=float, default=5.0)
-    parser.add_argument("--cost-rounds", type=int, default=3)
+    parser.add_argument("--cost-rounds", type=int, default=3, help="0: no cost measurement")
     args = parser.parse_args()
     candidates = [Candidate.parse(c) for c in args.candidates.split(",")]
     datasets = {d: args.datasets_root / QUALITY_SETS[d] for d in args.datasets.split(",")}
@@ -308,9 +313,23 @@ def main() -> None:
         for d, values in per_query.items()
         if reference in values
     }
+    if args.versus:
+        results["versus"] = {
+            "variant": args.versus,
+            **{
+                d: {
+                    key: paired_difference(values[args.versus], got)
+                    for key, got in values.items()
+                    if key != args.versus and "(grid)" not in key
+                }
+                for d, values in per_query.items()
+            },
+        }
     print("model cost (Keras, batch 32)", file=sys.stderr)
-    results["model_img_s"] = model_cost(
-        candidates, args.model_cache, args.cost_seconds, args.cost_rounds
+    results["model_img_s"] = (
+        model_cost(candidates, args.model_cache, args.cost_seconds, args.cost_rounds)
+        if args.cost_rounds > 0
+        else {}
     )
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "default.json").write_text(json.dumps(results, indent=2) + "\n")
@@ -346,6 +365,15 @@ def table(results: dict[str, Any], candidates: list[Candidate]) -> str:
         rate = results["model_img_s"].get(name)
         cost = f"{rate:.1f} ({rate / base_rate:.2f}x)" if rate and base_rate else ""
         lines.append(f"| {key} | " + " | ".join(cells) + f" | {cost} |")
+    versus = results.get("versus")
+    if versus:
+        lines += ["", f"P@5 minus `{versus['variant']}`, paired, ± 2 standard errors:", ""]
+        lines += ["| variant | " + " | ".join(sets) + " |", "|---|" + "---|" * len(sets)]
+        for key in keys:
+            if key == versus["variant"]:
+                continue
+            cells = [f"{versus[d][key][0]:+.3f} ± {versus[d][key][1]:.3f}" for d in sets]
+            lines.append(f"| {key} | " + " | ".join(cells) + " |")
     lines += ["", "GeM p fitted without labels (head alone / multiscale), per set:", ""]
     for d in sets:
         fitted = results["fitted_p"][d]
