@@ -77,7 +77,8 @@ class HeadReport:
         raw, head = self.test[BACKBONE].summary["P@5"], self.test[HEAD].summary["P@5"]
         numbers = f"held-out P@5 {raw:.3f} -> {head:.3f} ({self.gain:+.3f})"
         if self.meets_target:
-            return f"The head beats the backbone by at least {TARGET_GAIN:.2f}: {numbers}."
+            target = f"by at least {TARGET_GAIN:.2f}"
+            return f"The {self.kind} head beats the backbone {target}: {numbers}."
         reasons = []
         if self.kind == "standardise":
             reasons.append(
@@ -105,7 +106,7 @@ class HeadReport:
                 f"head to pull them apart (lowest held-out P@5 with the head: {listed})"
             )
         return (
-            f"The head does NOT beat the backbone by {TARGET_GAIN:.2f}: {numbers}. "
+            f"The {self.kind} head does NOT beat the backbone by {TARGET_GAIN:.2f}: {numbers}. "
             f"Likely why: {'; '.join(reasons)}."
         )
 
