@@ -65,8 +65,10 @@ VECTOR_DATATYPES: tuple[str, ...] = get_args(VectorDatatype)
 LOG_FORMATS: tuple[str, ...] = get_args(LogFormat)
 LOG_LEVELS: tuple[str, ...] = get_args(LogLevel)
 
-# Below this the backbone's stride-32 head map is smaller than 2x2 positions.
+# LOOKALIKE_INPUT_SIZE's range: below 64 the backbone's stride-32 head map is smaller than
+# 2x2 positions.
 MIN_INPUT_SIZE = 64
+MAX_INPUT_SIZE = 1024
 
 # A trained head's name: a file name in the model cache and part of the model name.
 HEAD_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,31}$")
@@ -194,7 +196,7 @@ class Settings(_LookalikeSettings):
     # The backbone's input side in pixels; 0: its own (Lite0 224, Lite1 240, Lite2 260). The
     # same weights run at any side; a larger one sees more of a photo's detail for more CPU
     # (Lite0 at 320: ~2.2x the model time, docs/model.md). A new model version: re-index.
-    input_size: Annotated[int, Field(ge=0, le=1024)] = 0
+    input_size: Annotated[int, Field(ge=0, le=MAX_INPUT_SIZE)] = 0
     # "avg" or "gem" (generalised mean, p = 3: strong local activations weigh more; the
     # classifier's logits, for tags, stay on the average). A new model version: re-index.
     pooling: Pooling = "avg"

@@ -132,3 +132,11 @@ def test_get_embedder_keeps_one_per_variant(
     assert get_embedder(variant) is get_embedder(variant.replace())
     assert get_embedder(variant) is not get_embedder(settings)
     assert get_embedder(variant).version == gem["tflite"].version
+
+
+def test_sizes_out_of_range_and_unknown_poolings_are_refused(model_cache_dir: Path) -> None:
+    for size, pooling in ((32, "avg"), (2048, "gem"), (-1, "avg"), (SIZE, "max")):
+        with pytest.raises(ValueError):
+            build_model_cache(
+                "efficientnet-lite0", model_cache_dir, input_size=size, pooling=pooling
+            )

@@ -42,6 +42,8 @@ def main(argv: list[str] | None = None) -> int:
 
     started = time.monotonic()
     files: ModelFiles
+    if args.custom is not None and args.pooling != "avg":
+        parser.error("--pooling is for the shipped backbones; a custom model pools as it was made")
     if args.custom is not None:
         custom = CustomModel(args.custom.resolve(), args.arch, args.input_size, args.input_mode)
         files = build_custom_cache(custom, args.cache_dir, force=args.force)

@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from lookalike.models import Backbone, get_backbone
-from lookalike.settings import POOLINGS
+from lookalike.settings import MAX_INPUT_SIZE, MIN_INPUT_SIZE, POOLINGS
 from worker.model import efficientnet_lite
 from worker.model.files import import_tensorflow, locked, sha256_file
 from worker.model.runners import TFLiteRunner
@@ -105,6 +105,11 @@ def _variant(backbone: Backbone, input_size: int, pooling: str) -> tuple[int, st
     ships: the files and version that existed before the two settings."""
     if pooling not in POOLINGS:
         raise ValueError(f"unknown pooling {pooling!r}; choose one of {', '.join(POOLINGS)}")
+    if input_size and not MIN_INPUT_SIZE <= input_size <= MAX_INPUT_SIZE:
+        raise ValueError(
+            f"input size {input_size}: {MIN_INPUT_SIZE} to {MAX_INPUT_SIZE} pixels, or 0 for "
+            "the model's own"
+        )
     size = 0 if input_size in (0, backbone.input_size) else input_size
     return None if (size, pooling) == (0, "avg") else (size, pooling)
 
