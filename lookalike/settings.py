@@ -195,8 +195,9 @@ class Settings(_LookalikeSettings):
     features: Features = "multiscale"
     # The backbone's input side in pixels; 0: its own (Lite0 224, Lite1 240, Lite2 260). The
     # same weights run at any side; a larger one sees more of a photo's detail for more CPU
-    # (Lite0 at 320: ~2.2x the model time, docs/model.md). A new model version: index the
-    # catalog into a new collection (`indexer reindex` cannot switch it, as for features).
+    # (Lite0 at 320: ~2x the model's, ~1.2x ingest CPU: docs/model.md). A new model
+    # version: index the catalog into a new collection (`indexer reindex` cannot switch it,
+    # as for features).
     input_size: Annotated[int, Field(ge=0, le=MAX_INPUT_SIZE)] = 0
     # "avg" or "gem" (generalised mean, p = 3: strong local activations weigh more; the
     # classifier's logits, for tags, stay on the average). A new model version, as above.
