@@ -46,6 +46,7 @@ catalog indexed before shrink-on-load): the before/after of shrink-on-load.
 
     python benchmarks/duplicate_threshold.py [--model efficientnet-lite0] [--json FILE]
                                              [--decode scaled-1|full]
+                                             [--input-size 320] [--pooling gem]
 """
 
 from __future__ import annotations
@@ -75,7 +76,7 @@ from lookalike.images import (
     decode_as,
     decode_image,
 )
-from lookalike.settings import FEATURES, Settings
+from lookalike.settings import FEATURES, POOLINGS, Settings
 from worker.keypoints import find_keypoints, keypoint_source
 
 STAMPS = Path("/usr/share/tuxpaint/stamps")
@@ -618,6 +619,10 @@ def main() -> None:
     parser.add_argument(
         "--features", choices=FEATURES, default=Settings().features, help="LOOKALIKE_FEATURES"
     )
+    parser.add_argument(
+        "--input-size", type=int, default=0, help="LOOKALIKE_INPUT_SIZE (0: the model's own)"
+    )
+    parser.add_argument("--pooling", choices=POOLINGS, default="avg", help="LOOKALIKE_POOLING")
     parser.add_argument("--cache-dir", type=Path, default=Path("data/models"))
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--json", type=Path, default=None, help="write the measurements here")
@@ -647,7 +652,13 @@ def main() -> None:
 
     started = time.monotonic()
     samples = samples_of(np.random.default_rng(args.seed))
-    embedder = load_embedder(args.model, args.cache_dir, features=args.features)
+    embedder = load_embedder(
+        args.model,
+        args.cache_dir,
+        features=args.features,
+        input_size=args.input_size,
+        pooling=args.pooling,
+    )
     global _decode, _input_size, _keypoints_on, _local
     _keypoints_on, _local = args.keypoints_on, args.local_features
     _decode, _input_size = args.decode, embedder.input_size

@@ -47,7 +47,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "build-model":
         from worker.model import build_model_cache
 
-        files = build_model_cache(args.model or settings.model, settings.model_dir)
+        files = build_model_cache(
+            args.model or settings.model,
+            settings.model_dir,
+            input_size=settings.input_size,
+            pooling=settings.pooling,
+        )
         print(f"model cache ready: {files}")
         return 0
 

@@ -9,7 +9,10 @@ docs/indexer.md.)
 
 For a multiscale vector (the default), the embedding similarity is the cosine of its pooled
 head part alone (:func:`candidate_query`). Exact duplicates (same bytes, same sha256) are a
-separate, exact test.
+separate, exact test. With LOOKALIKE_POOLING=gem that part is the GeM-pooled head, used as it
+is with the same floor: Lite0 at 320 px with GeM keeps more edited copies above it than the
+default, on the set benchmarks/duplicate_threshold.py builds (docs/model.md "Input size and
+pooling").
 """
 
 from __future__ import annotations

@@ -44,6 +44,9 @@ PreprocessMode = Literal["resize", "crop", "pad", "stretch"]
 # What the backbone's vector is: its pooled head, or that concatenated with pooled earlier
 # stages (see docs/quality.md).
 Features = Literal["pooled", "multiscale"]
+# How the backbone's head (its last activation map) is pooled into the vector: the global
+# average the classifier was trained with, or the generalised mean at p = 3 (docs/model.md).
+Pooling = Literal["avg", "gem"]
 # How a user's own model (LOOKALIKE_MODEL=custom) wants its [0, 255] RGB pixels: as they are
 # ("raw"), or scaled as keras.applications' preprocess_input modes "tf", "torch", "caffe" do.
 # Empty: the architecture's own mode (LOOKALIKE_CUSTOM_MODEL_ARCH), else "raw".
@@ -56,10 +59,16 @@ LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
 RUNTIMES: tuple[str, ...] = get_args(Runtime)
 PREPROCESS_MODES: tuple[str, ...] = get_args(PreprocessMode)
 FEATURES: tuple[str, ...] = get_args(Features)
+POOLINGS: tuple[str, ...] = get_args(Pooling)
 CUSTOM_INPUT_MODES: tuple[str, ...] = get_args(CustomInputMode)
 VECTOR_DATATYPES: tuple[str, ...] = get_args(VectorDatatype)
 LOG_FORMATS: tuple[str, ...] = get_args(LogFormat)
 LOG_LEVELS: tuple[str, ...] = get_args(LogLevel)
+
+# LOOKALIKE_INPUT_SIZE's range: below 64 the backbone's stride-32 head map is smaller than
+# 2x2 positions.
+MIN_INPUT_SIZE = 64
+MAX_INPUT_SIZE = 1024
 
 # A trained head's name: a file name in the model cache and part of the model name.
 HEAD_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,31}$")
@@ -184,6 +193,15 @@ class Settings(_LookalikeSettings):
     # test compares the head part alone, so its threshold holds for both. A user's own model
     # (LOOKALIKE_MODEL=custom) has one output, its embedding: it ignores this (model_features).
     features: Features = "multiscale"
+    # The backbone's input side in pixels; 0: its own (Lite0 224, Lite1 240, Lite2 260). The
+    # same weights run at any side; a larger one sees more of a photo's detail for more CPU
+    # (Lite0 at 320: ~2x the model's, ~1.2x ingest CPU: docs/model.md). A new model
+    # version: index the catalog into a new collection (`indexer reindex` cannot switch it,
+    # as for features).
+    input_size: Annotated[int, Field(ge=0, le=MAX_INPUT_SIZE)] = 0
+    # "avg" or "gem" (generalised mean, p = 3: strong local activations weigh more; the
+    # classifier's logits, for tags, stay on the average). A new model version, as above.
+    pooling: Pooling = "avg"
     # Average the features of the image and its mirror image (twice the inference work).
     tta_flip: Bool = False
     # A catalog-tuned head (`indexer train-head`) in <model cache>/heads/<name>.*; empty: none.
@@ -278,6 +296,16 @@ class Settings(_LookalikeSettings):
     def _check(self) -> Settings:
         if self.model == CUSTOM_MODEL and self.custom_model_path is None:
             raise ValueError("LOOKALIKE_MODEL=custom needs LOOKALIKE_CUSTOM_MODEL_PATH")
+        if self.model == CUSTOM_MODEL and (self.input_size or self.pooling != "avg"):
+            raise ValueError(
+                "LOOKALIKE_INPUT_SIZE and LOOKALIKE_POOLING are for the shipped backbones; "
+                "a custom model takes LOOKALIKE_CUSTOM_MODEL_INPUT_SIZE and pools as it was made"
+            )
+        if 0 < self.input_size < MIN_INPUT_SIZE:
+            raise ValueError(
+                f"LOOKALIKE_INPUT_SIZE: at least {MIN_INPUT_SIZE} pixels, or 0 for the "
+                "backbone's own"
+            )
         try:
             self._catalog = load_catalog_schema(self.catalog_schema)
         except SchemaError as exc:

@@ -479,12 +479,14 @@ def write_report(
 def add_model_options(parser: argparse.ArgumentParser, *, head: bool = True) -> None:
     """Flags that override the embedder's settings (else LOOKALIKE_* variables, defaults)."""
     from lookalike.models import MODELS
-    from lookalike.settings import FEATURES, PREPROCESS_MODES, RUNTIMES
+    from lookalike.settings import FEATURES, POOLINGS, PREPROCESS_MODES, RUNTIMES
 
     group = parser.add_argument_group("model (default: the LOOKALIKE_* settings)")
     group.add_argument("--model", choices=MODELS, default=None)
     group.add_argument("--preprocess", choices=PREPROCESS_MODES, default=None)
     group.add_argument("--features", choices=FEATURES, default=None)
+    group.add_argument("--input-size", type=int, default=None, help="pixels (0: the model's own)")
+    group.add_argument("--pooling", choices=POOLINGS, default=None, help="of the head")
     group.add_argument(
         "--tta-flip",
         action=argparse.BooleanOptionalAction,
@@ -501,10 +503,10 @@ def add_model_options(parser: argparse.ArgumentParser, *, head: bool = True) -> 
 def model_settings(args: argparse.Namespace) -> Settings:
     from lookalike.settings import Settings
 
-    names = ("model", "preprocess", "features", "tta_flip", "head", "runtime", "model_cache")
+    names = ("model", "preprocess", "features", "input_size", "pooling", "tta_flip", "head")
     overrides = {
         name: getattr(args, name)
-        for name in (*names, "embed_batch_size")
+        for name in (*names, "runtime", "model_cache", "embed_batch_size")
         if getattr(args, name, None) is not None
     }
     return Settings.from_env(**overrides)

@@ -100,3 +100,20 @@ def test_every_setting_is_in_the_readme() -> None:
     for model in (Settings, IndexerSettings):
         for name in model.model_fields:
             assert f"`LOOKALIKE_{name.upper()}`" in readme, name
+
+
+def test_input_size_and_pooling_are_opt_in_and_checked() -> None:
+    assert (Settings().input_size, Settings().pooling) == (0, "avg")
+    chosen = Settings.from_env({"LOOKALIKE_INPUT_SIZE": "320", "LOOKALIKE_POOLING": "gem"})
+    assert (chosen.input_size, chosen.pooling) == (320, "gem")
+    assert Settings.from_env({"LOOKALIKE_INPUT_SIZE": ""}).input_size == 0
+    for environ, variable in (
+        ({"LOOKALIKE_POOLING": "max"}, "LOOKALIKE_POOLING"),
+        ({"LOOKALIKE_INPUT_SIZE": "32"}, "LOOKALIKE_INPUT_SIZE"),
+        ({"LOOKALIKE_INPUT_SIZE": "4096"}, "LOOKALIKE_INPUT_SIZE"),
+        ({"LOOKALIKE_INPUT_SIZE": "-1"}, "LOOKALIKE_INPUT_SIZE"),
+    ):
+        with pytest.raises(SettingsError, match=variable):
+            Settings.from_env(environ)
+    with pytest.raises(SettingsError, match="LOOKALIKE_CUSTOM_MODEL_INPUT_SIZE"):
+        Settings(model="custom", custom_model_path=Path("m.keras"), pooling="gem")

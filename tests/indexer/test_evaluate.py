@@ -3,6 +3,7 @@ real run (real model, real tuxpaint photos, qdrant-edge) producing the report.""
 
 from __future__ import annotations
 
+import argparse
 import csv
 import gzip
 import json
@@ -27,9 +28,11 @@ from indexer.quality.datasets import (
     write_manifest,
 )
 from indexer.quality.evaluate import (
+    add_model_options,
     chance_precision,
     colour_histogram,
     evaluation_store,
+    model_settings,
     rank_in_store,
     retrieval_metrics,
 )
@@ -286,3 +289,10 @@ def test_evaluation_neighbours_are_the_exact_nearest(
 def test_evaluate_reports_a_missing_dataset(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     assert indexer_main(["evaluate", str(tmp_path / "nope")]) == 2
     assert "no such folder" in capsys.readouterr().err
+
+
+def test_model_flags_override_the_settings() -> None:
+    parser = argparse.ArgumentParser()
+    add_model_options(parser)
+    chosen = model_settings(parser.parse_args(["--input-size", "320", "--pooling", "gem"]))
+    assert (chosen.input_size, chosen.pooling) == (320, "gem")

@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 from lookalike.models import BACKBONES
+from lookalike.settings import POOLINGS
 from worker.model.cache import ModelFiles, build_model_cache
 from worker.model.custom import ARCHITECTURES, INPUT_MODES, CustomModel, build_custom_cache
 
@@ -28,18 +29,32 @@ def main(argv: list[str] | None = None) -> int:
     build.add_argument("--force", action="store_true", help="rebuild even if up to date")
     build.add_argument("--custom", type=Path, default=None, help="a user's Keras model file")
     build.add_argument("--arch", choices=sorted(ARCHITECTURES), default="")
-    build.add_argument("--input-size", type=int, default=0)
+    build.add_argument(
+        "--input-size",
+        type=int,
+        default=0,
+        help="pixels (0: the model's own; LOOKALIKE_INPUT_SIZE)",
+    )
+    build.add_argument("--pooling", choices=POOLINGS, default="avg", help="LOOKALIKE_POOLING")
     build.add_argument("--input-mode", choices=INPUT_MODES, default="")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
 
     started = time.monotonic()
     files: ModelFiles
+    if args.custom is not None and args.pooling != "avg":
+        parser.error("--pooling is for the shipped backbones; a custom model pools as it was made")
     if args.custom is not None:
         custom = CustomModel(args.custom.resolve(), args.arch, args.input_size, args.input_mode)
         files = build_custom_cache(custom, args.cache_dir, force=args.force)
     else:
-        files = build_model_cache(args.model, args.cache_dir, force=args.force)
+        files = build_model_cache(
+            args.model,
+            args.cache_dir,
+            force=args.force,
+            input_size=args.input_size,
+            pooling=args.pooling,
+        )
     elapsed = time.monotonic() - started
     verb = "built" if files.built else "up to date:"
     print(f"{verb} {files.version} in {files.manifest.parent} ({elapsed:.1f}s)")

@@ -2,7 +2,9 @@
 
 ``build_model_cache`` writes into ``cache_dir``: ``<model>.keras``, ``<model>.tflite``
 (float32, runs under XNNPACK) and ``<model>.json``, a manifest naming the source weights'
-sha256, the model version and the files built. With ``tflite=False`` (the Keras runtime) only
+sha256, the model version and the files built. Another input size or pooling than the
+backbone's own (LOOKALIKE_INPUT_SIZE, LOOKALIKE_POOLING) is another model, in its own files:
+``<model>-<size>-<pooling>.*``. With ``tflite=False`` (the Keras runtime) only
 the Keras file is needed: it is built without TensorFlow where Keras runs on another backend
 (JAX on a GPU machine), and a later TFLite user converts both. A later call checks the
 manifest against the installed weights and the files on disk and does nothing when they match,
@@ -28,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from lookalike.models import Backbone, get_backbone
+from lookalike.settings import MAX_INPUT_SIZE, MIN_INPUT_SIZE, POOLINGS
 from worker.model import efficientnet_lite
 from worker.model.files import import_tensorflow, locked, sha256_file
 from worker.model.runners import TFLiteRunner
@@ -35,7 +38,8 @@ from worker.model.runners import TFLiteRunner
 log = logging.getLogger(__name__)
 
 # The builder of each backbone family (lookalike/models.py Backbone.family): a module with
-# ``build(backbone) -> keras.Model`` and ``load_weights(model, backbone, state_dict)``.
+# ``build(backbone, input_size, pooling) -> keras.Model`` and
+# ``load_weights(model, backbone, state_dict)``.
 BUILDERS: dict[str, Any] = {efficientnet_lite.FAMILY: efficientnet_lite}
 
 # Bump when the conversion changes in a way that changes the files (layer graph, converter
@@ -57,7 +61,8 @@ class ModelFiles:
     tflite: Path
     manifest: Path
     weights_sha256: str
-    # "<model>:<first 12 hex of the weights' sha256>": names the weights, not the runtime.
+    # "<model>:<first 12 hex of the weights' sha256>[:<input size>][:gem]": names the weights,
+    # input size and pooling (the last two when not the backbone's own), not the runtime.
     version: str
     input_size: int
     # False when the cache was already up to date.
@@ -84,8 +89,36 @@ def weights_file(backbone: Backbone | str) -> Path:
     return found[0]
 
 
-def model_version(model: str, weights_sha256: str) -> str:
-    return f"{model}:{weights_sha256[:12]}"
+def model_version(model: str, weights_sha256: str, variant: tuple[int, str] | None = None) -> str:
+    """The version of a backbone's vectors; ``variant`` (input size, pooling), when not the
+    backbone's own, is named so that vectors of two variants are never compared."""
+    version = f"{model}:{weights_sha256[:12]}"
+    if variant is not None:
+        size, pooling = variant
+        version += f":{size}" if size else ""
+        version += f":{pooling}" if pooling != "avg" else ""
+    return version
+
+
+def _variant(backbone: Backbone, input_size: int, pooling: str) -> tuple[int, str] | None:
+    """(input size or 0 for the backbone's own, pooling), or None for the backbone as it
+    ships: the files and version that existed before the two settings."""
+    if pooling not in POOLINGS:
+        raise ValueError(f"unknown pooling {pooling!r}; choose one of {', '.join(POOLINGS)}")
+    if input_size and not MIN_INPUT_SIZE <= input_size <= MAX_INPUT_SIZE:
+        raise ValueError(
+            f"input size {input_size}: {MIN_INPUT_SIZE} to {MAX_INPUT_SIZE} pixels, or 0 for "
+            "the model's own"
+        )
+    size = 0 if input_size in (0, backbone.input_size) else input_size
+    return None if (size, pooling) == (0, "avg") else (size, pooling)
+
+
+def _stem(backbone: Backbone, variant: tuple[int, str] | None) -> str:
+    if variant is None:
+        return backbone.name
+    size, pooling = variant
+    return f"{backbone.name}-{size or backbone.input_size}-{pooling}"
 
 
 def _paths(cache_dir: Path, model: str) -> tuple[Path, Path, Path]:
@@ -115,16 +148,25 @@ def _up_to_date(
 
 
 def build_model_cache(
-    model_name: str, cache_dir: Path, *, force: bool = False, tflite: bool = True
+    model_name: str,
+    cache_dir: Path,
+    *,
+    force: bool = False,
+    tflite: bool = True,
+    input_size: int = 0,
+    pooling: str = "avg",
 ) -> ModelFiles:
     """Make sure ``cache_dir`` holds the converted model (the TFLite file too unless
-    ``tflite`` is False); convert only when needed."""
+    ``tflite`` is False) at ``input_size`` (0: the backbone's own) with its head pooled by
+    ``pooling``; convert only when needed."""
     backbone = get_backbone(model_name)
+    variant = _variant(backbone, input_size, pooling)
+    stem = _stem(backbone, variant)
     cache_dir = Path(cache_dir)
     cache_dir.mkdir(parents=True, exist_ok=True)
     source = weights_file(backbone)
     weights_sha256 = sha256_file(source)
-    keras_path, tflite_path, manifest_path = _paths(cache_dir, backbone.name)
+    keras_path, tflite_path, manifest_path = _paths(cache_dir, stem)
 
     def files(built: bool) -> ModelFiles:
         return ModelFiles(
@@ -133,29 +175,37 @@ def build_model_cache(
             tflite=tflite_path,
             manifest=manifest_path,
             weights_sha256=weights_sha256,
-            version=model_version(backbone.name, weights_sha256),
-            input_size=backbone.input_size,
+            version=model_version(backbone.name, weights_sha256, variant),
+            input_size=input_size or backbone.input_size,
             built=built,
             multiscale_dim=backbone.feature_dim("multiscale"),
         )
 
     if not force and _up_to_date(manifest_path, weights_sha256, tflite):
         return files(built=False)
-    with locked(cache_dir / f".{backbone.name}.lock"):
+    with locked(cache_dir / f".{stem}.lock"):
         # Another process may have finished the build while this one waited for the lock.
         if not force and _up_to_date(manifest_path, weights_sha256, tflite):
             return files(built=False)
-        _convert(backbone, source, weights_sha256, cache_dir, tflite)
+        _convert(backbone, source, weights_sha256, cache_dir, tflite, variant)
     return files(built=True)
 
 
 def _convert(
-    backbone: Backbone, source: Path, weights_sha256: str, cache_dir: Path, tflite: bool = True
+    backbone: Backbone,
+    source: Path,
+    weights_sha256: str,
+    cache_dir: Path,
+    tflite: bool = True,
+    variant: tuple[int, str] | None = None,
 ) -> None:
     from worker.model.pth import load_state_dict
 
     started = time.monotonic()
-    log.info("converting %s from %s", backbone.name, source)
+    stem = _stem(backbone, variant)
+    size, pooling = variant or (0, "avg")
+    size = size or backbone.input_size
+    log.info("converting %s from %s", stem, source)
     built_with = {}
     if tflite:
         built_with["tensorflow"] = import_tensorflow().__version__
@@ -165,10 +215,10 @@ def _convert(
     built_with.update(keras=keras.__version__, keras_backend=keras.backend.backend())
 
     builder = BUILDERS[backbone.family]
-    model = builder.build(backbone)
+    model = builder.build(backbone, size, pooling)
     builder.load_weights(model, backbone, load_state_dict(source))
-    keras_path, tflite_path, manifest_path = _paths(cache_dir, backbone.name)
-    staging = Path(tempfile.mkdtemp(prefix=f".{backbone.name}-", dir=cache_dir))
+    keras_path, tflite_path, manifest_path = _paths(cache_dir, stem)
+    staging = Path(tempfile.mkdtemp(prefix=f".{stem}-", dir=cache_dir))
     try:
         staged_keras = staging / keras_path.name
         staged_tflite = staging / tflite_path.name
@@ -183,7 +233,7 @@ def _convert(
             # the convolutions and the explicit padding into SAME convolutions; XNNPACK runs
             # it all.
             model.export(str(staged_tflite), format="litert", verbose=False)
-            max_diff = _self_check(model, staged_tflite, backbone)
+            max_diff = _self_check(model, staged_tflite, size)
             if max_diff > SELF_CHECK_TOLERANCE:
                 raise ModelCacheError(
                     f"{backbone.name}: TFLite output differs from Keras by {max_diff:.2e}"
@@ -193,8 +243,9 @@ def _convert(
         manifest = {
             "format": CACHE_FORMAT,
             "model": backbone.name,
-            "version": model_version(backbone.name, weights_sha256),
-            "input_size": backbone.input_size,
+            "version": model_version(backbone.name, weights_sha256, variant),
+            "input_size": size,
+            "pooling": pooling,
             "feature_dim": backbone.dims["features"],
             "multiscale_dim": backbone.feature_dim("multiscale"),
             "num_classes": backbone.dims["logits"],
@@ -217,13 +268,13 @@ def _convert(
         os.replace(tmp_manifest, manifest_path)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    log.info("converted %s in %.1fs", backbone.name, time.monotonic() - started)
+    log.info("converted %s in %.1fs", stem, time.monotonic() - started)
 
 
-def _self_check(model: Any, tflite_path: Path, backbone: Backbone) -> float:
+def _self_check(model: Any, tflite_path: Path, size: int) -> float:
     """Max abs difference between Keras and TFLite outputs on a fixed noise image."""
     rng = np.random.default_rng(0)
-    pixels = rng.integers(0, 256, (2, backbone.input_size, backbone.input_size, 3))
+    pixels = rng.integers(0, 256, (2, size, size, 3))
     pixels = pixels.astype(np.float32)
     expected = model.predict_on_batch(pixels)
     got = TFLiteRunner(tflite_path, threads=1).run(pixels)

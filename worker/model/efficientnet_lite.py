@@ -6,10 +6,12 @@ BatchNorm with eps 1e-3, stem (32) and head (1280) widths not scaled, first and 
 not repeated more. Only ``keras.layers`` are used so the model runs on any Keras backend.
 
 The model takes float32 RGB pixels in [0, 255], NHWC, at the backbone's input size
-(lookalike/models.py), and returns ``{"features": (n, 1280) global average of the head,
-"logits": (n, 1000), "stage6": (n, 192 or 208) global average of the sixth stage's output}``.
-``stage6`` (stride 32, before the last block) is what "multiscale" features add to the head
-(docs/quality.md).
+(lookalike/models.py) or another one (the weights do not depend on it), and returns
+``{"features": (n, 1280) global average of the head, "logits": (n, 1000), "stage6": (n, 192
+or 208) global average of the sixth stage's output}``. ``stage6`` (stride 32, before the last
+block) is what "multiscale" features add to the head (docs/quality.md). With ``pooling="gem"``
+the head's ``features`` are its generalised mean (worker/model/gem.py); the logits stay on the
+average, which the classifier was trained on.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from lookalike.models import Backbone, get_backbone
+from lookalike.settings import POOLINGS
 
 if TYPE_CHECKING:
     import keras
@@ -123,14 +126,18 @@ def same_padding(size: int, kernel: int, stride: int) -> tuple[int, int]:
     return total // 2, total - total // 2
 
 
-def build(backbone: Backbone | str) -> keras.Model:
-    """The EfficientNet-Lite graph with freshly initialised weights."""
+def build(backbone: Backbone | str, input_size: int = 0, pooling: str = "avg") -> keras.Model:
+    """The EfficientNet-Lite graph with freshly initialised weights, for ``input_size`` pixels
+    (0: the backbone's own) and the head pooled by ``pooling`` ("avg" or "gem")."""
     import keras
     from keras import layers
 
     if isinstance(backbone, str):
         backbone = get_backbone(backbone)
-    size = backbone.input_size
+    if pooling not in POOLINGS:
+        raise ValueError(f"unknown pooling {pooling!r}; choose one of {', '.join(POOLINGS)}")
+    size = input_size or backbone.input_size
+    side = size
 
     def conv_bn(x: Any, filters: int, kernel: int, stride: int, name: str, *, act: bool) -> Any:
         nonlocal size
@@ -158,7 +165,7 @@ def build(backbone: Backbone | str) -> keras.Model:
             return x
         return layers.ZeroPadding2D((pad, pad), name=f"{name}_pad")(x)
 
-    inputs = keras.Input((backbone.input_size, backbone.input_size, 3), name="pixels")
+    inputs = keras.Input((side, side, 3), name="pixels")
     x = layers.Rescaling(1.0 / INPUT_STD, offset=-INPUT_MEAN / INPUT_STD, name="normalise")(inputs)
     x = conv_bn(x, 32, 3, 2, "stem", act=True)
     tap = stage_ends(backbone)[MULTISCALE_STAGE].index
@@ -175,8 +182,14 @@ def build(backbone: Backbone | str) -> keras.Model:
         if b.index == tap:
             stage_output = x
     x = conv_bn(x, FEATURE_DIM, 1, 1, "head", act=True)
-    features = layers.GlobalAveragePooling2D(name="features")(x)
-    logits = layers.Dense(NUM_CLASSES, name="logits")(features)
+    if pooling == "gem":
+        from worker.model.gem import GeM
+
+        average = layers.GlobalAveragePooling2D(name="head_average")(x)
+        features = GeM(name="features")(x)
+    else:
+        features = average = layers.GlobalAveragePooling2D(name="features")(x)
+    logits = layers.Dense(NUM_CLASSES, name="logits")(average)
     stage6 = layers.GlobalAveragePooling2D(name="stage6")(stage_output)
     outputs = {"features": features, "logits": logits, "stage6": stage6}
     return keras.Model(inputs, outputs, name=backbone.name)

@@ -201,11 +201,14 @@ def load_embedder(
     tta_flip: bool = False,
     head: str = "",
     custom: CustomModel | None = None,
+    input_size: int = 0,
+    pooling: str = "avg",
 ) -> Embedder:
     """An embedder for ``model`` from ``cache_dir``, converting the weights there if needed.
 
     ``model="custom"`` takes a user's own Keras model, described by ``custom``; ``head``
-    names a trained head in ``cache_dir/heads``.
+    names a trained head in ``cache_dir/heads``. ``input_size`` (0: the backbone's own) and
+    ``pooling`` of the head ("avg", "gem") make another model of the same weights.
     """
     method(preprocess)  # fail on a bad mode before the slow part
     if features not in FEATURES:
@@ -218,10 +221,18 @@ def load_embedder(
             raise ValueError("model 'custom' needs the custom model's description")
         if features != "pooled":
             raise ValueError("a custom model has only pooled features")
+        if input_size or pooling != "avg":
+            raise ValueError("a custom model has its own input size and pooling")
         files = build_custom_cache(custom, Path(cache_dir))
     else:
         # Keras alone needs no TFLite file (nor TensorFlow, on another Keras backend).
-        files = build_model_cache(model, Path(cache_dir), tflite=runtime == "tflite")
+        files = build_model_cache(
+            model,
+            Path(cache_dir),
+            tflite=runtime == "tflite",
+            input_size=input_size,
+            pooling=pooling,
+        )
     loaded_head = None
     if head:
         from worker.model.heads import load_head
@@ -271,6 +282,8 @@ def get_embedder(settings: Settings, task_threads: int = 1) -> Embedder:
         settings.tta_flip,
         settings.head,
         custom,
+        settings.input_size,
+        settings.pooling,
     )
     with _lock:
         if _pid != os.getpid():
@@ -290,6 +303,8 @@ def get_embedder(settings: Settings, task_threads: int = 1) -> Embedder:
                 tta_flip=settings.tta_flip,
                 head=settings.head,
                 custom=custom,
+                input_size=settings.input_size,
+                pooling=settings.pooling,
             )
             _embedders[key] = embedder
         return embedder

@@ -130,6 +130,9 @@ class KerasRunner:
                 except RuntimeError:
                     # TensorFlow already started its thread pools in this process.
                     self.threads = tf.config.threading.get_intra_op_parallelism_threads() or 0
+        # Registers the GeM layer that a model file with LOOKALIKE_POOLING=gem holds.
+        import worker.model.gem  # noqa: F401
+
         self.path = Path(path)
         self._model = keras.saving.load_model(self.path, compile=False)
         self._lock = threading.Lock()

@@ -1,0 +1,84 @@
+"""What LOOKALIKE_INPUT_SIZE and LOOKALIKE_POOLING cost at ingest, in one run.
+
+The ingest section of ``python -m benchmarks`` (``benchmarks.bench.bench_ingest``:
+``lookalike serve`` in a child process, ``indexer ingest`` of a folder, the worker's
+model-only rate measured in this process right before and after) on the catalog photos of
+``benchmarks/photoset.py``, for the default and for the variant; the default is measured
+again at the end, so the machine's drift shows. CPU time per photo compares on a shared
+machine; wall-clock rates ride its load.
+
+    python -m benchmarks.input_size_cost --photos build/photoset --model-cache build/test-models \
+        [--input-size 320] [--pooling gem] [--size 1.5mp]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+from benchmarks import photoset
+from benchmarks.bench import REPO, Report, bench_ingest, cpu_name, default_http_threads
+from lookalike.settings import POOLINGS
+
+VARIABLES = ("LOOKALIKE_INPUT_SIZE", "LOOKALIKE_POOLING")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--input-size", type=int, default=320)
+    parser.add_argument("--pooling", choices=POOLINGS, default="gem")
+    parser.add_argument("--photos", type=Path, default=photoset.DEFAULT_OUT)
+    parser.add_argument("--size", default="1.5mp", choices=tuple(photoset.SIZES))
+    parser.add_argument("--model-cache", type=Path, default=REPO / "build" / "test-models")
+    parser.add_argument("--work-dir", type=Path, default=REPO / "build" / "input-size-cost-work")
+    parser.add_argument("--out", type=Path, default=REPO / "build" / "input-size-cost.json")
+    args = parser.parse_args(argv)
+    # The whole set, as the benchmark builds it: a subset would rebuild the shared cache.
+    folder = photoset.build(args.photos)[args.size]
+    variant = dict(zip(VARIABLES, (str(args.input_size), args.pooling), strict=True))
+    label = f"{args.input_size} px, {args.pooling}"
+    rows: list[dict[str, Any]] = []
+    shutil.rmtree(args.work_dir, ignore_errors=True)
+    args.work_dir.mkdir(parents=True)
+    try:
+        for name, env in (("default", {}), (label, variant), ("default", {})):
+            # Both the server (a child) and the adjacent model-only rate read the settings
+            # from the environment.
+            for key in VARIABLES:
+                os.environ.pop(key, None)
+            os.environ.update(env)
+            report = Report(quick=False)
+            bench_ingest(
+                report,
+                args.work_dir / f"{len(rows)}",
+                args.model_cache,
+                {name: folder},
+                env=env,
+                adjacent_model=True,
+                server_threads=default_http_threads(),
+            )
+            rows.append({**report.ingest[0], "config": name})
+    finally:
+        shutil.rmtree(args.work_dir, ignore_errors=True)
+    print(f"machine: {cpu_name()}, {os.cpu_count()} CPUs, load {os.getloadavg()}")
+    base = (rows[0]["server_cpu_ms"] + rows[2]["server_cpu_ms"]) / 2
+    print("| config | ingest CPU ms/photo (x default) | model-only CPU ms/img | stages CPU ms |")
+    print("|---|---|---|---|")
+    for row in rows:
+        model_cpu = (row["model_cpu_before_ms"] + row["model_cpu_after_ms"]) / 2
+        stages = ", ".join(f"{k} {v:.1f}" for k, v in row["stage_cpu_ms"].items())
+        print(
+            f"| {row['config']} | {row['server_cpu_ms']:.1f} ({row['server_cpu_ms'] / base:.2f}x)"
+            f" | {model_cpu:.1f} | {stages} |"
+        )
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(rows, indent=1, default=str) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
