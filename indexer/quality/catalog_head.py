@@ -23,18 +23,16 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from collections import Counter
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 import numpy as np
 
 from indexer.client import APIClient, APIClientError
-from indexer.quality.datasets import LabelledImage, by_label, stratified_split
-from indexer.quality.evaluate import KS, score_vectors
-from indexer.quality.train_head import BACKBONE, HEAD, HeadReport, write_head_report
+from indexer.quality.datasets import LabelledImage
+from indexer.quality.train_head import HeadReport, fit_and_score, write_head_report
 from lookalike.store.versions import HEAD_SEPARATOR, parse_label
 
 if TYPE_CHECKING:
@@ -143,109 +141,30 @@ def train_from_vectors(
     """Train head ``name`` on the catalog's vectors and labels, save it into
     ``settings.model_dir``, and score it on a held-out split (as
     :func:`indexer.quality.train_head.train_and_evaluate` does with the vectors it embeds)."""
-    from worker.model.embedder import l2_normalise
-    from worker.model.heads import (
-        TrainOptions,
-        check_name,
-        load_head,
-        resolve_kind,
-        save_head,
-        train_head,
-    )
-
-    check_name(name)
-    options = options or TrainOptions(seed=seed)
-    seconds: dict[str, float] = {}
     items = [
         LabelledImage(i, Path(), label) for i, label in zip(data.ids, data.labels, strict=True)
     ]
-    position = {item.id: n for n, item in enumerate(items)}
-    train_items, test_items = stratified_split(items, test_fraction=test_fraction, seed=seed)
-    if not test_items:
-        raise CatalogHeadError(f"no value of {data.field!r} has 4 items or more: none to hold out")
-    vectors = data.vectors
-    train_x = vectors[[position[i.id] for i in train_items]]
-    test_x = vectors[[position[i.id] for i in test_items]]
-    train_y = np.array([i.label for i in train_items])
-    # "auto" becomes the kind for the training split's labels a class, saved and reported.
-    options = resolve_kind(options, train_y)
-
-    started = time.monotonic()
-    model = train_head(train_x, train_y, options)
-    seconds["train"] = time.monotonic() - started
     training = {
         "source": "catalog",
         "field": data.field,
         "catalog_version": data.version,
         "catalog_items": len(items),
         "skipped_without_value": data.skipped,
-        "train_images": len(train_items),
-        "test_fraction": test_fraction,
-        "seed": seed,
-        "options": asdict(options),
     }
-
-    def save(model: Any, labels: list[str], extra: dict[str, Any]) -> Any:
-        return save_head(
-            model,
-            name=name,
-            kind=options.kind,
-            model_dir=settings.model_dir,
-            base_model=data.model,
-            base_version=data.model_version,
-            classes=labels,
-            extra=extra,
-        )
-
-    files = save(model, sorted(set(train_y.tolist())), {"training": training})
-    # Scored the way the worker computes it: the saved head, on the stored backbone vectors.
-    head = load_head(settings.model_dir, name, settings.runtime, settings.inference_threads)
-    started = time.monotonic()
-    test = score_vectors(
-        test_items, {BACKBONE: test_x, HEAD: l2_normalise(head.apply(test_x))}, ks=KS
-    )
-    train = score_vectors(
-        train_items, {BACKBONE: train_x, HEAD: l2_normalise(head.apply(train_x))}, ks=KS
-    )
-    seconds["evaluate"] = time.monotonic() - started
-    if fit_all:
-        started = time.monotonic()
-        evaluated_version = head.version
-        all_y = np.array(data.labels)
-        model = train_head(vectors, all_y, options)
-        training = {**training, "train_images": len(items), "fit_all": True}
-        extra = {"training": training, "evaluated_version": evaluated_version}
-        files = save(model, sorted(set(data.labels)), extra)
-        seconds["train_all"] = time.monotonic() - started
-    report = HeadReport(
+    return fit_and_score(
+        items,
+        data.vectors,
+        settings,
         name=name,
-        kind=options.kind,
-        version=files.version,
-        embedder_version=f"{data.model_version}:{files.version}",
+        base_model=data.model,
         base_version=data.model_version,
-        dim=files.dim,
-        train_images=len(train_items),
-        test_images=len(test_items),
-        classes=len(by_label(items)),
-        test={k: v[0] for k, v in test.items()},
-        train={k: v[0] for k, v in train.items()},
-        options=asdict(options),
+        training=training,
+        options=options,
+        test_fraction=test_fraction,
+        seed=seed,
         fit_all=fit_all,
-        seconds=seconds,
-        test_labels=[item.label for item in test_items],
+        no_hold_out=f"no value of {data.field!r} has 4 items or more: none to hold out",
     )
-    # The manifest carries its own evaluation, for whoever picks the head later.
-    manifest = json.loads(files.manifest.read_text())
-    summary = report.as_dict()
-    manifest["evaluation"] = {
-        "held_out": summary["held_out"],
-        "gain_p_at_5": summary["gain_p_at_5"],
-        "meets_target": report.meets_target,
-    }
-    tmp = files.manifest.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(manifest, indent=2) + "\n")
-    tmp.replace(files.manifest)
-    return report
 
 
 # --------------------------------------------------------------------------- command line

@@ -159,6 +159,54 @@ def train_and_evaluate(
 ) -> HeadReport:
     """Train head ``name`` on ``items``' labels, save it, and score it on a held-out split."""
     from worker.model import get_embedder
+
+    embedder = get_embedder(settings.replace(head=""))
+    embedded = embed_items(
+        items,
+        {MODEL: embedder.embed},
+        versions={MODEL: embedder.version},
+        max_pixels=settings.max_image_pixels,
+        cache_dir=cache_dir,
+        progress=progress,
+    )
+    kept = [items[i] for i in embedded.ok]
+    return fit_and_score(
+        kept,
+        embedded.vectors[MODEL],
+        settings,
+        name=name,
+        base_model=embedder.name,
+        base_version=embedder.version,
+        training={"dataset_images": len(kept)},
+        options=options,
+        test_fraction=test_fraction,
+        seed=seed,
+        fit_all=fit_all,
+        seconds={"embed": embedded.seconds},
+    )
+
+
+def fit_and_score(
+    items: list[LabelledImage],
+    vectors: np.ndarray,
+    settings: Settings,
+    *,
+    name: str,
+    base_model: str,
+    base_version: str,
+    training: dict[str, Any],
+    options: Any = None,
+    test_fraction: float = 0.3,
+    seed: int = 0,
+    fit_all: bool = False,
+    seconds: dict[str, float] | None = None,
+    no_hold_out: str = "no label has 4 images or more: nothing to hold out",
+) -> HeadReport:
+    """Train head ``name`` on backbone ``vectors`` (one row per item of ``items``) and their
+    labels, save it into ``settings.model_dir``, and score it on a held-out split, whether
+    the vectors were embedded here (:func:`train_and_evaluate`) or read from the catalog
+    (indexer/quality/catalog_head.py). ``training`` goes into the manifest, with the split's
+    figures and the options added; ``no_hold_out`` is the error when no label has 4 items."""
     from worker.model.embedder import l2_normalise
     from worker.model.heads import (
         TrainOptions,
@@ -171,24 +219,11 @@ def train_and_evaluate(
 
     check_name(name)
     options = options or TrainOptions(seed=seed)
-    seconds: dict[str, float] = {}
-    base_settings = settings.replace(head="")
-    embedder = get_embedder(base_settings)
-    embedded = embed_items(
-        items,
-        {MODEL: embedder.embed},
-        versions={MODEL: embedder.version},
-        max_pixels=settings.max_image_pixels,
-        cache_dir=cache_dir,
-        progress=progress,
-    )
-    seconds["embed"] = embedded.seconds
-    kept = [items[i] for i in embedded.ok]
-    vectors = embedded.vectors[MODEL]
-    position = {item.id: i for i, item in enumerate(kept)}
-    train_items, test_items = stratified_split(kept, test_fraction=test_fraction, seed=seed)
+    seconds = dict(seconds or {})
+    position = {item.id: i for i, item in enumerate(items)}
+    train_items, test_items = stratified_split(items, test_fraction=test_fraction, seed=seed)
     if not test_items:
-        raise ValueError("no label has 4 images or more: nothing to hold out")
+        raise ValueError(no_hold_out)
     train_x = vectors[[position[i.id] for i in train_items]]
     test_x = vectors[[position[i.id] for i in test_items]]
     train_y = np.array([i.label for i in train_items])
@@ -198,65 +233,56 @@ def train_and_evaluate(
     started = time.monotonic()
     model = train_head(train_x, train_y, options)
     seconds["train"] = time.monotonic() - started
-    classes = sorted(set(train_y.tolist()))
     training = {
-        "dataset_images": len(kept),
+        **training,
         "train_images": len(train_items),
         "test_fraction": test_fraction,
         "seed": seed,
         "options": asdict(options),
     }
-    files = save_head(
-        model,
-        name=name,
-        kind=options.kind,
-        model_dir=settings.model_dir,
-        base_model=embedder.name,
-        base_version=embedder.version,
-        classes=classes,
-        extra={"training": training},
-    )
+
+    def save(model: Any, labels: list[str], extra: dict[str, Any]) -> Any:
+        return save_head(
+            model,
+            name=name,
+            kind=options.kind,
+            model_dir=settings.model_dir,
+            base_model=base_model,
+            base_version=base_version,
+            classes=labels,
+            extra=extra,
+        )
+
+    files = save(model, sorted(set(train_y.tolist())), {"training": training})
     # Scored the way the worker computes it: the saved head, on the backbone's vectors.
     head = load_head(settings.model_dir, name, settings.runtime, settings.inference_threads)
     started = time.monotonic()
     test = score_vectors(
-        test_items,
-        {BACKBONE: test_x, HEAD: l2_normalise(head.apply(test_x))},
-        ks=KS,
+        test_items, {BACKBONE: test_x, HEAD: l2_normalise(head.apply(test_x))}, ks=KS
     )
     train = score_vectors(
-        train_items,
-        {BACKBONE: train_x, HEAD: l2_normalise(head.apply(train_x))},
-        ks=KS,
+        train_items, {BACKBONE: train_x, HEAD: l2_normalise(head.apply(train_x))}, ks=KS
     )
     seconds["evaluate"] = time.monotonic() - started
     evaluated_version = head.version
     if fit_all:
         started = time.monotonic()
-        all_y = np.array([i.label for i in kept])
+        all_y = np.array([i.label for i in items])
         model = train_head(vectors, all_y, options)
-        training = {**training, "train_images": len(kept), "fit_all": True}
-        files = save_head(
-            model,
-            name=name,
-            kind=options.kind,
-            model_dir=settings.model_dir,
-            base_model=embedder.name,
-            base_version=embedder.version,
-            classes=sorted(set(all_y.tolist())),
-            extra={"training": training, "evaluated_version": evaluated_version},
-        )
+        training = {**training, "train_images": len(items), "fit_all": True}
+        extra = {"training": training, "evaluated_version": evaluated_version}
+        files = save(model, sorted(set(all_y.tolist())), extra)
         seconds["train_all"] = time.monotonic() - started
     report = HeadReport(
         name=name,
         kind=options.kind,
         version=files.version,
-        embedder_version=f"{embedder.version}:{files.version}",
-        base_version=embedder.version,
+        embedder_version=f"{base_version}:{files.version}",
+        base_version=base_version,
         dim=files.dim,
         train_images=len(train_items),
         test_images=len(test_items),
-        classes=len(by_label(kept)),
+        classes=len(by_label(items)),
         test={k: v[0] for k, v in test.items()},
         train={k: v[0] for k, v in train.items()},
         options=asdict(options),
@@ -266,9 +292,10 @@ def train_and_evaluate(
     )
     # The manifest carries its own evaluation, for whoever picks the head later.
     manifest = json.loads(files.manifest.read_text())
+    summary = report.as_dict()
     manifest["evaluation"] = {
-        "held_out": report.as_dict()["held_out"],
-        "gain_p_at_5": report.as_dict()["gain_p_at_5"],
+        "held_out": summary["held_out"],
+        "gain_p_at_5": summary["gain_p_at_5"],
         "meets_target": report.meets_target,
     }
     tmp = files.manifest.with_suffix(".json.tmp")
