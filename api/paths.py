@@ -168,7 +168,7 @@ PATHS: dict[str, dict[str, Op]] = {
             filters=True,
             body=c.PhotoQuery,
             media="multipart/form-data",
-            errors=(404, 413, 415, 422, 503),
+            errors=(404, 409, 413, 415, 422, 503),
         )
     },
     "/v1/explain": {

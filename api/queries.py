@@ -202,6 +202,9 @@ def worker_answer(task_id: str, key: str, what: str) -> dict[str, Any]:
     if not isinstance(outcome, dict) or key not in outcome:
         error = outcome.get("error") if isinstance(outcome, dict) else None
         if error:
+            # A worker's refusal that is not about the photo says its own status (409).
+            if error.get("status") == 409:
+                raise APIError(409, error["code"], error["message"])
             raise APIError(422, error["code"], error["message"], "image")
         raise APIError(503, "embedding_failed", f"the worker could not {what}")
     return outcome

@@ -105,6 +105,38 @@ def decode_mode(runtime: WorkerRuntime, version: Version | None) -> str:
     return mode
 
 
+class ModelMismatch(Exception):
+    """The catalog version's stored vectors were made by another embedder than the one this
+    worker would use: mixing them would compare vectors of two models."""
+
+
+def check_stored_model(runtime: WorkerRuntime, version: Version | None, embedder: Any) -> None:
+    """Refuse to add to, or query, a catalog version whose vectors another embedder made.
+
+    A worker's embedder comes from its settings (``LOOKALIKE_FEATURES``, ``_INPUT_SIZE``,
+    ``_POOLING``, ``_HEAD``, ...); several of them change the vectors but not their size,
+    so nothing else would notice a worker started with other settings than the catalog was
+    indexed with. Every point records the ``model_version`` that made it, and a version's
+    points are all made by one, so its first point tells (read once per version name);
+    an empty version, or points from before versions were recorded, are not refused.
+    """
+    name = version.name if version is not None else ""
+    stored = runtime.model_versions.get(name)
+    if stored is None:
+        store = runtime.store.version(name) if version is not None else runtime.store
+        points, _ = store.scroll(limit=1)
+        if not points:
+            return
+        stored = str(points[0].payload.get("model_version") or "")
+        runtime.model_versions[name] = stored
+    if stored and stored != embedder.version:
+        raise ModelMismatch(
+            f"the catalog's vectors were made by {stored}, and this worker makes "
+            f"{embedder.version}: start the workers with the settings the catalog was indexed "
+            "with, or index it into a new collection (LOOKALIKE_COLLECTION) with these"
+        )
+
+
 def decode_for(
     runtime: WorkerRuntime, data: bytes, mode: str, input_size: int, *, larger_side: int = 0
 ) -> tuple[Image.Image, Image.Image | None, float]:
@@ -136,6 +168,13 @@ def index_items(runtime: WorkerRuntime, items: list[dict[str, Any]]) -> BatchRep
     report = BatchReport()
     aliases = runtime.store.aliases()
     embedder = embedder_for(runtime, aliases.active)
+    try:
+        check_stored_model(runtime, aliases.active, embedder)
+    except ModelMismatch as exc:
+        for raw in items:
+            report.fail(str(raw.get("id", "")), "model_mismatch", str(exc))
+        metrics.observe_items(0, len(report.failed))
+        return report
     mode = decode_mode(runtime, aliases.active)
     decoded: list[_Decoded] = []
     for raw in items:
@@ -410,6 +449,10 @@ def embed_query(runtime: WorkerRuntime, data: bytes, box: Box | None = None) -> 
     # The query must be embedded like the catalog it is searched in.
     active = runtime.store.aliases().active
     embedder = embedder_for(runtime, active)
+    try:
+        check_stored_model(runtime, active, embedder)
+    except ModelMismatch as exc:
+        return {"error": {"code": "model_mismatch", "message": str(exc), "status": 409}}
     try:
         image = _query_image(runtime, data, box, embedder.input_size, decode_mode(runtime, active))
     except ImageProblem as exc:

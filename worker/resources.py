@@ -24,6 +24,9 @@ class WorkerRuntime:
         self.task_threads = 1
         # Catalog version name -> how its images are decoded (worker/pipeline.py decode_mode).
         self.decode_modes: dict[str, str] = {}
+        # Catalog version name -> the embedder version its stored vectors were made by
+        # (worker/pipeline.py check_stored_model).
+        self.model_versions: dict[str, str] = {}
         self._decoder: DecodeProcesses | None = None
         self._lock = threading.Lock()
 

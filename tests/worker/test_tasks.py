@@ -219,3 +219,35 @@ def test_a_catalog_decoded_in_full_stays_so_until_a_reindex_rebuilds_it(runtime)
         assert point.payload[KEYPOINTS_FIELD] and not set(RETIRED_FIELDS) & set(point.payload)
         scaled = decode_scaled(data(i), max_pixels=limit, side=side)
         assert np.allclose(point.vector, embedder.embed([scaled])[0], atol=1e-4)
+
+
+def test_a_worker_with_other_model_settings_refuses_the_catalog_instead_of_mixing_vectors(
+    runtime,  # type: ignore[no-untyped-def]
+) -> None:
+    """Settings that change the vectors but not their size (here flip averaging; also
+    input size, pooling, a head) would otherwise embed new items and query photos into a
+    catalog of other vectors, unnoticed: the worker refuses both, naming both versions."""
+    from worker.resources import WorkerRuntime
+
+    photos = labelled_images(per_category=1)[:3]
+    items = [
+        {"id": f"sku-{i}", "image_sha256": _put(runtime.blobs, _catalog_jpeg(p, i))}
+        for i, (_, p) in enumerate(photos)
+    ]
+    assert pipeline.index_items(runtime, items[:1]).indexed == ["sku-0"]
+    stored = runtime.embedder.version
+
+    other = WorkerRuntime(runtime.settings.replace(tta_flip=True), store=runtime.store)
+    assert other.embedder.version != stored
+    report = pipeline.index_items(other, items[1:2])
+    assert report.indexed == []
+    assert [(f["id"], f["code"]) for f in report.failed] == [("sku-1", "model_mismatch")]
+    assert stored in report.failed[0]["message"]
+    answer = pipeline.embed_query(other, runtime.blobs.get(items[2]["image_sha256"]))
+    assert answer["error"]["code"] == "model_mismatch"
+    assert answer["error"]["status"] == 409
+    assert runtime.store.count() == 1  # nothing of the other model was written
+
+    # The catalog's own settings go on working.
+    assert pipeline.index_items(runtime, items[1:3]).indexed == ["sku-1", "sku-2"]
+    assert "vector" in pipeline.embed_query(runtime, runtime.blobs.get(items[2]["image_sha256"]))
