@@ -87,22 +87,32 @@ class _Decoded:
     decode: str = DECODE_SCALED
 
 
+def first_point(runtime: WorkerRuntime, version: Version | None) -> dict[str, str] | None:
+    """How a catalog version was made, as its first stored point says: its decode mode
+    (``DECODE_FIELD``, empty for points from before shrink-on-load) and ``model_version``;
+    None while the version is empty. Read once per version name: a version's points are all
+    decoded alike and made by one embedder, and a new version (a reindex's) is always
+    created empty."""
+    name = version.name if version is not None else ""
+    known = runtime.first_points.get(name)
+    if known is None:
+        store = runtime.store.version(name) if version is not None else runtime.store
+        points, _ = store.scroll(limit=1)
+        if not points:
+            return None
+        payload = points[0].payload
+        known = {key: str(payload.get(key) or "") for key in (DECODE_FIELD, "model_version")}
+        runtime.first_points[name] = known
+    return known
+
+
 def decode_mode(runtime: WorkerRuntime, version: Version | None) -> str:
     """How the catalog version's images are decoded: as its points were (``full`` for points
-    from before shrink-on-load, which do not say), ``scaled`` for an empty version. Known
-    per version name once it holds points: a version's points are all decoded alike, and a
-    new version (a reindex's) is always created empty."""
-    name = version.name if version is not None else ""
-    cache = runtime.decode_modes
-    if name in cache:
-        return cache[name]
-    store = runtime.store.version(name) if version is not None else runtime.store
-    points, _ = store.scroll(limit=1)
-    if not points:
+    from before shrink-on-load, which do not say), ``scaled`` for an empty version."""
+    first = first_point(runtime, version)
+    if first is None:
         return DECODE_SCALED
-    mode = str(points[0].payload.get(DECODE_FIELD) or DECODE_FULL)
-    cache[name] = mode
-    return mode
+    return first[DECODE_FIELD] or DECODE_FULL
 
 
 class ModelMismatch(Exception):
@@ -116,19 +126,12 @@ def check_stored_model(runtime: WorkerRuntime, version: Version | None, embedder
     A worker's embedder comes from its settings (``LOOKALIKE_FEATURES``, ``_INPUT_SIZE``,
     ``_POOLING``, ``_HEAD``, ...); several of them change the vectors but not their size,
     so nothing else would notice a worker started with other settings than the catalog was
-    indexed with. Every point records the ``model_version`` that made it, and a version's
-    points are all made by one, so its first point tells (read once per version name);
-    an empty version, or points from before versions were recorded, are not refused.
+    indexed with. Every point records the ``model_version`` that made it, and
+    :func:`first_point` tells a version's; an empty version, or points from before versions
+    were recorded, are not refused.
     """
-    name = version.name if version is not None else ""
-    stored = runtime.model_versions.get(name)
-    if stored is None:
-        store = runtime.store.version(name) if version is not None else runtime.store
-        points, _ = store.scroll(limit=1)
-        if not points:
-            return
-        stored = str(points[0].payload.get("model_version") or "")
-        runtime.model_versions[name] = stored
+    first = first_point(runtime, version)
+    stored = first["model_version"] if first is not None else ""
     if stored and stored != embedder.version:
         raise ModelMismatch(
             f"the catalog's vectors were made by {stored}, and this worker makes "

@@ -22,11 +22,9 @@ class WorkerRuntime:
         # Threads that run tasks in this process (set when a worker starts): each gets its
         # own model interpreter unless LOOKALIKE_INFERENCE_INSTANCES says otherwise.
         self.task_threads = 1
-        # Catalog version name -> how its images are decoded (worker/pipeline.py decode_mode).
-        self.decode_modes: dict[str, str] = {}
-        # Catalog version name -> the embedder version its stored vectors were made by
-        # (worker/pipeline.py check_stored_model).
-        self.model_versions: dict[str, str] = {}
+        # Catalog version name -> what its first stored point says of how the version was
+        # made (worker/pipeline.py first_point: its decode mode and model version).
+        self.first_points: dict[str, dict[str, str]] = {}
         self._decoder: DecodeProcesses | None = None
         self._lock = threading.Lock()
 

@@ -190,7 +190,7 @@ def test_a_catalog_decoded_in_full_stays_so_until_a_reindex_rebuilds_it(runtime)
     legacy = {k: v for k, v in first.payload.items() if k != DECODE_FIELD}
     legacy["color_signature"] = "AAAA"
     runtime.store.upsert([StoredItem(first.point_id, legacy, full_vector)])
-    runtime.decode_modes.clear()  # a worker started after the upgrade
+    runtime.first_points.clear()  # a worker started after the upgrade
     assert pipeline.index_items(runtime, items[1:2]).indexed == ["sku-1"]
     second = stored("sku-1")
     assert second.payload[DECODE_FIELD] == DECODE_FULL
