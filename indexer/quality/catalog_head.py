@@ -32,7 +32,12 @@ import numpy as np
 
 from indexer.client import APIClient, APIClientError
 from indexer.quality.datasets import LabelledImage
-from indexer.quality.train_head import HeadReport, fit_and_score, write_head_report
+from indexer.quality.train_head import (
+    HeadReport,
+    fit_and_score,
+    train_options,
+    write_head_report,
+)
 from lookalike.store.versions import HEAD_SEPARATOR, parse_label
 
 if TYPE_CHECKING:
@@ -187,7 +192,7 @@ def add_catalog_options(parser: argparse.ArgumentParser) -> None:
 def run_catalog_head(args: argparse.Namespace) -> int:
     """``indexer train-head --from-catalog``: 0, or 2 with the reason on stderr."""
     from indexer.quality.evaluate import model_settings
-    from worker.model.heads import HeadError, TrainOptions, check_name
+    from worker.model.heads import HeadError, check_name
 
     client = APIClient(args.api, tenant=args.tenant, api_key=args.api_key)
     try:
@@ -199,18 +204,11 @@ def run_catalog_head(args: argparse.Namespace) -> int:
         settings = model_settings(args)
         check_name_unused(client, args.name)
         data = fetch_vectors(client, args.label, page_size=args.page_size, progress=sys.stderr)
-        options = TrainOptions(
-            kind=args.kind,
-            dim=args.dim,
-            epochs=args.epochs,
-            class_weights=not args.no_class_weights,
-            seed=args.seed,
-        )
         report = train_from_vectors(
             data,
             settings,
             name=args.name,
-            options=options,
+            options=train_options(args),
             test_fraction=args.test_fraction,
             seed=args.seed,
             fit_all=args.fit_all,

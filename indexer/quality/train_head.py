@@ -304,6 +304,20 @@ def fit_and_score(
     return report
 
 
+def train_options(args: argparse.Namespace) -> Any:
+    """The head's training options from ``train-head``'s command line, whether it trains on
+    a dataset or on the catalog (indexer/quality/catalog_head.py)."""
+    from worker.model.heads import TrainOptions
+
+    return TrainOptions(
+        kind=args.kind,
+        dim=args.dim,
+        epochs=args.epochs,
+        class_weights=not args.no_class_weights,
+        seed=args.seed,
+    )
+
+
 def write_head_report(report: HeadReport, out_dir: Path, dataset: str) -> dict[str, Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {"json": out_dir / "report.json", "markdown": out_dir / "report.md"}
@@ -374,7 +388,7 @@ def add_train_head_parser(sub: Any) -> None:
 
 
 def run_train_head(args: argparse.Namespace) -> int:
-    from worker.model.heads import HeadError, TrainOptions, check_name
+    from worker.model.heads import HeadError, check_name
 
     if args.dataset is None:
         print("indexer train-head: give DATASET, or --from-catalog --label FIELD", file=sys.stderr)
@@ -383,18 +397,11 @@ def run_train_head(args: argparse.Namespace) -> int:
         check_name(args.name)
         settings = model_settings(args)
         items = load_labelled(args.dataset, label_depth=args.label_depth)
-        options = TrainOptions(
-            kind=args.kind,
-            dim=args.dim,
-            epochs=args.epochs,
-            class_weights=not args.no_class_weights,
-            seed=args.seed,
-        )
         report = train_and_evaluate(
             items,
             settings,
             name=args.name,
-            options=options,
+            options=train_options(args),
             test_fraction=args.test_fraction,
             seed=args.seed,
             fit_all=args.fit_all,
