@@ -25,15 +25,6 @@ SMALL = "town"
 
 
 @pytest.fixture(scope="module")
-def model_dir(model_cache_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The service's model cache (heads are written into it), sharing the converted backbone."""
-    private = tmp_path_factory.mktemp("models")
-    for path in model_cache_dir.glob("efficientnet-lite0.*"):
-        (private / path.name).symlink_to(path)
-    return private
-
-
-@pytest.fixture(scope="module")
 def service(model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     root = tmp_path_factory.mktemp("catalog-head")
     photos = labelled_images(PER_CATEGORY, CATEGORIES) + labelled_images(3, (SMALL,))

@@ -19,15 +19,6 @@ from support import labelled_images
 
 
 @pytest.fixture(scope="module")
-def model_dir(model_cache_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A model cache of its own (heads are written into it) sharing the converted backbone."""
-    private = tmp_path_factory.mktemp("models")
-    for path in model_cache_dir.glob("efficientnet-lite0.*"):
-        (private / path.name).symlink_to(path)
-    return private
-
-
-@pytest.fixture(scope="module")
 def photos() -> list[tuple[str, Path]]:
     """Up to 20 real photos in each of 6 tuxpaint categories (115 in all)."""
     return labelled_images(per_category=20)
