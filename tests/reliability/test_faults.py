@@ -210,6 +210,13 @@ def test_an_unavailable_store_is_retried_then_a_permanent_outage_is_reported(
     jobs = client.get("/v1/jobs").get_json()
     assert jobs["summary"]["failed"] == 1
 
+    # The item sent next must still be retrying when the outage ends: with 3 retries and
+    # the backoff's jitter (a delay drawn from 0 to 2, 4, 8 s) it could use them all up in
+    # well under a second, and fail before anyone saw it retry. A worker with the default
+    # retries (10) gives it minutes.
+    assert stop(worker) == 0
+    worker = start_worker(env, log)
+    setup["procs"].append(worker)
     saved_task = post_item(client, saved_id, saved).get_json()["task_id"]
     wait_until(lambda: status(saved_task)["status"] == "retrying", 120, "a retry")
     held.close()  # the outage ends
