@@ -33,7 +33,6 @@ from api.params import (
     box_from_form,
     ids_from_form,
     invalid,
-    json_object,
 )
 from api.routes import find_item, item_json, uploaded_image
 from lookalike.images import Box
@@ -125,11 +124,6 @@ def _vectors(**fields: list[str]) -> dict[str, np.ndarray]:
     return vectors
 
 
-def _json_body() -> dict[str, Any]:
-    # A JSON value that is not an object: invalid_parameter here (the batches say invalid_json).
-    return json_object(context.json_payload())
-
-
 @bp.get("/v1/items/<item_id>/similar")
 def similar_items(item_id: str) -> Response:
     opts = options_from_query(request.args, _schema())
@@ -213,7 +207,7 @@ def worker_answer(task_id: str, key: str, what: str) -> dict[str, Any]:
 @bp.post("/v1/recommend")
 @read_only
 def recommend() -> Response:
-    body = parse_body(RecommendBody, _json_body())
+    body = parse_body(RecommendBody, context.json_body())
     opts = _body_options(body)
     positive, negative, strategy = body.positive, body.negative, body.strategy
     vectors = _vectors(positive=positive, negative=negative)
@@ -229,7 +223,7 @@ def recommend() -> Response:
 @bp.post("/v1/discover")
 @read_only
 def discover() -> Response:
-    body = parse_body(DiscoverBody, _json_body())
+    body = parse_body(DiscoverBody, context.json_body())
     opts = _body_options(body)
     target = body.target
     pairs = [(pair.positive, pair.negative) for pair in body.context]
@@ -253,7 +247,7 @@ def batch() -> Response:
     """Many queries in one request, run as one batch in the vector store. An entry is either
     ``{"id": ...}`` (items like that item) or ``{"positive": [...], "negative": [...]}``; an
     entry naming a missing item gets an error of its own and the others still run."""
-    body = parse_body(BatchBody, _json_body())
+    body = parse_body(BatchBody, context.json_body())
     entries = [_batch_entry(entry) for entry in body.queries]
     tenant = context.tenant()
     wanted = {point_id(i, tenant): i for e in entries for i in e["ids"]}

@@ -550,3 +550,22 @@ def test_a_body_that_is_not_json_is_refused(client) -> None:  # type: ignore[no-
     _error(resp, 415, "unsupported_media_type")
     broken = client.post("/v1/recommend", data="{", content_type="application/json")
     _error(broken, 400, "invalid_json")
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "/v1/recommend",
+        "/v1/discover",
+        "/v1/batch",
+        "/v1/batches",
+        "/v1/batches/metadata",
+        "/v1/batches/delete",
+        "/v1/duplicates",
+    ],
+)
+@pytest.mark.parametrize("payload", [[1, 2], "food-0", 3])
+def test_json_that_is_not_an_object_is_the_same_error_everywhere(client, url, payload) -> None:  # type: ignore[no-untyped-def]
+    # Every endpoint that takes a JSON body refuses a JSON value that is not an object alike.
+    error = _error(client.post(url, json=payload), 400, "invalid_json")
+    assert error["field"] == "body"
