@@ -368,8 +368,9 @@ class Heat(Answer):
         "where it matches the other image"
     )
     heat: list[list[float]] = Field(
-        description="each cell's share of the score (7x7 for 224 px input; the cells of one "
-        "image add up to the score, a negative cell pulls the images apart)"
+        description="each cell's share of the score (10x10 for the default 320 px input, 7x7 "
+        "for 224 px; the cells of one image add up to the score, a negative cell pulls the "
+        "images apart)"
     )
     peak: Point = Field(
         description="the centre of the cell with the largest share, as fractions of the "

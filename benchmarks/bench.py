@@ -1210,7 +1210,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     from worker.model import build_model_cache
 
-    build_model_cache("efficientnet-lite0", cache)
+    # The model every section runs: the service's, as LOOKALIKE_* set it (the default:
+    # Lite0 at 320 px with GeM).
+    model = Settings.from_env()
+    build_model_cache(model.model, cache, input_size=model.input_size, pooling=model.pooling)
     sizes = args.sizes or ([300, 1000] if quick else [1000, 10_000, 100_000])
     report = Report(quick=quick)
     report.machine = {

@@ -46,7 +46,7 @@ catalog indexed before shrink-on-load): the before/after of shrink-on-load.
 
     python benchmarks/duplicate_threshold.py [--model efficientnet-lite0] [--json FILE]
                                              [--decode scaled-1|full]
-                                             [--input-size 320] [--pooling gem]
+                                             [--input-size 224] [--pooling avg]
 """
 
 from __future__ import annotations
@@ -185,7 +185,7 @@ def fashion_samples(rng: np.random.Generator) -> Iterator[Sample]:
 
 # How the service decodes (set by --decode) for the model's input side.
 _decode = DECODE_SCALED
-_input_size = 224
+_input_size = 0
 # Where the keypoints are found (set by --keypoints-on): as the worker does
 # (worker/keypoints.py keypoint_source), on the model's image itself, or on the full decode.
 _keypoints_on = "worker"
@@ -620,9 +620,11 @@ def main() -> None:
         "--features", choices=FEATURES, default=Settings().features, help="LOOKALIKE_FEATURES"
     )
     parser.add_argument(
-        "--input-size", type=int, default=0, help="LOOKALIKE_INPUT_SIZE (0: the model's own)"
+        "--input-size", type=int, default=0, help="LOOKALIKE_INPUT_SIZE (0: the model's default)"
     )
-    parser.add_argument("--pooling", choices=POOLINGS, default="avg", help="LOOKALIKE_POOLING")
+    parser.add_argument(
+        "--pooling", choices=POOLINGS, default="", help="LOOKALIKE_POOLING (the model's default)"
+    )
     parser.add_argument("--cache-dir", type=Path, default=Path("data/models"))
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--json", type=Path, default=None, help="write the measurements here")

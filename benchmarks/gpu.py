@@ -51,7 +51,9 @@ from PIL import Image
 
 from benchmarks import bench, photoset
 
-REFERENCE = bench.REPO / "tests" / "data" / "reference" / "efficientnet-lite0.npz"
+# The PyTorch reference of each model, named as the model cache names its files (the
+# default's: efficientnet-lite0-320-gem.npz).
+REFERENCE_DIR = bench.REPO / "tests" / "data" / "reference"
 MODEL = "efficientnet-lite0"
 
 
@@ -90,9 +92,9 @@ def machine() -> dict[str, Any]:
 # ----------------------------------------------------------------------------- models
 
 
-def bf16_twin(model: Any, variant: str) -> Any:
-    """The same network and weights under Keras's mixed bfloat16 policy (variables float32,
-    arithmetic bfloat16)."""
+def bf16_twin(model: Any, files: Any) -> Any:
+    """The same network and weights (``files``: the model cache's, at its input size and
+    pooling) under Keras's mixed bfloat16 policy (variables float32, arithmetic bfloat16)."""
     import keras
 
     from worker.model import efficientnet_lite
@@ -100,7 +102,7 @@ def bf16_twin(model: Any, variant: str) -> Any:
     previous = keras.config.dtype_policy()
     keras.config.set_dtype_policy("mixed_bfloat16")
     try:
-        twin = efficientnet_lite.build(variant)
+        twin = efficientnet_lite.build(files.model, files.input_size, files.pooling)
     finally:
         keras.config.set_dtype_policy(previous)
     twin.set_weights(model.get_weights())
@@ -117,8 +119,8 @@ def cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return (a * b).sum(1)
 
 
-def parity(runner: Any, twin: Any) -> dict[str, Any]:
-    with np.load(REFERENCE) as data:
+def parity(runner: Any, twin: Any, reference: Path) -> dict[str, Any]:
+    with np.load(reference) as data:
         ref = {k: data[k] for k in data.files}
     rows = {}
     outs = {
@@ -301,9 +303,10 @@ def main(argv: list[str] | None = None) -> int:
         (args.out / "gpu.json").write_text(json.dumps(report, indent=1, default=str))
 
     runner = KerasRunner(files.keras)
-    twin = bf16_twin(runner._model, MODEL)
+    twin = bf16_twin(runner._model, files)
     print("1. parity", flush=True)
-    report["parity"] = parity(runner, twin)
+    # The model the service runs by default (Lite0 at 320 px, GeM), against its reference.
+    report["parity"] = parity(runner, twin, REFERENCE_DIR / f"{files.keras.stem}.npz")
     save()
 
     print("2. model-only throughput", flush=True)

@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     if not folder.exists():
         folder = photoset.build(args.photoset, sizes=(args.size,))[args.size]
     files = [p.read_bytes() for p in photoset.image_files(folder)[: args.photos]]
-    input_size = get_backbone(args.model).input_size
+    input_size = get_backbone(args.model).resolve()[0]  # the side the worker decodes for
     side = SCALED_DECODE_FACTOR * input_size
 
     def worker_decode(data: bytes) -> Any:

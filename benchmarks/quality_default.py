@@ -85,9 +85,13 @@ def probe_model(candidate: Candidate, cache_dir: Path) -> Any:
 
     from worker.model import efficientnet_lite
 
-    files = build_model_cache(candidate.model, cache_dir, tflite=False)
-    model = keras.saving.load_model(files.keras, compile=False)
     backbone = get_backbone(candidate.model)
+    # The model as its weights ship (their own side, average pooling): every pooling is
+    # computed here from the maps.
+    files = build_model_cache(
+        candidate.model, cache_dir, tflite=False, input_size=backbone.input_size, pooling="avg"
+    )
+    model = keras.saving.load_model(files.keras, compile=False)
     if candidate.size != backbone.input_size:
         # Convolutions do not depend on the input size: the same weights at another size.
         from dataclasses import replace

@@ -26,7 +26,7 @@ from pydantic import (
 from pydantic_settings import BaseSettings, EnvSettingsSource, SettingsConfigDict
 
 from lookalike import schema
-from lookalike.models import CUSTOM_MODEL, MODELS
+from lookalike.models import CUSTOM_MODEL, DEFAULT_MODEL, MODELS
 from lookalike.schema import (
     CatalogSchema,
     InvalidId,
@@ -177,7 +177,7 @@ class Settings(_LookalikeSettings):
     qdrant_url: str = ""
     qdrant_api_key: str = ""
     collection: str = "catalog"
-    model: Annotated[str, AfterValidator(_model)] = "efficientnet-lite0"
+    model: Annotated[str, AfterValidator(_model)] = DEFAULT_MODEL
     # Folder holding the converted models (.keras, .tflite); default data_dir/models.
     model_cache: Path | None = None
     runtime: Runtime = "tflite"
@@ -193,15 +193,17 @@ class Settings(_LookalikeSettings):
     # test compares the head part alone, so its threshold holds for both. A user's own model
     # (LOOKALIKE_MODEL=custom) has one output, its embedding: it ignores this (model_features).
     features: Features = "multiscale"
-    # The backbone's input side in pixels; 0: its own (Lite0 224, Lite1 240, Lite2 260). The
-    # same weights run at any side; a larger one sees more of a photo's detail for more CPU
-    # (Lite0 at 320: ~2x the model's, ~1.2x ingest CPU: docs/model.md). A new model
-    # version: index the catalog into a new collection (`indexer reindex` cannot switch it,
-    # as for features).
+    # The backbone's input side in pixels; 0: the backbone's default (Lite0 320, Lite1 240,
+    # Lite2 260: lookalike/models.py). The same weights run at any side; a larger one sees
+    # more of a photo's detail for more CPU (Lite0 at 320 against its own 224: ~2x the
+    # model's, ~1.2x the ingest CPU: docs/model.md). Each side is a model version of its own:
+    # a catalog indexed at another is refused, not mixed; index it anew (or pin the side it
+    # was indexed at: 224 with LOOKALIKE_POOLING=avg, the earlier default: docs/model.md).
     input_size: Annotated[int, Field(ge=0, le=MAX_INPUT_SIZE)] = 0
     # "avg" or "gem" (generalised mean, p = 3: strong local activations weigh more; the
-    # classifier's logits, for tags, stay on the average). A new model version, as above.
-    pooling: Pooling = "avg"
+    # classifier's logits, for tags, stay on the average); empty: the backbone's default
+    # (gem for all three). A model version of its own, as above.
+    pooling: Pooling | Literal[""] = ""
     # Average the features of the image and its mirror image (twice the inference work).
     tta_flip: Bool = False
     # A catalog-tuned head (`indexer train-head`) in <model cache>/heads/<name>.*; empty: none.
@@ -296,7 +298,7 @@ class Settings(_LookalikeSettings):
     def _check(self) -> Settings:
         if self.model == CUSTOM_MODEL and self.custom_model_path is None:
             raise ValueError("LOOKALIKE_MODEL=custom needs LOOKALIKE_CUSTOM_MODEL_PATH")
-        if self.model == CUSTOM_MODEL and (self.input_size or self.pooling != "avg"):
+        if self.model == CUSTOM_MODEL and (self.input_size or self.pooling):
             raise ValueError(
                 "LOOKALIKE_INPUT_SIZE and LOOKALIKE_POOLING are for the shipped backbones; "
                 "a custom model takes LOOKALIKE_CUSTOM_MODEL_INPUT_SIZE and pools as it was made"

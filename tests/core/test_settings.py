@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from lookalike.models import get_backbone
 from lookalike.schema import parse_bool
 from lookalike.settings import IndexerSettings, Settings, SettingsError
 from support import REPO
@@ -102,11 +103,17 @@ def test_every_setting_is_in_the_readme() -> None:
             assert f"`LOOKALIKE_{name.upper()}`" in readme, name
 
 
-def test_input_size_and_pooling_are_opt_in_and_checked() -> None:
-    assert (Settings().input_size, Settings().pooling) == (0, "avg")
-    chosen = Settings.from_env({"LOOKALIKE_INPUT_SIZE": "320", "LOOKALIKE_POOLING": "gem"})
-    assert (chosen.input_size, chosen.pooling) == (320, "gem")
-    assert Settings.from_env({"LOOKALIKE_INPUT_SIZE": ""}).input_size == 0
+def test_input_size_and_pooling_default_to_the_backbones_and_are_checked() -> None:
+    # 0 and "": the backbone's own defaults (lookalike/models.py), Lite0 at 320 px with GeM.
+    assert (Settings().input_size, Settings().pooling) == (0, "")
+    assert get_backbone(Settings().model).resolve() == (320, "gem")
+    assert get_backbone("efficientnet-lite1").resolve() == (240, "gem")
+    assert get_backbone("efficientnet-lite2").resolve() == (260, "gem")
+    # The earlier default, pinned.
+    chosen = Settings.from_env({"LOOKALIKE_INPUT_SIZE": "224", "LOOKALIKE_POOLING": "avg"})
+    assert (chosen.input_size, chosen.pooling) == (224, "avg")
+    assert get_backbone(chosen.model).resolve(chosen.input_size, chosen.pooling) == (224, "avg")
+    assert Settings.from_env({"LOOKALIKE_INPUT_SIZE": "", "LOOKALIKE_POOLING": ""}) == Settings()
     for environ, variable in (
         ({"LOOKALIKE_POOLING": "max"}, "LOOKALIKE_POOLING"),
         ({"LOOKALIKE_INPUT_SIZE": "32"}, "LOOKALIKE_INPUT_SIZE"),
@@ -115,5 +122,7 @@ def test_input_size_and_pooling_are_opt_in_and_checked() -> None:
     ):
         with pytest.raises(SettingsError, match=variable):
             Settings.from_env(environ)
-    with pytest.raises(SettingsError, match="LOOKALIKE_CUSTOM_MODEL_INPUT_SIZE"):
-        Settings(model="custom", custom_model_path=Path("m.keras"), pooling="gem")
+    for pooling in ("gem", "avg"):
+        with pytest.raises(SettingsError, match="LOOKALIKE_CUSTOM_MODEL_INPUT_SIZE"):
+            Settings(model="custom", custom_model_path=Path("m.keras"), pooling=pooling)
+    assert Settings(model="custom", custom_model_path=Path("m.keras")).pooling == ""

@@ -1,10 +1,12 @@
-"""The embedded service with LOOKALIKE_INPUT_SIZE=320 and LOOKALIKE_POOLING=gem: real photos
-are indexed with the variant's model, its version is stored with each item, and similar-by-id
-and search by photo answer."""
+"""The embedded service pinned to the earlier default, LOOKALIKE_INPUT_SIZE=224 and
+LOOKALIKE_POOLING=avg (what a catalog indexed before Lite0 at 320 px with GeM became the
+default keeps its workers on): real photos are indexed with that model, each item stores the
+version such a catalog's items hold, and similar-by-id and search by photo answer."""
 
 from __future__ import annotations
 
 import io
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,8 +21,8 @@ def embedded_settings(tmp_path_factory: pytest.TempPathFactory, model_cache_dir:
     return Settings(
         data_dir=tmp_path_factory.mktemp("variant") / "data",
         model_cache=model_cache_dir,
-        input_size=320,
-        pooling="gem",
+        input_size=224,
+        pooling="avg",
     )
 
 
@@ -36,10 +38,13 @@ def indexed(client) -> Iterator[list[tuple[str, Path]]]:
     yield images
 
 
-def test_items_carry_the_variant_version(client, indexed) -> None:
+def test_items_carry_the_earlier_defaults_version(client, indexed, model_cache_dir) -> None:
     item = client.get("/v1/items/v-0").get_json()
     assert item["model"] == "efficientnet-lite0"
-    assert item["model_version"].endswith(":320:gem:resize:multiscale")
+    # No size, no pooling in it: the label the earlier default wrote.
+    shipped = json.loads((model_cache_dir / "efficientnet-lite0.json").read_text())
+    assert item["model_version"] == f"{shipped['version']}:resize:multiscale"
+    assert shipped["version"].count(":") == 1
 
 
 def test_similar_and_search_by_photo_answer(client, indexed) -> None:

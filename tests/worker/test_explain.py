@@ -24,21 +24,35 @@ def test_the_shares_of_one_image_add_up_to_the_cosine_of_the_means() -> None:
     assert heat_a.sum() == pytest.approx(cosine) and heat_b.sum() == pytest.approx(cosine)
 
 
+@pytest.mark.parametrize(
+    ("input_size", "pooling", "side"),
+    [
+        # The default: 320 px, the head GeM-pooled, whose maps are its positions'
+        # contributions (their mean is the GeM vector).
+        (0, "", 10),
+        # The model as it ships (the earlier default): 224 px, averaged.
+        (224, "avg", 7),
+    ],
+)
 def test_the_maps_pool_to_the_models_outputs_and_the_score_is_the_embeddings(
-    model_cache_dir: Path,
+    model_cache_dir: Path, input_size: int, pooling: str, side: int
 ) -> None:
-    embedder = load_embedder("efficientnet-lite0", model_cache_dir, features="multiscale")
-    reader = get_map_reader("efficientnet-lite0", model_cache_dir)
+    variant = {"input_size": input_size, "pooling": pooling}
+    embedder = load_embedder(
+        "efficientnet-lite0", model_cache_dir, features="multiscale", **variant
+    )
+    reader = get_map_reader("efficientnet-lite0", model_cache_dir, **variant)
     images = [Image.fromarray(skimage.data.coffee()), Image.fromarray(skimage.data.chelsea())]
     pixels = embedder.pixels(images)
     pooled = embedder.infer(pixels)
     for i, framed in enumerate(pixels):
         maps = reader.maps(framed)
-        assert maps["features"].shape == (7, 7, 1280) and maps["stage6"].shape == (7, 7, 192)
+        assert maps["features"].shape == (side, side, 1280)
+        assert maps["stage6"].shape == (side, side, 192)
         for name in ("features", "stage6"):
             np.testing.assert_allclose(maps[name].mean(axis=(0, 1)), pooled[name][i], atol=1e-4)
     out = explain_pair(embedder, reader, *images)
     vectors = embedder.embed(images)
     assert out["score"] == pytest.approx(float(vectors[0] @ vectors[1]), abs=1e-4)
     assert sum(out["split"].values()) == pytest.approx(out["score"], abs=1e-5)
-    assert out["images"][0]["heatmap_png"] and len(out["images"][1]["grid"]) == 7
+    assert out["images"][0]["heatmap_png"] and len(out["images"][1]["grid"]) == side

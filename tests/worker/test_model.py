@@ -46,29 +46,48 @@ def photos() -> list[Image.Image]:
 
 
 @pytest.mark.parametrize(
-    "model",
+    ("reference_name", "model", "input_size", "pooling"),
     [
-        "efficientnet-lite0",
-        "efficientnet-lite1",
-        "efficientnet-lite2",
+        # Each backbone as its weights ship: their own side, the head average-pooled.
+        ("efficientnet-lite0", "efficientnet-lite0", 224, "avg"),
+        ("efficientnet-lite1", "efficientnet-lite1", 240, "avg"),
+        ("efficientnet-lite2", "efficientnet-lite2", 260, "avg"),
+        # The service's default, as a fresh service runs it (no size, no pooling given):
+        # Lite0 at 320 px with the head GeM-pooled.
+        ("efficientnet-lite0-320-gem", "efficientnet-lite0", 0, ""),
     ],
 )
 @pytest.mark.parametrize("runtime", ["keras", "tflite"])
 def test_matches_pytorch_reference(
+    reference_name: str,
     model: str,
+    input_size: int,
+    pooling: str,
     runtime: str,
     model_cache_dir: Path,
     load_reference: Callable[[str], dict[str, np.ndarray]],
 ) -> None:
-    reference = load_reference(model)
-    embedder = load_embedder(model, model_cache_dir, runtime=runtime, batch_size=2)
+    reference = load_reference(reference_name)
+    embedder = load_embedder(
+        model,
+        model_cache_dir,
+        runtime=runtime,
+        batch_size=2,
+        input_size=input_size,
+        pooling=pooling,
+    )
     assert embedder.input_size == reference["images"].shape[1]
+    # The reference is named as the model cache names the model's files.
+    files = build_model_cache(
+        model, model_cache_dir, tflite=runtime == "tflite", input_size=input_size, pooling=pooling
+    )
+    assert files.keras.stem == reference_name
 
     out = embedder.infer(reference["images"])
 
     # The registry's record of this backbone is what the built model is.
     backbone = get_backbone(model)
-    assert embedder.input_size == backbone.input_size
+    assert embedder.input_size == backbone.resolve(input_size, pooling)[0]
     assert {name: value.shape[1] for name, value in out.items()} == dict(backbone.dims)
     for key in ("features", "logits"):
         error = np.abs(out[key] - reference[key]).max()
@@ -178,18 +197,26 @@ def test_get_embedder_keeps_an_interpreter_per_task_thread(model_cache_dir: Path
     assert get_embedder(fixed, task_threads=2)._runner.instances == 1  # type: ignore[attr-defined]
 
 
-def test_tflite_runs_under_xnnpack(embedder: Embedder) -> None:
-    assert embedder.runtime == "tflite"
-    assert embedder._runner.delegates == ["DELEGATE"]  # type: ignore[attr-defined]
-    assert embedder.threads >= 1
+def test_tflite_runs_under_xnnpack(model_cache_dir: Path, embedder: Embedder) -> None:
+    shipped = load_embedder("efficientnet-lite0", model_cache_dir, input_size=224, pooling="avg")
+    for each in (embedder, shipped):
+        assert each.runtime == "tflite" and each.threads >= 1
+        each.embed([photo("coffee")])  # the delegate is applied on the first call
+    # The default's GeM head: its two POWs run on TFLite's own kernel, between two XNNPACK
+    # partitions that take everything else (docs/model.md); the shipped model is one.
+    assert embedder._runner.delegates == ["DELEGATE", "DELEGATE"]  # type: ignore[attr-defined]
+    assert shipped._runner.delegates == ["DELEGATE"]  # type: ignore[attr-defined]
 
 
 def test_version_names_weights_and_framing(model_cache_dir: Path, embedder: Embedder) -> None:
-    manifest = json.loads((model_cache_dir / "efficientnet-lite0.json").read_text())
+    manifest = json.loads(
+        build_model_cache("efficientnet-lite0", model_cache_dir).manifest.read_text()
+    )
     sha12 = manifest["weights"]["sha256"][:12]
-    assert embedder.version == f"efficientnet-lite0:{sha12}:resize"
+    # The default's side and pooling are not the backbone's own: the version names them.
+    assert embedder.version == f"efficientnet-lite0:{sha12}:320:gem:resize"
     cropping = load_embedder("efficientnet-lite0", model_cache_dir, preprocess="crop")
-    assert cropping.version == f"efficientnet-lite0:{sha12}:crop"
+    assert cropping.version == f"efficientnet-lite0:{sha12}:320:gem:crop"
 
 
 def test_get_embedder_loads_once_per_process(model_cache_dir: Path) -> None:
@@ -215,7 +242,7 @@ def test_cache_is_reused_and_repaired(model_cache_dir: Path, tmp_path: Path) -> 
 
     copy = tmp_path / "models"
     shutil.copytree(model_cache_dir, copy)
-    damaged = copy / "efficientnet-lite0.tflite"
+    damaged = copy / files.tflite.name
     damaged.write_bytes(damaged.read_bytes()[:1000])
     repaired = build_model_cache("efficientnet-lite0", copy)
     assert repaired.built
@@ -253,7 +280,7 @@ def test_padded_batches_give_the_same_outputs(model_cache_dir: Path) -> None:
     assert [bucket(n) for n in (1, 2, 3, 4, 5, 127, 128, 129)] == [1, 2, 4, 4, 8, 128, 128, 256]
     embedder = load_embedder("efficientnet-lite0", model_cache_dir, runtime="keras")
     pixels = embedder.pixels([photo(name) for name in PHOTOS[:3]]).astype(np.float32)
-    runner = KerasRunner(model_cache_dir / "efficientnet-lite0.keras")
+    runner = KerasRunner(build_model_cache("efficientnet-lite0", model_cache_dir).keras)
     assert not runner.pads  # TensorFlow here: no padding needed
     plain = runner.run(pixels)
     runner.pads = True

@@ -1,6 +1,7 @@
 """LOOKALIKE_INPUT_SIZE and LOOKALIKE_POOLING: the shipped weights at another input size, the
-head GeM-pooled. One conversion (Lite0 at 320 px with GeM, cached beside the default model);
-everything else reads it."""
+head GeM-pooled. The default (no size, no pooling given) is Lite0 at 320 px with GeM; the
+model as the weights ship (224 px, average pooling: the default before it) stays a setting
+away, with its own files and version."""
 
 from __future__ import annotations
 
@@ -29,18 +30,22 @@ def photos() -> list[Image.Image]:
 
 @pytest.fixture(scope="module")
 def gem(model_cache_dir: Path) -> dict[str, Embedder]:
-    """The 320 px GeM model on both runtimes (the TFLite build writes the Keras file too)."""
+    """The default model, 320 px with GeM, on both runtimes (the TFLite build writes the
+    Keras file too)."""
     return {
         runtime: load_embedder(
-            "efficientnet-lite0",
-            model_cache_dir,
-            runtime=runtime,
-            features="multiscale",
-            input_size=SIZE,
-            pooling="gem",
+            "efficientnet-lite0", model_cache_dir, runtime=runtime, features="multiscale"
         )
         for runtime in ("tflite", "keras")
     }
+
+
+@pytest.fixture(scope="module")
+def shipped(model_cache_dir: Path) -> Embedder:
+    """The earlier default: the weights at their own 224 px, the head average-pooled."""
+    return load_embedder(
+        "efficientnet-lite0", model_cache_dir, features="multiscale", input_size=224, pooling="avg"
+    )
 
 
 def test_tflite_matches_keras(gem: dict[str, Embedder], photos: list[Image.Image]) -> None:
@@ -58,7 +63,7 @@ def test_tflite_matches_keras(gem: dict[str, Embedder], photos: list[Image.Image
 def test_features_are_the_generalised_mean_of_the_head(
     model_cache_dir: Path, gem: dict[str, Embedder], photos: list[Image.Image]
 ) -> None:
-    """The head's map, from the default model's own weights run at 320 px, pooled by NumPy
+    """The head's map, from the shipped model's own weights run at 320 px, pooled by NumPy
     (the formula docs/quality.md measured); the logits stay on the average, so tags mean
     what they meant."""
     import keras
@@ -66,7 +71,9 @@ def test_features_are_the_generalised_mean_of_the_head(
     from worker.model import efficientnet_lite
 
     default = keras.saving.load_model(
-        build_model_cache("efficientnet-lite0", model_cache_dir, tflite=False).keras,
+        build_model_cache(
+            "efficientnet-lite0", model_cache_dir, tflite=False, input_size=224, pooling="avg"
+        ).keras,
         compile=False,
     )
     resized = efficientnet_lite.build(replace(get_backbone("efficientnet-lite0"), input_size=SIZE))
@@ -85,53 +92,57 @@ def test_features_are_the_generalised_mean_of_the_head(
     assert int(got["logits"][0].argmax()) == ESPRESSO
 
 
-def test_vectors_and_version_differ_from_the_default(
-    model_cache_dir: Path, gem: dict[str, Embedder], photos: list[Image.Image]
+def test_vectors_and_version_differ_from_the_earlier_default(
+    model_cache_dir: Path, gem: dict[str, Embedder], shipped: Embedder, photos: list[Image.Image]
 ) -> None:
-    default = load_embedder("efficientnet-lite0", model_cache_dir, features="multiscale")
     sha12 = json.loads((model_cache_dir / "efficientnet-lite0.json").read_text())["weights"][
         "sha256"
     ][:12]
-    # The default's version is what catalogs indexed before the settings hold.
-    assert default.version == f"efficientnet-lite0:{sha12}:resize:multiscale"
+    # Pinned (224, avg), the version is the one catalogs indexed with the earlier default
+    # hold, so their workers keep serving them.
+    assert shipped.version == f"efficientnet-lite0:{sha12}:resize:multiscale"
     assert gem["tflite"].version == f"efficientnet-lite0:{sha12}:{SIZE}:gem:resize:multiscale"
-    assert gem["tflite"].name == "efficientnet-lite0" and gem["tflite"].dim == default.dim
+    assert gem["tflite"].name == "efficientnet-lite0" and gem["tflite"].dim == shipped.dim
     # The shrink-on-load decode target and the framing follow the embedder's input size.
-    assert gem["tflite"].input_size == SIZE and default.input_size == 224
-    ours, theirs = gem["tflite"].embed(photos), default.embed(photos)
+    assert gem["tflite"].input_size == SIZE and shipped.input_size == 224
+    ours, theirs = gem["tflite"].embed(photos), shipped.embed(photos)
     cosines = (ours * theirs).sum(axis=1)
     assert cosines.max() < 0.99, cosines
 
 
-def test_each_variant_has_its_own_files_and_the_default_keeps_its_own(
-    model_cache_dir: Path, gem: dict[str, Embedder]
+def test_each_variant_has_its_own_files_and_the_shipped_model_keeps_its_own(
+    model_cache_dir: Path, gem: dict[str, Embedder], shipped: Embedder
 ) -> None:
-    variant = build_model_cache(
-        "efficientnet-lite0", model_cache_dir, input_size=SIZE, pooling="gem"
-    )
-    assert not variant.built
-    assert (variant.keras.name, variant.tflite.name) == (
+    default = build_model_cache("efficientnet-lite0", model_cache_dir)
+    assert not default.built
+    assert (default.keras.name, default.tflite.name) == (
         f"efficientnet-lite0-{SIZE}-gem.keras",
         f"efficientnet-lite0-{SIZE}-gem.tflite",
     )
-    manifest = json.loads(variant.manifest.read_text())
+    manifest = json.loads(default.manifest.read_text())
     assert (manifest["input_size"], manifest["pooling"]) == (SIZE, "gem")
-    assert manifest["version"] == variant.version
-    # The backbone's own size with average pooling is the default model, not a variant.
+    assert manifest["version"] == default.version
+    assert default == build_model_cache(
+        "efficientnet-lite0", model_cache_dir, input_size=SIZE, pooling="gem"
+    )
+    # The backbone's own size with average pooling is the model as it ships: the files and
+    # version of the earlier default, unchanged.
     own = build_model_cache("efficientnet-lite0", model_cache_dir, input_size=224, pooling="avg")
-    default = build_model_cache("efficientnet-lite0", model_cache_dir)
-    assert not own.built and own == default
-    assert default.keras.name == "efficientnet-lite0.keras"
+    assert not own.built
+    assert (own.keras.name, own.input_size, own.pooling) == ("efficientnet-lite0.keras", 224, "avg")
+    assert own.version == shipped.version.removesuffix(":resize:multiscale")
 
 
 def test_get_embedder_keeps_one_per_variant(
-    model_cache_dir: Path, gem: dict[str, Embedder]
+    model_cache_dir: Path, gem: dict[str, Embedder], shipped: Embedder
 ) -> None:
     settings = Settings(model_cache=model_cache_dir)
-    variant = settings.replace(input_size=SIZE, pooling="gem")
-    assert get_embedder(variant) is get_embedder(variant.replace())
-    assert get_embedder(variant) is not get_embedder(settings)
-    assert get_embedder(variant).version == gem["tflite"].version
+    pinned = settings.replace(input_size=224, pooling="avg")
+    assert get_embedder(pinned) is get_embedder(pinned.replace())
+    assert get_embedder(pinned) is not get_embedder(settings)
+    # A fresh service's settings run the default model; the pinned ones the earlier one.
+    assert get_embedder(settings).version == gem["tflite"].version
+    assert get_embedder(pinned).version == shipped.version
 
 
 def test_sizes_out_of_range_and_unknown_poolings_are_refused(model_cache_dir: Path) -> None:

@@ -12,7 +12,7 @@ import sys
 import time
 from pathlib import Path
 
-from lookalike.models import BACKBONES
+from lookalike.models import BACKBONES, DEFAULT_MODEL
 from lookalike.settings import POOLINGS
 from worker.model.cache import ModelFiles, build_model_cache
 from worker.model.custom import ARCHITECTURES, INPUT_MODES, CustomModel, build_custom_cache
@@ -24,7 +24,7 @@ def main(argv: list[str] | None = None) -> int:
     build = commands.add_parser(
         "build", help="convert the shipped weights to .keras and .tflite (skips if up to date)"
     )
-    build.add_argument("--model", choices=sorted(BACKBONES), default="efficientnet-lite0")
+    build.add_argument("--model", choices=sorted(BACKBONES), default=DEFAULT_MODEL)
     build.add_argument("--cache-dir", type=Path, default=Path("data/models"))
     build.add_argument("--force", action="store_true", help="rebuild even if up to date")
     build.add_argument("--custom", type=Path, default=None, help="a user's Keras model file")
@@ -33,16 +33,18 @@ def main(argv: list[str] | None = None) -> int:
         "--input-size",
         type=int,
         default=0,
-        help="pixels (0: the model's own; LOOKALIKE_INPUT_SIZE)",
+        help="pixels (0: the model's default; LOOKALIKE_INPUT_SIZE)",
     )
-    build.add_argument("--pooling", choices=POOLINGS, default="avg", help="LOOKALIKE_POOLING")
+    build.add_argument(
+        "--pooling", choices=POOLINGS, default="", help="default: the model's; LOOKALIKE_POOLING"
+    )
     build.add_argument("--input-mode", choices=INPUT_MODES, default="")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
 
     started = time.monotonic()
     files: ModelFiles
-    if args.custom is not None and args.pooling != "avg":
+    if args.custom is not None and args.pooling:
         parser.error("--pooling is for the shipped backbones; a custom model pools as it was made")
     if args.custom is not None:
         custom = CustomModel(args.custom.resolve(), args.arch, args.input_size, args.input_mode)

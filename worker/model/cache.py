@@ -2,8 +2,10 @@
 
 ``build_model_cache`` writes into ``cache_dir``: ``<model>.keras``, ``<model>.tflite``
 (float32, runs under XNNPACK) and ``<model>.json``, a manifest naming the source weights'
-sha256, the model version and the files built. Another input size or pooling than the
-backbone's own (LOOKALIKE_INPUT_SIZE, LOOKALIKE_POOLING) is another model, in its own files:
+sha256, the model version and the files built, for the backbone as it ships (the side its
+weights were trained at, the head average-pooled). Another input size or pooling
+(LOOKALIKE_INPUT_SIZE, LOOKALIKE_POOLING; the service's defaults among them: Lite0 runs at
+320 px with GeM, lookalike/models.py) is another model, in its own files:
 ``<model>-<size>-<pooling>.*``. With ``tflite=False`` (the Keras runtime) only
 the Keras file is needed: it is built without TensorFlow where Keras runs on another backend
 (JAX on a GPU machine), and a later TFLite user converts both. A later call checks the
@@ -62,11 +64,13 @@ class ModelFiles:
     manifest: Path
     weights_sha256: str
     # "<model>:<first 12 hex of the weights' sha256>[:<input size>][:gem]": names the weights,
-    # input size and pooling (the last two when not the backbone's own), not the runtime.
+    # input size and pooling (the last two when not the backbone as it ships), not the runtime.
     version: str
     input_size: int
     # False when the cache was already up to date.
     built: bool
+    # How the head is pooled ("avg" or "gem").
+    pooling: str = "avg"
     # Size of the "features" output, and of the "multiscale" one (0: the model has none).
     feature_dim: int = efficientnet_lite.FEATURE_DIM
     multiscale_dim: int = 0
@@ -102,15 +106,17 @@ def model_version(model: str, weights_sha256: str, variant: tuple[int, str] | No
 
 def _variant(backbone: Backbone, input_size: int, pooling: str) -> tuple[int, str] | None:
     """(input size or 0 for the backbone's own, pooling), or None for the backbone as it
-    ships: the files and version that existed before the two settings."""
-    if pooling not in POOLINGS:
+    ships (its own size, average pooling): the files and version that existed before the two
+    settings. ``input_size`` 0 and ``pooling`` "" are the backbone's defaults."""
+    if pooling and pooling not in POOLINGS:
         raise ValueError(f"unknown pooling {pooling!r}; choose one of {', '.join(POOLINGS)}")
     if input_size and not MIN_INPUT_SIZE <= input_size <= MAX_INPUT_SIZE:
         raise ValueError(
             f"input size {input_size}: {MIN_INPUT_SIZE} to {MAX_INPUT_SIZE} pixels, or 0 for "
-            "the model's own"
+            "the model's default"
         )
-    size = 0 if input_size in (0, backbone.input_size) else input_size
+    input_size, pooling = backbone.resolve(input_size, pooling)
+    size = 0 if input_size == backbone.input_size else input_size
     return None if (size, pooling) == (0, "avg") else (size, pooling)
 
 
@@ -154,14 +160,15 @@ def build_model_cache(
     force: bool = False,
     tflite: bool = True,
     input_size: int = 0,
-    pooling: str = "avg",
+    pooling: str = "",
 ) -> ModelFiles:
     """Make sure ``cache_dir`` holds the converted model (the TFLite file too unless
-    ``tflite`` is False) at ``input_size`` (0: the backbone's own) with its head pooled by
-    ``pooling``; convert only when needed."""
+    ``tflite`` is False) at ``input_size`` with its head pooled by ``pooling`` (0 and "": the
+    backbone's defaults, lookalike/models.py); convert only when needed."""
     backbone = get_backbone(model_name)
     variant = _variant(backbone, input_size, pooling)
     stem = _stem(backbone, variant)
+    size, pooling = backbone.resolve(input_size, pooling)
     cache_dir = Path(cache_dir)
     cache_dir.mkdir(parents=True, exist_ok=True)
     source = weights_file(backbone)
@@ -176,8 +183,9 @@ def build_model_cache(
             manifest=manifest_path,
             weights_sha256=weights_sha256,
             version=model_version(backbone.name, weights_sha256, variant),
-            input_size=input_size or backbone.input_size,
+            input_size=size,
             built=built,
+            pooling=pooling,
             multiscale_dim=backbone.feature_dim("multiscale"),
         )
 

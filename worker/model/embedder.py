@@ -202,13 +202,14 @@ def load_embedder(
     head: str = "",
     custom: CustomModel | None = None,
     input_size: int = 0,
-    pooling: str = "avg",
+    pooling: str = "",
 ) -> Embedder:
     """An embedder for ``model`` from ``cache_dir``, converting the weights there if needed.
 
     ``model="custom"`` takes a user's own Keras model, described by ``custom``; ``head``
-    names a trained head in ``cache_dir/heads``. ``input_size`` (0: the backbone's own) and
-    ``pooling`` of the head ("avg", "gem") make another model of the same weights.
+    names a trained head in ``cache_dir/heads``. ``input_size`` and ``pooling`` of the head
+    ("avg", "gem") make another model of the same weights; 0 and "": the backbone's defaults
+    (lookalike/models.py; Lite0 at 320 px with GeM).
     """
     method(preprocess)  # fail on a bad mode before the slow part
     if features not in FEATURES:
@@ -221,7 +222,7 @@ def load_embedder(
             raise ValueError("model 'custom' needs the custom model's description")
         if features != "pooled":
             raise ValueError("a custom model has only pooled features")
-        if input_size or pooling != "avg":
+        if input_size or pooling:
             raise ValueError("a custom model has its own input size and pooling")
         files = build_custom_cache(custom, Path(cache_dir))
     else:

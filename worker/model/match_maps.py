@@ -1,14 +1,17 @@
 """Why two images match: which regions of each carry the similarity, and how the score
 splits over the embedding's parts.
 
-The embedding is the spatial mean of the backbone's last feature maps (the head's, 7x7x1280
-for Lite0, and with "multiscale" features stage 6's, 7x7x192), each scaled to unit length.
-The cosine of two means splits exactly over the positions of one map:
+The embedding is the spatial mean of the backbone's last feature maps (the head's, 10x10x1280
+for Lite0 at 320 px, 7x7 at 224, and with "multiscale" features stage 6's, 10x10x192), each
+scaled to unit length. The cosine of two means splits exactly over the positions of one map:
 
     cos(mean A, mean B) = sum over p of <A[p], mean B> / (n |mean A| |mean B|)
 
 so each position's term is its share of the score, and the shares of one image add up to
-the score (a negative share: that region pulls the images apart). A multiscale vector is
+the score (a negative share: that region pulls the images apart). A GeM-pooled head (the
+default: g = mean(x ** k) ** (1 / k) per channel, k = 3) is such a mean too, of the
+positions' contributions x ** k / g ** (k - 1), whose mean is g exactly: the maps read here
+are those contributions, and the split holds as for the average. A multiscale vector is
 the two parts side by side, each of length 1/sqrt(2) after the final scaling: its cosine is
 the mean of the two parts' cosines, and so are its heatmaps.
 
@@ -54,24 +57,62 @@ class MapReader:
         runner = self._interpreter.get_signature_runner()
         outputs = runner.get_output_details()
         self._input = self._interpreter.get_input_details()[0]["index"]
-        # Each pooled output is a MEAN over the spatial axes: its input is the map.
-        pooled_by_tensor = {outputs[name]["index"]: name for name in signature["outputs"]}
-        self._maps: dict[str, int] = {}
-        for op in self._interpreter._get_ops_details():
-            if op["op_name"] == "MEAN" and op["outputs"][0] in pooled_by_tensor:
-                self._maps[pooled_by_tensor[op["outputs"][0]]] = int(op["inputs"][0])
+        made_by = {
+            int(tensor): op
+            for op in self._interpreter._get_ops_details()
+            for tensor in op["outputs"]
+        }
+        # Per pooled output: its map's tensor, and GeM's (p, eps), or None for the average.
+        self._maps: dict[str, tuple[int, tuple[float, float] | None]] = {}
+        for name in signature["outputs"]:
+            found = self._pooled_map(made_by, int(outputs[name]["index"]))
+            if found is not None:
+                self._maps[name] = found
         if "features" not in self._maps:
             raise ValueError(f"{path}: no pooled feature map found")
 
+    def _pooled_map(
+        self, made_by: dict[int, Any], tensor: int
+    ) -> tuple[int, tuple[float, float] | None] | None:
+        """The map behind a pooled output: the input of its MEAN over the spatial axes, or for
+        GeM (worker/model/gem.py: POW(MEAN(POW(MAXIMUM(map, eps), p)), 1 / p)) the map inside,
+        with its p and eps. None for an output that pools nothing (the logits)."""
+        op = made_by.get(tensor)
+        if op is not None and op["op_name"] == "POW":
+            op = made_by.get(int(op["inputs"][0]))
+        if op is None or op["op_name"] != "MEAN":
+            return None
+        source = int(op["inputs"][0])
+        power = made_by.get(source)
+        if power is None or power["op_name"] != "POW":
+            return source, None
+        maximum = made_by[int(power["inputs"][0])]
+        # MAXIMUM's other input is the constant eps, which no op makes.
+        (found,) = (int(t) for t in maximum["inputs"] if int(t) in made_by)
+        (eps_tensor,) = (int(t) for t in maximum["inputs"] if int(t) not in made_by)
+        p = float(self._interpreter.get_tensor(int(power["inputs"][1])))
+        return found, (p, float(self._interpreter.get_tensor(eps_tensor)))
+
     def maps(self, pixels: np.ndarray) -> dict[str, np.ndarray]:
-        """Per pooled output (``features``, ``stage6``), the (h, w, c) map of one framed image."""
+        """Per pooled output (``features``, ``stage6``), the (h, w, c) map of one framed image
+        whose spatial mean is the output: the map itself under average pooling, its
+        positions' contributions x ** p / g ** (p - 1) under GeM (g: the GeM vector)."""
         with self._lock:
             self._interpreter.set_tensor(self._input, pixels[None].astype(np.float32))
             self._interpreter.invoke()
-            return {
-                name: np.array(self._interpreter.get_tensor(index)[0], dtype=np.float64)
-                for name, index in self._maps.items()
+            raw = {
+                name: (np.array(self._interpreter.get_tensor(index)[0], dtype=np.float64), gem)
+                for name, (index, gem) in self._maps.items()
             }
+        maps = {}
+        for name, (values, gem) in raw.items():
+            if gem is not None:
+                p, eps = gem
+                powered = np.power(np.maximum(values, eps), p)
+                pooled = np.power(powered.mean(axis=(0, 1)), 1.0 / p)
+                values = powered / np.power(pooled, p - 1.0)
+            maps[name] = values
+        return maps
 
 
 def shares(a: np.ndarray, b: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
@@ -139,7 +180,7 @@ def overlay(pixels: np.ndarray, heat: np.ndarray) -> bytes:
     mask = Image.fromarray(level.astype(np.float32), mode="F").resize(
         size, Image.Resampling.BILINEAR
     )
-    # The upper part of the range only: a 7x7 grid upsampled is broad, the peaks are not.
+    # The upper part of the range only: a 10x10 grid upsampled is broad, the peaks are not.
     alpha = np.clip((np.asarray(mask) - 0.25) / 0.75, 0, 1)[..., None]
     base = pixels.astype(np.float32)
     red = np.array([235.0, 30.0, 30.0])
@@ -150,18 +191,24 @@ def overlay(pixels: np.ndarray, heat: np.ndarray) -> bytes:
 
 
 _lock = threading.Lock()
-_readers: dict[tuple[str, str], MapReader] = {}
+_readers: dict[tuple[str, str, int, str], MapReader] = {}
 
 
-def get_map_reader(model: str, cache_dir: Path) -> MapReader:
-    """The process's map reader for ``model``, loaded on the first explanation (the TFLite
-    file is converted first if only the Keras model is cached)."""
+def get_map_reader(
+    model: str, cache_dir: Path, input_size: int = 0, pooling: str = ""
+) -> MapReader:
+    """The process's map reader for ``model`` at ``input_size`` with its head pooled by
+    ``pooling`` (0 and "": the backbone's defaults), the model the embedder runs; loaded on
+    the first explanation (the TFLite file is converted first if only the Keras model is
+    cached)."""
     from worker.model.cache import build_model_cache
 
-    key = (model, str(Path(cache_dir).resolve()))
+    key = (model, str(Path(cache_dir).resolve()), input_size, pooling)
     with _lock:
         reader = _readers.get(key)
         if reader is None:
-            files = build_model_cache(model, Path(cache_dir), tflite=True)
+            files = build_model_cache(
+                model, Path(cache_dir), tflite=True, input_size=input_size, pooling=pooling
+            )
             reader = _readers[key] = MapReader(files.tflite)
         return reader
