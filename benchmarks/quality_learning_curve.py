@@ -44,7 +44,7 @@ from lookalike.images import DECODE_SCALED
 from lookalike.settings import Settings
 
 PER_CLASS = (5, 10, 20, 50, 0)  # 0: every labelled image of the training split
-KINDS = ("standardise", "classifier", "triplet", "lda")
+KINDS = ("standardise", "classifier", "triplet", "lda", "combined")
 REFERENCE = "classifier"  # the kind the others are paired against, where both ran
 BACKBONE, HEAD = "backbone", "head"
 TARGET = 0.10  # issue #23: +0.10 P@5 on held-out images at 20 labelled images a class

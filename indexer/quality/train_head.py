@@ -368,7 +368,7 @@ def add_train_head_parser(sub: Any) -> None:
     p.add_argument("--name", required=True, help="head name: lower-case letters, digits, '-'")
     p.add_argument(
         "--kind",
-        choices=("auto", "classifier", "triplet", "standardise", "lda"),
+        choices=("auto", "classifier", "triplet", "standardise", "lda", "combined"),
         default="auto",
         help="auto (default): lda when the median class has fewer than 20 training images, "
         "else classifier",
