@@ -18,6 +18,8 @@ draws and queries). ``--per-class 5,10,20,0`` picks the sizes.
     python benchmarks/quality_learning_curve.py --model-cache build/test-models
 
 Writes ``build/quality/learning-curve.md`` (the table), ``.json`` and ``.png`` (the curves).
+Runs of one set each (``--datasets SET --out build/quality/SET``) join into one table and
+plot with ``--join build/quality/*/learning-curve.json --out build/quality``.
 """
 
 from __future__ import annotations
@@ -234,10 +236,21 @@ def main() -> None:
         default=",".join(str(n) for n in PER_CLASS),
         help="labelled images per class to train on (0: all of the training split)",
     )
+    parser.add_argument(
+        "--join",
+        type=Path,
+        nargs="+",
+        default=None,
+        help="train nothing: one table and plot from these runs' learning-curve.json",
+    )
     args = parser.parse_args()
     settings = Settings.from_env().replace(model_cache=args.model_cache)
     rows: list[dict[str, Any]] = []
-    for name in args.datasets.split(","):
+    if args.join:
+        for path in args.join:
+            rows += json.loads(path.read_text())
+        args.datasets = ""
+    for name in filter(None, args.datasets.split(",")):
         started = time.monotonic()
         print(name, file=sys.stderr)
         items, vectors = backbone_vectors(
