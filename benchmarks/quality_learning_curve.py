@@ -204,8 +204,10 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
             cells = [row for row in mine if row["kind"] == kind]
             p5 = np.array([row["head_p5"] for row in cells])
             se = np.array([row["two_se"] for row in cells])
-            ax.plot(at, p5, marker="o", label=kind)
-            ax.fill_between(at, p5 - se, p5 + se, alpha=0.15)
+            # One colour per kind in every panel, whichever kinds ran on the set.
+            colour = f"C{KINDS.index(kind)}" if kind in KINDS else None
+            ax.plot(at, p5, marker="o", label=kind, color=colour)
+            ax.fill_between(at, p5 - se, p5 + se, alpha=0.15, color=colour)
         ax.set_xticks(list(at), sizes)
         ax.set_title(name)
         ax.set_xlabel("labelled images per class")
