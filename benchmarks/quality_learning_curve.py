@@ -18,6 +18,8 @@ draws and queries). ``--per-class 5,10,20,0`` picks the sizes.
     python benchmarks/quality_learning_curve.py --model-cache build/test-models
 
 Writes ``build/quality/learning-curve.md`` (the table), ``.json`` and ``.png`` (the curves).
+Runs of one set each (``--datasets SET --out build/quality/SET``) join into one table and
+plot with ``--join build/quality/*/learning-curve.json --out build/quality``.
 """
 
 from __future__ import annotations
@@ -44,7 +46,7 @@ from lookalike.images import DECODE_SCALED
 from lookalike.settings import Settings
 
 PER_CLASS = (5, 10, 20, 50, 0)  # 0: every labelled image of the training split
-KINDS = ("standardise", "classifier", "triplet", "lda")
+KINDS = ("standardise", "classifier", "triplet", "lda", "combined")
 REFERENCE = "classifier"  # the kind the others are paired against, where both ran
 BACKBONE, HEAD = "backbone", "head"
 TARGET = 0.10  # issue #23: +0.10 P@5 on held-out images at 20 labelled images a class
@@ -202,8 +204,10 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
             cells = [row for row in mine if row["kind"] == kind]
             p5 = np.array([row["head_p5"] for row in cells])
             se = np.array([row["two_se"] for row in cells])
-            ax.plot(at, p5, marker="o", label=kind)
-            ax.fill_between(at, p5 - se, p5 + se, alpha=0.15)
+            # One colour per kind in every panel, whichever kinds ran on the set.
+            colour = f"C{KINDS.index(kind)}" if kind in KINDS else None
+            ax.plot(at, p5, marker="o", label=kind, color=colour)
+            ax.fill_between(at, p5 - se, p5 + se, alpha=0.15, color=colour)
         ax.set_xticks(list(at), sizes)
         ax.set_title(name)
         ax.set_xlabel("labelled images per class")
@@ -234,10 +238,21 @@ def main() -> None:
         default=",".join(str(n) for n in PER_CLASS),
         help="labelled images per class to train on (0: all of the training split)",
     )
+    parser.add_argument(
+        "--join",
+        type=Path,
+        nargs="+",
+        default=None,
+        help="train nothing: one table and plot from these runs' learning-curve.json",
+    )
     args = parser.parse_args()
     settings = Settings.from_env().replace(model_cache=args.model_cache)
     rows: list[dict[str, Any]] = []
-    for name in args.datasets.split(","):
+    if args.join:
+        for path in args.join:
+            rows += json.loads(path.read_text())
+        args.datasets = ""
+    for name in filter(None, args.datasets.split(",")):
         started = time.monotonic()
         print(name, file=sys.stderr)
         items, vectors = backbone_vectors(

@@ -368,10 +368,10 @@ def add_train_head_parser(sub: Any) -> None:
     p.add_argument("--name", required=True, help="head name: lower-case letters, digits, '-'")
     p.add_argument(
         "--kind",
-        choices=("auto", "classifier", "triplet", "standardise", "lda"),
+        choices=("auto", "classifier", "triplet", "standardise", "lda", "combined"),
         default="auto",
-        help="auto (default): lda when the median class has fewer than 20 training images, "
-        "else classifier",
+        help="auto (default): lda when the median class has fewer than 10 training images, "
+        "else combined",
     )
     p.add_argument("--dim", type=int, default=256, help="size of the head's embedding")
     p.add_argument("--epochs", type=int, default=0, help="0: the kind's default")

@@ -133,9 +133,8 @@ def test_triplet_and_standardise_heads(
 def test_an_lda_head_from_a_dozen_photos_a_class_beats_the_backbone_in_the_worker(
     model_dir: Path, photos: list[tuple[str, Path]], tmp_path: Path
 ) -> None:
-    # About 14 labelled photos a class for training: the default kind ("auto") picks the
-    # closed-form head, which, saved and loaded as the worker does, must still beat the raw
-    # backbone on the held-out photos.
+    # About 14 labelled photos a class for training: the closed-form head, saved and loaded
+    # as the worker does, must still beat the raw backbone on the held-out photos.
     from indexer.quality.train_head import train_and_evaluate
     from worker.model import get_embedder
     from worker.model.heads import TrainOptions
@@ -146,11 +145,10 @@ def test_an_lda_head_from_a_dozen_photos_a_class_beats_the_backbone_in_the_worke
         items,
         settings,
         name="few-lda",
-        options=TrainOptions(kind="auto"),
+        options=TrainOptions(kind="lda"),
         cache_dir=tmp_path / "vectors",
         progress=None,
     )
-    assert report.train_images / report.classes < 20
     assert report.kind == "lda"
     assert json.loads((model_dir / "heads" / "few-lda.json").read_text())["kind"] == "lda"
     held_out = report.test
@@ -171,13 +169,60 @@ def test_an_lda_head_from_a_dozen_photos_a_class_beats_the_backbone_in_the_worke
     np.testing.assert_allclose(keras_embedder.embed(images), vectors, atol=1e-4)
 
 
-def test_auto_picks_lda_for_few_labels_a_class_and_the_classifier_for_many() -> None:
+def test_a_combined_head_beats_the_backbone_and_runs_in_the_worker(
+    model_dir: Path, photos: list[tuple[str, Path]], tmp_path: Path
+) -> None:
+    # The lda head's two parts next to two classifier heads trained with different seeds,
+    # from about 14 labelled photos a class (the default kind, "auto", picks it): saved and
+    # loaded as the worker does, it must still beat the raw backbone on the held-out photos,
+    # and hold each part it is made of.
+    from indexer.quality.train_head import train_and_evaluate
+    from worker.model import get_embedder
+    from worker.model.heads import TrainOptions
+
+    items = [LabelledImage(f"{c}-{p.stem}", p, c) for c, p in photos]
+    settings = Settings(model_cache=model_dir)
+    report = train_and_evaluate(
+        items,
+        settings,
+        name="few-combined",
+        options=TrainOptions(kind="auto", members=2, dim=64),
+        cache_dir=tmp_path / "vectors",
+        progress=None,
+    )
+    assert 10 <= report.train_images / report.classes < 20
+    assert report.kind == "combined"
+    assert json.loads((model_dir / "heads" / "few-combined.json").read_text())["kind"] == "combined"
+    held_out = report.test
+    assert held_out["head"].summary["P@5"] > held_out["backbone"].summary["P@5"], held_out
+    # The backbone's vector, the discriminant coordinates, then each classifier's 64.
+    assert report.dim == settings.vector_size() + report.classes - 1 + 2 * 64
+
+    embedder = get_embedder(settings.replace(head="few-combined"))
+    base = get_embedder(settings)
+    images = [Image.open(path).copy() for _, path in photos[:3]]
+    vectors = embedder.embed(images)
+    assert vectors.shape == (3, report.dim)
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+    assert embedder.head is not None
+    mapped = embedder.head.apply(base.embed(images))
+    np.testing.assert_allclose(vectors, mapped / np.linalg.norm(mapped, axis=1)[:, None], atol=1e-5)
+    keras_embedder = get_embedder(settings.replace(head="few-combined", runtime="keras"))
+    np.testing.assert_allclose(keras_embedder.embed(images), vectors, atol=1e-4)
+    # Each part at unit length and weight 1: the backbone's look-alikes keep a third of the
+    # cosine however the labels pull.
+    parts = np.split(vectors * np.sqrt(3), [settings.vector_size(), report.dim - 2 * 64], axis=1)
+    for part in parts:
+        np.testing.assert_allclose(np.linalg.norm(part, axis=1), 1.0, atol=1e-4)
+
+
+def test_auto_picks_lda_for_a_few_labels_a_class_and_the_combined_head_for_more() -> None:
     from worker.model.heads import AUTO_LDA_BELOW, TrainOptions, resolve_kind
 
     few = np.repeat(["a", "b", "c"], AUTO_LDA_BELOW - 1)
     many = np.repeat(["a", "b", "c"], AUTO_LDA_BELOW)
     assert resolve_kind(TrainOptions(kind="auto"), few).kind == "lda"
-    assert resolve_kind(TrainOptions(kind="auto"), many).kind == "classifier"
+    assert resolve_kind(TrainOptions(kind="auto"), many).kind == "combined"
     assert resolve_kind(TrainOptions(kind="triplet"), few).kind == "triplet"
 
 

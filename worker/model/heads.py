@@ -19,9 +19,13 @@ head) to new vectors, trained on a catalog's own labels:
   multiple of the identity by Ledoit and Wolf's estimate), each part at unit length. The
   cosine of two such vectors is the mean of the backbone's cosine and the discriminant one,
   so the backbone's look-alikes still count where the labels are too few to say much.
+- ``combined``: the lda head's two parts next to ``members`` classifier heads trained with
+  different seeds (their embeddings side by side, as one unit-length part): the cosine of
+  two such vectors is the mean of the backbone's, the discriminant one and the classifiers'
+  mean cosine. An ensemble of the two kinds, for 10-30 labelled images a class.
 
 ``indexer train-head`` defaults to ``auto`` (:func:`resolve_kind`): ``lda`` when the median
-class has fewer than 20 labelled training images, else ``classifier``.
+class has fewer than 10 labelled training images, else ``combined``.
 
 Heads live in the model cache, ``<model cache>/heads/<name>.{keras,tflite,json}`` (written by
 ``indexer train-head``); the worker runs the ``.tflite`` file (or the ``.keras`` one on the
@@ -49,12 +53,14 @@ from lookalike.settings import HEAD_NAME
 from worker.model.files import import_tensorflow, locked, sha256_file
 
 HEAD_FORMAT = 1
-KINDS = ("classifier", "triplet", "standardise", "lda")
+KINDS = ("classifier", "triplet", "standardise", "lda", "combined")
+DEFAULT_EPOCHS = {"classifier": 60, "triplet": 40, "standardise": 0, "lda": 0, "combined": 60}
 # ``auto``: ``lda`` when the labels give fewer than this many images to the median class,
-# else ``classifier`` (the learning curve of docs/quality.md: lda ahead at 5-10 a class,
-# level at 20, behind with every label).
+# else ``combined`` (the learning curve of docs/quality.md: at 5 a class lda ahead of both,
+# from 10 a class combined ahead of or level with lda and the classifier on three sets of
+# four, fashion-mnist's lda ahead at 10).
 AUTO = "auto"
-AUTO_LDA_BELOW = 20
+AUTO_LDA_BELOW = 10
 INPUT_NAME = "vectors"
 OUTPUT_NAME = "embedding"
 SELF_CHECK_TOLERANCE = 1e-4
@@ -176,12 +182,15 @@ class TrainOptions:
     # lda: the weight of the centred backbone vector next to the unit-length discriminant
     # coordinates (0: the discriminant coordinates alone).
     backbone_weight: float = 1.0
+
+    # combined: how many classifier heads (seeds) it trains, and the weight of their part
+    # next to the lda head's two.
+    members: int = 3
+    classifier_weight: float = 1.0
     seed: int = 0
 
     def epochs_for_kind(self) -> int:
-        return (
-            self.epochs or {"classifier": 60, "triplet": 40, "standardise": 0, "lda": 0}[self.kind]
-        )
+        return self.epochs or DEFAULT_EPOCHS[self.kind]
 
 
 def _keras() -> Any:
@@ -210,7 +219,7 @@ def resolve_kind(options: TrainOptions, labels: np.ndarray | None) -> TrainOptio
         raise HeadError("an auto head needs labels")
     _, counts = np.unique(np.asarray(labels), return_counts=True)
     few = float(np.median(counts)) < AUTO_LDA_BELOW
-    return replace(options, kind="lda" if few else "classifier")
+    return replace(options, kind="lda" if few else "combined")
 
 
 def train_head(x: np.ndarray, labels: np.ndarray | None, options: TrainOptions) -> Any:
@@ -236,36 +245,16 @@ def train_head(x: np.ndarray, labels: np.ndarray | None, options: TrainOptions) 
         raise HeadError("training a head needs at least two labels")
     if options.kind == "lda":
         return _lda_model(keras, inputs, fit_lda(x, y, options.shrinkage), options)
+    if options.kind == "classifier":
+        return _classifier(keras, x, y, len(classes), options, options.seed, name="head")
+    if options.kind == "combined":
+        return _combined(keras, x, y, len(classes), options)
     standardised = _normaliser(keras, x)(inputs)
     hidden = keras.layers.Dropout(options.dropout / 2, seed=options.seed)(standardised)
     hidden = keras.layers.Dense(options.hidden, activation="relu", name="hidden")(hidden)
     hidden = keras.layers.Dropout(options.dropout, seed=options.seed)(hidden)
     optimizer = keras.optimizers.AdamW(options.learning_rate, weight_decay=options.weight_decay)
     epochs = options.epochs_for_kind()
-    if options.kind == "classifier":
-        # The middle layer at unit length: the embedding; the softmax on top only trains it
-        # and is not saved (so its custom layer needs no registration).
-        embedding = keras.layers.Dense(options.dim, name="project")(hidden)
-        embedding = keras.layers.UnitNormalization(name=OUTPUT_NAME)(embedding)
-        logits = _cosine_classes(keras, len(classes), options.scale)(embedding)
-        probabilities = keras.layers.Activation("softmax", name="classes")(logits)
-        trainer = keras.Model(inputs, probabilities)
-        loss = keras.losses.CategoricalCrossentropy(label_smoothing=options.label_smoothing)
-        trainer.compile(optimizer=optimizer, loss=loss)
-        weights = None
-        if options.class_weights:
-            counts = np.bincount(y, minlength=len(classes))
-            weights = {i: len(y) / (len(classes) * c) for i, c in enumerate(counts)}
-        trainer.fit(
-            x,
-            keras.utils.to_categorical(y, len(classes)),
-            batch_size=64,
-            epochs=epochs,
-            class_weight=weights,
-            shuffle=True,
-            verbose=0,
-        )
-        return keras.Model(inputs, {OUTPUT_NAME: embedding}, name="head")
     # triplet
     embedding = keras.layers.Dense(options.dim, name="project")(hidden)
     embedding = keras.layers.UnitNormalization(name=OUTPUT_NAME)(embedding)
@@ -350,9 +339,9 @@ def ledoit_wolf_shrinkage(centred: np.ndarray) -> float:
     return float(min(beta, delta) / delta) if delta > 0 else 1.0
 
 
-def _lda_model(keras: Any, inputs: Any, lda: Discriminant, options: TrainOptions) -> Any:
-    """[w * unit(x - mean), unit(discriminant coordinates)] at unit length: Dense layers and
-    normalisations only, so it saves and exports like the other heads."""
+def _lda_parts(keras: Any, inputs: Any, lda: Discriminant, options: TrainOptions) -> list[Any]:
+    """[w * unit(x - mean)] (where w > 0), then unit(discriminant coordinates): Dense layers
+    and normalisations only, so they save and export like the other heads."""
     centred = keras.layers.Normalization(
         axis=-1, mean=lda.mean, variance=np.ones_like(lda.mean), name="centre"
     )(inputs)
@@ -363,9 +352,84 @@ def _lda_model(keras: Any, inputs: Any, lda: Discriminant, options: TrainOptions
         backbone = keras.layers.UnitNormalization(name="backbone_unit")(centred)
         backbone = keras.layers.Rescaling(options.backbone_weight, name="backbone_weight")(backbone)
         parts.insert(0, backbone)
+    return parts
+
+
+def _joined(keras: Any, inputs: Any, parts: list[Any]) -> Any:
     joined = parts[0] if len(parts) == 1 else keras.layers.Concatenate(name="join")(parts)
     embedding = keras.layers.UnitNormalization(name=OUTPUT_NAME)(joined)
     return keras.Model(inputs, {OUTPUT_NAME: embedding}, name="head")
+
+
+def _lda_model(keras: Any, inputs: Any, lda: Discriminant, options: TrainOptions) -> Any:
+    """[w * unit(x - mean), unit(discriminant coordinates)] at unit length."""
+    return _joined(keras, inputs, _lda_parts(keras, inputs, lda, options))
+
+
+def _classifier(
+    keras: Any,
+    x: np.ndarray,
+    y: np.ndarray,
+    classes: int,
+    options: TrainOptions,
+    seed: int,
+    *,
+    name: str,
+) -> Any:
+    """The classifier kind's embedding model, trained with ``seed``: standardised input,
+    dropout, a ReLU layer, dropout, the unit-length middle layer. The normalised softmax on
+    top only trains it and is not saved (so its custom layer needs no registration)."""
+    keras.utils.set_random_seed(seed)
+    inputs = keras.Input((x.shape[1],), name=INPUT_NAME)
+    standardised = _normaliser(keras, x)(inputs)
+    hidden = keras.layers.Dropout(options.dropout / 2, seed=seed)(standardised)
+    hidden = keras.layers.Dense(options.hidden, activation="relu", name="hidden")(hidden)
+    hidden = keras.layers.Dropout(options.dropout, seed=seed)(hidden)
+    embedding = keras.layers.Dense(options.dim, name="project")(hidden)
+    embedding = keras.layers.UnitNormalization(name=OUTPUT_NAME)(embedding)
+    logits = _cosine_classes(keras, classes, options.scale)(embedding)
+    probabilities = keras.layers.Activation("softmax", name="classes")(logits)
+    trainer = keras.Model(inputs, probabilities)
+    optimizer = keras.optimizers.AdamW(options.learning_rate, weight_decay=options.weight_decay)
+    loss = keras.losses.CategoricalCrossentropy(label_smoothing=options.label_smoothing)
+    trainer.compile(optimizer=optimizer, loss=loss)
+    weights = None
+    if options.class_weights:
+        counts = np.bincount(y, minlength=classes)
+        weights = {i: len(y) / (classes * c) for i, c in enumerate(counts)}
+    trainer.fit(
+        x,
+        keras.utils.to_categorical(y, classes),
+        batch_size=64,
+        epochs=options.epochs or DEFAULT_EPOCHS["classifier"],
+        class_weight=weights,
+        shuffle=True,
+        verbose=0,
+    )
+    return keras.Model(inputs, {OUTPUT_NAME: embedding}, name=name)
+
+
+def _combined(keras: Any, x: np.ndarray, y: np.ndarray, classes: int, options: TrainOptions) -> Any:
+    """The lda head's parts (the centred backbone vector, the discriminant coordinates) next
+    to ``members`` classifier heads trained with different seeds, their embeddings side by
+    side scaled to one unit-length part of weight ``classifier_weight``: the cosine of two
+    such vectors is a weighted mean of the backbone's, the discriminant one and the
+    classifiers' mean cosine."""
+    inputs = keras.Input((x.shape[1],), name=INPUT_NAME)
+    parts = _lda_parts(keras, inputs, fit_lda(x, y, options.shrinkage), options)
+    members = [
+        _classifier(keras, x, y, classes, options, options.seed + 1000 * i, name=f"classifier_{i}")
+        for i in range(max(1, options.members))
+    ]
+    embeddings = [member(inputs)[OUTPUT_NAME] for member in members]
+    ensemble = (
+        embeddings[0]
+        if len(embeddings) == 1
+        else keras.layers.Concatenate(name="classifiers")(embeddings)
+    )
+    weight = options.classifier_weight / np.sqrt(len(embeddings))
+    parts.append(keras.layers.Rescaling(weight, name="classifier_weight")(ensemble))
+    return _joined(keras, inputs, parts)
 
 
 def _cosine_classes(keras: Any, classes: int, scale: float) -> Any:
