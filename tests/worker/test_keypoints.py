@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageOps
 
 from lookalike import verify
 from lookalike.images import DECODE_SCALED, decode_image, decode_scaled, decode_with_larger
@@ -224,3 +224,44 @@ def test_letters_that_share_strokes_are_not_near_duplicates_their_edited_copies_
         for edit, copy in edited.items():
             verdict = verify.verify(found[char], keypoints(jpeg(copy)))
             assert verdict.relation(THRESHOLD) == "near", (char, edit, verdict)
+
+
+def test_cut_out_letters_whose_strokes_leave_the_others_frame_are_not_near_duplicates() -> None:
+    """Letters cut out to their own outline, as the demo's alphabet stamps are: a b laid on a
+    p by their bowls agrees pixel for pixel where the two overlap, but the b's stem stands
+    above the p's frame and the p's below the b's. An edited copy lies within its original's
+    frame (a crop) or holds it (padding): only one side has anything beyond the other."""
+
+    def cut_out(char: str) -> Image.Image:
+        image = glyph(char)
+        return image.crop(ImageOps.invert(image.convert("L")).getbbox())
+
+    pairs = [("b", "p"), ("d", "q")]
+    found = {c: keypoints(jpeg(cut_out(c))) for pair in pairs for c in pair}
+    for one, other in pairs:
+        verdict = verify.verify(found[one], found[other])
+        assert verdict.verified(THRESHOLD), (one, other, verdict)
+        assert verdict.beyond > verify.MAX_DIFFERENCE, (one, other, verdict)
+        assert verdict.relation(THRESHOLD) is None
+    letter = cut_out("b")
+    width, height = letter.size
+    padded = ImageOps.expand(letter, border=40, fill="white")
+    cropped = letter.crop((0, height // 8, width, height))
+    for edit, copy in {"padded": padded, "cropped": cropped}.items():
+        verdict = verify.verify(found["b"], keypoints(jpeg(copy)))
+        assert verdict.relation(THRESHOLD) == "near", (edit, verdict)
+
+
+def test_a_copy_its_keypoints_miss_is_found_by_its_aligned_thumbnail() -> None:
+    """An O has few corners, and a watermark's text takes the keypoints it has: no
+    transform explains enough of them. Its thumbnail, aligned with the original's by their
+    own pixels, agrees; the Q's, aligned the same way, does not (its tail)."""
+    original = keypoints(jpeg(glyph("O")))
+    copy = keypoints(jpeg(watermarked(glyph("O"))))
+    verdict = verify.verify(original, copy)
+    assert verdict.inliers < verify.MIN_INLIERS, verdict
+    assert verdict.aligned <= verify.MAX_ALIGNED_DIFFERENCE
+    assert verdict.relation(THRESHOLD) == "near"
+    other = verify.verify(original, keypoints(jpeg(glyph("Q"))))
+    assert other.aligned > verify.MAX_ALIGNED_DIFFERENCE, other
+    assert other.relation(THRESHOLD) is None
