@@ -575,8 +575,9 @@ def shipped_rule() -> Rule:
 # The pixel differences a near-duplicate may show that the threshold search tries (1.0: none
 # compared, as before the thumbnails).
 DIFFERENCES = (0.02, 0.03, 0.04, 0.05, 0.06, 0.08, 0.1, 1.0)
-# The same for the thumbnails aligned by their own pixels (0: that route off).
-ALIGNED_DIFFERENCES = (0.0, 0.005, 0.01, 0.02)
+# The same for the thumbnails aligned by their own pixels (-1: that route off; 0: no blob
+# of differing pixels at all).
+ALIGNED_DIFFERENCES = (-1.0, 0.0, 0.005, 0.01, 0.02)
 
 
 def _quick(half: Half, rule: Rule, floor: float) -> tuple[float, float, int]:
