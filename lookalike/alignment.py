@@ -46,10 +46,13 @@ def _log_polar(square: np.ndarray) -> np.ndarray:
     )
 
 
-def align(a: np.ndarray, b: np.ndarray, max_rotation: float) -> tuple[complex, complex] | None:
+def align(
+    a: np.ndarray, b: np.ndarray, max_rotation: float, min_response: float
+) -> tuple[complex, complex] | None:
     """``(m, t)`` with ``w = m z + t`` taking thumbnail ``a``'s pixels (x + iy) to ``b``'s,
-    or None when the rotation found exceeds ``max_rotation`` degrees. Grey uint8 thumbnails
-    of at most 128 px a side."""
+    or None when the rotation found exceeds ``max_rotation`` degrees or the shift's phase
+    correlation peak is under ``min_response`` (the pictures do not line up: nothing to
+    compare). Grey uint8 thumbnails of at most 128 px a side."""
     one, other = _square(a.astype(np.float32)), _square(b.astype(np.float32))
     (dx, dy), _ = cv2.phaseCorrelate(_log_polar(one), _log_polar(other))
     # A magnitude spectrum is symmetric: a rotation is known up to 180 degrees.
@@ -63,5 +66,7 @@ def align(a: np.ndarray, b: np.ndarray, max_rotation: float) -> tuple[complex, c
         (_N, _N),
         borderValue=float(one.mean()),
     )
-    (tx, ty), _ = cv2.phaseCorrelate(turned * _WINDOW, other * _WINDOW)
+    (tx, ty), response = cv2.phaseCorrelate(turned * _WINDOW, other * _WINDOW)
+    if response < min_response:
+        return None
     return m, complex(tx, ty)
