@@ -4,7 +4,9 @@
 * **near**: the same photo or shot, edited (cropped, rescaled, recompressed, slightly
   rotated, retouched, watermarked, padded): its keypoints match the item's under one
   similarity transform (lookalike/verify.py) with a score reaching the threshold
-  (``LOOKALIKE_DUPLICATE_THRESHOLD``, or ``threshold`` in the request);
+  (``LOOKALIKE_DUPLICATE_THRESHOLD``, or ``threshold`` in the request) and the two stored
+  thumbnails agree under it, or, where the keypoints fall short, the thumbnails agree
+  closely under the transform their own pixels give;
 * **variants**: the same shot in another colour (verified like a near-duplicate, but the
   matched points changed colour): "also in red", not a duplicate.
 
@@ -13,10 +15,11 @@ floor; for multiscale vectors, a search by their pooled head alone:
 lookalike.duplicate_candidates.candidate_query), then each is verified with both items' stored
 keypoints: no image is decoded. ``verification`` says what could be checked: ``verified``;
 ``too_plain`` (the item's image has too few keypoints: it has no near-duplicates or variants,
-only exact copies); ``needs_reindex`` (indexed before keypoints were stored: nothing but exact
-copies is reported until ``indexer reindex``); ``disabled`` (the service computes no keypoints,
-``LOOKALIKE_DUPLICATE_KEYPOINTS=false``: exact copies only, for every item). Candidates indexed
-before keypoints existed are counted in ``unverified``, never guessed.
+only exact copies); ``needs_reindex`` (indexed before keypoints, or their thumbnails, were
+stored: nothing but exact copies is reported until ``indexer reindex``); ``disabled`` (the
+service computes no keypoints, ``LOOKALIKE_DUPLICATE_KEYPOINTS=false``: exact copies only,
+for every item). Candidates indexed before keypoints existed are counted in
+``unverified``, never guessed.
 """
 
 from __future__ import annotations

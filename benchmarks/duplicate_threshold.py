@@ -218,18 +218,33 @@ def rootsift_keypoints(picture: Image.Image) -> verify.Keypoints:
     descriptors = np.clip(np.round(root * 512), 0, 255).astype(np.uint8)
     xy = np.array([k.pt for k in kept], dtype=np.float32)
     return verify.Keypoints(
-        xy, orb._colours(rgb, xy), descriptors, (width, height), orb.colour_grid(rgb)
+        xy,
+        orb._colours(rgb, xy),
+        descriptors,
+        (width, height),
+        orb.colour_grid(rgb),
+        orb.thumbnail(grey),
     )
 
 
 def find_local(picture: Image.Image) -> verify.Keypoints:
-    return rootsift_keypoints(picture) if _local == "rootsift" else find_keypoints(picture)
+    """The keypoints as the payload returns them (ORB's through verify.encode and decode: the
+    thumbnail a JPEG)."""
+    if _local == "rootsift":
+        return rootsift_keypoints(picture)
+    stored = verify.decode(verify.encode(find_keypoints(picture)))
+    assert stored is not None
+    return stored
+
+
+# The least inliers verification is asked for: below any rule the threshold search tries.
+LEAST_INLIERS = 4
 
 
 def verify_pair(a: verify.Keypoints, b: verify.Keypoints) -> verify.Verdict:
     """lookalike.verify.verify, with an L2 matcher for RootSIFT's descriptors."""
     if _local != "rootsift":
-        return verify.verify(a, b)
+        return verify.verify(a, b, min_inliers=LEAST_INLIERS, align=True)
     import cv2
 
     def floats(k: verify.Keypoints) -> verify.Keypoints:
@@ -237,7 +252,7 @@ def verify_pair(a: verify.Keypoints, b: verify.Keypoints) -> verify.Verdict:
 
     hamming, verify._MATCHER = verify._MATCHER, cv2.BFMatcher(cv2.NORM_L2)
     try:
-        return verify.verify(floats(a), floats(b))
+        return verify.verify(floats(a), floats(b), min_inliers=LEAST_INLIERS, align=True)
     finally:
         verify._MATCHER = hamming
 
@@ -461,6 +476,8 @@ class Rule:
     threshold: float
     min_inliers: int
     variant_delta: float
+    max_difference: float = verify.MAX_DIFFERENCE
+    max_aligned: float = verify.MAX_ALIGNED_DIFFERENCE
 
 
 @dataclass(frozen=True)
@@ -492,6 +509,9 @@ def _columns(pairs: list[Any]) -> dict[str, np.ndarray]:
         "inliers": np.array([v.inliers for v in verdicts]),
         "score": np.array([v.score for v in verdicts]),
         "delta": np.array([v.color_delta for v in verdicts]),
+        "difference": np.array([v.difference for v in verdicts]),
+        "beyond": np.array([v.beyond for v in verdicts]),
+        "aligned": np.array([v.aligned for v in verdicts]),
     }
     _COLUMNS[id(pairs)] = (pairs, columns)
     return columns
@@ -501,13 +521,20 @@ def relations(pairs: list[Any], rule: Rule, floor: float) -> tuple[np.ndarray, n
     """Whether each pair is reported as near, and as a variant, under ``rule`` (vectorised
     lookalike.verify.Verdict.relation, behind the candidate floor)."""
     c = _columns(pairs)
+    candidate = c["similarity"] >= floor
     same = (
-        (c["similarity"] >= floor)
-        & (c["inliers"] >= rule.min_inliers)
+        (c["inliers"] >= rule.min_inliers)
         & (c["score"] >= rule.threshold)
+        & (c["beyond"] <= rule.max_difference)
     )
-    variant = c["delta"] >= rule.variant_delta
-    return same & ~variant, same & variant
+    variant = same & (c["delta"] >= rule.variant_delta)
+    agree = c["difference"] <= rule.max_difference
+    aligned = c["aligned"] <= rule.max_aligned
+    strict = (c["inliers"] >= verify.VARIANT_MIN_INLIERS) & (
+        c["score"] >= max(rule.threshold, verify.VARIANT_MIN_SCORE)
+    )
+    near = (same & ~variant & (agree | aligned)) | (~same & aligned)
+    return candidate & near, candidate & variant & strict
 
 
 def evaluate(half: Half, rule: Rule, floor: float) -> Result:
@@ -540,31 +567,63 @@ def shipped_rule() -> Rule:
         Settings().duplicate_threshold,
         verify.MIN_INLIERS,
         verify.VARIANT_COLOR_DELTA,
+        verify.MAX_DIFFERENCE,
+        verify.MAX_ALIGNED_DIFFERENCE,
     )
+
+
+# The pixel differences a near-duplicate may show that the threshold search tries (1.0: none
+# compared, as before the thumbnails).
+DIFFERENCES = (0.02, 0.03, 0.04, 0.05, 0.06, 0.08, 0.1, 1.0)
+# The same for the thumbnails aligned by their own pixels (-1: that route off; 0: no blob
+# of differing pixels at all).
+ALIGNED_DIFFERENCES = (-1.0, 0.0, 0.005, 0.01, 0.02)
+
+
+def _quick(half: Half, rule: Rule, floor: float) -> tuple[float, float, int]:
+    """Recall, precision and hard-negative pairs verified under ``rule`` (what
+    :func:`evaluate` says first, without its tables: the search below tries ~20,000 rules)."""
+    found, _ = relations(half.positives, rule, floor)
+    false_near, false_variant = relations(half.negatives, rule, floor)
+    false = int((false_near | false_variant).sum())
+    tp = int(found.sum())
+    return tp / max(1, len(found)), tp / max(1, tp + false), false
 
 
 def choose(half: Half, floor: float) -> Result:
-    """On the tune half: the least inliers and score threshold at a precision of 0.998 (a
-    margin: the held-out half must reach 0.98 too) whose recall is within 0.01 of the best
-    such rule's, the strictest of them (fewest hard-negative pairs verified, then the
-    highest threshold: the held-out half's look-alikes are not the tune half's); then the
-    variant colour distance that best separates retouched copies from variants (the most
-    near-duplicate recall plus variants found, the two rates weighed alike)."""
+    """On the tune half: the least inliers, score threshold and pixel differences (under
+    the keypoints' transform, and under the thumbnails' own alignment) at a precision of
+    0.998 (a margin: the held-out half must reach 0.98 too) whose recall is within 0.01 of
+    the best such rule's, the strictest of them (fewest hard-negative pairs verified, then
+    the least pixel differences, the tests that tell look-alikes apart best, then the
+    highest threshold and the most inliers: the held-out half's look-alikes are not the
+    tune half's); then the variant colour distance that best separates retouched copies
+    from variants (the most near-duplicate recall plus variants found, the two rates
+    weighed alike)."""
     delta = verify.VARIANT_COLOR_DELTA
     rules = [
-        evaluate(half, Rule(float(t), least, delta), floor)
-        for least in range(6, 21)
+        (rule, *_quick(half, rule, floor))
+        for least in range(LEAST_INLIERS, 21)
         for t in np.round(np.arange(0.02, 0.41, 0.01), 3)
+        for most in DIFFERENCES
+        for aligned in ALIGNED_DIFFERENCES
+        for rule in [Rule(float(t), least, delta, most, aligned)]
     ]
-    precise = [r for r in rules if r.precision >= 0.998]
+    precise = [r for r in rules if r[2] >= 0.998]
     assert precise, "no rule reaches a precision of 0.998 on the tune half"
-    top = max(r.recall for r in precise)
-    best = min(
-        (r for r in precise if r.recall >= top - 0.01),
-        key=lambda r: (r.false_near, -r.rule.threshold, -r.rule.min_inliers),
+    top = max(r[1] for r in precise)
+    best, *_ = min(
+        (r for r in precise if r[1] >= top - 0.01),
+        key=lambda r: (
+            r[3],
+            r[0].max_difference,
+            r[0].max_aligned,
+            -r[0].threshold,
+            -r[0].min_inliers,
+        ),
     )
     scored = [
-        evaluate(half, replace(best.rule, variant_delta=float(d)), floor)
+        evaluate(half, replace(best, variant_delta=float(d)), floor)
         for d in np.round(np.arange(4.0, 40.1, 1.0), 1)
     ]
     return max(scored, key=lambda r: (r.recall + r.variants_found, -r.rule.variant_delta))
@@ -594,6 +653,7 @@ def split(samples: list[Sample]) -> tuple[list[Sample], list[Sample]]:
 def report(name: str, r: Result) -> None:
     print(
         f"{name}: threshold {r.rule.threshold:.2f}, {r.rule.min_inliers} inliers, "
+        f"pixel difference {r.rule.max_difference:.3f}, aligned {r.rule.max_aligned:.3f}, "
         f"variant colour distance {r.rule.variant_delta:.0f}: "
         f"near-dup recall {r.recall:.3f}, precision {r.precision:.3f} ({r.false_near} "
         f"hard-negative pairs verified); variants found {r.variants_found:.3f}, reported as "

@@ -125,8 +125,49 @@ def main(argv: list[str] | None = None) -> int:
     kib = statistics.mean(len(verify.encode(k)) for k in found) / 1024
     plain = sum(not k.verifiable for k in found)
     print(f"  payload {kib:.1f} KiB per item; too plain to verify: {plain} of {len(found)}")
+    duplicates_call(files, sources, found, args.repeat)
     small(args.repeat)
     return 0
+
+
+def duplicates_call(files: list[bytes], sources: list[Any], found: list[Any], repeat: int) -> None:
+    """What a ``/duplicates`` call verifies (api/duplicates.py): an item's payload against
+    CANDIDATES candidates' payloads, decoded and verified, one of them the item's edited
+    copy (cropped, rescaled, recompressed: the pair that goes through to the end of the
+    test), the others other photos. For each of the first 10 photos; no decode of an image."""
+    from api.duplicates import CANDIDATES
+
+    if len(files) < CANDIDATES:
+        print(f"  (fewer than {CANDIDATES} photos: the /duplicates row is left out)")
+        return
+    stored = [verify.encode(k) for k in found]
+    calls = []
+    for i, source in enumerate(sources[:10]):
+        width, height = source.size
+        copy = source.crop((width // 20, height // 20, width - width // 20, height - height // 20))
+        copy = copy.resize((copy.width * 7 // 10, copy.height * 7 // 10))
+        out = io.BytesIO()
+        copy.convert("RGB").save(out, "JPEG", quality=50)
+        edited = verify.encode(find_keypoints(Image.open(io.BytesIO(out.getvalue()))))
+        others = [s for j, s in enumerate(stored) if j != i][: CANDIDATES - 1]
+        calls.append((stored[i], [edited, *others]))
+
+    def one_call(call: tuple[str, list[str]]) -> int:
+        mine = verify.decode(call[0])
+        assert mine is not None
+        found = 0
+        for payload in call[1]:
+            other = verify.decode(payload)
+            assert other is not None
+            found += verify.verify(mine, other).relation(Settings().duplicate_threshold) == "near"
+        return found
+
+    ms = per_photo(one_call, calls, repeat)  # type: ignore[arg-type]
+    near = sum(one_call(c) for c in calls)
+    print(
+        f"  /duplicates: {ms:.2f} CPU-ms per call to decode and verify {CANDIDATES} candidates' "
+        f"payloads ({len(calls)} calls; near-duplicates found {near}, of {len(calls)} copies)"
+    )
 
 
 def keypoint_payload_source(data: bytes, image: Any, larger: Any) -> Any:

@@ -20,8 +20,8 @@ POINT_NAMESPACE = uuid.UUID("6b1f0d2e-2b51-4f0c-9a53-6c1e7f1a2d40")
 VECTOR_NAME = "image"
 DEFAULT_TENANT = "default"
 
-# An item's ORB keypoints (lookalike/verify.py), what its near-duplicate test reads: about
-# 10 KiB a point.
+# An item's ORB keypoints and grey thumbnail (lookalike/verify.py), what its near-duplicate
+# test reads: about 13-17 KiB a point.
 KEYPOINTS_FIELD = "keypoints"
 # Payload fields earlier versions wrote that nothing reads any more (the colour signature
 # of the old near-duplicate score, 0.7 KiB): a reindex leaves them behind.

@@ -275,9 +275,9 @@ class Settings(_LookalikeSettings):
     # Submissions remembered per tenant for GET /v1/jobs.
     jobs_history: Positive = 1000
     # Two items are near-duplicates (the same shot, edited) or colour variants when the share
-    # of keypoints one similarity transform explains reaches this: lookalike/verify.py,
-    # measured in docs/indexer.md.
-    duplicate_threshold: Annotated[float, Field(gt=0, le=1)] = 0.10
+    # of keypoints one similarity transform explains reaches this (and, for a near-duplicate,
+    # their thumbnails agree under it): lookalike/verify.py, measured in docs/indexer.md.
+    duplicate_threshold: Annotated[float, Field(gt=0, le=1)] = 0.02
     # The worker computes and stores each image's keypoints at ingest and reindex (~16 CPU-ms
     # a 1.5 MP photo, about as much as decode and model together: docs/performance.md). Off:
     # no keypoints, and the duplicates answers report exact copies only (``disabled``).

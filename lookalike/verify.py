@@ -13,6 +13,17 @@ The score of a pair is the share of the smaller keypoint set that the transform 
 (``inliers / min(keypoints)``), in [0, 1]; a pair is verified when the score reaches the
 threshold (``LOOKALIKE_DUPLICATE_THRESHOLD``) with at least :data:`MIN_INLIERS` inliers.
 
+Keypoints agree where two pictures share strokes: the letters of one font (an E holds an F,
+a Q an O) matched as well as an edited copy does, and the threshold had to stay high for
+them, which lost heavily edited copies. So a verified pair is then compared **pixel by
+pixel**: each item stores a small grey thumbnail (:data:`THUMBNAIL_SIDE` px), the pair's
+transform lays one on the other, the brightness and contrast are fitted (a tone edit), and
+:func:`difference` is the share of the content (what is off the background's grey) where
+the two still differ by :data:`PIXEL_TOLERANCE` of the picture's range in a blob that
+survives an opening of :data:`OPENING` px: a missing bar or tail is such a blob, a
+watermark's thin, translucent text and a recompression's noise are not. A near-duplicate's
+difference is at most :data:`MAX_DIFFERENCE`.
+
 A verified pair whose colours changed is a **colour variant** (the same shot recoloured:
 "also in red"), not a duplicate. Two measures of the change, the larger counts against
 :data:`VARIANT_COLOR_DELTA`: the 75th percentile of the Lab (a, b) distance at the coloured
@@ -32,54 +43,81 @@ from __future__ import annotations
 
 import base64
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import cv2
 import numpy as np
 
-from lookalike import schema
+from lookalike import alignment, schema
 
 # The payload field holding an item's keypoints (:func:`encode`).
 KEYPOINTS_FIELD = schema.KEYPOINTS_FIELD
 # Bump when what is stored changes in a way older points cannot be verified with: they then
-# read as "not yet computed". Format 1 (no frame, no colour grid) is still read: its keypoints
-# match format 2's, and its colour is judged on the keypoints alone.
-FORMAT = 2
+# read as "not yet computed" (needs_reindex). Formats 1 and 2 (no thumbnail) are not read:
+# without the pixel comparison a pair of glyphs is verified as readily as an edited copy, and
+# the threshold and least inliers below were chosen with it.
+FORMAT = 3
 SIDE = 512  # keypoints are found on the image scaled down to this longest side
 MAX_KEYPOINTS = 256
 MIN_KEYPOINTS = 24
-MIN_INLIERS = 11
+MIN_INLIERS = 4
 RATIO = 0.85  # Lowe's ratio test on the two nearest descriptors
 RANSAC_PIXELS = 6.0  # reprojection error of an inlier, in SIDE-scaled pixels
 MAX_ROTATION = 25.0  # degrees: a "small rotation" edit, with room
 SCALE_RANGE = (0.4, 2.5)  # of one image's SIDE-scaled frame to the other's
 CHROMA = 6.0  # a keypoint with less Lab chroma than this on both sides is grey
 VARIANT_COLOR_DELTA = 22.0
+# A variant's keypoint rule: the near-duplicates' of before the pixel test. On the demo
+# catalog, at the near-duplicates' looser rule, 17 pairs were variants, most of them two
+# drawings on one outline (two dreidels, a tanker and a toy train); 7 at this one.
+VARIANT_MIN_SCORE = 0.10
+VARIANT_MIN_INLIERS = 11
 GRID_CELL = 32  # colour grid cell side, in SIDE-scaled pixels
 MIN_COLOURED = 4  # fewer coloured inliers: colour cannot tell, the pair is "near"
 COLOUR_QUANTILE = 75  # which percentile of the coloured inliers' colour change is compared
+THUMBNAIL_SIDE = 128  # the stored grey thumbnail's longer side (a JPEG, ~3-4 KiB)
+THUMBNAIL_QUALITY = 90
+PIXEL_TOLERANCE = 0.35  # of the picture's range (2nd to 98th percentile): pixels that differ
+OPENING = 5  # px of the thumbnail: narrower differences (text strokes, noise) are dropped
+MAX_DIFFERENCE = 0.04  # share of the content that may differ for a near-duplicate
+# Compared under the transform the thumbnails' pixels give (lookalike/alignment.py, for the
+# pairs whose keypoints do not settle it), a near-duplicate's thumbnails must agree more
+# closely: differences of this share of the range count, and at most this share of the
+# content may differ: none, no blob of them survives the opening (the tune half's choice;
+# on the evaluation set a hard negative's aligned difference was 1.7 % and more).
+ALIGNED_TOLERANCE = 0.15
+# The least phase-correlation peak of an alignment worth comparing: every copy of the
+# evaluation set that only the aligned comparison finds peaks at 0.5 or more; 96 % of the
+# hard-negative pairs under 0.3 (their comparison, ~2 CPU-ms, is spared).
+ALIGNED_MIN_RESPONSE = 0.3
+MAX_ALIGNED_DIFFERENCE = 0.0
+_MIN_OVERLAP = 0.1  # less of a thumbnail laid on the other: nothing to compare (difference 1)
+_MIN_CONTENT = 0.05  # of the overlap: the least a picture's content is counted as
+_MARGIN = 3  # px of the thumbnail around the other's frame that still count as inside it
 # Candidates are the nearest neighbours in the vector index whose embedding similarity
 # (lookalike.duplicate_candidates.candidate_query) reaches this: low enough for heavy edits and
 # recolouring, the verification decides.
 CANDIDATE_FLOOR = 0.5
 
 _HEADER = struct.Struct("<BH")
-_FRAME = struct.Struct("<HHBB")  # format 2: frame width, height; grid columns, rows
+_FRAME = struct.Struct("<HHBB")  # frame width, height; grid columns, rows
+_THUMBNAIL = struct.Struct("<H")  # the thumbnail's JPEG length
 _DESCRIPTOR = 32  # ORB: 256 bits
 
 
 @dataclass(frozen=True)
 class Keypoints:
     """An image's keypoints: positions (SIDE-scaled pixels), Lab (a, b) around each,
-    ORB descriptors; and the picture's frame (its size in those pixels) and coarse colour
-    grid (Lab (a, b) per cell), absent in format 1."""
+    ORB descriptors; and the picture's frame (its size in those pixels), coarse colour
+    grid (Lab (a, b) per cell) and grey thumbnail (THUMBNAIL_SIDE px on the longer side)."""
 
     xy: np.ndarray  # (n, 2) float32
     ab: np.ndarray  # (n, 2) float32, Lab a and b, 0 = grey
     descriptors: np.ndarray  # (n, 32) uint8
     frame: tuple[int, int] = (0, 0)  # width, height
     grid: np.ndarray | None = None  # (rows, columns, 2) float32, Lab a and b
+    thumbnail: np.ndarray | None = None  # (rows, columns) uint8, grey
 
     def __len__(self) -> int:
         return int(self.xy.shape[0])
@@ -93,12 +131,21 @@ def _ab_bytes(ab: np.ndarray) -> bytes:
     return np.clip(np.round(ab), -127, 127).astype(np.int8).tobytes()
 
 
+def _thumbnail_bytes(thumbnail: np.ndarray | None) -> bytes:
+    if thumbnail is None or thumbnail.size == 0:
+        return b""
+    ok, jpeg = cv2.imencode(".jpg", thumbnail, [cv2.IMWRITE_JPEG_QUALITY, THUMBNAIL_QUALITY])
+    return jpeg.tobytes() if ok else b""
+
+
 def encode(points: Keypoints) -> str:
     """The compact payload form: header, frame, then per keypoint x, y (float16), a, b (int8)
-    and the 32-byte descriptor, then the colour grid's a, b (int8), base64 (about 50 bytes a
-    keypoint, 300 for the grid)."""
+    and the 32-byte descriptor, then the colour grid's a, b (int8), then the thumbnail as a
+    grey JPEG, base64 (about 50 bytes a keypoint, 300 for the grid, 3-4 KiB for the
+    thumbnail)."""
     n = len(points)
     grid = points.grid if points.grid is not None else np.zeros((0, 0, 2), np.float32)
+    thumbnail = _thumbnail_bytes(points.thumbnail)
     body = b"".join(
         [
             _HEADER.pack(FORMAT, n),
@@ -107,6 +154,8 @@ def encode(points: Keypoints) -> str:
             _ab_bytes(points.ab),
             points.descriptors.astype(np.uint8).tobytes(),
             _ab_bytes(grid),
+            _THUMBNAIL.pack(len(thumbnail)),
+            thumbnail,
         ]
     )
     return base64.b64encode(body).decode("ascii")
@@ -120,17 +169,15 @@ def decode(value: Any) -> Keypoints | None:
     try:
         raw = base64.b64decode(value, validate=True)
         version, n = _HEADER.unpack_from(raw)
-        frame, columns, rows = (0, 0), 0, 0
-        if version == FORMAT:
-            width, height, columns, rows = _FRAME.unpack_from(raw, _HEADER.size)
-            frame = (width, height)
+        if version != FORMAT:
+            return None
+        width, height, columns, rows = _FRAME.unpack_from(raw, _HEADER.size)
+        at = _HEADER.size + _FRAME.size
+        end = at + n * (4 + 2 + _DESCRIPTOR) + 2 * rows * columns
+        (length,) = _THUMBNAIL.unpack_from(raw, end)
     except (ValueError, TypeError, struct.error):
         return None
-    at = _HEADER.size + (_FRAME.size if version == FORMAT else 0)
-    if (
-        version not in (1, FORMAT)
-        or len(raw) != at + n * (4 + 2 + _DESCRIPTOR) + 2 * rows * columns
-    ):
+    if len(raw) != end + _THUMBNAIL.size + length:
         return None
     xy = np.frombuffer(raw, np.float16, 2 * n, at).reshape(n, 2).astype(np.float32)
     at += 4 * n
@@ -142,7 +189,13 @@ def decode(value: Any) -> Keypoints | None:
     if rows and columns:
         cells = np.frombuffer(raw, np.int8, 2 * rows * columns, at)
         grid = cells.reshape(rows, columns, 2).astype(np.float32)
-    return Keypoints(xy, ab, descriptors, frame, grid)
+    thumbnail = None
+    if length:
+        jpeg = np.frombuffer(raw, np.uint8, length, end + _THUMBNAIL.size)
+        thumbnail = cv2.imdecode(jpeg, cv2.IMREAD_GRAYSCALE)
+        if thumbnail is None:
+            return None
+    return Keypoints(xy, ab, descriptors, (width, height), grid, thumbnail)
 
 
 @dataclass(frozen=True)
@@ -152,53 +205,236 @@ class Verdict:
     inliers: int
     score: float  # inliers / the smaller keypoint count
     color_delta: float  # COLOUR_QUANTILE of the coloured inliers' Lab (a, b) distances
+    difference: float = 1.0  # :func:`difference` of the thumbnails under the transform
+    beyond: float = 1.0  # :func:`beyond`: structure outside the other's frame
+    # :func:`difference` at ALIGNED_TOLERANCE under the thumbnails' own alignment (1: not
+    # compared, the keypoints settled it; past MAX_ALIGNED_DIFFERENCE, where verify() may
+    # stop early, a lower bound)
+    aligned: float = 1.0
 
     def verified(self, threshold: float, min_inliers: int | None = None) -> bool:
+        """Whether one transform explains enough keypoints: the same shot, perhaps in
+        another colour."""
         least = MIN_INLIERS if min_inliers is None else min_inliers
         return self.inliers >= least and self.score >= threshold
 
     def relation(
-        self, threshold: float, min_inliers: int | None = None, variant_delta: float | None = None
+        self,
+        threshold: float,
+        min_inliers: int | None = None,
+        variant_delta: float | None = None,
+        max_difference: float | None = None,
+        max_aligned: float | None = None,
     ) -> str | None:
-        """``"near"``, ``"variant"`` or None (not the same shot)."""
-        if not self.verified(threshold, min_inliers):
-            return None
+        """``"near"``, ``"variant"`` or None (not the same shot). Neither may have structure
+        beyond the other's frame on both sides (:func:`beyond`). A near-duplicate's
+        thumbnails must also agree pixel by pixel, under the keypoints' transform or,
+        more closely, under their own alignment; a variant's cannot (a recoloured product
+        changes its grey levels, unlike a tone edit), so it keeps the keypoints' stricter
+        rule of before the pixel test (VARIANT_MIN_SCORE, VARIANT_MIN_INLIERS)."""
+        most = MAX_DIFFERENCE if max_difference is None else max_difference
+        aligned = self.aligned <= (MAX_ALIGNED_DIFFERENCE if max_aligned is None else max_aligned)
+        if not self.verified(threshold, min_inliers) or self.beyond > most:
+            return "near" if aligned else None
         delta = VARIANT_COLOR_DELTA if variant_delta is None else variant_delta
-        return "variant" if self.color_delta >= delta else "near"
+        if self.color_delta >= delta:
+            strict = self.verified(max(threshold, VARIANT_MIN_SCORE), VARIANT_MIN_INLIERS)
+            return "variant" if strict else None
+        return "near" if self.difference <= most or aligned else None
 
 
 NO_MATCH = Verdict(0, 0.0, 0.0)
 _MATCHER = cv2.BFMatcher(cv2.NORM_HAMMING)
 
 
-def verify(a: Keypoints, b: Keypoints) -> Verdict:
+def verify(
+    a: Keypoints, b: Keypoints, *, min_inliers: int = MIN_INLIERS, align: bool | None = None
+) -> Verdict:
     """Match ``a``'s descriptors to ``b``'s, keep the matches that one similarity transform
-    (scale, rotation, shift: what crop, rescale, rotation and padding do) explains. The same
-    answer either way round: the pair is taken in one order whichever is asked (the ratio
-    test and RANSAC are not symmetric, and on the demo catalog a green flag was a red one's
-    variant while the red one was not the green one's)."""
+    (scale, rotation, shift: what crop, rescale, rotation and padding do) explains, and
+    compare the thumbnails under it; where that does not make the pair near-duplicates,
+    compare them under the transform the thumbnails' own pixels give (``aligned``). The
+    same answer either way round: the pair is taken in one order whichever is asked (the
+    ratio test and RANSAC are not symmetric, and on the demo catalog a green flag was a red
+    one's variant while the red one was not the green one's). Keypoint matches of fewer
+    than ``min_inliers`` count for nothing, and ``align`` True compares the aligned
+    thumbnails whatever the keypoints found (a benchmark asks both, to choose the
+    constants)."""
     if not (a.verifiable and b.verifiable):
         return NO_MATCH
     if (len(b), b.descriptors.tobytes()) < (len(a), a.descriptors.tobytes()):
         a, b = b, a
-    src, dst = _matches(a, b)
-    if len(src) < MIN_INLIERS:
+    verdict = _by_keypoints(a, b, min_inliers)
+    settled = (
+        verdict.inliers >= MIN_INLIERS and max(verdict.difference, verdict.beyond) <= MAX_DIFFERENCE
+    ) or verdict.color_delta >= VARIANT_COLOR_DELTA
+    if align or (align is None and not settled):
+        limit = None if align else MAX_ALIGNED_DIFFERENCE
+        verdict = replace(verdict, aligned=_aligned_difference(a, b, limit))
+    return verdict
+
+
+def _aligned_difference(a: Keypoints, b: Keypoints, limit: float | None) -> float:
+    """:func:`difference` at ALIGNED_TOLERANCE under the transform lookalike.alignment finds
+    from the thumbnails, or 1 when it finds none an edit could make (or the two pictures
+    have structure beyond each other's frames, :func:`beyond`). Past ``limit`` it stops at
+    the first figure over it (one way round of the difference: about a third of a pair's
+    time on shots of one background, which align and differ)."""
+    if a.thumbnail is None or b.thumbnail is None:
+        return 1.0
+    found = alignment.align(a.thumbnail, b.thumbnail, MAX_ROTATION, ALIGNED_MIN_RESPONSE)
+    if found is None:
+        return 1.0
+    # Thumbnail pixels to frame pixels, each side.
+    fa = a.thumbnail.shape[1] / max(1, a.frame[0])
+    fb = b.thumbnail.shape[1] / max(1, b.frame[0])
+    scale, shift = found[0] * fa / fb, found[1] / fb
+    if not _plausible(np.array([scale]))[0]:
+        return 1.0
+    one_way = _disagreement(a, b, scale, shift, ALIGNED_TOLERANCE)
+    if limit is not None and one_way > limit:
+        return one_way
+    apart = max(one_way, _disagreement(b, a, 1 / scale, -shift / scale, ALIGNED_TOLERANCE))
+    if limit is not None and apart > limit:
+        return apart
+    return 1.0 if beyond(a, b, scale, shift) > MAX_DIFFERENCE else apart
+
+
+def _by_keypoints(a: Keypoints, b: Keypoints, min_inliers: int) -> Verdict:
+    src, dst = _matches(a, b, min_inliers)
+    if len(src) < min_inliers:
         return NO_MATCH
     inlier = _consensus(a.xy[src], b.xy[dst])
     count = int(inlier.sum())
-    if count < MIN_INLIERS:
+    if count < min_inliers:
         return NO_MATCH
     ab_a, ab_b = a.ab[src[inlier]], b.ab[dst[inlier]]
     delta = _colour_change(ab_a, ab_b)
-    if a.grid is not None and b.grid is not None:
-        scale, shift = _fit(_complex(a.xy[src[inlier]]), _complex(b.xy[dst[inlier]]))
-        if scale != 0:
+    scale, shift = _fit(_complex(a.xy[src[inlier]]), _complex(b.xy[dst[inlier]]))
+    apart = outside = 1.0
+    if scale != 0:
+        if a.grid is not None and b.grid is not None:
             delta = max(
                 delta,
                 _grid_change(a, b, scale, shift),
                 _grid_change(b, a, 1 / scale, -shift / scale),
             )
-    return Verdict(count, count / min(len(a), len(b)), delta)
+        apart = difference(a, b, scale, shift)
+        outside = beyond(a, b, scale, shift)
+    return Verdict(count, count / min(len(a), len(b)), delta, apart, outside)
+
+
+def difference(
+    a: Keypoints,
+    b: Keypoints,
+    scale: complex,
+    shift: complex,
+    tolerance: float = PIXEL_TOLERANCE,
+) -> float:
+    """How much the two thumbnails disagree under the transform ``w = scale z + shift`` (``a``'s
+    frame to ``b``'s): the larger of the two ways round of :func:`_disagreement`; 1 when
+    either has no thumbnail."""
+    if a.thumbnail is None or b.thumbnail is None:
+        return 1.0
+    return max(
+        _disagreement(a, b, scale, shift, tolerance),
+        _disagreement(b, a, 1 / scale, -shift / scale, tolerance),
+    )
+
+
+def beyond(a: Keypoints, b: Keypoints, scale: complex, shift: complex) -> float:
+    """How much of the two pictures' structure lies beyond the other's frame, the smaller of
+    the two ways round: a crop's copy lies within its original's frame, a padded copy holds
+    its original's, a rotation's fill is flat; a b laid on a p by their bowls has its stem
+    above the p's frame and the p its stem below the b's. 1 when either has no thumbnail."""
+    if a.thumbnail is None or b.thumbnail is None:
+        return 1.0
+    return min(
+        _structure_beyond(a, b, scale, shift), _structure_beyond(b, a, 1 / scale, -shift / scale)
+    )
+
+
+def _structure_beyond(a: Keypoints, b: Keypoints, scale: complex, shift: complex) -> float:
+    """The share of ``a``'s edges (grey steps of PIXEL_TOLERANCE of its range) that the
+    transform lays more than _MARGIN px (of the thumbnail) outside ``b``'s frame."""
+    assert a.thumbnail is not None and b.thumbnail is not None
+    mine = a.thumbnail.astype(np.float32)
+    warp = _warp(a, b, scale, shift)
+    height, width = mine.shape
+    covered = cv2.warpAffine(
+        np.ones(b.thumbnail.shape, np.uint8),
+        warp,
+        (width, height),
+        flags=cv2.WARP_INVERSE_MAP | cv2.INTER_NEAREST,
+        borderValue=0,
+    )
+    near = cv2.dilate(covered, np.ones((2 * _MARGIN + 1, 2 * _MARGIN + 1), np.uint8)).astype(bool)
+    low, high = np.percentile(mine, [2, 98])
+    step = np.hypot(cv2.Sobel(mine, cv2.CV_32F, 1, 0), cv2.Sobel(mine, cv2.CV_32F, 0, 1)) / 4
+    edges = step > PIXEL_TOLERANCE * max(30.0, float(high - low))
+    edges[[0, -1], :] = False
+    edges[:, [0, -1]] = False
+    total = int(edges.sum())
+    if total == 0:
+        return 0.0
+    return float((edges & ~near).sum()) / total
+
+
+def _warp(a: Keypoints, b: Keypoints, scale: complex, shift: complex) -> np.ndarray:
+    """The 2 x 3 matrix taking ``a``'s thumbnail pixels to ``b``'s under the transform."""
+    assert a.thumbnail is not None and b.thumbnail is not None
+    fa = a.thumbnail.shape[1] / max(1, a.frame[0])
+    fb = b.thumbnail.shape[1] / max(1, b.frame[0])
+    m = scale * fb / fa
+    t = shift * fb
+    return np.array([[m.real, -m.imag, t.real], [m.imag, m.real, t.imag]], np.float64)
+
+
+def _disagreement(
+    a: Keypoints, b: Keypoints, scale: complex, shift: complex, tolerance: float
+) -> float:
+    """The share of ``a``'s thumbnail, where ``b``'s covers it, that ``b``'s (warped by the
+    transform, its brightness and contrast fitted by least squares) misses by more than
+    ``tolerance`` of ``a``'s range, in blobs that survive an opening of OPENING px; as a
+    share of the content there (pixels off the background's grey in either picture), so
+    that a Q's tail counts as much on a white page as on a busy photo."""
+    assert a.thumbnail is not None and b.thumbnail is not None
+    mine, theirs = a.thumbnail, b.thumbnail
+    warp = _warp(a, b, scale, shift)
+    height, width = mine.shape
+    flags = cv2.WARP_INVERSE_MAP
+    laid = cv2.warpAffine(theirs.astype(np.float32), warp, (width, height), flags=flags)
+    covered = cv2.warpAffine(
+        np.ones(theirs.shape, np.uint8),
+        warp,
+        (width, height),
+        flags=flags | cv2.INTER_NEAREST,
+        borderValue=0,
+    )
+    covered[[0, -1], :] = 0
+    covered[:, [0, -1]] = 0
+    inside = cv2.erode(covered, np.ones((3, 3), np.uint8)).astype(bool)
+    area = int(inside.sum())
+    if area < _MIN_OVERLAP * mine.size:
+        return 1.0
+    x, y = laid[inside], mine[inside].astype(np.float32)
+    xc = x - x.mean()
+    spread = float(xc @ xc)
+    gain = float(xc @ (y - y.mean())) / spread if spread > 0 else 0.0
+    if gain <= 0:
+        return 1.0
+    fitted = gain * laid + (y.mean() - gain * x.mean())
+    low, high = np.percentile(y, [2, 98])
+    tolerance *= max(30.0, float(high - low))
+    grey = mine.astype(np.float32)
+    apart = ((np.abs(grey - fitted) > tolerance) & inside).astype(np.uint8)
+    apart = cv2.morphologyEx(apart, cv2.MORPH_OPEN, np.ones((OPENING, OPENING), np.uint8))
+    # What either picture shows off its background (its median grey): a letter's strokes, a
+    # product; at least _MIN_CONTENT of the overlap.
+    ground = float(np.median(y))
+    shown = (np.abs(grey - ground) > tolerance) | (np.abs(fitted - ground) > tolerance)
+    content = max(float((shown & inside).sum()), _MIN_CONTENT * area)
+    return float(apart.sum()) / content
 
 
 def _colour_change(ab_a: np.ndarray, ab_b: np.ndarray) -> float:
@@ -241,7 +477,7 @@ def _fit(z: np.ndarray, w: np.ndarray) -> tuple[complex, complex]:
     return a, complex(w.mean() - a * z.mean())
 
 
-def _matches(a: Keypoints, b: Keypoints) -> tuple[np.ndarray, np.ndarray]:
+def _matches(a: Keypoints, b: Keypoints, least: int) -> tuple[np.ndarray, np.ndarray]:
     """Indices of one-to-one matches: ``b``'s nearest to each of ``a``'s descriptors, clearly
     nearer than the second (Lowe's ratio test), and ``a``'s nearest to it in return."""
     forward = [
@@ -249,7 +485,7 @@ def _matches(a: Keypoints, b: Keypoints) -> tuple[np.ndarray, np.ndarray]:
         for p in _MATCHER.knnMatch(a.descriptors, b.descriptors, k=2)
         if len(p) == 2 and p[0].distance < RATIO * p[1].distance
     ]
-    if len(forward) < MIN_INLIERS:
+    if len(forward) < least:
         # Most candidates end here: the backward search (half the cost) is not needed.
         return np.zeros(0, int), np.zeros(0, int)
     backward = {

@@ -12,12 +12,16 @@ import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import httpx
 import pytest
 
 from lookalike.settings import Settings
 from lookalike.store import EdgeStore, VectorStore
+
+if TYPE_CHECKING:
+    from lookalike.verify import Keypoints
 
 REPO = Path(__file__).resolve().parents[1]
 # The gallery's browser tests: Debian's Chromium, and where their screenshots go.
@@ -82,6 +86,29 @@ def edited_copy(path: Path) -> bytes:
     out = io.BytesIO()
     resized.save(out, "JPEG", quality=50)
     return out.getvalue()
+
+
+def format_2(points: Keypoints) -> str:
+    """The keypoints payload (lookalike/verify.py) a point indexed before the thumbnails
+    holds: format 2, which the service no longer reads (the item needs a reindex)."""
+    import base64
+    import struct
+
+    import numpy as np
+
+    grid = points.grid
+    assert grid is not None
+    body = b"".join(
+        [
+            struct.pack("<BH", 2, len(points)),
+            struct.pack("<HHBB", *points.frame, grid.shape[1], grid.shape[0]),
+            points.xy.astype(np.float16).tobytes(),
+            np.round(points.ab).astype(np.int8).tobytes(),
+            points.descriptors.tobytes(),
+            np.round(grid).astype(np.int8).tobytes(),
+        ]
+    )
+    return base64.b64encode(body).decode("ascii")
 
 
 def wait_for_task(client, task_id: str, timeout: float = 120.0, headers=None) -> dict:  # type: ignore[no-untyped-def]

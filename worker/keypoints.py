@@ -26,7 +26,15 @@ import numpy as np
 from PIL import Image
 
 from lookalike.images import decode_scaled
-from lookalike.verify import GRID_CELL, KEYPOINTS_FIELD, MAX_KEYPOINTS, SIDE, Keypoints, encode
+from lookalike.verify import (
+    GRID_CELL,
+    KEYPOINTS_FIELD,
+    MAX_KEYPOINTS,
+    SIDE,
+    THUMBNAIL_SIDE,
+    Keypoints,
+    encode,
+)
 
 MIN_SIDE = 384
 # An image whose longer side is under this is not enlarged for keypoints: it has none (it is
@@ -89,7 +97,17 @@ def find_keypoints(image: Image.Image) -> Keypoints:
         return _none()
     xy = np.array([k.pt for k in kept], dtype=np.float32)
     ab = _colours(rgb, xy)
-    return Keypoints(xy, ab, descriptors, (rgb.shape[1], rgb.shape[0]), colour_grid(rgb))
+    frame = (rgb.shape[1], rgb.shape[0])
+    return Keypoints(xy, ab, descriptors, frame, colour_grid(rgb), thumbnail(grey))
+
+
+def thumbnail(grey: np.ndarray) -> np.ndarray:
+    """The grey picture reduced to THUMBNAIL_SIDE on its longer side: what a verified pair is
+    compared on pixel by pixel (lookalike/verify.py difference)."""
+    height, width = grey.shape[:2]
+    factor = THUMBNAIL_SIDE / max(height, width)
+    size = (max(1, round(width * factor)), max(1, round(height * factor)))
+    return cv2.resize(grey, size, interpolation=cv2.INTER_AREA)
 
 
 def _colours(rgb: np.ndarray, xy: np.ndarray) -> np.ndarray:

@@ -14,8 +14,15 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from lookalike import verify
 from lookalike.verify import KEYPOINTS_FIELD
-from support import edited_copy, labelled_images, reindex_through_api, wait_for_task
+from support import (
+    edited_copy,
+    format_2,
+    labelled_images,
+    reindex_through_api,
+    wait_for_task,
+)
 
 TENANT = {"X-Tenant": "verified"}
 
@@ -130,9 +137,13 @@ def test_items_from_before_keypoints_are_unverified_until_a_reindex(
     store = embedded.worker.app.lookalike.store
     from lookalike.schema import point_id
 
-    # As a catalog indexed before keypoints were stored: the field is not there.
-    for item_id in ("p-2", "edited-copy"):
-        store.set_payload(point_id(item_id, "verified"), {KEYPOINTS_FIELD: None})
+    # As a catalog indexed before keypoints were stored: the field is not there; or before
+    # the thumbnails (format 2): keypoints that cannot be compared pixel by pixel.
+    store.set_payload(point_id("edited-copy", "verified"), {KEYPOINTS_FIELD: None})
+    (stored,) = store.retrieve([point_id("p-2", "verified")])
+    points = verify.decode(stored.payload[KEYPOINTS_FIELD])
+    assert points is not None
+    store.set_payload(point_id("p-2", "verified"), {KEYPOINTS_FIELD: format_2(points)})
     old = duplicates(client, "p-2")
     assert old["verification"] == "needs_reindex"
     assert old["near"] == [] and old["variants"] == []

@@ -1,0 +1,72 @@
+"""How two thumbnails lie on each other when their keypoints cannot say: a similarity
+transform (scale, rotation, shift) found from the pixels alone, by Fourier-Mellin phase
+correlation (the magnitude spectrum does not move with a shift; in log-polar coordinates a
+rotation and a scale become a shift, which phase correlation finds; a second phase
+correlation then finds the shift).
+
+Keypoints fail on pictures with little texture (upscaled Fashion-MNIST items, glyphs, coins)
+once several edits are stacked (cropped, shrunk, rotated, retouched, watermarked,
+recompressed: ORB's descriptors of one corner then differ in a fifth of their bits), while
+the pictures' large shapes still line up: lookalike/verify.py then compares the thumbnails
+under this transform, more strictly than under the keypoints' (docs/indexer.md).
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+_N = 128  # the square both thumbnails are laid in (lookalike.verify.THUMBNAIL_SIDE)
+_WINDOW = cv2.createHanningWindow((_N, _N), cv2.CV_32F)
+_LOG_BASE = _N / np.log(_N / 2)  # log-polar columns per unit of log radius
+
+
+def _highpass() -> np.ndarray:
+    """Damps the spectrum's centre, where every picture looks alike (its mean, its frame)."""
+    y, x = np.mgrid[-_N // 2 : _N // 2, -_N // 2 : _N // 2] / _N
+    c = np.cos(np.pi * y) * np.cos(np.pi * x)
+    return ((1 - c) * (2 - c)).astype(np.float32)
+
+
+_HIGHPASS = _highpass()
+
+
+def _square(thumbnail: np.ndarray) -> np.ndarray:
+    out = np.full((_N, _N), float(thumbnail.mean()), np.float32)
+    height, width = min(_N, thumbnail.shape[0]), min(_N, thumbnail.shape[1])
+    out[:height, :width] = thumbnail[:height, :width]
+    return out
+
+
+def _log_polar(square: np.ndarray) -> np.ndarray:
+    spectrum = np.fft.fftshift(np.abs(np.fft.fft2(square * _WINDOW))).astype(np.float32)
+    centre = (_N / 2, _N / 2)
+    return cv2.warpPolar(
+        spectrum * _HIGHPASS, (_N, _N), centre, _N / 2, cv2.WARP_POLAR_LOG | cv2.INTER_LINEAR
+    )
+
+
+def align(
+    a: np.ndarray, b: np.ndarray, max_rotation: float, min_response: float
+) -> tuple[complex, complex] | None:
+    """``(m, t)`` with ``w = m z + t`` taking thumbnail ``a``'s pixels (x + iy) to ``b``'s,
+    or None when the rotation found exceeds ``max_rotation`` degrees or the shift's phase
+    correlation peak is under ``min_response`` (the pictures do not line up: nothing to
+    compare). Grey uint8 thumbnails of at most 128 px a side."""
+    one, other = _square(a.astype(np.float32)), _square(b.astype(np.float32))
+    (dx, dy), _ = cv2.phaseCorrelate(_log_polar(one), _log_polar(other))
+    # A magnitude spectrum is symmetric: a rotation is known up to 180 degrees.
+    angle = ((dy * 360.0 / _N + 90.0) % 180.0) - 90.0
+    if abs(angle) > max_rotation:
+        return None
+    m = complex(np.exp(1j * np.radians(angle)) / np.exp(dx / _LOG_BASE))
+    turned = cv2.warpAffine(
+        one,
+        np.array([[m.real, -m.imag, 0.0], [m.imag, m.real, 0.0]], np.float32),
+        (_N, _N),
+        borderValue=float(one.mean()),
+    )
+    (tx, ty), response = cv2.phaseCorrelate(turned * _WINDOW, other * _WINDOW)
+    if response < min_response:
+        return None
+    return m, complex(tx, ty)
