@@ -95,6 +95,16 @@ MAX_ALIGNED_DIFFERENCE = 0.0
 _MIN_OVERLAP = 0.1  # less of a thumbnail laid on the other: nothing to compare (difference 1)
 _MIN_CONTENT = 0.05  # of the overlap: the least a picture's content is counted as
 _MARGIN = 3  # px of the thumbnail around the other's frame that still count as inside it
+# A picture laid on the other whose frame ends at a gap of background, beyond which the other
+# has blobs of its own (an a laid on an a-umlaut: its dots; an n on an n-tilde): a crop's line
+# cuts through what it removes, so the original's edges go on right past the copy's edge.
+# Within _DETACHED_MARGIN px of the frame an edge touches it; the next _DETACHED_GAP px must
+# hold under 1 % of the other's edges for the gap to count, and blobs wholly beyond holding
+# more than MAX_DETACHED of its edges make the pair two pictures (the tune half's choice,
+# docs/indexer.md).
+_DETACHED_MARGIN = 1
+_DETACHED_GAP = 2
+MAX_DETACHED = 0.15
 # Candidates are the nearest neighbours in the vector index whose embedding similarity
 # (lookalike.duplicate_candidates.candidate_query) reaches this: low enough for heavy edits and
 # recolouring, the verification decides.
@@ -346,38 +356,79 @@ def beyond(a: Keypoints, b: Keypoints, scale: complex, shift: complex) -> float:
     """How much of the two pictures' structure lies beyond the other's frame, the smaller of
     the two ways round: a crop's copy lies within its original's frame, a padded copy holds
     its original's, a rotation's fill is flat; a b laid on a p by their bowls has its stem
-    above the p's frame and the p its stem below the b's. 1 when either has no thumbnail."""
+    above the p's frame and the p its stem below the b's. 1 when either has no thumbnail,
+    or when one has blobs of its own past a gap beyond the other's frame (:func:`_detached`:
+    an a-umlaut's dots beyond an a's frame, which a crop's line would have cut through)."""
     if a.thumbnail is None or b.thumbnail is None:
         return 1.0
-    return min(
-        _structure_beyond(a, b, scale, shift), _structure_beyond(b, a, 1 / scale, -shift / scale)
-    )
+    back = 1 / scale, -shift / scale
+    if max(_detached(a, b, scale, shift), _detached(b, a, *back)) > MAX_DETACHED:
+        return 1.0
+    return min(_structure_beyond(a, b, scale, shift), _structure_beyond(b, a, *back))
 
 
-def _structure_beyond(a: Keypoints, b: Keypoints, scale: complex, shift: complex) -> float:
-    """The share of ``a``'s edges (grey steps of PIXEL_TOLERANCE of its range) that the
-    transform lays more than _MARGIN px (of the thumbnail) outside ``b``'s frame."""
+def _edges(thumbnail: np.ndarray) -> np.ndarray:
+    """A thumbnail's edges: grey steps of PIXEL_TOLERANCE of its range (its own border
+    left out)."""
+    grey = thumbnail.astype(np.float32)
+    low, high = np.percentile(grey, [2, 98])
+    step = np.hypot(cv2.Sobel(grey, cv2.CV_32F, 1, 0), cv2.Sobel(grey, cv2.CV_32F, 0, 1)) / 4
+    edges = step > PIXEL_TOLERANCE * max(30.0, float(high - low))
+    edges[[0, -1], :] = False
+    edges[:, [0, -1]] = False
+    return edges
+
+
+def _frame_on(a: Keypoints, b: Keypoints, scale: complex, shift: complex) -> np.ndarray:
+    """Where the transform lays ``b``'s frame on ``a``'s thumbnail (uint8, 1 inside)."""
     assert a.thumbnail is not None and b.thumbnail is not None
-    mine = a.thumbnail.astype(np.float32)
-    warp = _warp(a, b, scale, shift)
-    height, width = mine.shape
-    covered = cv2.warpAffine(
+    height, width = a.thumbnail.shape
+    return cv2.warpAffine(
         np.ones(b.thumbnail.shape, np.uint8),
-        warp,
+        _warp(a, b, scale, shift),
         (width, height),
         flags=cv2.WARP_INVERSE_MAP | cv2.INTER_NEAREST,
         borderValue=0,
     )
-    near = cv2.dilate(covered, np.ones((2 * _MARGIN + 1, 2 * _MARGIN + 1), np.uint8)).astype(bool)
-    low, high = np.percentile(mine, [2, 98])
-    step = np.hypot(cv2.Sobel(mine, cv2.CV_32F, 1, 0), cv2.Sobel(mine, cv2.CV_32F, 0, 1)) / 4
-    edges = step > PIXEL_TOLERANCE * max(30.0, float(high - low))
-    edges[[0, -1], :] = False
-    edges[:, [0, -1]] = False
+
+
+def _around(frame: np.ndarray, pixels: int) -> np.ndarray:
+    return cv2.dilate(frame, np.ones((2 * pixels + 1, 2 * pixels + 1), np.uint8)).astype(bool)
+
+
+def _structure_beyond(a: Keypoints, b: Keypoints, scale: complex, shift: complex) -> float:
+    """The share of ``a``'s edges that the transform lays more than _MARGIN px (of the
+    thumbnail) outside ``b``'s frame."""
+    assert a.thumbnail is not None
+    edges = _edges(a.thumbnail)
     total = int(edges.sum())
     if total == 0:
         return 0.0
+    near = _around(_frame_on(a, b, scale, shift), _MARGIN)
     return float((edges & ~near).sum()) / total
+
+
+def _detached(a: Keypoints, b: Keypoints, scale: complex, shift: complex) -> float:
+    """The share of ``a``'s edges in blobs (8-connected) wholly beyond ``b``'s frame laid on
+    ``a``, when a gap of _DETACHED_GAP px just past the frame holds (almost) none of them;
+    0 when the edges go on past the frame, as a crop's do."""
+    assert a.thumbnail is not None
+    edges = _edges(a.thumbnail)
+    total = int(edges.sum())
+    if total == 0:
+        return 0.0
+    frame = _frame_on(a, b, scale, shift)
+    touching = _around(frame, _DETACHED_MARGIN)
+    gap = _around(frame, _DETACHED_MARGIN + _DETACHED_GAP) & ~touching
+    if (edges & gap).sum() > 0.01 * total:
+        return 0.0
+    count, labels, stats, _ = cv2.connectedComponentsWithStats(
+        edges.astype(np.uint8), connectivity=8
+    )
+    joined = np.zeros(count, bool)
+    joined[np.unique(labels[edges & touching])] = True
+    joined[0] = True  # the background label
+    return float(stats[~joined, cv2.CC_STAT_AREA].sum()) / total
 
 
 def _warp(a: Keypoints, b: Keypoints, scale: complex, shift: complex) -> np.ndarray:

@@ -265,3 +265,43 @@ def test_a_copy_its_keypoints_miss_is_found_by_its_aligned_thumbnail() -> None:
     other = verify.verify(original, keypoints(jpeg(glyph("Q"))))
     assert other.aligned > verify.MAX_ALIGNED_DIFFERENCE, other
     assert other.relation(THRESHOLD) is None
+
+
+def test_a_letter_is_not_near_its_accented_form_a_crop_through_it_is() -> None:
+    """The demo's alphabet stamps (tuxpaint), cut out to their own outline: an a lies on an
+    a-umlaut pixel for pixel, as a crop of it would, but the umlaut's dots stand beyond the
+    a's frame across a gap of background; a crop's line cuts through what it takes away, so
+    the original's strokes go on right past the copy's edge."""
+    stamps = Path("/usr/share/tuxpaint/stamps/symbols/alphabets")
+    pairs = [
+        (
+            "english/filled/lowercase/a_filled.png",
+            "german/filled/lowercase/a_with_umlaut_filled.png",
+        ),
+        (
+            "english/outlined/lowercase/o_outline.png",
+            "german/outlined/lowercase/o_with_umlaut_outline.png",
+        ),
+        (
+            "english/filled/lowercase/n_filled.png",
+            "spanish/filled/lowercase/n_with_tilda_filled.png",
+        ),
+    ]
+    for plain, accented in pairs:
+        one = keypoints((stamps / plain).read_bytes())
+        other = keypoints((stamps / accented).read_bytes())
+        verdict = verify.verify(one, other)
+        assert verdict.verified(THRESHOLD), (plain, verdict)
+        assert verdict.relation(THRESHOLD) is None, (plain, verdict)
+    umlaut = Image.open(stamps / pairs[0][1]).convert("RGBA")
+    letter = Image.new("RGB", umlaut.size, "white")
+    letter.paste(umlaut, mask=umlaut)
+    width, height = letter.size
+    original = keypoints(jpeg(letter))
+    crops = {
+        "left and bottom": (width // 5, 0, width, height - height // 8),
+        "right and top, through the dots": (0, height // 10, width - width // 6, height),
+    }
+    for edit, box in crops.items():
+        verdict = verify.verify(original, keypoints(jpeg(letter.crop(box))))
+        assert verdict.relation(THRESHOLD) == "near", (edit, verdict)
