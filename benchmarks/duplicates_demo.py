@@ -39,8 +39,15 @@ def main() -> None:
 
     from worker.model import load_embedder
 
-    settings = Settings()
-    embedder = load_embedder(args.model, args.cache_dir, features=settings.features)
+    # The service's features, input size and pooling, as LOOKALIKE_* set them.
+    settings = Settings.from_env()
+    embedder = load_embedder(
+        args.model,
+        args.cache_dir,
+        features=settings.features,
+        input_size=settings.input_size,
+        pooling=settings.pooling,
+    )
     names, images, points, hashes = [], [], [], []
     for path in sorted(args.stamps.rglob("*.png")):
         data = path.read_bytes()
