@@ -130,13 +130,33 @@ def test_triplet_and_standardise_heads(
         np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
 
 
+def _runs_in_the_worker(
+    settings: Settings, head: str, dim: int, photos: list[tuple[str, Path]]
+) -> np.ndarray:
+    """The saved head as the worker loads it: unit vectors of ``dim``, the head's own mapping
+    of the backbone's vectors, the same from TFLite and Keras. Returns the TFLite vectors."""
+    from worker.model import get_embedder
+
+    embedder = get_embedder(settings.replace(head=head))
+    base = get_embedder(settings)
+    images = [Image.open(path).copy() for _, path in photos[:3]]
+    vectors = embedder.embed(images)
+    assert vectors.shape == (3, dim)
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+    assert embedder.head is not None
+    mapped = embedder.head.apply(base.embed(images))
+    np.testing.assert_allclose(vectors, mapped / np.linalg.norm(mapped, axis=1)[:, None], atol=1e-5)
+    keras_embedder = get_embedder(settings.replace(head=head, runtime="keras"))
+    np.testing.assert_allclose(keras_embedder.embed(images), vectors, atol=1e-4)
+    return vectors
+
+
 def test_an_lda_head_from_a_dozen_photos_a_class_beats_the_backbone_in_the_worker(
     model_dir: Path, photos: list[tuple[str, Path]], tmp_path: Path
 ) -> None:
     # About 14 labelled photos a class for training: the closed-form head, saved and loaded
     # as the worker does, must still beat the raw backbone on the held-out photos.
     from indexer.quality.train_head import train_and_evaluate
-    from worker.model import get_embedder
     from worker.model.heads import TrainOptions
 
     items = [LabelledImage(f"{c}-{p.stem}", p, c) for c, p in photos]
@@ -156,17 +176,7 @@ def test_an_lda_head_from_a_dozen_photos_a_class_beats_the_backbone_in_the_worke
     # The backbone's vector next to the discriminant coordinates (one fewer than classes).
     assert report.dim == settings.vector_size() + report.classes - 1
 
-    embedder = get_embedder(settings.replace(head="few-lda"))
-    base = get_embedder(settings)
-    images = [Image.open(path).copy() for _, path in photos[:3]]
-    vectors = embedder.embed(images)
-    assert vectors.shape == (3, report.dim)
-    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
-    assert embedder.head is not None
-    mapped = embedder.head.apply(base.embed(images))
-    np.testing.assert_allclose(vectors, mapped / np.linalg.norm(mapped, axis=1)[:, None], atol=1e-5)
-    keras_embedder = get_embedder(settings.replace(head="few-lda", runtime="keras"))
-    np.testing.assert_allclose(keras_embedder.embed(images), vectors, atol=1e-4)
+    _runs_in_the_worker(settings, "few-lda", report.dim, photos)
 
 
 def test_a_combined_head_beats_the_backbone_and_runs_in_the_worker(
@@ -177,7 +187,6 @@ def test_a_combined_head_beats_the_backbone_and_runs_in_the_worker(
     # loaded as the worker does, it must still beat the raw backbone on the held-out photos,
     # and hold each part it is made of.
     from indexer.quality.train_head import train_and_evaluate
-    from worker.model import get_embedder
     from worker.model.heads import TrainOptions
 
     items = [LabelledImage(f"{c}-{p.stem}", p, c) for c, p in photos]
@@ -198,17 +207,7 @@ def test_a_combined_head_beats_the_backbone_and_runs_in_the_worker(
     # The backbone's vector, the discriminant coordinates, then each classifier's 64.
     assert report.dim == settings.vector_size() + report.classes - 1 + 2 * 64
 
-    embedder = get_embedder(settings.replace(head="few-combined"))
-    base = get_embedder(settings)
-    images = [Image.open(path).copy() for _, path in photos[:3]]
-    vectors = embedder.embed(images)
-    assert vectors.shape == (3, report.dim)
-    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
-    assert embedder.head is not None
-    mapped = embedder.head.apply(base.embed(images))
-    np.testing.assert_allclose(vectors, mapped / np.linalg.norm(mapped, axis=1)[:, None], atol=1e-5)
-    keras_embedder = get_embedder(settings.replace(head="few-combined", runtime="keras"))
-    np.testing.assert_allclose(keras_embedder.embed(images), vectors, atol=1e-4)
+    vectors = _runs_in_the_worker(settings, "few-combined", report.dim, photos)
     # Each part at unit length and weight 1: the backbone's look-alikes keep a third of the
     # cosine however the labels pull.
     parts = np.split(vectors * np.sqrt(3), [settings.vector_size(), report.dim - 2 * 64], axis=1)
