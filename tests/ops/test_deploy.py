@@ -367,6 +367,31 @@ def test_the_settings_the_chart_sets_are_settings_the_code_reads() -> None:
     assert settings.log_format == "json"
 
 
+def test_workers_decode_timeout_is_a_chart_value() -> None:
+    from lookalike.settings import Settings
+
+    def timeouts(values: dict[str, Any]) -> dict[str, float]:
+        """The decode timeout each Deployment's container sets, as the code reads it."""
+        found = {}
+        for name, deployment in by_kind(render(values), "Deployment").items():
+            (container,) = deployment["spec"]["template"]["spec"]["containers"]
+            env = {e["name"]: e["value"] for e in container["env"] if "value" in e}
+            key = "LOOKALIKE_DECODE_TIMEOUT_S"
+            if key in env:
+                found[name] = Settings.from_env({key: env[key]}).decode_timeout_s
+        return found
+
+    workers = {"shop-lookalike-worker-query", "shop-lookalike-worker-ingest"}
+    # Only the workers decode; the default is the code's own.
+    assert timeouts({}) == dict.fromkeys(workers, Settings().decode_timeout_s)
+    assert timeouts({"workers": {"decodeTimeoutSeconds": 1.5}}) == dict.fromkeys(workers, 1.5)
+    assert timeouts({"workers": {"decodeTimeoutSeconds": 0}}) == dict.fromkeys(workers, 0.0)
+    import helm_python as helm
+
+    with pytest.raises(helm.HelmError, match="decodeTimeoutSeconds"):
+        render({"workers": {"decodeTimeoutSeconds": -1}})
+
+
 def test_the_charts_model_choices_are_the_registrys_backbones() -> None:
     from lookalike.models import BACKBONES
 
