@@ -119,6 +119,34 @@ def test_compose_services_as_documented() -> None:
     assert services["worker"]["environment"]["LOOKALIKE_WORKER_METRICS_PORT"] == "9100"
 
 
+def image_model_cache(name: str) -> str:
+    """LOOKALIKE_MODEL_CACHE as a worker image sets it."""
+    return dockerfile(name).envs["LOOKALIKE_MODEL_CACHE"]
+
+
+def test_compose_api_and_workers_share_the_heads_volume() -> None:
+    """A head trained onto the `heads` volume is where the API reads its manifest and where
+    every worker loads it: the model cache's heads/ folder of each of them."""
+    result = docker_compose("--profile", "gpu", "config", "--format", "json")
+    assert result.returncode == 0, result.stderr
+    config = json.loads(result.stdout)
+    assert "heads" in config["volumes"]
+    for name, image in (("worker", "Dockerfile"), ("worker-gpu", "Dockerfile.gpu")):
+        assert config["services"][name]["environment"]["LOOKALIKE_MODEL_CACHE"] == (
+            image_model_cache(image)
+        )
+    for name in ("api", "worker", "worker-gpu"):
+        service = config["services"][name]
+        cache = service["environment"]["LOOKALIKE_MODEL_CACHE"]
+        mounts = {v["source"]: v for v in service["volumes"] if v["type"] == "volume"}
+        assert mounts["heads"]["target"] == f"{cache}/heads", name
+        assert not mounts["heads"].get("read_only"), name
+    # Only heads/: the backbone built into a worker image stays the image's own.
+    for service in config["services"].values():
+        for volume in service.get("volumes", []):
+            assert volume["target"] != image_model_cache("Dockerfile")
+
+
 # --------------------------------------------------------------------------- Dockerfiles
 
 
@@ -155,6 +183,17 @@ def test_dockerfiles_parse_and_run_as_a_user(name: str) -> None:
             *sources, _ = instruction["value"].split()
             for source in sources:
                 assert (REPO / source).exists(), f"{name}: COPY {source} is missing"
+
+
+@pytest.mark.parametrize("name", ["Dockerfile", "Dockerfile.gpu"])
+def test_heads_folder_belongs_to_the_images_user(name: str) -> None:
+    """A fresh volume mounted at heads/ takes the owner of the image's folder: the user, so
+    that `indexer train-head` run in the container can write the head."""
+    heads = f"{image_model_cache('Dockerfile')}/heads"
+    runs = [i["value"] for i in dockerfile(name).structure if i["instruction"] == "RUN"]
+    (setup,) = [r for r in runs if "useradd" in r]
+    assert f"mkdir -p /data {heads}" in setup
+    assert f"chown 10001:0 /data {heads}" in setup
 
 
 def test_gpu_image_installs_the_gpu_extra() -> None:
@@ -201,6 +240,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
         "ingress": {"enabled": True, "className": "nginx", "tlsSecretName": "lookalike-tls"},
         "metrics": {"grafanaDashboard": True},
     },
+    "heads": {"heads": {"enabled": True, "storageClass": "efs"}},
     "fixed-replicas": {
         "api": {"autoscaling": {"enabled": False}},
         "workers": {
@@ -390,6 +430,52 @@ def test_workers_decode_timeout_is_a_chart_value() -> None:
 
     with pytest.raises(helm.HelmError, match="decodeTimeoutSeconds"):
         render({"workers": {"decodeTimeoutSeconds": -1}})
+
+
+def test_heads_claim_is_mounted_at_the_model_cache_of_api_and_workers() -> None:
+    from lookalike.settings import Settings
+
+    cache = image_model_cache("Dockerfile")
+    assert image_model_cache("Dockerfile.gpu") == cache
+    docs = render({"heads": {"enabled": True}, **WITH_GPU})
+    (claim,) = [c for c in by_kind(docs, "PersistentVolumeClaim") if c.endswith("-heads")]
+    assert by_kind(docs, "PersistentVolumeClaim")[claim]["spec"]["accessModes"] == ["ReadWriteMany"]
+    config = by_kind(docs, "ConfigMap")["shop-lookalike-config"]["data"]
+    # The API reads a head's manifest where the workers load it (Settings.vector_size).
+    assert Settings.from_env(config).model_dir == Path(cache)
+    deployments = by_kind(docs, "Deployment")
+    assert len(deployments) == 4
+    for name, deployment in deployments.items():
+        pod = deployment["spec"]["template"]["spec"]
+        volumes = {v["name"]: v for v in pod["volumes"]}
+        assert volumes["heads"]["persistentVolumeClaim"]["claimName"] == claim
+        (container,) = pod["containers"]
+        (mount,) = [m for m in container["volumeMounts"] if m["name"] == "heads"]
+        assert mount["mountPath"] == f"{cache}/heads"
+        # Workers write a head trained in their pod; the API only reads.
+        assert mount.get("readOnly", False) is name.endswith("-api"), name
+
+    existing = render({"heads": {"enabled": True, "existingClaim": "shop-heads"}})
+    assert not [c for c in by_kind(existing, "PersistentVolumeClaim") if c.endswith("-heads")]
+    pod = by_kind(existing, "Deployment")["shop-lookalike-api"]["spec"]["template"]["spec"]
+    assert {"name": "heads", "persistentVolumeClaim": {"claimName": "shop-heads"}} in pod["volumes"]
+    # Off by default: no claim, no mount, the model cache left to the images.
+    plain = render()
+    assert not [c for c in by_kind(plain, "PersistentVolumeClaim") if c.endswith("-heads")]
+    assert (
+        "LOOKALIKE_MODEL_CACHE" not in by_kind(plain, "ConfigMap")["shop-lookalike-config"]["data"]
+    )
+    for deployment in by_kind(plain, "Deployment").values():
+        assert "heads" not in {v["name"] for v in deployment["spec"]["template"]["spec"]["volumes"]}
+    import helm_python as helm
+
+    with pytest.raises(helm.HelmError, match="LOOKALIKE_MODEL_CACHE"):
+        render(
+            {
+                "heads": {"enabled": True},
+                "config": {"extraEnv": {"LOOKALIKE_MODEL_CACHE": "/models"}},
+            }
+        )
 
 
 def test_the_charts_model_choices_are_the_registrys_backbones() -> None:

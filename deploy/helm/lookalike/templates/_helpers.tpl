@@ -38,6 +38,15 @@ app.kubernetes.io/component: {{ .component }}
 {{- default (printf "%s-data" (include "lookalike.fullname" .)) .Values.storage.existingClaim }}
 {{- end }}
 
+{{- define "lookalike.headsClaim" -}}
+{{- default (printf "%s-heads" (include "lookalike.fullname" .)) .Values.heads.existingClaim }}
+{{- end }}
+
+{{/* The worker images' model cache (LOOKALIKE_MODEL_CACHE in deploy/docker/Dockerfile*). */}}
+{{- define "lookalike.modelCache" -}}
+/opt/lookalike/models
+{{- end }}
+
 {{- define "lookalike.redisHost" -}}
 {{- if .Values.redis.enabled }}{{ include "lookalike.fullname" . }}-redis{{ else }}{{ required "redis.host is required when redis.enabled is false" .Values.redis.host }}{{ end }}
 {{- end }}
@@ -85,6 +94,9 @@ prometheus.io/path: /metrics
 {{- end }}
 {{- if and .Values.qdrant.enabled (gt (int .Values.qdrant.replicationFactor) (int .Values.qdrant.replicas)) }}
 {{- fail "qdrant.replicationFactor cannot exceed qdrant.replicas: each copy of a shard needs its own node" }}
+{{- end }}
+{{- if and .Values.heads.enabled (hasKey .Values.config.extraEnv "LOOKALIKE_MODEL_CACHE") }}
+{{- fail "heads.enabled mounts the heads at the images' model cache: leave LOOKALIKE_MODEL_CACHE out of config.extraEnv" }}
 {{- end }}
 {{- range $name, $pool := .Values.workers.pools }}
 {{- if and $pool.enabled (gt (int $pool.gpus) 0) (eq $pool.pool "prefork") }}
