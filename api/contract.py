@@ -477,7 +477,9 @@ class ReindexStartBody(ReindexBody):
         None,
         pattern=HEAD_NAME.pattern,
         description="a head trained on this model's vectors (`indexer train-head`), in the "
-        "model cache the workers read: the new version is embedded with both",
+        "model cache the workers read: the new version is embedded with both. Absent: "
+        'none, except that the configured model takes LOOKALIKE_HEAD; "none": the '
+        "model's own vectors even then",
     )
 
 

@@ -45,7 +45,7 @@ from lookalike.models import CUSTOM_MODEL
 from lookalike.schema import ModelNotBuilt, head_manifest_path
 from lookalike.settings import SettingsError
 from lookalike.store import StoreError, StoreUnavailable, VectorStore, Version
-from lookalike.store.versions import VersionModel, label_model, model_of
+from lookalike.store.versions import VersionModel, label_model, model_of, requested_label
 from lookalike.task_queues import REINDEX_ITEMS
 
 bp = Blueprint("reindex", __name__)
@@ -128,13 +128,13 @@ def status() -> Response:
 
 @bp.post("/v1/reindex")
 def start() -> tuple[Response, int]:
-    """Start a reindex into a new version for ``model`` (and ``head``), or resume the one in
-    progress."""
+    """Start a reindex into a new version for ``model`` (and ``head``; ``"none"``: the
+    model's own vectors, whatever LOOKALIKE_HEAD names), or resume the one in progress."""
     body = _body(ReindexStartBody)
-    label = VersionModel(body.model, body.head or "").label
+    label = requested_label(body.model, body.head or "")
     settings = context.settings()
     wanted = label_model(label, settings.model, settings.head)
-    dim = _dimension(wanted, "head" if body.head else "model")
+    dim = _dimension(wanted, "head" if wanted.head else "model")
     store = context.store()
     upcoming = store.aliases().next
     if upcoming is not None:

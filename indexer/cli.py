@@ -135,7 +135,8 @@ def main(argv: list[str] | None = None) -> int:
         "--head",
         default="",
         help="a head trained with `indexer train-head`, in the workers' model cache: embed "
-        "with it on the model's vectors",
+        "with it on the model's vectors; 'none': the model's own vectors, even where the "
+        "service's LOOKALIKE_HEAD names a head",
     )
     rei.add_argument("--no-switch", action="store_true", help="build and verify, do not switch")
     rei.add_argument(

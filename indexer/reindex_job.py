@@ -31,7 +31,7 @@ from typing import Any, TextIO
 
 from indexer.client import APIClient, APIClientError
 from indexer.progress import Progress, duration
-from lookalike.store.versions import VersionModel
+from lookalike.store.versions import requested_label
 
 
 @dataclass
@@ -122,7 +122,7 @@ class ReindexJob:
     def run(self, model: str, head: str = "") -> ReindexReport:
         """Reindex into a version embedded by ``model`` (and the trained ``head``)."""
         started = time.monotonic()
-        self.report.model = VersionModel(model, head).label
+        self.report.model = requested_label(model, head)
         try:
             self._run(model, head)
         except KeyboardInterrupt:

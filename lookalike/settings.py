@@ -72,6 +72,9 @@ MAX_INPUT_SIZE = 1024
 
 # A trained head's name: a file name in the model cache and part of the model name.
 HEAD_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,31}$")
+# Where a head is named for a reindex, this one means the backbone's own vectors, even with
+# LOOKALIKE_HEAD set (lookalike.store.versions.requested_label); no head may take it.
+NO_HEAD = "none"
 
 
 class SettingsError(ValueError):
@@ -97,6 +100,8 @@ def _model(value: str) -> str:
 def _head(value: str) -> str:
     if value and not HEAD_NAME.match(value):
         raise ValueError("must be a head name: 1-32 lower-case letters, digits and '-'")
+    if value == NO_HEAD:
+        raise ValueError(f"{NO_HEAD!r} is no head's name: leave it empty for none")
     return value
 
 

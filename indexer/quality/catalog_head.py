@@ -107,7 +107,7 @@ def fetch_vectors(
         raise CatalogHeadError(
             f"the catalog is served by a head already ({model}, version {model_version}): a "
             "head is trained on a backbone's own vectors; serve the backbone again first "
-            f"(`indexer rollback`, or `indexer reindex --model {backbone}`)"
+            f"(`indexer rollback`, or `indexer reindex --model {backbone} --head none`)"
         )
     return CatalogVectors(
         field=field,

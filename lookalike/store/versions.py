@@ -2,7 +2,9 @@
 
 A version's label says what fills it: a backbone (``efficientnet-lite0``), or a backbone and
 a trained head on its vectors (``efficientnet-lite0-head-<name>``, the embedder's own name
-for that pair). :func:`model_of` reads it, for the worker and the API alike.
+for that pair), or the backbone's own vectors whatever head is configured
+(``efficientnet-lite0-head-none``). :func:`model_of` reads it, for the worker and the API
+alike.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ import re
 from dataclasses import dataclass
 
 from lookalike.models import MODELS
-from lookalike.settings import HEAD_NAME
+from lookalike.settings import HEAD_NAME, NO_HEAD
 from lookalike.store.types import ALIAS_ROLES, StoreError, Version
 
 COLLECTION_NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,255}$")
@@ -60,6 +62,15 @@ class VersionModel:
         return f"{self.model}{HEAD_SEPARATOR}{self.head}" if self.head else self.model
 
 
+def requested_label(model: str, head: str = "") -> str:
+    """The label of the version a reindex to ``model`` and ``head`` makes. Head ``none``
+    (NO_HEAD): ``<model>-head-none``, the model's own vectors, which no configured head
+    fills, where the bare ``<model>`` would take LOOKALIKE_HEAD (:func:`label_model`)."""
+    return (
+        f"{model}{HEAD_SEPARATOR}{NO_HEAD}" if head == NO_HEAD else VersionModel(model, head).label
+    )
+
+
 def parse_label(label: str) -> VersionModel | None:
     """The backbone and head a label names; None for another label (``""``: a catalog from
     before versions)."""
@@ -67,7 +78,7 @@ def parse_label(label: str) -> VersionModel | None:
         return VersionModel(label)
     model, separator, head = label.partition(HEAD_SEPARATOR)
     if separator and model in MODELS and HEAD_NAME.match(head):
-        return VersionModel(model, head)
+        return VersionModel(model, "" if head == NO_HEAD else head)
     return None
 
 
@@ -78,7 +89,9 @@ def model_of(version: Version | None, configured: str, configured_head: str = ""
 
     A label naming the configured backbone alone means the configured head too: versions
     were labelled by their backbone only before a label could name a head, and a new
-    catalog's first version still is (lookalike/store/opener.py).
+    catalog's first version still is (lookalike/store/opener.py). The backbone's own
+    vectors under a configured head are labelled ``<model>-head-none``
+    (:func:`requested_label`).
     """
     return label_model(version.label if version is not None else "", configured, configured_head)
 
@@ -86,6 +99,6 @@ def model_of(version: Version | None, configured: str, configured_head: str = ""
 def label_model(label: str, configured: str, configured_head: str = "") -> VersionModel:
     """:func:`model_of` for a version labelled ``label`` (one a reindex is about to make)."""
     named = parse_label(label)
-    if named is None or named == VersionModel(configured):
+    if named is None or label == configured:
         return VersionModel(configured, configured_head)
     return named

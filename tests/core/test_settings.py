@@ -46,6 +46,7 @@ def test_environment_values_are_typed() -> None:
         ("LOOKALIKE_WORKER_METRICS_PORT", "70000", "less than or equal to 65535"),
         ("LOOKALIKE_TTA_FLIP", "maybe", "not a boolean"),
         ("LOOKALIKE_HEAD", "Not A Name", "head name"),
+        ("LOOKALIKE_HEAD", "none", "leave it empty for none"),
         ("LOOKALIKE_API_KEYS_WRITE", "short", "at least 8 characters"),
     ],
 )

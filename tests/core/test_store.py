@@ -885,7 +885,7 @@ def test_a_new_catalog_is_version_1_behind_its_alias(catalog_store: VectorStore)
 
 
 def test_a_version_label_names_its_backbone_and_head_and_the_settings_fill_the_rest() -> None:
-    from lookalike.store.versions import VersionModel, model_of, parse_label
+    from lookalike.store.versions import VersionModel, model_of, parse_label, requested_label
 
     headed = VersionModel("efficientnet-lite0", "shop-2")
     assert headed.label == "efficientnet-lite0-head-shop-2"
@@ -909,6 +909,12 @@ def test_a_version_label_names_its_backbone_and_head_and_the_settings_fill_the_r
         == of(None, head="other")
         == VersionModel("efficientnet-lite0", "other")
     )
+    # A reindex to the backbone with head "none" makes a label that no configured head fills.
+    plain = requested_label("efficientnet-lite0", "none")
+    assert plain == "efficientnet-lite0-head-none"
+    assert of(plain, head="other") == of(plain) == VersionModel("efficientnet-lite0")
+    assert requested_label("efficientnet-lite0", "shop-2") == headed.label
+    assert requested_label("efficientnet-lite1") == "efficientnet-lite1"
 
 
 def test_a_catalog_switched_to_a_head_opens_again_at_the_heads_size(tmp_path: Path) -> None:

@@ -49,7 +49,7 @@ from typing import Any
 import numpy as np
 
 from lookalike.schema import head_manifest_path
-from lookalike.settings import HEAD_NAME
+from lookalike.settings import HEAD_NAME, NO_HEAD
 from worker.model.files import import_tensorflow, locked, sha256_file
 
 HEAD_FORMAT = 1
@@ -75,6 +75,8 @@ def check_name(name: str) -> str:
         raise HeadError(
             f"head name {name!r}: 1-32 lower-case letters, digits and '-', a letter or digit first"
         )
+    if name == NO_HEAD:
+        raise HeadError(f"head name {name!r}: it means no head to `indexer reindex --head`")
     return name
 
 
