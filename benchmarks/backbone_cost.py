@@ -1,10 +1,8 @@
 """What each backbone the service can run costs at ingest, in one run (#23 point 2).
 
 For each ``LOOKALIKE_MODEL`` (features as configured, multiscale by default), the ingest
-section of ``python -m benchmarks`` (``benchmarks.bench.bench_ingest``: ``lookalike serve``
-in a child process, ``indexer ingest`` of a folder, the worker's model-only rate measured in
-this process right before and after) on the realistic catalog photos of
-``benchmarks/photoset.py``. The first model is measured again at the end, so the machine's
+section of ``python -m benchmarks`` (``benchmarks/ingest_runs.py``) on the realistic catalog
+photos of ``benchmarks/photoset.py``. The first model is measured again at the end, so the machine's
 drift over the run shows; costs are reported as ratios to it.
 
     python -m benchmarks.backbone_cost --photos build/photoset --model-cache build/test-models \
@@ -16,12 +14,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 from pathlib import Path
-from typing import Any
 
 from benchmarks import photoset
-from benchmarks.bench import REPO, Report, bench_ingest, cpu_name, default_http_threads
+from benchmarks.bench import REPO, cpu_name
+from benchmarks.ingest_runs import ingest_runs
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -39,29 +36,12 @@ def main(argv: list[str] | None = None) -> int:
     # The whole set, as the benchmark builds it: a subset would rebuild the shared cache.
     folder = photoset.build(args.photos)[args.size]
     w, h = photoset.SIZES[args.size]
-    rows: list[dict[str, Any]] = []
-    shutil.rmtree(args.work_dir, ignore_errors=True)
-    args.work_dir.mkdir(parents=True)
-    try:
-        for model in [*models, models[0]]:
-            # Both the server (a child) and the adjacent model-only rate read the settings
-            # from the environment.
-            os.environ["LOOKALIKE_MODEL"] = model
-            report = Report(quick=False)
-            bench_ingest(
-                report,
-                args.work_dir / f"{len(rows)}",
-                args.model_cache,
-                {f"{model} {w}x{h}": folder},
-                adjacent_model=True,
-                server_threads=default_http_threads(),
-            )
-            row = report.ingest[0]
-            row["model"] = model
-            row["model_only"] = (row["model_before"] + row["model_after"]) / 2
-            rows.append(row)
-    finally:
-        shutil.rmtree(args.work_dir, ignore_errors=True)
+    order = [*models, models[0]]
+    configs = [(f"{model} {w}x{h}", {"LOOKALIKE_MODEL": model}) for model in order]
+    rows = ingest_runs(configs, folder, args.model_cache, args.work_dir)
+    for model, row in zip(order, rows, strict=True):
+        row["model"] = model
+        row["model_only"] = (row["model_before"] + row["model_after"]) / 2
     first = rows[0]
     print(f"machine: {cpu_name()}, {os.cpu_count()} CPUs, load {os.getloadavg()}")
     # Wall-clock rates ride the machine's load; CPU time per image is what compares on a

@@ -1,12 +1,10 @@
 """What LOOKALIKE_INPUT_SIZE and LOOKALIKE_POOLING cost at ingest, in one run.
 
-The ingest section of ``python -m benchmarks`` (``benchmarks.bench.bench_ingest``:
-``lookalike serve`` in a child process, ``indexer ingest`` of a folder, the worker's
-model-only rate measured in this process right before and after) on the catalog photos of
-``benchmarks/photoset.py``, for another input size and pooling (by default 224 px with
-average pooling: the default before Lite0 at 320 px with GeM), then for the default, then the
-other again at the end, so the machine's drift shows. CPU time per photo compares on a
-shared machine; wall-clock rates ride its load.
+The ingest section of ``python -m benchmarks`` (``benchmarks/ingest_runs.py``) on the
+catalog photos of ``benchmarks/photoset.py``, for another input size and pooling (by default
+224 px with average pooling: the default before Lite0 at 320 px with GeM), then for the
+default, then the other again at the end, so the machine's drift shows. CPU time per photo
+compares on a shared machine; wall-clock rates ride its load.
 
     python -m benchmarks.input_size_cost --photos build/photoset --model-cache build/test-models \
         [--input-size 224] [--pooling avg] [--size 1.5mp]
@@ -17,12 +15,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 from pathlib import Path
-from typing import Any
 
 from benchmarks import photoset
-from benchmarks.bench import REPO, Report, bench_ingest, cpu_name, default_http_threads
+from benchmarks.bench import REPO, cpu_name
+from benchmarks.ingest_runs import ingest_runs
 from lookalike.settings import POOLINGS
 
 VARIABLES = ("LOOKALIKE_INPUT_SIZE", "LOOKALIKE_POOLING")
@@ -42,29 +39,9 @@ def main(argv: list[str] | None = None) -> int:
     folder = photoset.build(args.photos)[args.size]
     other = dict(zip(VARIABLES, (str(args.input_size), args.pooling), strict=True))
     label = f"{args.input_size} px, {args.pooling}"
-    rows: list[dict[str, Any]] = []
-    shutil.rmtree(args.work_dir, ignore_errors=True)
-    args.work_dir.mkdir(parents=True)
-    try:
-        for name, env in ((label, other), ("default", {}), (label, other)):
-            # Both the server (a child) and the adjacent model-only rate read the settings
-            # from the environment.
-            for key in VARIABLES:
-                os.environ.pop(key, None)
-            os.environ.update(env)
-            report = Report(quick=False)
-            bench_ingest(
-                report,
-                args.work_dir / f"{len(rows)}",
-                args.model_cache,
-                {name: folder},
-                env=env,
-                adjacent_model=True,
-                server_threads=default_http_threads(),
-            )
-            rows.append({**report.ingest[0], "config": name})
-    finally:
-        shutil.rmtree(args.work_dir, ignore_errors=True)
+    configs = [(label, other), ("default", {}), (label, other)]
+    runs = ingest_runs(configs, folder, args.model_cache, args.work_dir)
+    rows = [{**row, "config": name} for (name, _), row in zip(configs, runs, strict=True)]
     print(f"machine: {cpu_name()}, {os.cpu_count()} CPUs, load {os.getloadavg()}")
     base = (rows[0]["server_cpu_ms"] + rows[2]["server_cpu_ms"]) / 2
     print(f"| config | ingest CPU ms/photo (x {label}) | model-only CPU ms/img | stages CPU ms |")
