@@ -44,6 +44,7 @@ from __future__ import annotations
 import base64
 import struct
 from dataclasses import dataclass, replace
+from functools import cached_property
 from typing import Any
 
 import cv2
@@ -135,6 +136,23 @@ class Keypoints:
     @property
     def verifiable(self) -> bool:
         return len(self) >= MIN_KEYPOINTS
+
+    # What the pixel tests derive from the thumbnail alone, whatever it is compared with:
+    # made on first use and kept, so that a /duplicates call makes the asked item's once,
+    # not once per candidate (read-only arrays; None without a thumbnail).
+    @cached_property
+    def spectra(self) -> alignment.Spectra | None:
+        """The thumbnail's spectra for lookalike.alignment.align."""
+        return None if self.thumbnail is None else alignment.prepare(self.thumbnail)
+
+    @cached_property
+    def edges(self) -> np.ndarray | None:
+        """The thumbnail's edges (:func:`_edges`)."""
+        if self.thumbnail is None:
+            return None
+        edges = _edges(self.thumbnail)
+        edges.setflags(write=False)
+        return edges
 
 
 def _ab_bytes(ab: np.ndarray) -> bytes:
@@ -292,7 +310,8 @@ def _aligned_difference(a: Keypoints, b: Keypoints, limit: float | None) -> floa
     time on shots of one background, which align and differ)."""
     if a.thumbnail is None or b.thumbnail is None:
         return 1.0
-    found = alignment.align(a.thumbnail, b.thumbnail, MAX_ROTATION, ALIGNED_MIN_RESPONSE)
+    assert a.spectra is not None and b.spectra is not None
+    found = alignment.align(a.spectra, b.spectra, MAX_ROTATION, ALIGNED_MIN_RESPONSE)
     if found is None:
         return 1.0
     # Thumbnail pixels to frame pixels, each side.
@@ -399,8 +418,8 @@ def _around(frame: np.ndarray, pixels: int) -> np.ndarray:
 def _structure_beyond(a: Keypoints, b: Keypoints, scale: complex, shift: complex) -> float:
     """The share of ``a``'s edges that the transform lays more than _MARGIN px (of the
     thumbnail) outside ``b``'s frame."""
-    assert a.thumbnail is not None
-    edges = _edges(a.thumbnail)
+    edges = a.edges
+    assert edges is not None
     total = int(edges.sum())
     if total == 0:
         return 0.0
@@ -412,8 +431,8 @@ def _detached(a: Keypoints, b: Keypoints, scale: complex, shift: complex) -> flo
     """The share of ``a``'s edges in blobs (8-connected) wholly beyond ``b``'s frame laid on
     ``a``, when a gap of _DETACHED_GAP px just past the frame holds (almost) none of them;
     0 when the edges go on past the frame, as a crop's do."""
-    assert a.thumbnail is not None
-    edges = _edges(a.thumbnail)
+    edges = a.edges
+    assert edges is not None
     total = int(edges.sum())
     if total == 0:
         return 0.0
