@@ -556,11 +556,14 @@ def _matches(a: Keypoints, b: Keypoints, least: int) -> tuple[np.ndarray, np.nda
         if len(p) == 2 and p[0].distance < RATIO * p[1].distance
     ]
     if len(forward) < least:
-        # Most candidates end here: the backward search (half the cost) is not needed.
+        # Most candidates end here: the backward search is not needed.
         return np.zeros(0, int), np.zeros(0, int)
+    # The backward search for the matched descriptors of b alone (each one's nearest in a is
+    # found the same way whatever else is searched), not all of them.
+    matched = np.unique([m.trainIdx for m in forward])
     backward = {
-        m[0].queryIdx: m[0].trainIdx
-        for m in _MATCHER.knnMatch(b.descriptors, a.descriptors, k=1)
+        int(matched[m[0].queryIdx]): m[0].trainIdx
+        for m in _MATCHER.knnMatch(b.descriptors[matched], a.descriptors, k=1)
         if m
     }
     pairs = [(m.queryIdx, m.trainIdx) for m in forward if backward.get(m.trainIdx) == m.queryIdx]
