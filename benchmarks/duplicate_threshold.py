@@ -2,8 +2,8 @@
 
 A near-duplicate is the same photo or shot, edited; a colour variant is the same shot
 recoloured; anything else is not a duplicate, however alike it looks. The service finds
-candidates in the vector index (embedding similarity >= lookalike.verify CANDIDATE floor
-below) and verifies them geometrically (lookalike/verify.py). This script builds:
+candidates in the vector index (embedding similarity >= the candidate floor below) and
+verifies them geometrically (lookalike/verify.py). This script builds:
 
 **Originals**, in groups of things that look alike:
 
@@ -36,7 +36,7 @@ on the second ("test"), with edits drawn from another seed.
 
 A pair counts as found only if the candidate search would have found it too: its embedding
 similarity (the model's, as lookalike.duplicate_candidates.candidate_query weighs it) reaches the
-candidate floor (lookalike.verify.CANDIDATE_FLOOR).
+candidate floor (lookalike.duplicate_candidates.candidate_floor: the model's pooling's).
 
 Every image reaches the embedding and the keypoints as the worker sees it: from its file
 (an original as a JPEG of quality 92, an edited copy or variant as its own JPEG) through the
@@ -69,7 +69,7 @@ from PIL import Image, ImageDraw, ImageEnhance, ImageFilter, ImageFont
 
 from indexer.quality.studio import STUDIO, studio, studio_background
 from lookalike import verify
-from lookalike.duplicate_candidates import candidate_query
+from lookalike.duplicate_candidates import candidate_floor, candidate_query
 from lookalike.images import (
     DECODE_FULL,
     DECODE_SCALED,
@@ -665,13 +665,14 @@ def report(name: str, r: Result) -> None:
     print("  variants found:  " + ", ".join(f"{k} {v:.3f}" for k, v in r.variants_by_kind.items()))
 
 
-def floor_table(halves: dict[str, Half], rule: Rule, floors: list[float]) -> dict[str, Any]:
-    """At ``rule``, what each candidate floor keeps of what the shipped floor
-    (lookalike.verify.CANDIDATE_FLOOR) finds: the near-duplicates found among the positives,
-    the variants found as variants, and how many hard-negative pairs would still be
-    candidates (each a verification in a /duplicates call); and the highest floor that
-    loses nothing the shipped one finds (the least embedding similarity of those pairs)."""
-    shipped = verify.CANDIDATE_FLOOR
+def floor_table(
+    halves: dict[str, Half], rule: Rule, shipped: float, floors: list[float]
+) -> dict[str, Any]:
+    """At ``rule``, what each candidate floor keeps of what the ``shipped`` floor finds: the
+    near-duplicates found among the positives, the variants found as variants, and how
+    many hard-negative pairs would still be candidates (each a verification in a
+    /duplicates call); and the highest floor that loses nothing the shipped one finds (the
+    least embedding similarity of those pairs)."""
     table: dict[str, Any] = {}
     for name, half in halves.items():
         near_now, _ = relations(half.positives, rule, shipped)
@@ -781,7 +782,7 @@ def main() -> None:
     tune_samples, test_samples = split(samples)
     tune = build_half(tune_samples, embedder, args.seed + 1)
     test = build_half(test_samples, embedder, args.seed + 2)
-    floor = verify.CANDIDATE_FLOOR
+    floor = candidate_floor(args.model, args.pooling)
     print(
         f"decode {args.decode}, keypoints on {args.keypoints_on}; {len(samples)} originals in "
         f"{len({s.group for s in samples})} look-alike groups; model {embedder.version}; "
@@ -805,7 +806,7 @@ def main() -> None:
     )
     print(f"targets met at the shipped constants: {met}")
     floors = (
-        floor_table({"tune": tune, "test": test}, shipped_rule(), args.floors)
+        floor_table({"tune": tune, "test": test}, shipped_rule(), floor, args.floors)
         if args.floors
         else {}
     )

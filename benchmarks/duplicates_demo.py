@@ -5,13 +5,14 @@ The demo indexes Debian's tuxpaint stamps (scripts/demo.sh); ``indexer duplicate
 lists the pairs its service verifies. This does the same without a service: every PNG
 decoded as the worker decodes it (shrink-on-load for the model, worker/keypoints.py for the
 keypoints), embedded, each item's candidates the 50 nearest with an embedding similarity of
-lookalike.verify.CANDIDATE_FLOOR or more (as lookalike.duplicate_candidates.candidate_query
-weighs it; exact copies, same bytes, left out), each candidate pair verified once
-(lookalike.verify.verify, the pair taken in one order whichever item asks) at the shipped
-threshold. Prints the counts, then every near and variant pair (score, inliers) for a person
-to judge: docs/indexer.md reads the list. ``--floors 0.55,0.6``: the same counts at other
-candidate floors too (the candidates a floor passes are what a /duplicates call verifies:
-its cost), the pairs listed at the shipped floor.
+the model's candidate floor or more (lookalike.duplicate_candidates.candidate_floor, the
+similarity as lookalike.duplicate_candidates.candidate_query weighs it; exact copies, same
+bytes, left out), each candidate pair verified once (lookalike.verify.verify, the pair taken
+in one order whichever item asks) at the shipped threshold. Prints the counts, then every
+near and variant pair (score, inliers) for a person to judge: docs/indexer.md reads the
+list. ``--floors 0.55,0.6``: the same counts at other candidate floors too (the candidates
+a floor passes are what a /duplicates call verifies: its cost), the pairs listed at the
+shipped floor.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from lookalike import verify
-from lookalike.duplicate_candidates import candidate_query
+from lookalike.duplicate_candidates import candidate_floor, candidate_query
 from lookalike.images import DECODE_SCALED, ImageProblem, decode_as
 from lookalike.settings import Settings
 from worker.keypoints import find_keypoints, keypoint_source
@@ -75,7 +76,8 @@ def main() -> None:
     similarity = np.stack([q.vector for q in queries]) @ vectors.T
     similarity *= np.array([q.scale for q in queries])[:, None]
     plain = sum(not p.verifiable for p in points)
-    floors = sorted({verify.CANDIDATE_FLOOR, *args.floors})
+    floor_now = candidate_floor(args.model, settings.pooling)
+    floors = sorted({floor_now, *args.floors})
     # Each item's candidates at the lowest floor, nearest first: a higher floor's are the
     # first of them (a prefix, at most CANDIDATES), so every pair is verified once.
     ranked = [
@@ -109,7 +111,7 @@ def main() -> None:
             f"{len(found['near'])} near pairs, {len(found['variant'])} variant pairs "
             f"(threshold {settings.duplicate_threshold})"
         )
-        if floor == verify.CANDIDATE_FLOOR:
+        if floor == floor_now:
             shipped = found
     for relation, rows in shipped.items():
         for a, b, v in rows:

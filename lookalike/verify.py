@@ -106,10 +106,8 @@ _MARGIN = 3  # px of the thumbnail around the other's frame that still count as 
 _DETACHED_MARGIN = 1
 _DETACHED_GAP = 2
 MAX_DETACHED = 0.15
-# Candidates are the nearest neighbours in the vector index whose embedding similarity
-# (lookalike.duplicate_candidates.candidate_query) reaches this: low enough for heavy edits and
-# recolouring, the verification decides.
-CANDIDATE_FLOOR = 0.5
+# The candidates verified are the nearest neighbours in the vector index whose embedding
+# similarity reaches a floor: lookalike.duplicate_candidates.CANDIDATE_FLOORS.
 
 _HEADER = struct.Struct("<BH")
 _FRAME = struct.Struct("<HHBB")  # frame width, height; grid columns, rows
