@@ -157,6 +157,8 @@ def duplicates_call(
         others = [s for j, s in enumerate(stored) if j != i][: CANDIDATES - 1]
         calls.append((stored[i], [edited, *others]))
 
+    threshold = Settings().duplicate_threshold  # read once, as the API does per request
+
     def one_call(call: tuple[str, list[str]]) -> int:
         mine = verify.decode(call[0])
         assert mine is not None
@@ -164,7 +166,7 @@ def duplicates_call(
         for payload in call[1]:
             other = verify.decode(payload)
             assert other is not None
-            found += verify.verify(mine, other).relation(Settings().duplicate_threshold) == "near"
+            found += verify.verify(mine, other).relation(threshold) == "near"
         return found
 
     ms = per_photo(one_call, calls, repeat)  # type: ignore[arg-type]
