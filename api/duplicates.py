@@ -11,7 +11,8 @@
   matched points changed colour): "also in red", not a duplicate.
 
 Candidates come from the vector index (the nearest neighbours above an embedding-similarity
-floor; for multiscale vectors, a search by their pooled head alone:
+floor, which depends on the model's pooling: lookalike.duplicate_candidates.candidate_floor;
+for multiscale vectors, a search by their pooled head alone:
 lookalike.duplicate_candidates.candidate_query), then each is verified with both items' stored
 keypoints: no image is decoded. ``verification`` says what could be checked: ``verified``;
 ``too_plain`` (the item's image has too few keypoints: it has no near-duplicates or variants,
@@ -33,7 +34,7 @@ from api.auth import read_only
 from api.contract import DuplicatesArgs, DuplicatesBody, parse_body, parse_query
 from api.errors import APIError
 from lookalike import verify
-from lookalike.duplicate_candidates import candidate_query
+from lookalike.duplicate_candidates import candidate_floor, candidate_query
 from lookalike.schema import point_id
 from lookalike.store import StoredItem, VectorStore
 
@@ -50,9 +51,11 @@ def duplicates_of(
     threshold: float,
     limit: int,
     *,
+    floor: float,
     keypoints: bool = True,
 ) -> dict[str, Any]:
-    """``keypoints``: whether the service computes keypoints (LOOKALIKE_DUPLICATE_KEYPOINTS);
+    """``floor``: the candidates' least embedding similarity (:func:`service_floor`).
+    ``keypoints``: whether the service computes keypoints (LOOKALIKE_DUPLICATE_KEYPOINTS);
     without them nothing but exact copies is looked for, even where older points still hold
     some: the answer must not depend on when an item happened to be indexed."""
     assert item.vector is not None
@@ -78,7 +81,7 @@ def duplicates_of(
             limit=max(CANDIDATES, limit),
             where={"tenant": tenant},
             exclude_ids=[item.point_id, *(point_id(e, tenant) for e in exact)],
-            score_threshold=query.score_threshold(verify.CANDIDATE_FLOOR),
+            score_threshold=query.score_threshold(floor),
             with_internal=True,  # the candidates' keypoints
         )
         for hit in hits:
@@ -110,6 +113,12 @@ def duplicates_of(
     }
 
 
+def service_floor() -> float:
+    """The candidate floor for the vectors this service makes (its model and pooling)."""
+    settings = context.settings()
+    return candidate_floor(settings.model, settings.pooling, settings.head)
+
+
 @bp.get("/v1/items/<item_id>/duplicates")
 def item_duplicates(item_id: str) -> Response:
     tenant = context.tenant()
@@ -123,7 +132,9 @@ def item_duplicates(item_id: str) -> Response:
     keypoints = context.settings().duplicate_keypoints
     return jsonify(
         threshold=threshold,
-        **duplicates_of(store, found[0], tenant, threshold, limit, keypoints=keypoints),
+        **duplicates_of(
+            store, found[0], tenant, threshold, limit, floor=service_floor(), keypoints=keypoints
+        ),
     )
 
 
@@ -144,11 +155,16 @@ def many_duplicates() -> Response:
         for item in store.retrieve([point_id(i, tenant) for i in ids], with_vectors=True)
     }
     keypoints = context.settings().duplicate_keypoints
+    floor = service_floor()
     items, missing = [], []
     for item_id in ids:
         item = found.get(point_id(item_id, tenant))
         if item is None:
             missing.append(item_id)
         else:
-            items.append(duplicates_of(store, item, tenant, threshold, limit, keypoints=keypoints))
+            items.append(
+                duplicates_of(
+                    store, item, tenant, threshold, limit, floor=floor, keypoints=keypoints
+                )
+            )
     return jsonify(threshold=threshold, items=items, missing=missing)

@@ -2,8 +2,8 @@
 
 A near-duplicate is the same photo or shot, edited; a colour variant is the same shot
 recoloured; anything else is not a duplicate, however alike it looks. The service finds
-candidates in the vector index (embedding similarity >= lookalike.verify CANDIDATE floor
-below) and verifies them geometrically (lookalike/verify.py). This script builds:
+candidates in the vector index (embedding similarity >= the candidate floor below) and
+verifies them geometrically (lookalike/verify.py). This script builds:
 
 **Originals**, in groups of things that look alike:
 
@@ -36,7 +36,7 @@ on the second ("test"), with edits drawn from another seed.
 
 A pair counts as found only if the candidate search would have found it too: its embedding
 similarity (the model's, as lookalike.duplicate_candidates.candidate_query weighs it) reaches the
-candidate floor (lookalike.verify.CANDIDATE_FLOOR).
+candidate floor (lookalike.duplicate_candidates.candidate_floor: the model's pooling's).
 
 Every image reaches the embedding and the keypoints as the worker sees it: from its file
 (an original as a JPEG of quality 92, an edited copy or variant as its own JPEG) through the
@@ -69,7 +69,7 @@ from PIL import Image, ImageDraw, ImageEnhance, ImageFilter, ImageFont
 
 from indexer.quality.studio import STUDIO, studio, studio_background
 from lookalike import verify
-from lookalike.duplicate_candidates import candidate_query
+from lookalike.duplicate_candidates import candidate_floor, candidate_query
 from lookalike.images import (
     DECODE_FULL,
     DECODE_SCALED,
@@ -665,6 +665,54 @@ def report(name: str, r: Result) -> None:
     print("  variants found:  " + ", ".join(f"{k} {v:.3f}" for k, v in r.variants_by_kind.items()))
 
 
+def floor_table(
+    halves: dict[str, Half], rule: Rule, shipped: float, floors: list[float]
+) -> dict[str, Any]:
+    """At ``rule``, what each candidate floor keeps of what the ``shipped`` floor finds: the
+    near-duplicates found among the positives, the variants found as variants, and how
+    many hard-negative pairs would still be candidates (each a verification in a
+    /duplicates call); and the highest floor that loses nothing the shipped one finds (the
+    least embedding similarity of those pairs)."""
+    table: dict[str, Any] = {}
+    for name, half in halves.items():
+        near_now, _ = relations(half.positives, rule, shipped)
+        _, variant_now = relations(half.variants, rule, shipped)
+        kept = np.concatenate(
+            [
+                _columns(half.positives)["similarity"][near_now],
+                _columns(half.variants)["similarity"][variant_now],
+            ]
+        )
+        least = float(kept.min()) if kept.size else 1.0
+        print(
+            f"{name} half: the {int(near_now.sum())} near-duplicates and {int(variant_now.sum())} "
+            f"variants found at the floor {shipped} have an embedding similarity of "
+            f"{least:.4f} or more"
+        )
+        negatives = _columns(half.negatives)["similarity"]
+        rows = []
+        for floor in floors:
+            near, _ = relations(half.positives, rule, floor)
+            _, variant = relations(half.variants, rule, floor)
+            row = {
+                "floor": floor,
+                "near": int(near.sum()),
+                "near_lost": int((near_now & ~near).sum()),
+                "variants": int(variant.sum()),
+                "variants_lost": int((variant_now & ~variant).sum()),
+                "negative_candidates": int((negatives >= floor).sum()),
+            }
+            rows.append(row)
+            print(
+                f"  floor {floor:.2f}: near-duplicates found {row['near']} of {len(near)} "
+                f"({row['near_lost']} of the shipped floor's lost), variants {row['variants']} "
+                f"of {len(variant)} ({row['variants_lost']} lost), hard-negative pairs that "
+                f"are candidates {row['negative_candidates']} of {len(negatives)}"
+            )
+        table[name] = {"least_kept_similarity": least, "floors": rows}
+    return table
+
+
 def timed(fn: Callable[[], Any], repeat: int) -> float:
     """CPU seconds per call (all of the process's threads: OpenCV may use several)."""
     started = time.process_time()
@@ -708,6 +756,13 @@ def main() -> None:
         help="the service's ORB keypoints, or RootSIFT for comparison (same number kept, same "
         "matching and RANSAC; not what the service stores)",
     )
+    parser.add_argument(
+        "--floors",
+        type=lambda text: [float(f) for f in text.split(",")],
+        default=[],
+        help="candidate floors to compare with the shipped one at the shipped constants, "
+        "e.g. 0.5,0.55,0.6",
+    )
     args = parser.parse_args()
 
     from worker.model import load_embedder
@@ -727,7 +782,7 @@ def main() -> None:
     tune_samples, test_samples = split(samples)
     tune = build_half(tune_samples, embedder, args.seed + 1)
     test = build_half(test_samples, embedder, args.seed + 2)
-    floor = verify.CANDIDATE_FLOOR
+    floor = candidate_floor(args.model, args.pooling)
     print(
         f"decode {args.decode}, keypoints on {args.keypoints_on}; {len(samples)} originals in "
         f"{len({s.group for s in samples})} look-alike groups; model {embedder.version}; "
@@ -750,6 +805,11 @@ def main() -> None:
         and shipped.variants_as_near <= VARIANT_AS_NEAR_MAX
     )
     print(f"targets met at the shipped constants: {met}")
+    floors = (
+        floor_table({"tune": tune, "test": test}, shipped_rule(), floor, args.floors)
+        if args.floors
+        else {}
+    )
 
     # The cost, in CPU time (the machine may be shared): keypoints per ingested image
     # (catalog-sized studio photos, as the worker decodes them), and one pair's verification
@@ -763,6 +823,7 @@ def main() -> None:
     per_image = timed(lambda: [_keypoints(*f) for f in files], 3) / len(files)
     points = [_keypoints(*f) for f in files]
     photos = [f[1] for f in files]
+    per_candidate = None
     if _local == "orb":
         encoded = [verify.encode(p) for p in points]
         per_pair = (
@@ -776,6 +837,17 @@ def main() -> None:
             )
             / (5 * len(encoded))
         )
+
+        def calls() -> None:
+            """As a /duplicates call (api/duplicates.py): the asked item decoded once, each
+            candidate decoded and verified against it."""
+            for a in encoded[:5]:
+                mine = verify.decode(a)
+                assert mine is not None
+                for b in encoded:
+                    verify.verify(mine, verify.decode(b))  # type: ignore[arg-type]
+
+        per_candidate = timed(calls, 3) / (5 * len(encoded))
         size = float(np.mean([len(e) for e in encoded]))
     else:  # no payload form: its size as ORB's layout would store it, in base64
         per_pair = timed(lambda: [verify_pair(a, b) for a in points[:5] for b in points], 3) / (
@@ -794,8 +866,14 @@ def main() -> None:
         f"cost: {per_image * 1000:.1f} CPU-ms of keypoints (with any decode of their own) per "
         f"{STUDIO[0]}x{STUDIO[1]} photo (the model's decode "
         f"{photos[0].width}x{photos[0].height}), {per_pair * 1000:.2f} CPU-ms to "
-        f"decode and verify a pair, {size / 1024:.1f} KiB of "
-        "payload per item"
+        "decode and verify a pair"
+        + (
+            ""
+            if per_candidate is None
+            else f" ({per_candidate * 1000:.2f} a candidate in a /duplicates call, the asked "
+            "item decoded once)"
+        )
+        + f", {size / 1024:.1f} KiB of payload per item"
     )
     if args.json:
         args.json.write_text(
@@ -811,7 +889,11 @@ def main() -> None:
                     "test_at_shipped": asdict(shipped),
                     "keypoints_ms_per_image": per_image * 1000,
                     "verify_ms_per_pair": per_pair * 1000,
+                    "verify_ms_per_candidate": (
+                        None if per_candidate is None else per_candidate * 1000
+                    ),
                     "payload_bytes": size,
+                    "floors": floors,
                 },
                 indent=2,
             )

@@ -1,5 +1,6 @@
 """What the near-duplicate keypoints cost the worker per catalog photo:
-``python -m benchmarks.keypoints_cost [--size 1.5mp] [--photos 60] [--photoset DIR]``.
+``python -m benchmarks.keypoints_cost [--size 1.5mp] [--photos 60] [--photoset DIR]
+[--profile]``.
 
 On the realistic catalog photos of benchmarks/photoset.py (JPEG, some WebP and PNG with
 alpha), CPU milliseconds per photo (process CPU: OpenCV may use several threads) of
@@ -17,7 +18,8 @@ alpha), CPU milliseconds per photo (process CPU: OpenCV may use several threads)
 
 Then the same for 200 tiny images (28 px Fashion-MNIST items, which get no keypoints: under
 worker.keypoints.MIN_SOURCE). Every figure is the median of ``--repeat`` passes. CPU time,
-not wall time, because the development VM is shared.
+not wall time, because the development VM is shared. ``--profile``: where a /duplicates
+call's time goes (cProfile of one more pass of its calls, the functions that take the most).
 """
 
 from __future__ import annotations
@@ -69,6 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--photoset", type=Path, default=photoset.DEFAULT_OUT)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--model", default=Settings().model)
+    parser.add_argument("--profile", action="store_true")
     args = parser.parse_args(argv)
 
     folder = args.photoset / args.size
@@ -125,12 +128,14 @@ def main(argv: list[str] | None = None) -> int:
     kib = statistics.mean(len(verify.encode(k)) for k in found) / 1024
     plain = sum(not k.verifiable for k in found)
     print(f"  payload {kib:.1f} KiB per item; too plain to verify: {plain} of {len(found)}")
-    duplicates_call(files, sources, found, args.repeat)
+    duplicates_call(files, sources, found, args.repeat, profile=args.profile)
     small(args.repeat)
     return 0
 
 
-def duplicates_call(files: list[bytes], sources: list[Any], found: list[Any], repeat: int) -> None:
+def duplicates_call(
+    files: list[bytes], sources: list[Any], found: list[Any], repeat: int, profile: bool = False
+) -> None:
     """What a ``/duplicates`` call verifies (api/duplicates.py): an item's payload against
     CANDIDATES candidates' payloads, decoded and verified, one of them the item's edited
     copy (cropped, rescaled, recompressed: the pair that goes through to the end of the
@@ -152,6 +157,8 @@ def duplicates_call(files: list[bytes], sources: list[Any], found: list[Any], re
         others = [s for j, s in enumerate(stored) if j != i][: CANDIDATES - 1]
         calls.append((stored[i], [edited, *others]))
 
+    threshold = Settings().duplicate_threshold  # read once, as the API does per request
+
     def one_call(call: tuple[str, list[str]]) -> int:
         mine = verify.decode(call[0])
         assert mine is not None
@@ -159,7 +166,7 @@ def duplicates_call(files: list[bytes], sources: list[Any], found: list[Any], re
         for payload in call[1]:
             other = verify.decode(payload)
             assert other is not None
-            found += verify.verify(mine, other).relation(Settings().duplicate_threshold) == "near"
+            found += verify.verify(mine, other).relation(threshold) == "near"
         return found
 
     ms = per_photo(one_call, calls, repeat)  # type: ignore[arg-type]
@@ -168,6 +175,22 @@ def duplicates_call(files: list[bytes], sources: list[Any], found: list[Any], re
         f"  /duplicates: {ms:.2f} CPU-ms per call to decode and verify {CANDIDATES} candidates' "
         f"payloads ({len(calls)} calls; near-duplicates found {near}, of {len(calls)} copies)"
     )
+    if profile:
+        import cProfile
+        import pstats
+
+        profiler = cProfile.Profile()
+        profiler.enable()
+        for call in calls:
+            one_call(call)  # type: ignore[arg-type]
+        profiler.disable()
+        stats = pstats.Stats(profiler)
+        total = stats.total_tt  # type: ignore[attr-defined]
+        print(f"  where a call's time goes (cProfile, {len(calls)} calls, share of {total:.2f} s):")
+        rows = sorted(stats.stats.items(), key=lambda kv: -kv[1][2])[:12]  # type: ignore[attr-defined]
+        for (path, line, name), (_, calls_n, own, _cumulative, _) in rows:
+            where = f"{Path(path).name}:{line}" if line else "built-in"
+            print(f"    {own / total:6.1%} own  {calls_n:6d} calls  {name} ({where})")
 
 
 def keypoint_payload_source(data: bytes, image: Any, larger: Any) -> Any:

@@ -13,6 +13,8 @@ under this transform, more strictly than under the keypoints' (docs/indexer.md).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import cv2
 import numpy as np
 
@@ -46,27 +48,46 @@ def _log_polar(square: np.ndarray) -> np.ndarray:
     )
 
 
+@dataclass(frozen=True)
+class Spectra:
+    """What :func:`align` needs of one thumbnail, whichever thumbnail it is laid on: made
+    once per item by :func:`prepare` (lookalike.verify.Keypoints keeps it), not once per
+    pair. Read-only arrays."""
+
+    square: np.ndarray  # the thumbnail in the _N square, float32 (:func:`_square`)
+    windowed: np.ndarray  # ``square`` times the Hanning window
+    log_polar: np.ndarray  # its high-passed magnitude spectrum in log-polar coordinates
+
+
+def prepare(thumbnail: np.ndarray) -> Spectra:
+    """A grey uint8 thumbnail's :class:`Spectra` (at most 128 px a side)."""
+    square = _square(thumbnail.astype(np.float32))
+    arrays = square, square * _WINDOW, _log_polar(square)
+    for array in arrays:
+        array.setflags(write=False)
+    return Spectra(*arrays)
+
+
 def align(
-    a: np.ndarray, b: np.ndarray, max_rotation: float, min_response: float
+    a: Spectra, b: Spectra, max_rotation: float, min_response: float
 ) -> tuple[complex, complex] | None:
-    """``(m, t)`` with ``w = m z + t`` taking thumbnail ``a``'s pixels (x + iy) to ``b``'s,
-    or None when the rotation found exceeds ``max_rotation`` degrees or the shift's phase
-    correlation peak is under ``min_response`` (the pictures do not line up: nothing to
-    compare). Grey uint8 thumbnails of at most 128 px a side."""
-    one, other = _square(a.astype(np.float32)), _square(b.astype(np.float32))
-    (dx, dy), _ = cv2.phaseCorrelate(_log_polar(one), _log_polar(other))
+    """``(m, t)`` with ``w = m z + t`` taking thumbnail ``a``'s pixels (x + iy) to ``b``'s
+    (each as :func:`prepare` made it), or None when the rotation found exceeds
+    ``max_rotation`` degrees or the shift's phase correlation peak is under ``min_response``
+    (the pictures do not line up: nothing to compare)."""
+    (dx, dy), _ = cv2.phaseCorrelate(a.log_polar, b.log_polar)
     # A magnitude spectrum is symmetric: a rotation is known up to 180 degrees.
     angle = ((dy * 360.0 / _N + 90.0) % 180.0) - 90.0
     if abs(angle) > max_rotation:
         return None
     m = complex(np.exp(1j * np.radians(angle)) / np.exp(dx / _LOG_BASE))
     turned = cv2.warpAffine(
-        one,
+        a.square,
         np.array([[m.real, -m.imag, 0.0], [m.imag, m.real, 0.0]], np.float32),
         (_N, _N),
-        borderValue=float(one.mean()),
+        borderValue=float(a.square.mean()),
     )
-    (tx, ty), response = cv2.phaseCorrelate(turned * _WINDOW, other * _WINDOW)
+    (tx, ty), response = cv2.phaseCorrelate(turned * _WINDOW, b.windowed)
     if response < min_response:
         return None
     return m, complex(tx, ty)

@@ -44,6 +44,7 @@ from __future__ import annotations
 import base64
 import struct
 from dataclasses import dataclass, replace
+from functools import cached_property
 from typing import Any
 
 import cv2
@@ -105,10 +106,8 @@ _MARGIN = 3  # px of the thumbnail around the other's frame that still count as 
 _DETACHED_MARGIN = 1
 _DETACHED_GAP = 2
 MAX_DETACHED = 0.15
-# Candidates are the nearest neighbours in the vector index whose embedding similarity
-# (lookalike.duplicate_candidates.candidate_query) reaches this: low enough for heavy edits and
-# recolouring, the verification decides.
-CANDIDATE_FLOOR = 0.5
+# The candidates verified are the nearest neighbours in the vector index whose embedding
+# similarity reaches a floor: lookalike.duplicate_candidates.CANDIDATE_FLOORS.
 
 _HEADER = struct.Struct("<BH")
 _FRAME = struct.Struct("<HHBB")  # frame width, height; grid columns, rows
@@ -135,6 +134,23 @@ class Keypoints:
     @property
     def verifiable(self) -> bool:
         return len(self) >= MIN_KEYPOINTS
+
+    # What the pixel tests derive from the thumbnail alone, whatever it is compared with:
+    # made on first use and kept, so that a /duplicates call makes the asked item's once,
+    # not once per candidate (read-only arrays; None without a thumbnail).
+    @cached_property
+    def spectra(self) -> alignment.Spectra | None:
+        """The thumbnail's spectra for lookalike.alignment.align."""
+        return None if self.thumbnail is None else alignment.prepare(self.thumbnail)
+
+    @cached_property
+    def edges(self) -> np.ndarray | None:
+        """The thumbnail's edges (:func:`_edges`)."""
+        if self.thumbnail is None:
+            return None
+        edges = _edges(self.thumbnail)
+        edges.setflags(write=False)
+        return edges
 
 
 def _ab_bytes(ab: np.ndarray) -> bytes:
@@ -292,7 +308,8 @@ def _aligned_difference(a: Keypoints, b: Keypoints, limit: float | None) -> floa
     time on shots of one background, which align and differ)."""
     if a.thumbnail is None or b.thumbnail is None:
         return 1.0
-    found = alignment.align(a.thumbnail, b.thumbnail, MAX_ROTATION, ALIGNED_MIN_RESPONSE)
+    assert a.spectra is not None and b.spectra is not None
+    found = alignment.align(a.spectra, b.spectra, MAX_ROTATION, ALIGNED_MIN_RESPONSE)
     if found is None:
         return 1.0
     # Thumbnail pixels to frame pixels, each side.
@@ -399,8 +416,8 @@ def _around(frame: np.ndarray, pixels: int) -> np.ndarray:
 def _structure_beyond(a: Keypoints, b: Keypoints, scale: complex, shift: complex) -> float:
     """The share of ``a``'s edges that the transform lays more than _MARGIN px (of the
     thumbnail) outside ``b``'s frame."""
-    assert a.thumbnail is not None
-    edges = _edges(a.thumbnail)
+    edges = a.edges
+    assert edges is not None
     total = int(edges.sum())
     if total == 0:
         return 0.0
@@ -412,8 +429,8 @@ def _detached(a: Keypoints, b: Keypoints, scale: complex, shift: complex) -> flo
     """The share of ``a``'s edges in blobs (8-connected) wholly beyond ``b``'s frame laid on
     ``a``, when a gap of _DETACHED_GAP px just past the frame holds (almost) none of them;
     0 when the edges go on past the frame, as a crop's do."""
-    assert a.thumbnail is not None
-    edges = _edges(a.thumbnail)
+    edges = a.edges
+    assert edges is not None
     total = int(edges.sum())
     if total == 0:
         return 0.0
@@ -537,11 +554,14 @@ def _matches(a: Keypoints, b: Keypoints, least: int) -> tuple[np.ndarray, np.nda
         if len(p) == 2 and p[0].distance < RATIO * p[1].distance
     ]
     if len(forward) < least:
-        # Most candidates end here: the backward search (half the cost) is not needed.
+        # Most candidates end here: the backward search is not needed.
         return np.zeros(0, int), np.zeros(0, int)
+    # The backward search for the matched descriptors of b alone (each one's nearest in a is
+    # found the same way whatever else is searched), not all of them.
+    matched = np.unique([m.trainIdx for m in forward])
     backward = {
-        m[0].queryIdx: m[0].trainIdx
-        for m in _MATCHER.knnMatch(b.descriptors, a.descriptors, k=1)
+        int(matched[m[0].queryIdx]): m[0].trainIdx
+        for m in _MATCHER.knnMatch(b.descriptors[matched], a.descriptors, k=1)
         if m
     }
     pairs = [(m.queryIdx, m.trainIdx) for m in forward if backward.get(m.trainIdx) == m.queryIdx]

@@ -10,7 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lookalike.duplicate_candidates import candidate_query
+from lookalike.duplicate_candidates import CANDIDATE_FLOORS, candidate_floor, candidate_query
+from lookalike.models import BACKBONES, CUSTOM_MODEL, DEFAULT_MODEL
 from lookalike.schema import MODEL_DIMS, MULTISCALE_DIMS, point_id
 from lookalike.store import StoredItem, VectorStore, open_store
 from support import STORE_BACKENDS, holds_float16, store_settings
@@ -88,3 +89,18 @@ def test_any_other_vector_is_compared_whole(model: str | None, dim: int) -> None
     np.testing.assert_array_equal(query.vector, vector)
     assert query.similarity(0.7) == 0.7
     assert query.score_threshold(0.8) == pytest.approx(0.8)
+
+
+def test_the_candidate_floor_follows_how_the_models_head_is_pooled() -> None:
+    """A GeM-pooled head's cosines sit higher over the same pictures than an average-pooled
+    one's: its floor is its own (docs/indexer.md measures both). The default model pools by
+    GeM; pinned to average pooling (the earlier default) it gets the floor chosen there; a
+    trained head's vectors or a user's own model's keep that floor too (not measured)."""
+    assert CANDIDATE_FLOORS["gem"] > CANDIDATE_FLOORS["avg"]
+    for model, backbone in BACKBONES.items():
+        assert candidate_floor(model) == CANDIDATE_FLOORS[backbone.resolve()[1]]
+        assert candidate_floor(model, "gem") == CANDIDATE_FLOORS["gem"]
+        assert candidate_floor(model, "avg") == CANDIDATE_FLOORS["avg"]
+        assert candidate_floor(model, head="shop") == CANDIDATE_FLOORS["avg"]
+    assert candidate_floor(DEFAULT_MODEL) == CANDIDATE_FLOORS["gem"]
+    assert candidate_floor(CUSTOM_MODEL) == CANDIDATE_FLOORS["avg"]

@@ -305,3 +305,54 @@ def test_a_letter_is_not_near_its_accented_form_a_crop_through_it_is() -> None:
     for edit, box in crops.items():
         verdict = verify.verify(original, keypoints(jpeg(letter.crop(box))))
         assert verdict.relation(THRESHOLD) == "near", (edit, verdict)
+
+
+def test_a_call_verifies_each_candidate_as_a_fresh_pair_would(photos: list[bytes]) -> None:
+    """A /duplicates call decodes the asked item once and verifies every candidate against
+    it, so what the pixel tests derive from its thumbnail alone (the spectra the alignment
+    needs, the edges) is made once and kept. Each verdict is still, bit for bit, the one
+    that both payloads decoded afresh for that pair alone give, whichever way round and
+    whether or not the aligned comparison runs: real pairs that are near-duplicates (by the
+    keypoints, and by the aligned thumbnails), a colour variant, and look-alikes that are
+    neither."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "photo.png"
+        path.write_bytes(photos[2])
+        copy = edited_copy(path)
+    hsv = np.asarray(decode_image(photos[2], max_pixels=PIXELS).convert("HSV")).copy()
+    hsv[..., 0] = (hsv[..., 0].astype(int) + 85) % 256
+    images = {
+        "photo": photos[2],
+        "copy": copy,
+        "hue-shift": jpeg(Image.fromarray(hsv, "HSV").convert("RGB")),
+        "O": jpeg(glyph("O")),
+        "O watermarked": jpeg(watermarked(glyph("O"))),
+        "Q": jpeg(glyph("Q")),
+        "E": jpeg(glyph("E")),
+        "F": jpeg(glyph("F")),
+        **{f"other {i}": photos[i] for i in (0, 5, 9, 13)},
+    }
+    stored = {
+        name: keypoint_payload(data, worker_decode(data), max_pixels=PIXELS)["keypoints"]
+        for name, data in images.items()
+    }
+    relations = set()
+    for asked in ("photo", "O", "E"):
+        mine = verify.decode(stored[asked])
+        assert mine is not None
+        for name, payload in stored.items():
+            if name == asked:
+                continue
+            for align in (None, True):
+                other = verify.decode(payload)
+                assert other is not None
+                in_the_call = verify.verify(mine, other, align=align)
+                alone = verify.decode(stored[asked]), verify.decode(payload)
+                assert alone[0] is not None and alone[1] is not None
+                assert in_the_call == verify.verify(*alone, align=align), (asked, name, align)
+                assert verify.verify(*reversed(alone), align=align) == in_the_call
+                relations.add(in_the_call.relation(THRESHOLD))
+        assert "spectra" in vars(mine) and "edges" in vars(mine)  # made, and kept
+    assert relations == {"near", "variant", None}
