@@ -65,7 +65,7 @@ from typing import Any
 
 import cv2
 import numpy as np
-from PIL import Image, ImageDraw, ImageEnhance, ImageFilter, ImageFont
+from PIL import Image, ImageDraw, ImageEnhance, ImageFilter, ImageFont, ImageOps
 
 from indexer.quality.studio import STUDIO, studio, studio_background
 from lookalike import verify
@@ -178,6 +178,84 @@ def fashion_samples(rng: np.random.Generator) -> Iterator[Sample]:
                 Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8)),
                 Image.fromarray((shade * 255).astype(np.uint8)),
             )
+
+
+# The look-alikes that the first set left out and the demo catalog showed (docs/indexer.md):
+# letters cut out to their own outline, one the other cut short or accented; coins of one
+# design that differ by their numeral; one product that differs by a small printed letter.
+# Each group's members alternate between two sources, so that the tune half gets one (a
+# font, a coin, a product) and the held-out half the other.
+CUTOUT_FONTS = (FONT, Path("/usr/share/fonts/truetype/dejavu/DejaVuSerif-Bold.ttf"))
+CUTOUT_CHARS = "OQÖAÄNÑUÜhnvyxXaäoöuüEF"
+NUMERALS = ("1", "2", "5", "10", "20", "50")
+LABELS = ("", "\u05d2", "\u05e0", "\u05d4", "\u05e9", "A")  # none, gimel, nun, he, shin, A
+# These groups are measured beside the others, not in the rule's choice: no rule reaches the
+# precision margin on them (docs/indexer.md), and the targets are the first set's.
+EXTRA_GROUPS = ("cutouts", "coin-numerals", "labelled")
+
+
+def cutout_samples() -> Iterator[Sample]:
+    """Letters cut out to their own outline (the frame is the ink's bounding box), as a
+    catalog of letter stamps holds them: an O is a Q with its tail cut off by its own frame,
+    an n an h without its ascender, an A an A-umlaut without its dots."""
+    for char in CUTOUT_CHARS:
+        for path in CUTOUT_FONTS:
+            font = ImageFont.truetype(str(path), 400)
+            image = Image.new("RGB", (700, 700), "white")
+            ImageDraw.Draw(image).text((350, 350), char, fill="black", font=font, anchor="mm")
+            box = ImageOps.invert(image.convert("L")).getbbox()
+            yield Sample("cutouts", f"{char}-{path.stem}", image.crop(box))
+
+
+def _emboss(image: Image.Image, text: str, font: ImageFont.FreeTypeFont) -> Image.Image:
+    """``text`` struck into the picture's middle as a low relief: lit on one side, shaded on
+    the other, as a coin's numeral is."""
+    mask = Image.new("L", image.size, 0)
+    ImageDraw.Draw(mask).text(
+        (image.width // 2, image.height // 2), text, fill=255, font=font, anchor="mm"
+    )
+    relief = np.asarray(mask, dtype=np.float64) / 255.0
+    light = np.roll(relief, (-6, -6), (0, 1)) - np.roll(relief, (6, 6), (0, 1))
+    raised = 30.0 * relief + 50.0 * light
+    pixels = np.asarray(image.convert("RGB"), dtype=np.float64) + raised[..., None]
+    return Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))
+
+
+def coin_numeral_samples() -> Iterator[Sample]:
+    """One coin photo (skimage's) with each numeral struck into it: coins of one design that
+    differ by their value, minted alike (two such coins, one to each half)."""
+    coins = [s.image for s in coin_samples()]
+    bases = [coins[2], coins[10]]  # two coins with a plain field, where a numeral shows
+    font = ImageFont.truetype(str(FONT), 200)
+    for numeral in NUMERALS:
+        for k, base in enumerate(bases):
+            yield Sample("coin-numerals", f"coin{k}-{numeral}", _emboss(base, numeral, font))
+
+
+def labelled_samples(rng: np.random.Generator) -> Iterator[Sample]:
+    """One product photographed alike with a different small letter printed on its side (or
+    none), as dreidels or labelled jars are: two products of openclipart's containers, one to
+    each half."""
+    background = studio_background()
+    paths = sorted((CLIPART / "containers").rglob("*.png"))[:2]
+    shots = []
+    for path in paths:
+        with Image.open(path) as raw:
+            shots.append(studio(raw, background, rng))
+    for label in LABELS:
+        for path, (image, mask) in zip(paths, shots, strict=True):
+            left, top, right, bottom = mask.getbbox() or (0, 0, *image.size)
+            out = image.copy()
+            font = ImageFont.truetype(str(FONT), max(12, (bottom - top) // 2))
+            if label:
+                ImageDraw.Draw(out).text(
+                    ((left + right) // 2, (top + bottom) // 2),
+                    label,
+                    fill=(20, 20, 20),
+                    font=font,
+                    anchor="mm",
+                )
+            yield Sample("labelled", f"{path.stem}-{label or 'plain'}", out, mask)
 
 
 # ----------------------------------------------------------------------------- edits
@@ -478,6 +556,7 @@ class Rule:
     variant_delta: float
     max_difference: float = verify.MAX_DIFFERENCE
     max_aligned: float = verify.MAX_ALIGNED_DIFFERENCE
+    max_local: float = verify.MAX_LOCAL
 
 
 @dataclass(frozen=True)
@@ -492,6 +571,7 @@ class Result:
     recall_by_group: dict[str, float]
     variants_by_kind: dict[str, float]
     missed_by_candidates: float
+    false_by_group: dict[str, int] = field(default_factory=dict)
 
 
 _COLUMNS: dict[int, tuple[list[Any], dict[str, np.ndarray]]] = {}
@@ -512,6 +592,7 @@ def _columns(pairs: list[Any]) -> dict[str, np.ndarray]:
         "difference": np.array([v.difference for v in verdicts]),
         "beyond": np.array([v.beyond for v in verdicts]),
         "aligned": np.array([v.aligned for v in verdicts]),
+        "local": np.array([v.local for v in verdicts]),
     }
     _COLUMNS[id(pairs)] = (pairs, columns)
     return columns
@@ -530,10 +611,11 @@ def relations(pairs: list[Any], rule: Rule, floor: float) -> tuple[np.ndarray, n
     variant = same & (c["delta"] >= rule.variant_delta)
     agree = c["difference"] <= rule.max_difference
     aligned = c["aligned"] <= rule.max_aligned
+    alike = c["local"] <= rule.max_local
     strict = (c["inliers"] >= verify.VARIANT_MIN_INLIERS) & (
         c["score"] >= max(rule.threshold, verify.VARIANT_MIN_SCORE)
     )
-    near = (same & ~variant & (agree | aligned)) | (~same & aligned)
+    near = ((same & ~variant & (agree | aligned)) | (~same & aligned)) & alike
     return candidate & near, candidate & variant & strict
 
 
@@ -543,6 +625,7 @@ def evaluate(half: Half, rule: Rule, floor: float) -> Result:
     false = int((false_near | false_variant).sum())
     tp = int(found.sum())
     as_near, as_variant = relations(half.variants, rule, floor)
+    false_groups = np.array([p[0] for p in half.negatives])[false_near | false_variant]
 
     def share(flags: np.ndarray, keys: list[str]) -> dict[str, float]:
         labels = np.array(keys)
@@ -559,6 +642,7 @@ def evaluate(half: Half, rule: Rule, floor: float) -> Result:
         recall_by_group=share(found, [p[0] for p in half.positives]),
         variants_by_kind=share(as_variant, [p[1] for p in half.variants]),
         missed_by_candidates=float(np.mean([p[2] < floor for p in half.positives])),
+        false_by_group={str(g): int((false_groups == g).sum()) for g in sorted(set(false_groups))},
     )
 
 
@@ -569,6 +653,7 @@ def shipped_rule() -> Rule:
         verify.VARIANT_COLOR_DELTA,
         verify.MAX_DIFFERENCE,
         verify.MAX_ALIGNED_DIFFERENCE,
+        verify.MAX_LOCAL,
     )
 
 
@@ -578,6 +663,9 @@ DIFFERENCES = (0.02, 0.03, 0.04, 0.05, 0.06, 0.08, 0.1, 1.0)
 # The same for the thumbnails aligned by their own pixels (-1: that route off; 0: no blob
 # of differing pixels at all).
 ALIGNED_DIFFERENCES = (-1.0, 0.0, 0.005, 0.01, 0.02)
+# The unmatched edges a near-duplicate's densest window may hold, the smaller way round
+# (lookalike.verify.local_difference; 1.0: not compared, as before that test).
+LOCAL_DIFFERENCES = (0.0, 0.01, 0.02, 0.05, 1.0)
 
 
 def _quick(half: Half, rule: Rule, floor: float) -> tuple[float, float, int]:
@@ -607,7 +695,8 @@ def choose(half: Half, floor: float) -> Result:
         for t in np.round(np.arange(0.02, 0.41, 0.01), 3)
         for most in DIFFERENCES
         for aligned in ALIGNED_DIFFERENCES
-        for rule in [Rule(float(t), least, delta, most, aligned)]
+        for local in LOCAL_DIFFERENCES
+        for rule in [Rule(float(t), least, delta, most, aligned, local)]
     ]
     precise = [r for r in rules if r[2] >= 0.998]
     assert precise, "no rule reaches a precision of 0.998 on the tune half"
@@ -618,6 +707,7 @@ def choose(half: Half, floor: float) -> Result:
             r[3],
             r[0].max_difference,
             r[0].max_aligned,
+            r[0].max_local,
             -r[0].threshold,
             -r[0].min_inliers,
         ),
@@ -635,7 +725,22 @@ def samples_of(rng: np.random.Generator) -> list[Sample]:
         *glyph_samples(),
         *coin_samples(),
         *fashion_samples(rng),
+        *cutout_samples(),
+        *coin_numeral_samples(),
+        *labelled_samples(np.random.default_rng(11)),
     ]
+
+
+def groups_of(half: Half, extra: bool) -> Half:
+    """The half's pairs of the EXTRA_GROUPS (``extra``), or of the others."""
+    return Half(
+        *(
+            [p for p in pairs if (p[0] in EXTRA_GROUPS) == extra]
+            for pairs in (half.positives, half.variants, half.negatives)
+        ),
+        half.plain,
+        half.images,
+    )
 
 
 def split(samples: list[Sample]) -> tuple[list[Sample], list[Sample]]:
@@ -654,6 +759,7 @@ def report(name: str, r: Result) -> None:
     print(
         f"{name}: threshold {r.rule.threshold:.2f}, {r.rule.min_inliers} inliers, "
         f"pixel difference {r.rule.max_difference:.3f}, aligned {r.rule.max_aligned:.3f}, "
+        f"unmatched edges {r.rule.max_local:.2f}, "
         f"variant colour distance {r.rule.variant_delta:.0f}: "
         f"near-dup recall {r.recall:.3f}, precision {r.precision:.3f} ({r.false_near} "
         f"hard-negative pairs verified); variants found {r.variants_found:.3f}, reported as "
@@ -663,6 +769,8 @@ def report(name: str, r: Result) -> None:
     print("  recall by edit:  " + ", ".join(f"{k} {v:.3f}" for k, v in r.recall_by_edit.items()))
     print("  recall by group: " + ", ".join(f"{k} {v:.3f}" for k, v in r.recall_by_group.items()))
     print("  variants found:  " + ", ".join(f"{k} {v:.3f}" for k, v in r.variants_by_kind.items()))
+    verified = ", ".join(f"{k} {v}" for k, v in r.false_by_group.items()) or "none"
+    print("  hard negatives verified by group: " + verified)
 
 
 def floor_table(
@@ -792,12 +900,18 @@ def main() -> None:
         f"{tune.plain + test.plain} of {tune.images + test.images}; "
         f"{time.monotonic() - started:.0f} s"
     )
-    chosen = choose(tune, floor)
+    chosen = choose(groups_of(tune, False), floor)
     report("tune half (chosen here)", chosen)
-    held = evaluate(test, chosen.rule, floor)
+    held = evaluate(groups_of(test, False), chosen.rule, floor)
     report("test half (held out)", held)
-    shipped = evaluate(test, shipped_rule(), floor)
+    shipped = evaluate(groups_of(test, False), shipped_rule(), floor)
     report("test half at the shipped constants", shipped)
+    extra = {
+        name: evaluate(groups_of(half, True), shipped_rule(), floor)
+        for name, half in (("tune", tune), ("test", test))
+    }
+    for name, result in extra.items():
+        report(f"{name} half, {', '.join(EXTRA_GROUPS)}, at the shipped constants", result)
     met = (
         shipped.recall >= RECALL_TARGET
         and shipped.precision >= PRECISION_TARGET
@@ -887,6 +1001,7 @@ def main() -> None:
                     "tune": asdict(chosen),
                     "test": asdict(held),
                     "test_at_shipped": asdict(shipped),
+                    "extra_groups_at_shipped": {k: asdict(v) for k, v in extra.items()},
                     "keypoints_ms_per_image": per_image * 1000,
                     "verify_ms_per_pair": per_pair * 1000,
                     "verify_ms_per_candidate": (

@@ -21,6 +21,11 @@ import numpy as np
 _N = 128  # the square both thumbnails are laid in (lookalike.verify.THUMBNAIL_SIDE)
 _WINDOW = cv2.createHanningWindow((_N, _N), cv2.CV_32F)
 _LOG_BASE = _N / np.log(_N / 2)  # log-polar columns per unit of log radius
+# ECC refinement (:func:`refine`): at most this many steps, until the correlation gains
+# less than this; the pictures blurred over this many pixels first.
+_ECC_STEPS = 60
+_ECC_EPSILON = 1e-5
+_ECC_BLUR = 3
 
 
 def _highpass() -> np.ndarray:
@@ -91,3 +96,28 @@ def align(
     if response < min_response:
         return None
     return m, complex(tx, ty)
+
+
+def refine(a: np.ndarray, b: np.ndarray, warp: np.ndarray) -> np.ndarray | None:
+    """``warp`` (2 x 3, thumbnail ``a``'s pixels to ``b``'s, as cv2.warpAffine's inverse map
+    takes it) refined by ECC (OpenCV's findTransformECC: the affine warp that maximises the
+    correlation of ``a`` with ``b`` laid on it), or None when it does not converge. A
+    keypoint fit or a phase correlation leaves the two off by a pixel or two, which a
+    comparison of small details (a coin's numeral, a letter on a dreidel's side) must not
+    read as a difference."""
+    mask = np.zeros(b.shape, np.uint8)
+    mask[2:-2, 2:-2] = 1  # b's own border: a crop's or a resize's edge, not its content
+    try:
+        _, refined = cv2.findTransformECC(
+            a.astype(np.float32),
+            b.astype(np.float32),
+            warp.astype(np.float32),
+            cv2.MOTION_AFFINE,
+            (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, _ECC_STEPS, _ECC_EPSILON),
+            mask,
+            _ECC_BLUR,
+        )
+    except cv2.error:  # no convergence, or a picture too flat to correlate
+        return None
+    result: np.ndarray = refined.astype(np.float64)
+    return result

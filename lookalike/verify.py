@@ -22,7 +22,11 @@ transform lays one on the other, the brightness and contrast are fitted (a tone 
 the two still differ by :data:`PIXEL_TOLERANCE` of the picture's range in a blob that
 survives an opening of :data:`OPENING` px: a missing bar or tail is such a blob, a
 watermark's thin, translucent text and a recompression's noise are not. A near-duplicate's
-difference is at most :data:`MAX_DIFFERENCE`.
+difference is at most :data:`MAX_DIFFERENCE`. That share of the whole content lets a small
+changed region through (a coin's numeral, a dreidel's letter, a collar): the transform is
+then refined by ECC and the two pictures' edges compared where they differ most
+(:func:`local_difference`): each of two different items has strokes of its own, while an
+edited copy's are all in its original (a watermark adds some to the copy only).
 
 A verified pair whose colours changed is a **colour variant** (the same shot recoloured:
 "also in red"), not a duplicate. Two measures of the change, the larger counts against
@@ -106,6 +110,19 @@ _MARGIN = 3  # px of the thumbnail around the other's frame that still count as 
 _DETACHED_MARGIN = 1
 _DETACHED_GAP = 2
 MAX_DETACHED = 0.15
+# The refined comparison (:func:`local_difference`): under the pair's transform refined by
+# ECC (lookalike.alignment.refine), an edge of one thumbnail (a grey step of LOCAL_EDGE of
+# its range) is matched when the other has one (LOCAL_MATCH of its range) within
+# LOCAL_REACH px; each way round, the LOCAL_WINDOW px window with the most unmatched edge
+# pixels; a near-duplicate's smaller way round is at most MAX_LOCAL of the window (the tune
+# half's choice, docs/indexer.md). A coin's numeral, a dreidel's letter, a collar: a small
+# changed region that MAX_DIFFERENCE's share of the whole content dilutes and its 5 px
+# opening drops.
+LOCAL_EDGE = 0.25
+LOCAL_MATCH = 0.12
+LOCAL_REACH = 2
+LOCAL_WINDOW = 16
+MAX_LOCAL = 0.0
 # The candidates verified are the nearest neighbours in the vector index whose embedding
 # similarity reaches a floor: lookalike.duplicate_candidates.CANDIDATE_FLOORS.
 
@@ -237,6 +254,9 @@ class Verdict:
     # compared, the keypoints settled it; past MAX_ALIGNED_DIFFERENCE, where verify() may
     # stop early, a lower bound)
     aligned: float = 1.0
+    # :func:`local_difference` under the refined transform of the route that made the pair
+    # near or a variant (1: not compared)
+    local: float = 1.0
 
     def verified(self, threshold: float, min_inliers: int | None = None) -> bool:
         """Whether one transform explains enough keypoints: the same shot, perhaps in
@@ -251,22 +271,26 @@ class Verdict:
         variant_delta: float | None = None,
         max_difference: float | None = None,
         max_aligned: float | None = None,
+        max_local: float | None = None,
     ) -> str | None:
         """``"near"``, ``"variant"`` or None (not the same shot). Neither may have structure
         beyond the other's frame on both sides (:func:`beyond`). A near-duplicate's
         thumbnails must also agree pixel by pixel, under the keypoints' transform or,
         more closely, under their own alignment; a variant's cannot (a recoloured product
         changes its grey levels, unlike a tone edit), so it keeps the keypoints' stricter
-        rule of before the pixel test (VARIANT_MIN_SCORE, VARIANT_MIN_INLIERS)."""
+        rule of before the pixel test (VARIANT_MIN_SCORE, VARIANT_MIN_INLIERS). Either way a
+        near-duplicate may not have strokes of its own on both sides (``local``, at most
+        MAX_LOCAL)."""
         most = MAX_DIFFERENCE if max_difference is None else max_difference
         aligned = self.aligned <= (MAX_ALIGNED_DIFFERENCE if max_aligned is None else max_aligned)
+        alike = self.local <= (MAX_LOCAL if max_local is None else max_local)
         if not self.verified(threshold, min_inliers) or self.beyond > most:
-            return "near" if aligned else None
+            return "near" if aligned and alike else None
         delta = VARIANT_COLOR_DELTA if variant_delta is None else variant_delta
         if self.color_delta >= delta:
             strict = self.verified(max(threshold, VARIANT_MIN_SCORE), VARIANT_MIN_INLIERS)
             return "variant" if strict else None
-        return "near" if self.difference <= most or aligned else None
+        return "near" if (self.difference <= most or aligned) and alike else None
 
 
 NO_MATCH = Verdict(0, 0.0, 0.0)
@@ -290,51 +314,133 @@ def verify(
         return NO_MATCH
     if (len(b), b.descriptors.tobytes()) < (len(a), a.descriptors.tobytes()):
         a, b = b, a
-    verdict = _by_keypoints(a, b, min_inliers)
+    verdict, transform = _by_keypoints(a, b, min_inliers)
     settled = (
         verdict.inliers >= MIN_INLIERS and max(verdict.difference, verdict.beyond) <= MAX_DIFFERENCE
     ) or verdict.color_delta >= VARIANT_COLOR_DELTA
+    if verdict.color_delta >= VARIANT_COLOR_DELTA or not (
+        verdict.inliers >= min_inliers and max(verdict.difference, verdict.beyond) <= MAX_DIFFERENCE
+    ):
+        transform = None  # not near by its keypoints: the aligned route's transform, if any
     if align or (align is None and not settled):
         limit = None if align else MAX_ALIGNED_DIFFERENCE
-        verdict = replace(verdict, aligned=_aligned_difference(a, b, limit))
+        aligned, found = _aligned_difference(a, b, limit)
+        verdict = replace(verdict, aligned=aligned)
+        if transform is None and aligned <= MAX_ALIGNED_DIFFERENCE:
+            transform = found
+    if transform is not None:
+        verdict = replace(verdict, local=local_difference(a, b, *transform))
     return verdict
 
 
-def _aligned_difference(a: Keypoints, b: Keypoints, limit: float | None) -> float:
-    """:func:`difference` at ALIGNED_TOLERANCE under the transform lookalike.alignment finds
-    from the thumbnails, or 1 when it finds none an edit could make (or the two pictures
-    have structure beyond each other's frames, :func:`beyond`). Past ``limit`` it stops at
-    the first figure over it (one way round of the difference: about a third of a pair's
-    time on shots of one background, which align and differ)."""
+def local_difference(a: Keypoints, b: Keypoints, scale: complex, shift: complex) -> float:
+    """Whether each picture holds strokes the other lacks, where it holds most of them: the
+    transform ``w = scale z + shift`` (``a``'s frame to ``b``'s) refined by ECC
+    (lookalike.alignment.refine), then, each way round, the share of a LOCAL_WINDOW px
+    window of one thumbnail taken by its edges (steps of LOCAL_EDGE of its range) with no
+    edge of the other (LOCAL_MATCH of its range: a blurred copy's weaker step still counts)
+    within LOCAL_REACH px, in the window where that share is largest; the smaller of the
+    two ways round. 1 when either has no thumbnail or they do not overlap.
+
+    Structure, not grey levels: a colour-balance edit moves a red region's grey and a blue
+    one's apart (no one brightness-and-contrast fit undoes it) but leaves every edge where
+    it was. The smaller way round: an overlay (a watermark's text) adds strokes to the copy
+    only, while two different items (a coin's other numeral, a dreidel's other letter, a
+    polo's collar against a T-shirt's neckline) each have strokes of their own."""
     if a.thumbnail is None or b.thumbnail is None:
         return 1.0
+    warp = _warp(a, b, scale, shift)
+    refined = alignment.refine(a.thumbnail, b.thumbnail, warp)
+    if refined is not None:
+        warp = refined
+    back = cv2.invertAffineTransform(warp)
+    return min(
+        _unmatched_edges(a.thumbnail, b.thumbnail, warp),
+        _unmatched_edges(b.thumbnail, a.thumbnail, back),
+    )
+
+
+def _gradient(grey: np.ndarray) -> np.ndarray:
+    return np.hypot(cv2.Sobel(grey, cv2.CV_32F, 1, 0), cv2.Sobel(grey, cv2.CV_32F, 0, 1)) / 4
+
+
+def _unmatched_edges(mine: np.ndarray, theirs: np.ndarray, warp: np.ndarray) -> float:
+    """The largest share of a LOCAL_WINDOW px window of ``mine`` taken by edges that
+    ``theirs``, laid on it by ``warp`` (2 x 3, ``mine``'s pixels to ``theirs``'), has no
+    edge near; 1 when they overlap too little."""
+    height, width = mine.shape
+    flags = cv2.WARP_INVERSE_MAP
+    laid = cv2.warpAffine(theirs.astype(np.float32), warp, (width, height), flags=flags)
+    covered = cv2.warpAffine(
+        np.ones(theirs.shape, np.uint8),
+        warp,
+        (width, height),
+        flags=flags | cv2.INTER_NEAREST,
+        borderValue=0,
+    )
+    # The other's frame edge and a margin: a crop's line is an edge of neither picture.
+    inside = cv2.erode(covered, np.ones((7, 7), np.uint8)).astype(bool)
+    inside[:3], inside[-3:], inside[:, :3], inside[:, -3:] = False, False, False, False
+    if int(inside.sum()) < _MIN_OVERLAP * mine.size:
+        return 1.0
+    grey = mine.astype(np.float32)
+    edges = (_gradient(grey) > LOCAL_EDGE * _range(grey[inside])) & inside
+    found = (_gradient(laid) > LOCAL_MATCH * _range(laid[inside])).astype(np.uint8)
+    reach = np.ones((2 * LOCAL_REACH + 1, 2 * LOCAL_REACH + 1), np.uint8)
+    unmatched = (edges & ~cv2.dilate(found, reach).astype(bool)).astype(np.float32)
+    window = (LOCAL_WINDOW, LOCAL_WINDOW)
+    share = cv2.boxFilter(unmatched, -1, window, normalize=True, borderType=cv2.BORDER_CONSTANT)
+    return float(share.max())
+
+
+def _range(values: np.ndarray) -> float:
+    """A picture's grey range (2nd to 98th percentile), at least 30 levels."""
+    low, high = np.percentile(values, [2, 98])
+    return max(30.0, float(high - low))
+
+
+def _aligned_difference(
+    a: Keypoints, b: Keypoints, limit: float | None
+) -> tuple[float, tuple[complex, complex] | None]:
+    """:func:`difference` at ALIGNED_TOLERANCE under the transform lookalike.alignment finds
+    from the thumbnails, or 1 when it finds none an edit could make (or the two pictures
+    have structure beyond each other's frames, :func:`beyond`), with the transform (frame
+    to frame) it was compared under. Past ``limit`` it stops at the first figure over it
+    (one way round of the difference: about a third of a pair's time on shots of one
+    background, which align and differ)."""
+    if a.thumbnail is None or b.thumbnail is None:
+        return 1.0, None
     assert a.spectra is not None and b.spectra is not None
     found = alignment.align(a.spectra, b.spectra, MAX_ROTATION, ALIGNED_MIN_RESPONSE)
     if found is None:
-        return 1.0
+        return 1.0, None
     # Thumbnail pixels to frame pixels, each side.
     fa = a.thumbnail.shape[1] / max(1, a.frame[0])
     fb = b.thumbnail.shape[1] / max(1, b.frame[0])
     scale, shift = found[0] * fa / fb, found[1] / fb
     if not _plausible(np.array([scale]))[0]:
-        return 1.0
+        return 1.0, None
+    transform = (scale, shift)
     one_way = _disagreement(a, b, scale, shift, ALIGNED_TOLERANCE)
     if limit is not None and one_way > limit:
-        return one_way
+        return one_way, transform
     apart = max(one_way, _disagreement(b, a, 1 / scale, -shift / scale, ALIGNED_TOLERANCE))
     if limit is not None and apart > limit:
-        return apart
-    return 1.0 if beyond(a, b, scale, shift) > MAX_DIFFERENCE else apart
+        return apart, transform
+    return (1.0 if beyond(a, b, scale, shift) > MAX_DIFFERENCE else apart), transform
 
 
-def _by_keypoints(a: Keypoints, b: Keypoints, min_inliers: int) -> Verdict:
+def _by_keypoints(
+    a: Keypoints, b: Keypoints, min_inliers: int
+) -> tuple[Verdict, tuple[complex, complex] | None]:
+    """The keypoints' verdict, and the transform (frame to frame) it found (None: none)."""
     src, dst = _matches(a, b, min_inliers)
     if len(src) < min_inliers:
-        return NO_MATCH
+        return NO_MATCH, None
     inlier = _consensus(a.xy[src], b.xy[dst])
     count = int(inlier.sum())
     if count < min_inliers:
-        return NO_MATCH
+        return NO_MATCH, None
     ab_a, ab_b = a.ab[src[inlier]], b.ab[dst[inlier]]
     delta = _colour_change(ab_a, ab_b)
     scale, shift = _fit(_complex(a.xy[src[inlier]]), _complex(b.xy[dst[inlier]]))
@@ -348,7 +454,8 @@ def _by_keypoints(a: Keypoints, b: Keypoints, min_inliers: int) -> Verdict:
             )
         apart = difference(a, b, scale, shift)
         outside = beyond(a, b, scale, shift)
-    return Verdict(count, count / min(len(a), len(b)), delta, apart, outside)
+    verdict = Verdict(count, count / min(len(a), len(b)), delta, apart, outside)
+    return verdict, ((scale, shift) if scale != 0 else None)
 
 
 def difference(

@@ -356,3 +356,49 @@ def test_a_call_verifies_each_candidate_as_a_fresh_pair_would(photos: list[bytes
                 relations.add(in_the_call.relation(THRESHOLD))
         assert "spectra" in vars(mine) and "edges" in vars(mine)  # made, and kept
     assert relations == {"near", "variant", None}
+
+
+def on_white(path: Path) -> Image.Image:
+    """A tuxpaint stamp (transparent around its drawing) on a white page."""
+    with Image.open(path) as raw:
+        rgba = raw.convert("RGBA")
+    page = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+    return Image.alpha_composite(page, rgba).convert("RGB")
+
+
+def test_items_that_differ_in_a_small_region_are_not_near_duplicates_their_copies_are() -> None:
+    """The demo's euro cents (tuxpaint): one design, minted alike, only the numeral differs;
+    two dreidels that differ by the letter on their side; a polo shirt and a T-shirt drawn
+    on one outline. Their keypoints match under one transform and their thumbnails agree
+    over all but a small region (under MAX_DIFFERENCE of the content: what the pixel test
+    let through). Laid on each other precisely (ECC), each has edges the other lacks, where
+    the numeral, the letter or the collar is. An edited copy's edges are all in the
+    original, and a watermark adds edges to the copy only."""
+    stamps = Path("/usr/share/tuxpaint/stamps")
+    pairs = [
+        ("symbols/money/euro/coins/002.png", "symbols/money/euro/coins/005.png"),
+        ("symbols/money/euro/coins/010.png", "symbols/money/euro/coins/050.png"),
+        ("seasonal/hanukkah/dreydl-nun.png", "seasonal/hanukkah/dreydl-shin.png"),
+        ("clothes/t_poloshirt.png", "clothes/t_tshirt.png"),
+    ]
+    for one, other in pairs:
+        verdict = verify.verify(
+            keypoints((stamps / one).read_bytes()), keypoints((stamps / other).read_bytes())
+        )
+        # The keypoints and the pixel test of before would say "the same shot".
+        assert verdict.verified(THRESHOLD), (one, verdict)
+        assert verdict.difference <= verify.MAX_DIFFERENCE, (one, verdict)
+        assert verdict.local > verify.MAX_LOCAL, (one, verdict)
+        assert verdict.relation(THRESHOLD) is None, (one, verdict)
+    for name in ("symbols/money/euro/coins/005.png", "clothes/t_poloshirt.png"):
+        picture = on_white(stamps / name)
+        original = keypoints(jpeg(picture))
+        width, height = picture.size
+        copies = {
+            "watermarked": watermarked(picture),
+            "rotated": picture.rotate(5, resample=Image.Resampling.BICUBIC, fillcolor="white"),
+            "cropped": picture.crop((width // 10, 0, width, height - height // 10)),
+        }
+        for edit, copy in copies.items():
+            verdict = verify.verify(original, keypoints(jpeg(copy)))
+            assert verdict.relation(THRESHOLD) == "near", (name, edit, verdict)
