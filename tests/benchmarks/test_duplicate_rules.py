@@ -11,6 +11,7 @@ import numpy as np
 
 from benchmarks import duplicate_threshold as bench
 from lookalike import verify
+from lookalike.duplicate_candidates import candidate_floor
 
 
 def test_the_benchmarks_rule_is_the_services() -> None:
@@ -28,7 +29,7 @@ def test_the_benchmarks_rule_is_the_services() -> None:
     ]
     pairs = [("group", 1.0, v) for v in verdicts]
     rule = bench.shipped_rule()
-    near, variant = bench.relations(pairs, rule, verify.CANDIDATE_FLOOR)
+    near, variant = bench.relations(pairs, rule, candidate_floor("efficientnet-lite0"))
     expected = [v.relation(rule.threshold) for v in verdicts]
     np.testing.assert_array_equal(near, [r == "near" for r in expected])
     np.testing.assert_array_equal(variant, [r == "variant" for r in expected])
