@@ -200,6 +200,11 @@ def run_catalog_head(args: argparse.Namespace) -> int:
             raise CatalogHeadError("give DATASET or --from-catalog, not both")
         if not args.label:
             raise CatalogHeadError("--from-catalog needs --label FIELD (e.g. category)")
+        if args.augment:
+            raise CatalogHeadError(
+                "--augment embeds altered copies of the images: give DATASET, not "
+                "--from-catalog (the catalog's stored vectors are all it reads)"
+            )
         check_name(args.name)
         settings = model_settings(args)
         check_name_unused(client, args.name)
