@@ -446,6 +446,13 @@ def run_train_head(args: argparse.Namespace) -> int:
     if args.dataset is None:
         print("indexer train-head: give DATASET, or --from-catalog --label FIELD", file=sys.stderr)
         return 2
+    if args.unlabelled:
+        print(
+            "indexer train-head: --unlabelled reads the catalog's items without a label: "
+            "it needs --from-catalog",
+            file=sys.stderr,
+        )
+        return 2
     try:
         check_name(args.name)
         augment = parse_augmentations(args.augment)
