@@ -281,13 +281,16 @@ def test_train_head_augment_trains_on_flipped_and_cropped_copies_end_to_end(
     _runs_in_the_worker(settings, "augmented", report["head"]["dim"], photos)
 
 
-def test_train_head_refuses_an_unknown_augmentation(
+def test_train_head_refuses_an_unknown_augmentation_and_unlabelled_without_a_catalog(
     model_dir: Path, tmp_path: Path, capsys
 ) -> None:  # type: ignore[no-untyped-def]
     manifest = write_manifest([], tmp_path / "empty.csv")
     args = ["train-head", str(manifest), "--name", "x", "--augment", "flip,rotate"]
     assert indexer_main([*args, "--model-cache", str(model_dir)]) == 2
     assert "unknown augmentation 'rotate'; choose from flip, crop, zoom" in capsys.readouterr().err
+    # Unlabelled items are the catalog's (those without a value of the field).
+    assert indexer_main(["train-head", str(manifest), "--name", "x", "--unlabelled"]) == 2
+    assert "--unlabelled reads the catalog's items" in capsys.readouterr().err
 
 
 def test_augmented_copies_are_flipped_cropped_and_zoomed_out() -> None:
