@@ -215,15 +215,19 @@ def variant_order(rows: list[dict[str, Any]]) -> list[str]:
 
 def table(rows: list[dict[str, Any]]) -> str:
     """One line per set and labelled images per class, one gain column per variant that ran,
-    then each variant's difference to the reference (the classifier unless ``--reference``
-    said otherwise) where both ran."""
+    then each variant's difference to its run's reference (the classifier unless
+    ``--reference`` said otherwise) where both ran."""
     kinds = variant_order(rows)
     versus = [k for k in kinds if any("vs_reference" in r for r in rows if r["kind"] == k)]
-    references = sorted({r["reference"] for r in rows if "reference" in r})
-    reference = "/".join(references) or REFERENCE
+    # Joined runs may each pair with another reference (lda+aug with lda, combined+aug with
+    # combined): each column names its own.
+    references = {
+        k: "/".join(sorted({r["reference"] for r in rows if r["kind"] == k and "reference" in r}))
+        for k in versus
+    }
     lines = [
         "| set | per class | labelled images | held-out | backbone P@5 | "
-        + " | ".join([f"{k} gain" for k in kinds] + [f"{k} vs {reference}" for k in versus])
+        + " | ".join([f"{k} gain" for k in kinds] + [f"{k} vs {references[k]}" for k in versus])
         + " |",
         "|---|---|---|---|---|" + "---|" * (len(kinds) + len(versus)),
     ]
