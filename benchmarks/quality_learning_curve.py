@@ -11,7 +11,11 @@ gain is the head's P@5 minus the backbone's, paired over the held-out queries, Â
 standard errors; ``--seeds N`` repeats each cell over N draws of the labelled images (and
 the heads' initialisation) and pairs each query's P@5 averaged over the draws. Where the
 classifier ran too, every other kind is also paired with it (``lda vs classifier``: the same
-draws and queries). ``--per-class 5,10,20,0`` picks the sizes.
+draws and queries; ``--reference`` picks another). ``--per-class 5,10,20,0`` picks the
+sizes. A kind's variants: ``KIND+aug`` also trains on each labelled image's augmented copies
+(``--augment flip,crop``, embedded once and cached, as ``train-head --augment`` does),
+``KIND+unlabelled`` gives the head the training split's other images as unlabelled vectors
+to pseudo-label (as ``train-head --from-catalog --unlabelled``); never a held-out image.
 
     python -m indexer.quality.datasets tuxpaint && python -m indexer.quality.datasets openclipart
     python -m indexer.quality.datasets fashion-mnist && python -m indexer.quality.datasets shop
