@@ -355,6 +355,9 @@ class VectorsArgs(Options):
     field: str = Field(description="a keyword field of the catalog schema (e.g. `category`)")
     cursor: str = Field(None, description="`next_cursor` of the previous page")  # type: ignore[assignment]
     limit: int = Field(100, ge=1, le=MAX_VECTORS_PAGE, description="points per page")
+    unlabelled: bool = Field(
+        False, description="also the points without a value (`value` null), not `skipped`"
+    )
 
 
 class TagsArgs(Options):

@@ -177,7 +177,8 @@ def _dimension(wanted: VersionModel, field: str) -> int:
 def vectors() -> Response:
     """A page of the active version's points (every tenant) that have a value of a keyword
     field, with their vectors: what `indexer train-head --from-catalog` trains a head on.
-    Points without a value are counted, not returned."""
+    Points without a value are counted, not returned, unless ``unlabelled`` asks for them
+    too (``value`` null: what ``train-head --unlabelled`` pseudo-labels)."""
     _admin()
     args = parse_query(VectorsArgs, request.args)
     schema = context.catalog()
@@ -192,11 +193,13 @@ def vectors() -> Response:
         )
     store = context.store()
     points, next_cursor = _scroll(store, args.cursor, args.limit)
-    valued = {
+    valued: dict[str, str | None] = {
         p.point_id: value
         for p in points
         if isinstance(value := (p.payload.get("metadata") or {}).get(args.field), str) and value
     }
+    if args.unlabelled:
+        valued.update({p.point_id: None for p in points if p.point_id not in valued})
     items = []
     for point in store.retrieve(list(valued), with_vectors=True):
         if point.vector is None:

@@ -317,7 +317,9 @@ class ReindexStarted(ReindexStatus):
 class CatalogVector(Answer):
     id: str
     tenant: str
-    value: str = Field(description="the item's value of the requested field")
+    value: str | None = Field(
+        description="the item's value of the requested field (null: none, with `unlabelled`)"
+    )
     model: str
     model_version: str = Field(description="the embedder version that made the vector")
     vector: list[float]
@@ -327,7 +329,9 @@ class VectorPage(Answer):
     field: str
     version: str | None = Field(description="the active version the vectors are read from")
     items: list[CatalogVector]
-    skipped: int = Field(description="points of this page with no value for the field")
+    skipped: int = Field(
+        description="points of this page with no value for the field (not returned)"
+    )
     next_cursor: str | None
 
 

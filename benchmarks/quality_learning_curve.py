@@ -11,7 +11,11 @@ gain is the head's P@5 minus the backbone's, paired over the held-out queries, �
 standard errors; ``--seeds N`` repeats each cell over N draws of the labelled images (and
 the heads' initialisation) and pairs each query's P@5 averaged over the draws. Where the
 classifier ran too, every other kind is also paired with it (``lda vs classifier``: the same
-draws and queries). ``--per-class 5,10,20,0`` picks the sizes.
+draws and queries; ``--reference`` picks another). ``--per-class 5,10,20,0`` picks the
+sizes. A kind's variants: ``KIND+aug`` also trains on each labelled image's augmented copies
+(``--augment flip,crop``, embedded once and cached, as ``train-head --augment`` does),
+``KIND+unlabelled`` gives the head the training split's other images as unlabelled vectors
+to pseudo-label (as ``train-head --from-catalog --unlabelled``); never a held-out image.
 
     python -m indexer.quality.datasets tuxpaint && python -m indexer.quality.datasets openclipart
     python -m indexer.quality.datasets fashion-mnist && python -m indexer.quality.datasets shop
@@ -34,6 +38,7 @@ from typing import Any
 
 import numpy as np
 
+from indexer.quality.augment import parse_augmentations
 from indexer.quality.datasets import (
     QUALITY_SETS,
     LabelledImage,
@@ -47,6 +52,7 @@ from lookalike.settings import Settings
 
 PER_CLASS = (5, 10, 20, 50, 0)  # 0: every labelled image of the training split
 KINDS = ("standardise", "classifier", "triplet", "lda", "combined")
+AUGMENTED, UNLABELLED = "aug", "unlabelled"  # variants: combined+aug, lda+unlabelled, ...
 REFERENCE = "classifier"  # the kind the others are paired against, where both ran
 BACKBONE, HEAD = "backbone", "head"
 TARGET = 0.10  # issue #23: +0.10 P@5 on held-out images at 20 labelled images a class
@@ -82,11 +88,51 @@ def labelled_subset(train: list[LabelledImage], per_class: int, seed: int) -> li
     return chosen
 
 
-def head_vectors(kind: str, x: np.ndarray, y: np.ndarray, test_x: np.ndarray, seed: int) -> Any:
+def parse_variant(variant: str) -> tuple[str, bool, bool]:
+    """``combined+aug+unlabelled`` -> (``combined``, augmented copies, unlabelled vectors)."""
+    kind, *extras = variant.split("+")
+    unknown = set(extras) - {AUGMENTED, UNLABELLED}
+    if unknown or kind not in KINDS:
+        raise SystemExit(f"unknown kind {variant!r}: KIND[+{AUGMENTED}][+{UNLABELLED}]")
+    return kind, AUGMENTED in extras, UNLABELLED in extras
+
+
+def augmented_vectors(
+    items: list[LabelledImage], kinds: tuple[str, ...], settings: Settings, cache_dir: Path
+) -> dict[str, np.ndarray]:
+    """Each item's id -> its augmented copies' vectors (len(kinds), dim), embedded as
+    ``indexer train-head --augment`` embeds them."""
+    from indexer.quality.augment import augment_methods
+    from worker.model import get_embedder
+
+    embedder = get_embedder(settings.replace(head=""))
+    methods, versions = augment_methods(embedder.embed, embedder.version, kinds)
+    embedded = embed_items(
+        items,
+        methods,
+        versions=versions,
+        max_pixels=settings.max_image_pixels,
+        cache_dir=cache_dir,
+        progress=sys.stderr,
+        decode=DECODE_SCALED,
+        input_size=embedder.input_size,
+    )
+    stacked = np.stack([embedded.vectors[kind] for kind in kinds], axis=1)
+    return {items[i].id: stacked[row] for row, i in enumerate(embedded.ok)}
+
+
+def head_vectors(
+    kind: str,
+    x: np.ndarray,
+    y: np.ndarray,
+    test_x: np.ndarray,
+    seed: int,
+    unlabelled: np.ndarray | None = None,
+) -> Any:
     from worker.model.embedder import l2_normalise
     from worker.model.heads import OUTPUT_NAME, TrainOptions, train_head
 
-    model = train_head(x, y, TrainOptions(kind=kind, seed=seed))
+    model = train_head(x, y, TrainOptions(kind=kind, seed=seed), unlabelled=unlabelled)
     out = model.predict(test_x, batch_size=256, verbose=0)
     return l2_normalise(np.asarray(out[OUTPUT_NAME] if isinstance(out, dict) else out))
 
@@ -98,7 +144,13 @@ def curve(
     kinds: list[str],
     seeds: int,
     sizes: tuple[int, ...] = PER_CLASS,
+    copies: dict[str, np.ndarray] | None = None,
+    reference: str = REFERENCE,
 ) -> list[dict[str, Any]]:
+    """The rows of one set: each variant (``KIND[+aug][+unlabelled]``) at each size, paired
+    with the backbone and with ``reference``. ``+aug`` trains on each labelled image's
+    augmented ``copies`` too; ``+unlabelled`` gives the head the training split's other
+    images as unlabelled vectors (never a held-out one)."""
     position = {item.id: i for i, item in enumerate(items)}
     train, test = stratified_split(items, test_fraction=0.3, seed=0)
     test_x = vectors[[position[i.id] for i in test]]
@@ -106,25 +158,36 @@ def curve(
     rows = []
     for per_class in sizes:
         per_query: dict[str, np.ndarray] = {}
-        for kind in kinds:
+        for variant in kinds:
+            kind, augment, semi = parse_variant(variant)
             heads, seconds, labelled = [], 0.0, []
             for seed in range(seeds):
                 chosen = labelled_subset(train, per_class, seed)
                 x = vectors[[position[i.id] for i in chosen]]
                 y = np.array([i.label for i in chosen])
+                if augment:
+                    assert copies is not None
+                    # Each image's copies (one per augmentation), image after image.
+                    extra = np.concatenate([copies[i.id] for i in chosen])
+                    x = np.concatenate([x, extra])
+                    y = np.concatenate([y, np.repeat(y, len(extra) // len(chosen))])
+                unlabelled = None
+                if semi:
+                    ids = {i.id for i in chosen}
+                    unlabelled = vectors[[position[i.id] for i in train if i.id not in ids]]
                 started = time.process_time()
-                got = head_vectors(kind, x, y, test_x, seed)
+                got = head_vectors(kind, x, y, test_x, seed, unlabelled)
                 seconds += time.process_time() - started
                 heads.append(score_vectors(test, {HEAD: got})[HEAD][0].per_query["P@5"])
                 labelled.append(len(chosen))
             # Each held-out query's P@5 averaged over the draws, then paired with the
             # backbone's: the spread left is the queries' (a fixed held-out set).
-            per_query[kind] = np.mean(heads, axis=0)
-            mean, two_se = paired_difference(base.per_query["P@5"], per_query[kind])
+            per_query[variant] = np.mean(heads, axis=0)
+            mean, two_se = paired_difference(base.per_query["P@5"], per_query[variant])
             row = {
                 "set": name,
                 "per_class": per_class or "all",
-                "kind": kind,
+                "kind": variant,
                 "labelled_images": int(np.mean(labelled)),
                 "held_out": len(test),
                 "backbone_p5": base.summary["P@5"],
@@ -134,26 +197,41 @@ def curve(
                 "draws": seeds,
                 "train_cpu_s": seconds / seeds,
             }
-            if kind != REFERENCE and REFERENCE in per_query:
-                # The same draws and queries: this kind's P@5 less the classifier's.
-                versus, versus_se = paired_difference(per_query[REFERENCE], per_query[kind])
-                row[f"vs_{REFERENCE}"], row[f"vs_{REFERENCE}_two_se"] = versus, versus_se
+            if variant != reference and reference in per_query:
+                # The same draws and queries: this kind's P@5 less the reference's.
+                versus, versus_se = paired_difference(per_query[reference], per_query[variant])
+                row["reference"] = reference
+                row["vs_reference"], row["vs_reference_two_se"] = versus, versus_se
             rows.append(row)
             print(
-                f"  {name} {row['per_class']}/class {kind}: {mean:+.3f} ± {row['two_se']:.3f}",
+                f"  {name} {row['per_class']}/class {variant}: {mean:+.3f} ± {row['two_se']:.3f}"
+                f" ({row['train_cpu_s']:.0f} CPU-s)",
                 file=sys.stderr,
             )
     return rows
 
 
+def variant_order(rows: list[dict[str, Any]]) -> list[str]:
+    """The variants that ran, by kind (``KINDS``' order), each kind's plain one first."""
+    seen = list(dict.fromkeys(row["kind"] for row in rows))
+    return sorted(seen, key=lambda v: (KINDS.index(v.split("+")[0]), v.count("+"), v))
+
+
 def table(rows: list[dict[str, Any]]) -> str:
-    """One line per set and labelled images per class, one gain column per kind that ran,
-    then each kind's difference to the classifier where both ran."""
-    kinds = [k for k in KINDS if any(row["kind"] == k for row in rows)]
-    versus = [k for k in kinds if any(f"vs_{REFERENCE}" in r for r in rows if r["kind"] == k)]
+    """One line per set and labelled images per class, one gain column per variant that ran,
+    then each variant's difference to its run's reference (the classifier unless
+    ``--reference`` said otherwise) where both ran."""
+    kinds = variant_order(rows)
+    versus = [k for k in kinds if any("vs_reference" in r for r in rows if r["kind"] == k)]
+    # Joined runs may each pair with another reference (lda+aug with lda, combined+aug with
+    # combined): each column names its own.
+    references = {
+        k: "/".join(sorted({r["reference"] for r in rows if r["kind"] == k and "reference" in r}))
+        for k in versus
+    }
     lines = [
         "| set | per class | labelled images | held-out | backbone P@5 | "
-        + " | ".join([f"{k} gain" for k in kinds] + [f"{k} vs {REFERENCE}" for k in versus])
+        + " | ".join([f"{k} gain" for k in kinds] + [f"{k} vs {references[k]}" for k in versus])
         + " |",
         "|---|---|---|---|---|" + "---|" * (len(kinds) + len(versus)),
     ]
@@ -172,10 +250,10 @@ def table(rows: list[dict[str, Any]]) -> str:
             gains.append(f"{row['gain']:+.3f} ± {row['two_se']:.3f}{mark}")
         for kind in versus:
             paired = by_kind.get(kind)
-            if paired is None or f"vs_{REFERENCE}" not in paired:
+            if paired is None or "vs_reference" not in paired:
                 gains.append("—")
                 continue
-            value, two_se = paired[f"vs_{REFERENCE}"], paired[f"vs_{REFERENCE}_two_se"]
+            value, two_se = paired["vs_reference"], paired["vs_reference_two_se"]
             mark = "**" if abs(value) > two_se else ""
             gains.append(f"{mark}{value:+.3f}{mark} ± {two_se:.3f}")
         lines.append(
@@ -198,17 +276,19 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
     for ax, name in zip(axes[0], sets, strict=True):
         mine = [row for row in rows if row["set"] == name]
         sizes = list(dict.fromkeys(str(row["per_class"]) for row in mine))
-        at = range(len(sizes))
-        ax.plot(at, [mine[0]["backbone_p5"]] * len(sizes), "k--", label="backbone")
-        for kind in dict.fromkeys(row["kind"] for row in mine):
+        ax.plot(range(len(sizes)), [mine[0]["backbone_p5"]] * len(sizes), "k--", label="backbone")
+        for kind in variant_order(mine):
             cells = [row for row in mine if row["kind"] == kind]
+            at = [sizes.index(str(row["per_class"])) for row in cells]
             p5 = np.array([row["head_p5"] for row in cells])
             se = np.array([row["two_se"] for row in cells])
-            # One colour per kind in every panel, whichever kinds ran on the set.
-            colour = f"C{KINDS.index(kind)}" if kind in KINDS else None
-            ax.plot(at, p5, marker="o", label=kind, color=colour)
+            # One colour per kind in every panel, whichever kinds ran on the set; its
+            # variants (+aug, +unlabelled) in the same colour, dashed or dotted.
+            colour = f"C{KINDS.index(kind.split('+')[0])}"
+            style = ("-", "--", ":", "-.")[min(kind.count("+") + ("+aug" in kind), 3)]
+            ax.plot(at, p5, marker="o", label=kind, color=colour, linestyle=style)
             ax.fill_between(at, p5 - se, p5 + se, alpha=0.15, color=colour)
-        ax.set_xticks(list(at), sizes)
+        ax.set_xticks(list(range(len(sizes))), sizes)
         ax.set_title(name)
         ax.set_xlabel("labelled images per class")
         ax.grid(alpha=0.3)
@@ -233,6 +313,14 @@ def main() -> None:
     parser.add_argument("--datasets", default=",".join(QUALITY_SETS))
     parser.add_argument("--kinds", default=",".join(KINDS))
     parser.add_argument("--seeds", type=int, default=1, help="draws of the labelled images")
+    parser.add_argument(
+        "--augment",
+        default="flip,crop",
+        help="the copies a +aug variant trains on (indexer/quality/augment.py)",
+    )
+    parser.add_argument(
+        "--reference", default=REFERENCE, help="the variant every other one is paired with"
+    )
     parser.add_argument(
         "--per-class",
         default=",".join(str(n) for n in PER_CLASS),
@@ -259,7 +347,24 @@ def main() -> None:
             load_labelled(QUALITY_SETS[name]), settings, args.cache_dir or args.out / "cache"
         )
         sizes = tuple(int(n) for n in args.per_class.split(","))
-        rows += curve(name, items, vectors, args.kinds.split(","), args.seeds, sizes)
+        variants = args.kinds.split(",")
+        copies = None
+        if any(parse_variant(v)[1] for v in variants):
+            # Only the images some draw labels: never a held-out one.
+            train, _ = stratified_split(items, test_fraction=0.3, seed=0)
+            drawn = {
+                i.id: i
+                for n in sizes
+                for seed in range(args.seeds)
+                for i in labelled_subset(train, n, seed)
+            }
+            copies = augmented_vectors(
+                list(drawn.values()),
+                parse_augmentations(args.augment),
+                settings,
+                args.cache_dir or args.out / "cache",
+            )
+        rows += curve(name, items, vectors, variants, args.seeds, sizes, copies, args.reference)
         print(f"  {time.monotonic() - started:.0f} s", file=sys.stderr)
     text = table(rows)
     print(text)

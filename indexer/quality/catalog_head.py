@@ -3,8 +3,9 @@ catalog's own labels, from the vectors the service already stores.
 
 1. Page through ``GET /v1/vectors?field=FIELD``: the active version's vectors (every
    tenant), each with its item's value of that keyword field of the catalog schema (e.g.
-   ``category``). Items without a value are skipped and counted. No image is read or
-   embedded again, and nothing is exported.
+   ``category``). Items without a value are skipped and counted (with ``--unlabelled``, read
+   too: the head pseudo-labels the confident share of them, worker/model/heads.py
+   ``pseudo_labelled``). No image is read or embedded again, and nothing is exported.
 2. Refuse vectors of several embedder versions (an upgrade not finished), or of a version
    embedded with a head already: a head is trained on a backbone's own vectors, and runs on
    them (worker/model/heads.py refuses vectors of another backbone version).
@@ -63,23 +64,35 @@ class CatalogVectors:
     model_version: str
     skipped: int
     version: str | None
+    # The items without a value (read only when asked for): for pseudo-labels.
+    unlabelled: np.ndarray | None = None
 
 
 def fetch_vectors(
-    client: APIClient, field: str, *, page_size: int = PAGE_SIZE, progress: TextIO | None = None
+    client: APIClient,
+    field: str,
+    *,
+    page_size: int = PAGE_SIZE,
+    progress: TextIO | None = None,
+    unlabelled: bool = False,
 ) -> CatalogVectors:
-    """Every stored vector with a value of ``field`` (GET /v1/vectors, page by page)."""
+    """Every stored vector with a value of ``field`` (GET /v1/vectors, page by page), and
+    with ``unlabelled`` those of the items without one too."""
     cursor: str | None = None
     rows: list[dict[str, Any]] = []
+    bare: list[dict[str, Any]] = []
     skipped = 0
     version = None
     while True:
         params: dict[str, Any] = {"field": field, "limit": page_size}
         if cursor:
             params["cursor"] = cursor
+        if unlabelled:
+            params["unlabelled"] = "true"
         page = client.get("/v1/vectors", **params)
-        rows.extend(page["items"])
-        skipped += int(page["skipped"])
+        for row in page["items"]:
+            (rows if row["value"] is not None else bare).append(row)
+        skipped += int(page["skipped"]) + sum(row["value"] is None for row in page["items"])
         version = page.get("version")
         cursor = page.get("next_cursor")
         if progress is not None:
@@ -92,7 +105,7 @@ def fetch_vectors(
         raise CatalogHeadError(
             f"no item of the catalog has a value of {field!r} ({skipped} items without one)"
         )
-    made_by = Counter((row["model"], row["model_version"]) for row in rows)
+    made_by = Counter((row["model"], row["model_version"]) for row in rows + bare)
     if len(made_by) > 1:
         listed = "; ".join(f"{n} by {m} ({v})" for (m, v), n in made_by.most_common())
         raise CatalogHeadError(
@@ -118,6 +131,9 @@ def fetch_vectors(
         model_version=model_version,
         skipped=skipped,
         version=version,
+        unlabelled=(
+            np.asarray([row["vector"] for row in bare], dtype=np.float32) if unlabelled else None
+        ),
     )
 
 
@@ -156,6 +172,7 @@ def train_from_vectors(
         "catalog_items": len(items),
         "skipped_without_value": data.skipped,
     }
+    # The items without a value: none of them is a held-out one (those all have a value).
     return fit_and_score(
         items,
         data.vectors,
@@ -169,6 +186,7 @@ def train_from_vectors(
         seed=seed,
         fit_all=fit_all,
         no_hold_out=f"no value of {data.field!r} has 4 items or more: none to hold out",
+        unlabelled=data.unlabelled,
     )
 
 
@@ -187,6 +205,12 @@ def add_catalog_options(parser: argparse.ArgumentParser) -> None:
     )
     group.add_argument("--label", default=None, help="the keyword field, e.g. category")
     group.add_argument("--page-size", type=int, default=PAGE_SIZE, help="vectors per request")
+    group.add_argument(
+        "--unlabelled",
+        action="store_true",
+        help="also read the items without a value, and train on the confident share of them "
+        "with the class the head's discriminant gives them (pseudo-labels)",
+    )
 
 
 def run_catalog_head(args: argparse.Namespace) -> int:
@@ -200,10 +224,21 @@ def run_catalog_head(args: argparse.Namespace) -> int:
             raise CatalogHeadError("give DATASET or --from-catalog, not both")
         if not args.label:
             raise CatalogHeadError("--from-catalog needs --label FIELD (e.g. category)")
+        if args.augment:
+            raise CatalogHeadError(
+                "--augment embeds altered copies of the images: give DATASET, not "
+                "--from-catalog (the catalog's stored vectors are all it reads)"
+            )
         check_name(args.name)
         settings = model_settings(args)
         check_name_unused(client, args.name)
-        data = fetch_vectors(client, args.label, page_size=args.page_size, progress=sys.stderr)
+        data = fetch_vectors(
+            client,
+            args.label,
+            page_size=args.page_size,
+            progress=sys.stderr,
+            unlabelled=args.unlabelled,
+        )
         report = train_from_vectors(
             data,
             settings,
@@ -226,6 +261,7 @@ def run_catalog_head(args: argparse.Namespace) -> int:
         "version": data.version,
         "items": len(data.ids),
         "skipped_without_value": data.skipped,
+        "unlabelled_read": None if data.unlabelled is None else len(data.unlabelled),
         "model": data.model,
         "model_version": data.model_version,
     }

@@ -22,12 +22,14 @@ import argparse
 import json
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 import numpy as np
 
+from indexer.quality.augment import augment_methods, parse_augmentations
 from indexer.quality.datasets import LabelledImage, by_label, load_labelled, stratified_split
 from indexer.quality.evaluate import (
     KS,
@@ -156,8 +158,12 @@ def train_and_evaluate(
     fit_all: bool = False,
     cache_dir: Path | None = None,
     progress: TextIO | None = sys.stderr,
+    augment: tuple[str, ...] = (),
 ) -> HeadReport:
-    """Train head ``name`` on ``items``' labels, save it, and score it on a held-out split."""
+    """Train head ``name`` on ``items``' labels, save it, and score it on a held-out split.
+
+    ``augment`` (indexer/quality/augment.py): each training image's altered copies are
+    embedded too and trained on with its label (the held-out images never are)."""
     from worker.model import get_embedder
 
     embedder = get_embedder(settings.replace(head=""))
@@ -170,6 +176,23 @@ def train_and_evaluate(
         progress=progress,
     )
     kept = [items[i] for i in embedded.ok]
+    copies = None
+    if augment:
+        methods, versions = augment_methods(embedder.embed, embedder.version, augment)
+
+        def copies(train: list[LabelledImage]) -> np.ndarray:
+            done = embed_items(
+                train,
+                methods,
+                versions=versions,
+                max_pixels=settings.max_image_pixels,
+                cache_dir=cache_dir,
+                progress=progress,
+            )
+            if len(done.ok) != len(train):  # they decoded a moment ago
+                raise ValueError(f"{len(train) - len(done.ok)} images no longer decode")
+            return np.stack([done.vectors[kind] for kind in augment], axis=1)
+
     return fit_and_score(
         kept,
         embedded.vectors[MODEL],
@@ -177,12 +200,13 @@ def train_and_evaluate(
         name=name,
         base_model=embedder.name,
         base_version=embedder.version,
-        training={"dataset_images": len(kept)},
+        training={"dataset_images": len(kept), **({"augment": list(augment)} if augment else {})},
         options=options,
         test_fraction=test_fraction,
         seed=seed,
         fit_all=fit_all,
         seconds={"embed": embedded.seconds},
+        copies=copies,
     )
 
 
@@ -201,12 +225,19 @@ def fit_and_score(
     fit_all: bool = False,
     seconds: dict[str, float] | None = None,
     no_hold_out: str = "no label has 4 images or more: nothing to hold out",
+    copies: Callable[[list[LabelledImage]], np.ndarray] | None = None,
+    unlabelled: np.ndarray | None = None,
 ) -> HeadReport:
     """Train head ``name`` on backbone ``vectors`` (one row per item of ``items``) and their
     labels, save it into ``settings.model_dir``, and score it on a held-out split, whether
     the vectors were embedded here (:func:`train_and_evaluate`) or read from the catalog
     (indexer/quality/catalog_head.py). ``training`` goes into the manifest, with the split's
-    figures and the options added; ``no_hold_out`` is the error when no label has 4 items."""
+    figures and the options added; ``no_hold_out`` is the error when no label has 4 items.
+
+    ``copies(items)``: (len(items), copies, dim) vectors of altered copies of those images,
+    trained on with their labels (augmentation; the held-out ones are never asked for).
+    ``unlabelled``: vectors of the catalog without a label, for the head to pseudo-label
+    (:func:`worker.model.heads.pseudo_labelled`); the held-out split is never among them."""
     from worker.model.embedder import l2_normalise
     from worker.model.heads import (
         TrainOptions,
@@ -230,15 +261,30 @@ def fit_and_score(
     # "auto" becomes the kind for the training split's labels a class, saved and reported.
     options = resolve_kind(options, train_y)
 
+    added: dict[str, int] = {}  # what the head trained on besides the labelled vectors
+
+    def fit(fit_items: list[LabelledImage], x: np.ndarray, y: np.ndarray) -> Any:
+        if copies is not None:
+            started = time.monotonic()
+            extra = copies(fit_items)
+            seconds["augment"] = seconds.get("augment", 0.0) + time.monotonic() - started
+            x = np.concatenate([x, extra.reshape(-1, x.shape[1])])
+            y = np.concatenate([y, np.repeat(y, extra.shape[1])])
+            added["augmented_copies"] = len(extra) * extra.shape[1]
+        if unlabelled is not None:
+            added["unlabelled_vectors"] = len(unlabelled)
+        return train_head(x, y, options, unlabelled=unlabelled)
+
     started = time.monotonic()
-    model = train_head(train_x, train_y, options)
-    seconds["train"] = time.monotonic() - started
+    model = fit(train_items, train_x, train_y)
+    seconds["train"] = time.monotonic() - started - seconds.get("augment", 0.0)
     training = {
         **training,
         "train_images": len(train_items),
         "test_fraction": test_fraction,
         "seed": seed,
         "options": asdict(options),
+        **added,
     }
 
     def save(model: Any, labels: list[str], extra: dict[str, Any]) -> Any:
@@ -268,8 +314,8 @@ def fit_and_score(
     if fit_all:
         started = time.monotonic()
         all_y = np.array([i.label for i in items])
-        model = train_head(vectors, all_y, options)
-        training = {**training, "train_images": len(items), "fit_all": True}
+        model = fit(items, vectors, all_y)
+        training = {**training, "train_images": len(items), "fit_all": True, **added}
         extra = {"training": training, "evaluated_version": evaluated_version}
         files = save(model, sorted(set(all_y.tolist())), extra)
         seconds["train_all"] = time.monotonic() - started
@@ -381,6 +427,13 @@ def add_train_head_parser(sub: Any) -> None:
     p.add_argument(
         "--fit-all", action="store_true", help="after evaluating, train again on all images"
     )
+    p.add_argument(
+        "--augment",
+        default="",
+        metavar="flip,crop,zoom",
+        help="also train on altered copies of each training image (each copy one more "
+        "inference per image; not with --from-catalog)",
+    )
     p.add_argument("--label-depth", type=int, default=1)
     p.add_argument("--out", type=Path, default=None, help="report folder (build/heads/NAME)")
     p.add_argument("--cache-dir", type=Path, default=None, help="reuse embeddings kept here")
@@ -393,8 +446,16 @@ def run_train_head(args: argparse.Namespace) -> int:
     if args.dataset is None:
         print("indexer train-head: give DATASET, or --from-catalog --label FIELD", file=sys.stderr)
         return 2
+    if args.unlabelled:
+        print(
+            "indexer train-head: --unlabelled reads the catalog's items without a label: "
+            "it needs --from-catalog",
+            file=sys.stderr,
+        )
+        return 2
     try:
         check_name(args.name)
+        augment = parse_augmentations(args.augment)
         settings = model_settings(args)
         items = load_labelled(args.dataset, label_depth=args.label_depth)
         report = train_and_evaluate(
@@ -406,6 +467,7 @@ def run_train_head(args: argparse.Namespace) -> int:
             seed=args.seed,
             fit_all=args.fit_all,
             cache_dir=args.cache_dir,
+            augment=augment,
         )
     except (ValueError, HeadError, OSError) as exc:
         print(f"indexer train-head: {exc}", file=sys.stderr)

@@ -198,6 +198,14 @@ def test_the_catalog_job_routes_answer_as_documented(
         200,
     )
     assert page["items"] and page["items"][0]["model_version"]
+    # With the items without a value too (`value` null there): still the documented shape.
+    every = doc.check(
+        client.get("/v1/vectors", query_string={"field": "brand", "unlabelled": "true"}),
+        "get",
+        "/v1/vectors",
+        200,
+    )
+    assert every["skipped"] == 0 and every["items"]
 
 
 def test_an_answer_that_drifts_from_its_model_fails(

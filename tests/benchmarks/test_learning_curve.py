@@ -34,16 +34,19 @@ def test_a_classifier_head_gains_where_a_nuisance_drowns_the_classes() -> None:
     x[:, 4:6] += rng.normal(0, 5.0, (len(labels), 2))
     items = [LabelledImage(f"i{n}", Path(f"i{n}"), f"c{c}") for n, c in enumerate(labels)]
 
-    rows = curve("toy", items, x, ["classifier", "lda"], seeds=1, sizes=(20,))
+    rows = curve("toy", items, x, ["classifier", "lda", "lda+unlabelled"], seeds=1, sizes=(20,))
 
-    classifier, lda = rows
+    classifier, lda, semi = rows
     for row in rows:
         assert (row["per_class"], row["labelled_images"], row["held_out"]) == (20, 80, 72)
         assert row["gain"] > row["two_se"] > 0, row
         assert row["head_p5"] > row["backbone_p5"] + 0.1, row
     # The closed-form head is paired with the classifier on the same draws and queries.
-    assert lda["vs_classifier"] == pytest.approx(lda["head_p5"] - classifier["head_p5"])
-    assert "vs_classifier" not in classifier
+    assert lda["vs_reference"] == pytest.approx(lda["head_p5"] - classifier["head_p5"])
+    assert lda["reference"] == "classifier" and "vs_reference" not in classifier
+    # +unlabelled: the training split's 88 other vectors pseudo-labelled, a variant of its own.
+    assert semi["kind"] == "lda+unlabelled" and semi["labelled_images"] == 80
     text = table(rows)
     assert "| toy | 20 | 80 | 72 |" in text
     assert "lda vs classifier" in text.splitlines()[0]
+    assert "lda+unlabelled vs classifier" in text.splitlines()[0]

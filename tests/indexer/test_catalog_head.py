@@ -86,6 +86,27 @@ def test_the_vectors_route_takes_a_keyword_field_only(service: str) -> None:
         assert "keyword field of the catalog: category, brand" in bad.json()["error"]["message"]
 
 
+def test_unlabelled_items_are_read_and_pseudo_labelled_with_unlabelled(
+    service: str, model_dir: Path, tmp_path: Path
+) -> None:
+    # The route returns the item without a category only when asked, its value null; the
+    # training then reads it, and the head is trained on it with the class it guesses.
+    params = {"field": "category", "limit": 100}
+    plain = httpx.get(f"{service}/v1/vectors", params=params).json()
+    every = httpx.get(f"{service}/v1/vectors", params={**params, "unlabelled": "true"}).json()
+    assert [row for row in plain["items"] if row["value"] is None] == []
+    bare = [row for row in every["items"] if row["value"] is None]
+    assert [row["id"] for row in bare] == ["unlabelled"] and every["skipped"] == 0
+    assert plain["skipped"] == 1 and len(every["items"]) == len(plain["items"]) + 1
+
+    assert _train(service, model_dir, tmp_path / "semi", "semi", "--unlabelled") == 0
+    report = json.loads((tmp_path / "semi" / "report.json").read_text())
+    assert report["catalog"]["unlabelled_read"] == 1
+    assert report["catalog"]["skipped_without_value"] == 1
+    training = json.loads((model_dir / "heads" / "semi.json").read_text())["training"]
+    assert training["unlabelled_vectors"] == 1 and training["options"]["pseudo_labels"] == 0.5
+
+
 def test_a_head_from_the_catalog_is_served_by_reindex_and_rolled_back(
     service: str, model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

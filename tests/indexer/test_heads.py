@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -13,6 +14,7 @@ from PIL import Image
 
 from indexer.cli import main as indexer_main
 from indexer.quality.datasets import LabelledImage, write_manifest
+from indexer.quality.train_head import HeadReport
 from lookalike.schema import ModelNotBuilt
 from lookalike.settings import Settings
 from support import labelled_images
@@ -151,24 +153,36 @@ def _runs_in_the_worker(
     return vectors
 
 
+def _train(
+    model_dir: Path,
+    photos: list[tuple[str, Path]],
+    tmp_path: Path,
+    name: str,
+    options: Any,
+) -> HeadReport:
+    """``indexer train-head``'s training on the photos (70 % of them), saved as ``name``."""
+    from indexer.quality.train_head import train_and_evaluate
+
+    items = [LabelledImage(f"{c}-{p.stem}", p, c) for c, p in photos]
+    return train_and_evaluate(
+        items,
+        Settings(model_cache=model_dir),
+        name=name,
+        options=options,
+        cache_dir=tmp_path / "vectors",
+        progress=None,
+    )
+
+
 def test_an_lda_head_from_a_dozen_photos_a_class_beats_the_backbone_in_the_worker(
     model_dir: Path, photos: list[tuple[str, Path]], tmp_path: Path
 ) -> None:
     # About 14 labelled photos a class for training: the closed-form head, saved and loaded
     # as the worker does, must still beat the raw backbone on the held-out photos.
-    from indexer.quality.train_head import train_and_evaluate
     from worker.model.heads import TrainOptions
 
-    items = [LabelledImage(f"{c}-{p.stem}", p, c) for c, p in photos]
     settings = Settings(model_cache=model_dir)
-    report = train_and_evaluate(
-        items,
-        settings,
-        name="few-lda",
-        options=TrainOptions(kind="lda"),
-        cache_dir=tmp_path / "vectors",
-        progress=None,
-    )
+    report = _train(model_dir, photos, tmp_path, "few-lda", TrainOptions(kind="lda"))
     assert report.kind == "lda"
     assert json.loads((model_dir / "heads" / "few-lda.json").read_text())["kind"] == "lda"
     held_out = report.test
@@ -186,19 +200,11 @@ def test_a_combined_head_beats_the_backbone_and_runs_in_the_worker(
     # from about 14 labelled photos a class (the default kind, "auto", picks it): saved and
     # loaded as the worker does, it must still beat the raw backbone on the held-out photos,
     # and hold each part it is made of.
-    from indexer.quality.train_head import train_and_evaluate
     from worker.model.heads import TrainOptions
 
-    items = [LabelledImage(f"{c}-{p.stem}", p, c) for c, p in photos]
     settings = Settings(model_cache=model_dir)
-    report = train_and_evaluate(
-        items,
-        settings,
-        name="few-combined",
-        options=TrainOptions(kind="auto", members=2, dim=64),
-        cache_dir=tmp_path / "vectors",
-        progress=None,
-    )
+    options = TrainOptions(kind="auto", members=2, dim=64)
+    report = _train(model_dir, photos, tmp_path, "few-combined", options)
     assert 10 <= report.train_images / report.classes < 20
     assert report.kind == "combined"
     assert json.loads((model_dir / "heads" / "few-combined.json").read_text())["kind"] == "combined"
@@ -250,3 +256,73 @@ def test_train_head_refuses_a_bad_name(model_dir: Path, tmp_path: Path, capsys) 
     )
     assert code == 2
     assert "indexer train-head: head name 'Bad Name'" in capsys.readouterr().err
+
+
+def test_train_head_augment_trains_on_flipped_and_cropped_copies_end_to_end(
+    model_dir: Path, photos: list[tuple[str, Path]], tmp_path: Path
+) -> None:
+    # `indexer train-head DATASET --augment flip,crop` on real photos: each training photo's
+    # two copies embedded by the real model and trained on, none of the held-out ones; the
+    # head still beats the backbone on the held-out photos and runs in the worker.
+    items = [LabelledImage(f"{c}-{p.stem}", p, c) for c, p in photos[::2]]
+    manifest = write_manifest(items, tmp_path / "photos.csv")
+    out = tmp_path / "report"
+    args = ["train-head", str(manifest), "--name", "augmented", "--kind", "lda"]
+    args += ["--augment", "flip,crop", "--model-cache", str(model_dir), "--out", str(out)]
+    assert indexer_main(args) == 0
+    report = json.loads((out / "report.json").read_text())
+    training = json.loads((model_dir / "heads" / "augmented.json").read_text())["training"]
+    assert training["augment"] == ["flip", "crop"]
+    assert training["augmented_copies"] == 2 * report["split"]["train_images"]
+    assert report["seconds"]["augment"] > 0
+    held_out = report["held_out"]
+    assert held_out["head"]["P@5"] > held_out["backbone"]["P@5"], held_out
+    settings = Settings(model_cache=model_dir)
+    _runs_in_the_worker(settings, "augmented", report["head"]["dim"], photos)
+
+
+def test_train_head_refuses_an_unknown_augmentation_and_unlabelled_without_a_catalog(
+    model_dir: Path, tmp_path: Path, capsys
+) -> None:  # type: ignore[no-untyped-def]
+    manifest = write_manifest([], tmp_path / "empty.csv")
+    args = ["train-head", str(manifest), "--name", "x", "--augment", "flip,rotate"]
+    assert indexer_main([*args, "--model-cache", str(model_dir)]) == 2
+    assert "unknown augmentation 'rotate'; choose from flip, crop, zoom" in capsys.readouterr().err
+    # Unlabelled items are the catalog's (those without a value of the field).
+    assert indexer_main(["train-head", str(manifest), "--name", "x", "--unlabelled"]) == 2
+    assert "--unlabelled reads the catalog's items" in capsys.readouterr().err
+
+
+def test_augmented_copies_are_flipped_cropped_and_zoomed_out() -> None:
+    from indexer.quality.augment import augmented
+
+    pixels = np.zeros((40, 50, 3), dtype=np.uint8)
+    pixels[:, :] = (200, 210, 220)  # the backdrop
+    pixels[10:30, 5:15] = (255, 0, 0)  # a red product on the left
+    image = Image.fromarray(pixels)
+    flipped = np.asarray(augmented(image, "flip"))
+    assert (flipped[20, 40] == (255, 0, 0)).all() and (flipped[20, 10] == (200, 210, 220)).all()
+    assert augmented(image, "crop").size == (40, 32)
+    zoomed = augmented(image, "zoom")
+    assert zoomed.size == image.size
+    # The whole picture at 80 %, on its own backdrop colour: the corners stay backdrop.
+    assert (np.asarray(zoomed)[0, 0] == (200, 210, 220)).all()
+    transparent = augmented(image.convert("RGBA"), "zoom")
+    assert np.asarray(transparent)[0, 0, 3] == 0
+
+
+def test_pseudo_labels_go_to_the_confident_unlabelled_vectors_of_each_class() -> None:
+    # Three classes, 5 labelled vectors each and 300 unlabelled ones: half of the unlabelled
+    # vectors each class is given get its label, the most confident (nearest) first.
+    from worker.model.heads import TrainOptions, pseudo_labelled
+
+    rng = np.random.default_rng(0)
+    centres = rng.normal(0, 1.0, (3, 32))
+    y = np.repeat([0, 1, 2], 5)
+    x = centres[y] + rng.normal(0, 0.5, (15, 32))
+    truth = np.repeat([0, 1, 2], 100)
+    unlabelled = centres[truth] + rng.normal(0, 0.5, (300, 32))
+    chosen, guessed = pseudo_labelled(x, y, unlabelled, 0.5, TrainOptions())
+    assert 140 <= len(chosen) <= 160
+    assert sorted(np.bincount(guessed).tolist()) == pytest.approx([50, 50, 50], abs=5)
+    assert (guessed == truth[chosen]).mean() > 0.95

@@ -189,6 +189,10 @@ class TrainOptions:
     # next to the lda head's two.
     members: int = 3
     classifier_weight: float = 1.0
+    # With unlabelled vectors (train_head's ``unlabelled``): the share of them, the most
+    # confident of each class the lda head's nearest class mean gives them, trained on with
+    # that class as their label next to the labelled ones (one round of self-training).
+    pseudo_labels: float = 0.5
     seed: int = 0
 
     def epochs_for_kind(self) -> int:
@@ -224,11 +228,18 @@ def resolve_kind(options: TrainOptions, labels: np.ndarray | None) -> TrainOptio
     return replace(options, kind="lda" if few else "combined")
 
 
-def train_head(x: np.ndarray, labels: np.ndarray | None, options: TrainOptions) -> Any:
+def train_head(
+    x: np.ndarray,
+    labels: np.ndarray | None,
+    options: TrainOptions,
+    unlabelled: np.ndarray | None = None,
+) -> Any:
     """The head's embedding model (a ``keras.Model`` from ``vectors`` to ``embedding``).
 
     ``x`` is (n, input_dim) backbone vectors, ``labels`` (n,) strings (unused by
     ``standardise``). Kind ``auto`` picks one by the labels (:func:`resolve_kind`).
+    ``unlabelled`` (m, input_dim): vectors of the same catalog without a label, some of which
+    are pseudo-labelled (:func:`pseudo_labelled`, ``options.pseudo_labels``) and trained on.
     """
     options = resolve_kind(options, labels)
     if options.kind not in KINDS:
@@ -245,6 +256,10 @@ def train_head(x: np.ndarray, labels: np.ndarray | None, options: TrainOptions) 
     classes, y = np.unique(np.asarray(labels), return_inverse=True)
     if len(classes) < 2:
         raise HeadError("training a head needs at least two labels")
+    if unlabelled is not None and len(unlabelled) and options.pseudo_labels > 0:
+        unlabelled = np.asarray(unlabelled, dtype=np.float32)
+        chosen, guessed = pseudo_labelled(x, y, unlabelled, options.pseudo_labels, options)
+        x, y = np.concatenate([x, unlabelled[chosen]]), np.concatenate([y, guessed])
     if options.kind == "lda":
         return _lda_model(keras, inputs, fit_lda(x, y, options.shrinkage), options)
     if options.kind == "classifier":
@@ -272,6 +287,30 @@ def train_head(x: np.ndarray, labels: np.ndarray | None, options: TrainOptions) 
         verbose=0,
     )
     return keras.Model(inputs, {OUTPUT_NAME: embedding}, name="head")
+
+
+def pseudo_labelled(
+    x: np.ndarray, y: np.ndarray, unlabelled: np.ndarray, share: float, options: TrainOptions
+) -> tuple[np.ndarray, np.ndarray]:
+    """(indices into ``unlabelled``, their guessed class): the lda head's nearest class mean
+    in discriminant coordinates (the shared-covariance Gaussian's most likely class) for each
+    unlabelled vector, and of those given each class, the ``share`` most confident (by that
+    Gaussian's posterior), so every class keeps its share of the guesses."""
+    lda = fit_lda(x, y, options.shrinkage)
+    labelled, z = lda.apply(x), lda.apply(unlabelled)
+    means = np.stack([labelled[y == c].mean(axis=0) for c in range(int(y.max()) + 1)])
+    # -|z - mean|^2 / 2 without the (m, classes, dims) array; |z|^2 cancels in the posterior.
+    score = z @ means.T - 0.5 * (means**2).sum(axis=1)
+    score -= score.max(axis=1, keepdims=True)
+    posterior = np.exp(score)
+    posterior /= posterior.sum(axis=1, keepdims=True)
+    guess, confidence = posterior.argmax(axis=1), posterior.max(axis=1)
+    chosen = []
+    for c in range(len(means)):
+        given = np.flatnonzero(guess == c)
+        chosen.append(given[np.argsort(-confidence[given])][: round(share * len(given))])
+    kept = np.sort(np.concatenate(chosen)).astype(np.int64)
+    return kept, guess[kept]
 
 
 @dataclass(frozen=True)
