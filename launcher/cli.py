@@ -52,6 +52,7 @@ def main(argv: list[str] | None = None) -> int:
             settings.model_dir,
             input_size=settings.input_size,
             pooling=settings.pooling,
+            tags_pass=settings.tags_pass,
         )
         print(f"model cache ready: {files}")
         return 0

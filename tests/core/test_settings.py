@@ -127,3 +127,22 @@ def test_input_size_and_pooling_default_to_the_backbones_and_are_checked() -> No
         with pytest.raises(SettingsError, match="LOOKALIKE_CUSTOM_MODEL_INPUT_SIZE"):
             Settings(model="custom", custom_model_path=Path("m.keras"), pooling=pooling)
     assert Settings(model="custom", custom_model_path=Path("m.keras")).pooling == ""
+
+
+def test_tags_pass_is_off_by_default_and_checked() -> None:
+    assert Settings().tags_pass == ""
+    assert Settings.from_env({"LOOKALIKE_TAGS_PASS": "224"}).tags_pass == "224"
+    assert Settings.from_env({"LOOKALIKE_TAGS_PASS": ""}) == Settings()
+    with pytest.raises(SettingsError, match="LOOKALIKE_TAGS_PASS"):
+        Settings.from_env({"LOOKALIKE_TAGS_PASS": "320"})
+    # A second pass at the side the model already runs at would repeat the first.
+    with pytest.raises(SettingsError, match="already runs at 224 px"):
+        Settings.from_env(
+            {
+                "LOOKALIKE_TAGS_PASS": "224",
+                "LOOKALIKE_INPUT_SIZE": "224",
+                "LOOKALIKE_POOLING": "avg",
+            }
+        )
+    with pytest.raises(SettingsError, match="LOOKALIKE_TAGS_PASS is for the shipped backbones"):
+        Settings(model="custom", custom_model_path=Path("m.keras"), tags_pass="224")

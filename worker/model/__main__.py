@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 from lookalike.models import BACKBONES, DEFAULT_MODEL
-from lookalike.settings import POOLINGS
+from lookalike.settings import POOLINGS, TAGS_PASSES
 from worker.model.cache import ModelFiles, build_model_cache
 from worker.model.custom import ARCHITECTURES, INPUT_MODES, CustomModel, build_custom_cache
 
@@ -38,14 +38,23 @@ def main(argv: list[str] | None = None) -> int:
     build.add_argument(
         "--pooling", choices=POOLINGS, default="", help="default: the model's; LOOKALIKE_POOLING"
     )
+    build.add_argument(
+        "--tags-pass",
+        choices=TAGS_PASSES,
+        default="",
+        help="the logits from a second pass at this side; LOOKALIKE_TAGS_PASS",
+    )
     build.add_argument("--input-mode", choices=INPUT_MODES, default="")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
 
     started = time.monotonic()
     files: ModelFiles
-    if args.custom is not None and args.pooling:
-        parser.error("--pooling is for the shipped backbones; a custom model pools as it was made")
+    if args.custom is not None and (args.pooling or args.tags_pass):
+        parser.error(
+            "--pooling and --tags-pass are for the shipped backbones; a custom model pools as "
+            "it was made"
+        )
     if args.custom is not None:
         custom = CustomModel(args.custom.resolve(), args.arch, args.input_size, args.input_mode)
         files = build_custom_cache(custom, args.cache_dir, force=args.force)
@@ -56,6 +65,7 @@ def main(argv: list[str] | None = None) -> int:
             force=args.force,
             input_size=args.input_size,
             pooling=args.pooling,
+            tags_pass=args.tags_pass,
         )
     elapsed = time.monotonic() - started
     verb = "built" if files.built else "up to date:"

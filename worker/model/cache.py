@@ -6,7 +6,8 @@ sha256, the model version and the files built, for the backbone as it ships (the
 weights were trained at, the head average-pooled). Another input size or pooling
 (LOOKALIKE_INPUT_SIZE, LOOKALIKE_POOLING; the service's defaults among them: Lite0 runs at
 320 px with GeM, lookalike/models.py) is another model, in its own files:
-``<model>-<size>-<pooling>.*``. With ``tflite=False`` (the Keras runtime) only
+``<model>-<size>-<pooling>.*``; with a second pass for the tags (LOOKALIKE_TAGS_PASS=224) another
+again, ``<stem>-tags224.*``. With ``tflite=False`` (the Keras runtime) only
 the Keras file is needed: it is built without TensorFlow where Keras runs on another backend
 (JAX on a GPU machine), and a later TFLite user converts both. A later call checks the
 manifest against the installed weights and the files on disk and does nothing when they match,
@@ -32,7 +33,7 @@ from typing import Any
 import numpy as np
 
 from lookalike.models import Backbone, get_backbone
-from lookalike.settings import MAX_INPUT_SIZE, MIN_INPUT_SIZE, POOLINGS
+from lookalike.settings import MAX_INPUT_SIZE, MIN_INPUT_SIZE, POOLINGS, TAGS_PASSES
 from worker.model import efficientnet_lite
 from worker.model.files import import_tensorflow, locked, sha256_file
 from worker.model.runners import TFLiteRunner
@@ -40,7 +41,7 @@ from worker.model.runners import TFLiteRunner
 log = logging.getLogger(__name__)
 
 # The builder of each backbone family (lookalike/models.py Backbone.family): a module with
-# ``build(backbone, input_size, pooling) -> keras.Model`` and
+# ``build(backbone, input_size, pooling, tags_size) -> keras.Model`` and
 # ``load_weights(model, backbone, state_dict)``.
 BUILDERS: dict[str, Any] = {efficientnet_lite.FAMILY: efficientnet_lite}
 
@@ -50,6 +51,10 @@ BUILDERS: dict[str, Any] = {efficientnet_lite.FAMILY: efficientnet_lite}
 CACHE_FORMAT = 2
 # The Keras and TFLite files are checked against each other after conversion.
 SELF_CHECK_TOLERANCE = 1e-4
+# ...and the logits of a tags pass: TFLite's bilinear resize differs from TensorFlow's by
+# rounding (~1e-2 of a [0, 255] pixel on the noise image the check feeds; the same on [-1, 1]
+# inputs), which reaches those logits at ~1.5e-4 (3e-5 on photos; logits span +-10).
+TAGS_SELF_CHECK_TOLERANCE = 1e-3
 
 
 class ModelCacheError(RuntimeError):
@@ -63,8 +68,9 @@ class ModelFiles:
     tflite: Path
     manifest: Path
     weights_sha256: str
-    # "<model>:<first 12 hex of the weights' sha256>[:<input size>][:gem]": names the weights,
-    # input size and pooling (the last two when not the backbone as it ships), not the runtime.
+    # "<model>:<first 12 hex of the weights' sha256>[:<input size>][:gem][:tags<side>]": names
+    # the weights, input size and pooling (the two when not the backbone as it ships) and the
+    # tags' second pass (when there is one), not the runtime.
     version: str
     input_size: int
     # False when the cache was already up to date.
@@ -74,6 +80,8 @@ class ModelFiles:
     # Size of the "features" output, and of the "multiscale" one (0: the model has none).
     feature_dim: int = efficientnet_lite.FEATURE_DIM
     multiscale_dim: int = 0
+    # The side of the logits' second pass ("224"), or "": the logits of the embedding's pass.
+    tags_pass: str = ""
 
 
 def weights_file(backbone: Backbone | str) -> Path:
@@ -93,15 +101,31 @@ def weights_file(backbone: Backbone | str) -> Path:
     return found[0]
 
 
-def model_version(model: str, weights_sha256: str, variant: tuple[int, str] | None = None) -> str:
+def model_version(
+    model: str, weights_sha256: str, variant: tuple[int, str] | None = None, tags_pass: str = ""
+) -> str:
     """The version of a backbone's vectors; ``variant`` (input size, pooling), when not the
-    backbone's own, is named so that vectors of two variants are never compared."""
+    backbone's own, is named so that vectors of two variants are never compared, and a tags
+    pass so that tags of the two passes are never mixed in one catalog."""
     version = f"{model}:{weights_sha256[:12]}"
     if variant is not None:
         size, pooling = variant
         version += f":{size}" if size else ""
         version += f":{pooling}" if pooling != "avg" else ""
-    return version
+    return version + (f":tags{tags_pass}" if tags_pass else "")
+
+
+def _tags_side(backbone: Backbone, input_size: int, pooling: str, tags_pass: str) -> int:
+    """The second pass's side (0: none); refused where it would repeat the first pass."""
+    if tags_pass not in TAGS_PASSES:
+        raise ValueError(
+            f"unknown tags pass {tags_pass!r}; choose one of {', '.join(map(repr, TAGS_PASSES))}"
+        )
+    if tags_pass and backbone.resolve(input_size, pooling)[0] == int(tags_pass):
+        raise ValueError(
+            f"a tags pass at {tags_pass} px repeats the embedding's own pass at that side"
+        )
+    return int(tags_pass or 0)
 
 
 def _variant(backbone: Backbone, input_size: int, pooling: str) -> tuple[int, str] | None:
@@ -120,11 +144,12 @@ def _variant(backbone: Backbone, input_size: int, pooling: str) -> tuple[int, st
     return None if (size, pooling) == (0, "avg") else (size, pooling)
 
 
-def _stem(backbone: Backbone, variant: tuple[int, str] | None) -> str:
+def _stem(backbone: Backbone, variant: tuple[int, str] | None, tags_pass: str = "") -> str:
+    tags = f"-tags{tags_pass}" if tags_pass else ""
     if variant is None:
-        return backbone.name
+        return backbone.name + tags
     size, pooling = variant
-    return f"{backbone.name}-{size or backbone.input_size}-{pooling}"
+    return f"{backbone.name}-{size or backbone.input_size}-{pooling}{tags}"
 
 
 def _paths(cache_dir: Path, model: str) -> tuple[Path, Path, Path]:
@@ -161,13 +186,16 @@ def build_model_cache(
     tflite: bool = True,
     input_size: int = 0,
     pooling: str = "",
+    tags_pass: str = "",
 ) -> ModelFiles:
     """Make sure ``cache_dir`` holds the converted model (the TFLite file too unless
     ``tflite`` is False) at ``input_size`` with its head pooled by ``pooling`` (0 and "": the
-    backbone's defaults, lookalike/models.py); convert only when needed."""
+    backbone's defaults, lookalike/models.py), its logits from a second pass at ``tags_pass``
+    pixels if given; convert only when needed."""
     backbone = get_backbone(model_name)
     variant = _variant(backbone, input_size, pooling)
-    stem = _stem(backbone, variant)
+    tags_size = _tags_side(backbone, input_size, pooling, tags_pass)
+    stem = _stem(backbone, variant, tags_pass)
     size, pooling = backbone.resolve(input_size, pooling)
     cache_dir = Path(cache_dir)
     cache_dir.mkdir(parents=True, exist_ok=True)
@@ -182,11 +210,12 @@ def build_model_cache(
             tflite=tflite_path,
             manifest=manifest_path,
             weights_sha256=weights_sha256,
-            version=model_version(backbone.name, weights_sha256, variant),
+            version=model_version(backbone.name, weights_sha256, variant, tags_pass),
             input_size=size,
             built=built,
             pooling=pooling,
             multiscale_dim=backbone.feature_dim("multiscale"),
+            tags_pass=tags_pass,
         )
 
     if not force and _up_to_date(manifest_path, weights_sha256, tflite):
@@ -195,7 +224,7 @@ def build_model_cache(
         # Another process may have finished the build while this one waited for the lock.
         if not force and _up_to_date(manifest_path, weights_sha256, tflite):
             return files(built=False)
-        _convert(backbone, source, weights_sha256, cache_dir, tflite, variant)
+        _convert(backbone, source, weights_sha256, cache_dir, tflite, variant, tags_size)
     return files(built=True)
 
 
@@ -206,11 +235,13 @@ def _convert(
     cache_dir: Path,
     tflite: bool = True,
     variant: tuple[int, str] | None = None,
+    tags_size: int = 0,
 ) -> None:
     from worker.model.pth import load_state_dict
 
     started = time.monotonic()
-    stem = _stem(backbone, variant)
+    tags_pass = str(tags_size) if tags_size else ""
+    stem = _stem(backbone, variant, tags_pass)
     size, pooling = variant or (0, "avg")
     size = size or backbone.input_size
     log.info("converting %s from %s", stem, source)
@@ -223,7 +254,7 @@ def _convert(
     built_with.update(keras=keras.__version__, keras_backend=keras.backend.backend())
 
     builder = BUILDERS[backbone.family]
-    model = builder.build(backbone, size, pooling)
+    model = builder.build(backbone, size, pooling, tags_size)
     builder.load_weights(model, backbone, load_state_dict(source))
     keras_path, tflite_path, manifest_path = _paths(cache_dir, stem)
     staging = Path(tempfile.mkdtemp(prefix=f".{stem}-", dir=cache_dir))
@@ -241,19 +272,24 @@ def _convert(
             # the convolutions and the explicit padding into SAME convolutions; XNNPACK runs
             # it all.
             model.export(str(staged_tflite), format="litert", verbose=False)
-            max_diff = _self_check(model, staged_tflite, size)
-            if max_diff > SELF_CHECK_TOLERANCE:
-                raise ModelCacheError(
-                    f"{backbone.name}: TFLite output differs from Keras by {max_diff:.2e}"
-                )
+            diffs = _self_check(model, staged_tflite, size)
+            for key, diff in diffs.items():
+                tolerance = SELF_CHECK_TOLERANCE
+                if tags_size and key == "logits":
+                    tolerance = TAGS_SELF_CHECK_TOLERANCE
+                if diff > tolerance:
+                    raise ModelCacheError(f"{stem}: TFLite {key} differ from Keras by {diff:.2e}")
+            max_diff = max(diffs.values())
             files["tflite"] = {"name": tflite_path.name, "sha256": sha256_file(staged_tflite)}
         dist = backbone.weights_package.replace("_", "-")
         manifest = {
             "format": CACHE_FORMAT,
             "model": backbone.name,
-            "version": model_version(backbone.name, weights_sha256, variant),
+            "version": model_version(backbone.name, weights_sha256, variant, tags_pass),
             "input_size": size,
             "pooling": pooling,
+            # Only where there is one: the default's manifest stays as it was.
+            **({"tags_pass": tags_pass} if tags_pass else {}),
             "feature_dim": backbone.dims["features"],
             "multiscale_dim": backbone.feature_dim("multiscale"),
             "num_classes": backbone.dims["logits"],
@@ -279,11 +315,11 @@ def _convert(
     log.info("converted %s in %.1fs", stem, time.monotonic() - started)
 
 
-def _self_check(model: Any, tflite_path: Path, size: int) -> float:
-    """Max abs difference between Keras and TFLite outputs on a fixed noise image."""
+def _self_check(model: Any, tflite_path: Path, size: int) -> dict[str, float]:
+    """Max abs difference between Keras and TFLite, per output, on a fixed noise image."""
     rng = np.random.default_rng(0)
     pixels = rng.integers(0, 256, (2, size, size, 3))
     pixels = pixels.astype(np.float32)
     expected = model.predict_on_batch(pixels)
     got = TFLiteRunner(tflite_path, threads=1).run(pixels)
-    return float(max(np.abs(expected[key] - got[key]).max() for key in expected))
+    return {key: float(np.abs(expected[key] - got[key]).max()) for key in expected}

@@ -126,9 +126,17 @@ def same_padding(size: int, kernel: int, stride: int) -> tuple[int, int]:
     return total // 2, total - total // 2
 
 
-def build(backbone: Backbone | str, input_size: int = 0, pooling: str = "avg") -> keras.Model:
+def build(
+    backbone: Backbone | str, input_size: int = 0, pooling: str = "avg", tags_size: int = 0
+) -> keras.Model:
     """The EfficientNet-Lite graph with freshly initialised weights, for ``input_size`` pixels
-    (0: the backbone's own) and the head pooled by ``pooling`` ("avg" or "gem")."""
+    (0: the backbone's own) and the head pooled by ``pooling`` ("avg" or "gem").
+
+    ``tags_size`` (0: none): the logits come from a second pass of the same layers (the same
+    weights) over the input resized in the graph to that side (bilinear, as
+    benchmarks/tags_side.py measured), the side the classifier was trained at; ``features``
+    and ``stage6`` stay those of the first pass (LOOKALIKE_TAGS_PASS, docs/quality.md "Tags").
+    """
     import keras
     from keras import layers
 
@@ -136,59 +144,86 @@ def build(backbone: Backbone | str, input_size: int = 0, pooling: str = "avg") -
         backbone = get_backbone(backbone)
     if pooling not in POOLINGS:
         raise ValueError(f"unknown pooling {pooling!r}; choose one of {', '.join(POOLINGS)}")
-    size = input_size or backbone.input_size
-    side = size
+    side = input_size or backbone.input_size
+    # The layers with weights, made on the first pass and called again by the second.
+    shared: dict[str, Any] = {}
 
-    def conv_bn(x: Any, filters: int, kernel: int, stride: int, name: str, *, act: bool) -> Any:
-        nonlocal size
-        x = _padded(x, kernel, stride, name)
-        if filters == 0:  # depthwise
-            x = layers.DepthwiseConv2D(
-                kernel, strides=stride, padding="valid", use_bias=False, name=f"{name}_conv"
-            )(x)
-        else:
-            x = layers.Conv2D(
-                filters,
-                kernel,
-                strides=stride,
-                padding="valid",
-                use_bias=False,
-                name=f"{name}_conv",
-            )(x)
-        size = math.ceil(size / stride)
-        x = layers.BatchNormalization(epsilon=BN_EPSILON, name=f"{name}_bn")(x)
-        return layers.ReLU(max_value=6.0, name=f"{name}_relu6")(x) if act else x
+    def weighted(name: str, make: Any) -> Any:
+        if name not in shared:
+            shared[name] = make()
+        return shared[name]
 
-    def _padded(x: Any, kernel: int, stride: int, name: str) -> Any:
-        pad = same_padding(size, kernel, stride)
-        if pad == (0, 0):
-            return x
-        return layers.ZeroPadding2D((pad, pad), name=f"{name}_pad")(x)
+    def trunk(x: Any, size: int, tag: str) -> tuple[Any, Any]:
+        """The head's map and stage 6's output of ``x`` at ``size`` pixels; ``tag`` prefixes
+        the names of the layers without weights (the second pass's own)."""
+
+        def conv_bn(x: Any, filters: int, kernel: int, stride: int, name: str, *, act: bool) -> Any:
+            nonlocal size
+            pad = same_padding(size, kernel, stride)
+            if pad != (0, 0):
+                x = layers.ZeroPadding2D((pad, pad), name=f"{tag}{name}_pad")(x)
+            if filters == 0:  # depthwise
+                conv = weighted(
+                    f"{name}_conv",
+                    lambda: layers.DepthwiseConv2D(
+                        kernel, strides=stride, padding="valid", use_bias=False, name=f"{name}_conv"
+                    ),
+                )
+            else:
+                conv = weighted(
+                    f"{name}_conv",
+                    lambda: layers.Conv2D(
+                        filters,
+                        kernel,
+                        strides=stride,
+                        padding="valid",
+                        use_bias=False,
+                        name=f"{name}_conv",
+                    ),
+                )
+            x = conv(x)
+            size = math.ceil(size / stride)
+            bn = weighted(
+                f"{name}_bn",
+                lambda: layers.BatchNormalization(epsilon=BN_EPSILON, name=f"{name}_bn"),
+            )
+            x = bn(x)
+            return layers.ReLU(max_value=6.0, name=f"{tag}{name}_relu6")(x) if act else x
+
+        x = conv_bn(x, 32, 3, 2, "stem", act=True)
+        tap = stage_ends(backbone)[MULTISCALE_STAGE].index
+        stage_output = None
+        for b in blocks(backbone):
+            name = f"block{b.index}"
+            shortcut = x
+            if b.expand != 1:
+                x = conv_bn(x, b.filters_in * b.expand, 1, 1, f"{name}_expand", act=True)
+            x = conv_bn(x, 0, b.kernel, b.stride, f"{name}_dw", act=True)
+            x = conv_bn(x, b.filters_out, 1, 1, f"{name}_project", act=False)
+            if b.residual:
+                x = layers.Add(name=f"{tag}{name}_add")([x, shortcut])
+            if b.index == tap:
+                stage_output = x
+        return conv_bn(x, FEATURE_DIM, 1, 1, "head", act=True), stage_output
 
     inputs = keras.Input((side, side, 3), name="pixels")
-    x = layers.Rescaling(1.0 / INPUT_STD, offset=-INPUT_MEAN / INPUT_STD, name="normalise")(inputs)
-    x = conv_bn(x, 32, 3, 2, "stem", act=True)
-    tap = stage_ends(backbone)[MULTISCALE_STAGE].index
-    stage_output = None
-    for b in blocks(backbone):
-        name = f"block{b.index}"
-        shortcut = x
-        if b.expand != 1:
-            x = conv_bn(x, b.filters_in * b.expand, 1, 1, f"{name}_expand", act=True)
-        x = conv_bn(x, 0, b.kernel, b.stride, f"{name}_dw", act=True)
-        x = conv_bn(x, b.filters_out, 1, 1, f"{name}_project", act=False)
-        if b.residual:
-            x = layers.Add(name=f"{name}_add")([x, shortcut])
-        if b.index == tap:
-            stage_output = x
-    x = conv_bn(x, FEATURE_DIM, 1, 1, "head", act=True)
+    normalised = layers.Rescaling(
+        1.0 / INPUT_STD, offset=-INPUT_MEAN / INPUT_STD, name="normalise"
+    )(inputs)
+    x, stage_output = trunk(normalised, side, "")
     if pooling == "gem":
         from worker.model.gem import GeM
 
-        average = layers.GlobalAveragePooling2D(name="head_average")(x)
+        average = None if tags_size else layers.GlobalAveragePooling2D(name="head_average")(x)
         features = GeM(name="features")(x)
     else:
         features = average = layers.GlobalAveragePooling2D(name="features")(x)
+    if tags_size:
+        resized = layers.Resizing(
+            tags_size, tags_size, interpolation="bilinear", name="tags_resize"
+        )(normalised)
+        tags_map, _ = trunk(resized, tags_size, "tags_")
+        average = layers.GlobalAveragePooling2D(name="tags_average")(tags_map)
     logits = layers.Dense(NUM_CLASSES, name="logits")(average)
     stage6 = layers.GlobalAveragePooling2D(name="stage6")(stage_output)
     outputs = {"features": features, "logits": logits, "stage6": stage6}

@@ -203,13 +203,15 @@ def load_embedder(
     custom: CustomModel | None = None,
     input_size: int = 0,
     pooling: str = "",
+    tags_pass: str = "",
 ) -> Embedder:
     """An embedder for ``model`` from ``cache_dir``, converting the weights there if needed.
 
     ``model="custom"`` takes a user's own Keras model, described by ``custom``; ``head``
     names a trained head in ``cache_dir/heads``. ``input_size`` and ``pooling`` of the head
     ("avg", "gem") make another model of the same weights; 0 and "": the backbone's defaults
-    (lookalike/models.py; Lite0 at 320 px with GeM).
+    (lookalike/models.py; Lite0 at 320 px with GeM). ``tags_pass`` ("224"): the logits from
+    a second pass at that side (LOOKALIKE_TAGS_PASS).
     """
     method(preprocess)  # fail on a bad mode before the slow part
     if features not in FEATURES:
@@ -222,8 +224,8 @@ def load_embedder(
             raise ValueError("model 'custom' needs the custom model's description")
         if features != "pooled":
             raise ValueError("a custom model has only pooled features")
-        if input_size or pooling:
-            raise ValueError("a custom model has its own input size and pooling")
+        if input_size or pooling or tags_pass:
+            raise ValueError("a custom model has its own input size, pooling and logits")
         files = build_custom_cache(custom, Path(cache_dir))
     else:
         # Keras alone needs no TFLite file (nor TensorFlow, on another Keras backend).
@@ -233,6 +235,7 @@ def load_embedder(
             tflite=runtime == "tflite",
             input_size=input_size,
             pooling=pooling,
+            tags_pass=tags_pass,
         )
     loaded_head = None
     if head:
@@ -285,6 +288,7 @@ def get_embedder(settings: Settings, task_threads: int = 1) -> Embedder:
         custom,
         settings.input_size,
         settings.pooling,
+        settings.tags_pass,
     )
     with _lock:
         if _pid != os.getpid():
@@ -306,6 +310,7 @@ def get_embedder(settings: Settings, task_threads: int = 1) -> Embedder:
                 custom=custom,
                 input_size=settings.input_size,
                 pooling=settings.pooling,
+                tags_pass=settings.tags_pass,
             )
             _embedders[key] = embedder
         return embedder
