@@ -94,3 +94,26 @@ def test_a_pass_at_the_models_own_side_or_another_side_is_refused(model_cache_di
         )
     with pytest.raises(ValueError, match="unknown tags pass"):
         build_model_cache("efficientnet-lite0", model_cache_dir, tags_pass="320")
+
+
+def test_a_tuxpaint_stamp_gets_the_224_models_top_tag_back(
+    tagged: Embedder, model_cache_dir: Path
+) -> None:
+    """A chicken the 320 px default calls a black grouse: with the second pass, the worker's
+    tags name it as the 224 px model does."""
+    from PIL import Image
+
+    from tests.support import TUXPAINT_STAMPS
+    from worker.model.tags import tag_payloads
+
+    image = Image.open(TUXPAINT_STAMPS / "animals" / "birds" / "chicken_profile.png")
+    image.load()
+    shipped = load_embedder("efficientnet-lite0", model_cache_dir, input_size=224, pooling="avg")
+    default = load_embedder("efficientnet-lite0", model_cache_dir)
+    top = {}
+    for name, embedder in (("tagged", tagged), ("224", shipped), ("default", default)):
+        logits = embedder.embed_and_classify([image])[1]
+        assert logits is not None
+        top[name] = tag_payloads(logits, 3, 0.1)[0]["labels"][0]["name"]
+    assert top["tagged"] == top["224"] == "hen"
+    assert top["default"] != "hen"
