@@ -360,6 +360,23 @@ def local_difference(a: Keypoints, b: Keypoints, scale: complex, shift: complex)
     )
 
 
+def _laid(
+    theirs: np.ndarray, warp: np.ndarray, size: tuple[int, int]
+) -> tuple[np.ndarray, np.ndarray]:
+    """``theirs`` laid on a ``size`` (width, height) frame by ``warp`` (2 x 3, that frame's
+    pixels to ``theirs``'), as float32, and the mask (uint8) of the frame's pixels it covers."""
+    flags = cv2.WARP_INVERSE_MAP
+    laid = cv2.warpAffine(theirs.astype(np.float32), warp, size, flags=flags)
+    covered = cv2.warpAffine(
+        np.ones(theirs.shape, np.uint8),
+        warp,
+        size,
+        flags=flags | cv2.INTER_NEAREST,
+        borderValue=0,
+    )
+    return laid, covered
+
+
 def _gradient(grey: np.ndarray) -> np.ndarray:
     return np.hypot(cv2.Sobel(grey, cv2.CV_32F, 1, 0), cv2.Sobel(grey, cv2.CV_32F, 0, 1)) / 4
 
@@ -369,15 +386,7 @@ def _unmatched_edges(mine: np.ndarray, theirs: np.ndarray, warp: np.ndarray) -> 
     ``theirs``, laid on it by ``warp`` (2 x 3, ``mine``'s pixels to ``theirs``'), has no
     edge near; 1 when they overlap too little."""
     height, width = mine.shape
-    flags = cv2.WARP_INVERSE_MAP
-    laid = cv2.warpAffine(theirs.astype(np.float32), warp, (width, height), flags=flags)
-    covered = cv2.warpAffine(
-        np.ones(theirs.shape, np.uint8),
-        warp,
-        (width, height),
-        flags=flags | cv2.INTER_NEAREST,
-        borderValue=0,
-    )
+    laid, covered = _laid(theirs, warp, (width, height))
     # The other's frame edge and a margin: a crop's line is an edge of neither picture.
     inside = cv2.erode(covered, np.ones((7, 7), np.uint8)).astype(bool)
     inside[:3], inside[-3:], inside[:, :3], inside[:, -3:] = False, False, False, False
@@ -577,15 +586,7 @@ def _disagreement(
     mine, theirs = a.thumbnail, b.thumbnail
     warp = _warp(a, b, scale, shift)
     height, width = mine.shape
-    flags = cv2.WARP_INVERSE_MAP
-    laid = cv2.warpAffine(theirs.astype(np.float32), warp, (width, height), flags=flags)
-    covered = cv2.warpAffine(
-        np.ones(theirs.shape, np.uint8),
-        warp,
-        (width, height),
-        flags=flags | cv2.INTER_NEAREST,
-        borderValue=0,
-    )
+    laid, covered = _laid(theirs, warp, (width, height))
     covered[[0, -1], :] = 0
     covered[:, [0, -1]] = 0
     inside = cv2.erode(covered, np.ones((3, 3), np.uint8)).astype(bool)
