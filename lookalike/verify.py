@@ -504,9 +504,7 @@ def _edges(thumbnail: np.ndarray) -> np.ndarray:
     """A thumbnail's edges: grey steps of PIXEL_TOLERANCE of its range (its own border
     left out)."""
     grey = thumbnail.astype(np.float32)
-    low, high = np.percentile(grey, [2, 98])
-    step = np.hypot(cv2.Sobel(grey, cv2.CV_32F, 1, 0), cv2.Sobel(grey, cv2.CV_32F, 0, 1)) / 4
-    edges = step > PIXEL_TOLERANCE * max(30.0, float(high - low))
+    edges = _gradient(grey) > PIXEL_TOLERANCE * _range(grey)
     edges[[0, -1], :] = False
     edges[:, [0, -1]] = False
     return edges
