@@ -51,6 +51,7 @@ import numpy as np
 from lookalike.schema import head_manifest_path
 from lookalike.settings import HEAD_NAME, NO_HEAD
 from worker.model.files import import_tensorflow, locked, sha256_file
+from worker.model.tags import softmax
 
 HEAD_FORMAT = 1
 KINDS = ("classifier", "triplet", "standardise", "lda", "combined")
@@ -300,10 +301,7 @@ def pseudo_labelled(
     labelled, z = lda.apply(x), lda.apply(unlabelled)
     means = np.stack([labelled[y == c].mean(axis=0) for c in range(int(y.max()) + 1)])
     # -|z - mean|^2 / 2 without the (m, classes, dims) array; |z|^2 cancels in the posterior.
-    score = z @ means.T - 0.5 * (means**2).sum(axis=1)
-    score -= score.max(axis=1, keepdims=True)
-    posterior = np.exp(score)
-    posterior /= posterior.sum(axis=1, keepdims=True)
+    posterior = softmax(z @ means.T - 0.5 * (means**2).sum(axis=1))
     guess, confidence = posterior.argmax(axis=1), posterior.max(axis=1)
     chosen = []
     for c in range(len(means)):
