@@ -432,6 +432,41 @@ def test_workers_decode_timeout_is_a_chart_value() -> None:
         render({"workers": {"decodeTimeoutSeconds": -1}})
 
 
+def test_workers_tags_pass_is_a_chart_value() -> None:
+    """workers.tagsPass reaches every worker pool as LOOKALIKE_TAGS_PASS, read back through
+    Settings; the API, which never reads it, does not get it (a change rolls only workers)."""
+    from lookalike.settings import TAGS_PASSES, Settings
+
+    def tags_passes(values: dict[str, Any]) -> dict[str, str]:
+        """Each Deployment's LOOKALIKE_TAGS_PASS, as the code reads it with the ConfigMap."""
+        docs = render(values)
+        config = by_kind(docs, "ConfigMap")["shop-lookalike-config"]["data"]
+        found = {}
+        for name, deployment in by_kind(docs, "Deployment").items():
+            (container,) = deployment["spec"]["template"]["spec"]["containers"]
+            env = {e["name"]: e["value"] for e in container["env"] if "value" in e}
+            if "LOOKALIKE_TAGS_PASS" in {**config, **env}:
+                found[name] = Settings.from_env({**config, **env}).tags_pass
+        return found
+
+    workers = {"shop-lookalike-worker-query", "shop-lookalike-worker-ingest"}
+    assert tags_passes({}) == dict.fromkeys(workers, "")
+    on = {"workers": {"tagsPass": "224"}}
+    assert tags_passes(on) == dict.fromkeys(workers, "224")
+    everything = {"workers": {"tagsPass": "224", "pools": {"gpu": {"enabled": True}}}}
+    assert tags_passes(everything) == dict.fromkeys(workers | {"shop-lookalike-worker-gpu"}, "224")
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    assert schema["properties"]["workers"]["properties"]["tagsPass"]["enum"] == list(TAGS_PASSES)
+    import helm_python as helm
+
+    # The schema refuses what the settings would (the model already runs at 320 px).
+    with pytest.raises(helm.HelmError, match="tagsPass"):
+        render({"workers": {"tagsPass": "320"}})
+    # Set where only the ConfigMap would carry it, the workers' own value would hide it.
+    with pytest.raises(helm.HelmError, match=r"workers\.tagsPass"):
+        render({"config": {"extraEnv": {"LOOKALIKE_TAGS_PASS": "224"}}})
+
+
 def test_heads_claim_is_mounted_at_the_model_cache_of_api_and_workers() -> None:
     from lookalike.settings import Settings
 

@@ -98,6 +98,9 @@ prometheus.io/path: /metrics
 {{- if and .Values.heads.enabled (hasKey .Values.config.extraEnv "LOOKALIKE_MODEL_CACHE") }}
 {{- fail "heads.enabled mounts the heads at the images' model cache: leave LOOKALIKE_MODEL_CACHE out of config.extraEnv" }}
 {{- end }}
+{{- if hasKey .Values.config.extraEnv "LOOKALIKE_TAGS_PASS" }}
+{{- fail "the workers take LOOKALIKE_TAGS_PASS from workers.tagsPass: leave it out of config.extraEnv" }}
+{{- end }}
 {{- range $name, $pool := .Values.workers.pools }}
 {{- if and $pool.enabled (gt (int $pool.gpus) 0) (eq $pool.pool "prefork") }}
 {{- fail (printf "workers.pools.%s: a GPU pool must use the threads or solo pool (no fork after CUDA)" $name) }}
