@@ -300,7 +300,8 @@ class Settings(_LookalikeSettings):
     # "224": the tags' logits from a second pass of the same weights at 224 px, the side the
     # classifier was trained at, inside the same model; the vectors stay the same. The 320 px
     # default's own logits lose tag recall (tuxpaint 57% -> 35%); the second pass gives it
-    # back for ~1.6x the model's CPU. A model version of its own (stored tags are not mixed).
+    # back for ~1.5x the model's CPU (~1.2x the ingest's per 1.5 MP photo, docs/performance.md).
+    # A model version of its own (stored tags are not mixed).
     tags_pass: TagsPass = ""
     # The catalog's own metadata fields, their types and roles (filter, facet, group): JSON
     # ({"fields": {...}}), or the path of a JSON file holding it; empty: category, brand
