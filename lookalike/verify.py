@@ -64,7 +64,8 @@ from typing import Any
 import cv2
 import numpy as np
 
-from lookalike import alignment, schema
+from lookalike import alignment, frames, schema
+from lookalike.frames import CONTACT_BINS
 
 # The payload field holding an item's keypoints (:func:`encode`).
 KEYPOINTS_FIELD = schema.KEYPOINTS_FIELD
@@ -137,24 +138,9 @@ MAX_LOCAL = 0.0
 # The candidates verified are the nearest neighbours in the vector index whose embedding
 # similarity reaches a floor: lookalike.duplicate_candidates.CANDIDATE_FLOORS.
 
-# Where a picture's content can touch its frame (:func:`crossing`): per side, CONTACT_BINS
-# bins along it, the darkest and lightest grey of its outermost row of pixels there. Found at
-# ingest on the decoded picture itself (worker/keypoints.py frame_contact): the 128 px
-# thumbnail blurs a tangent and a cut alike.
-CONTACT_BINS = 32
-# A picture laid on the other (:func:`crossing`): where the other's thumbnail, on this one's
-# edge row and CROSSING_REACH px (of the thumbnail) past it, is off by more than
-# CROSSING_LEVELS grey levels from every grey this one's edge holds within CROSSING_SLACK
-# bins (and past it, off the band's median: not a padding's flat border), the other's
-# content goes on across a frame this one's content does not touch there. The CROSSING_ENDS
-# bins at either end of a side are left out (and as many more as a rotation's fill takes).
-# A near-duplicate has at most MAX_CROSSING of a side's bins so (one bin). The tune half's
-# choice, docs/indexer.md; a tone edit moves a low-contrast picture's greys by more than a
-# share of its range would allow, so the levels are absolute: ink against paper.
-CROSSING_REACH = 4
-CROSSING_SLACK = 2
-CROSSING_ENDS = 3
-CROSSING_LEVELS = 96.0
+# A near-duplicate has at most this share of a side's bins where the other's content goes
+# on across its frame (:func:`crossing`, lookalike/frames.py): one bin, the tune half's
+# choice (docs/indexer.md).
 MAX_CROSSING = 1 / 32
 
 _HEADER = struct.Struct("<BH")
@@ -400,13 +386,13 @@ def _refined(a: Keypoints, b: Keypoints, scale: complex, shift: complex) -> np.n
 
 def crossing(a: Keypoints, b: Keypoints, scale: complex, shift: complex) -> float:
     """Whether one picture is cut out of the other along a line that cuts nothing: the
-    share of a side's bins where the other picture's content goes on past this one's frame
-    (within CROSSING_REACH px of the thumbnail) while this one's content touches its frame
-    nowhere near (its stored frame contact), the larger of the two ways round and of the
-    sides. A crop's line cuts through what it takes away, so the copy's content touches its
-    frame wherever the original's crosses it; a Q's tail crosses its O's frame where the O,
-    cut out to its own outline, only touches it at the bowl's tangent. 0 when either lacks
-    a thumbnail or its contact."""
+    share of a side's bins where the other picture's content goes on across this one's
+    frame (lookalike.frames.unexplained: on its edge row and a few px past it) while this
+    one's content touches its frame nowhere near (its stored frame contact), the larger of
+    the two ways round and of the sides. A crop's line cuts through what it takes away, so
+    the copy's content touches its frame wherever the original's crosses it; a Q's tail
+    crosses its O's frame where the O, cut out to its own outline, only touches it at the
+    bowl's tangent. 0 when either lacks a thumbnail or its contact."""
     if a.thumbnail is None or b.thumbnail is None:
         return 0.0
     return _crossing(a, b, _refined(a, b, scale, shift))
@@ -418,76 +404,9 @@ def _crossing(a: Keypoints, b: Keypoints, warp: np.ndarray) -> float:
     if a.contact is None or b.contact is None:
         return 0.0
     return max(
-        _unexplained(a, b.thumbnail, warp),
-        _unexplained(b, a.thumbnail, cv2.invertAffineTransform(warp)),
+        frames.unexplained(a.thumbnail, a.contact, b.thumbnail, warp),
+        frames.unexplained(b.thumbnail, b.contact, a.thumbnail, cv2.invertAffineTransform(warp)),
     )
-
-
-def _unexplained(mine: Keypoints, theirs: np.ndarray, warp: np.ndarray) -> float:
-    """The largest share of one of ``mine``'s sides' bins where ``theirs`` (laid on it by
-    ``warp``, 2 x 3, ``mine``'s thumbnail pixels to ``theirs``') shows, on ``mine``'s edge row
-    and CROSSING_REACH px past it both, a grey that ``mine``'s outermost row holds nowhere
-    near (its darkest to its lightest grey within CROSSING_SLACK bins, widened by
-    CROSSING_LEVELS), and past it a grey off that band's median: ink going on across a
-    frame edge of paper. No ground is guessed: a crop's border is the original's row at its
-    line, whatever is ink there.
-    """
-    assert mine.thumbnail is not None and mine.contact is not None
-    height, width = mine.thumbnail.shape
-    t_height, t_width = theirs.shape
-    grey = theirs.astype(np.float32)
-    tolerance = CROSSING_LEVELS
-    per_bin = 4
-    along = (np.arange(per_bin * CONTACT_BINS) + 0.5) / (per_bin * CONTACT_BINS)
-    bins = np.arange(per_bin * CONTACT_BINS) // per_bin
-    # A rotated copy's corners are its fill, as far along each side as the rotation moves
-    # the other side's length: those bins are left out too.
-    turned = abs(float(warp[1, 0]) / max(1e-9, float(np.hypot(warp[0, 0], warp[1, 0]))))
-    worst = 0.0
-    for side in range(4):
-        length, across = (width, height) if side < 2 else (height, width)
-        skip = CROSSING_ENDS + int(np.ceil(CONTACT_BINS * across * turned / length))
-        ends = np.zeros(CONTACT_BINS, bool)
-        ends[skip : CONTACT_BINS - skip] = True
-        darkest, lightest = mine.contact[side].astype(np.float32).T
-        # The hull of the greys within CROSSING_SLACK bins of each bin.
-        window = 2 * CROSSING_SLACK + 1
-        low = np.pad(darkest, CROSSING_SLACK, mode="edge")
-        high = np.pad(lightest, CROSSING_SLACK, mode="edge")
-        low = np.lib.stride_tricks.sliding_window_view(low, window).min(axis=1) - tolerance
-        high = np.lib.stride_tricks.sliding_window_view(high, window).max(axis=1) + tolerance
-        # Their grey on this picture's edge row and CROSSING_REACH px past it, where both
-        # lie within their thumbnail.
-        rows = []
-        for d in (0, CROSSING_REACH):
-            if side < 2:
-                x = along * width - 0.5
-                y = np.full_like(x, -d if side == 0 else height - 1 + d)
-            else:
-                y = along * height - 0.5
-                x = np.full_like(y, -d if side == 2 else width - 1 + d)
-            u = warp[0, 0] * x + warp[0, 1] * y + warp[0, 2]
-            v = warp[1, 0] * x + warp[1, 1] * y + warp[1, 2]
-            rows.append((u, v))
-        inside = np.ones(len(along), bool)
-        for u, v in rows:
-            inside &= (u >= 1) & (u <= t_width - 2) & (v >= 1) & (v <= t_height - 2)
-        if not inside.any():
-            continue
-        on, past = (
-            grey[np.round(v[inside]).astype(int), np.round(u[inside]).astype(int)] for u, v in rows
-        )
-        where = bins[inside]
-        # Unlike this edge on it and past it both: what goes on across the frame. And unlike
-        # the band past it: a padding's border or a rotation's fill is a flat band there,
-        # which no crop's line has cut.
-        odd = (on < low[where]) | (on > high[where])
-        odd &= (past < low[where]) | (past > high[where])
-        odd &= np.abs(past - np.median(past)) > tolerance
-        found = np.zeros(CONTACT_BINS, bool)
-        found[where[odd]] = True
-        worst = max(worst, float((found & ends).sum()) / CONTACT_BINS)
-    return worst
 
 
 def local_difference(a: Keypoints, b: Keypoints, scale: complex, shift: complex) -> float:

@@ -25,9 +25,9 @@ import cv2
 import numpy as np
 from PIL import Image
 
+from lookalike.frames import frame_contact
 from lookalike.images import decode_scaled
 from lookalike.verify import (
-    CONTACT_BINS,
     GRID_CELL,
     KEYPOINTS_FIELD,
     MAX_KEYPOINTS,
@@ -102,29 +102,6 @@ def find_keypoints(image: Image.Image) -> Keypoints:
     return Keypoints(
         xy, ab, descriptors, frame, colour_grid(rgb), thumbnail(grey), frame_contact(image)
     )
-
-
-def frame_contact(image: Image.Image) -> np.ndarray:
-    """Where the picture's content can touch its frame, at the picture's own resolution:
-    per side (top, bottom, left, right), CONTACT_BINS bins along it, each the darkest and
-    the lightest grey of the outermost row of pixels there. Which of them is content is
-    told at verification, against the other picture's ground (lookalike/verify.py
-    crossing): a crop through a filled letter has more ink than paper on its border, so no
-    ground is guessed here. A photo's border is content all round; a cut-out (a stamp
-    flattened onto white, a product on a plain ground tight to its frame) touches it at a
-    few tangent points, and a crop of one wherever the crop's line cuts through it."""
-    width, height = image.size
-    # The four rows alone: a 12 MP photo's pixels are not converted for them.
-    boxes = [(0, 0, width, 1), (0, height - 1, width, height)]
-    boxes += [(0, 0, 1, height), (width - 1, 0, width, height)]
-    contact = np.zeros((4, CONTACT_BINS, 2), np.uint8)
-    for k, box in enumerate(boxes):
-        row = np.asarray(image.crop(box).convert("L")).reshape(-1)
-        starts = np.arange(CONTACT_BINS) * len(row) // CONTACT_BINS
-        ends = np.maximum(starts + 1, (np.arange(CONTACT_BINS) + 1) * len(row) // CONTACT_BINS)
-        contact[k, :, 0] = [row[s:e].min() for s, e in zip(starts, ends, strict=True)]
-        contact[k, :, 1] = [row[s:e].max() for s, e in zip(starts, ends, strict=True)]
-    return contact
 
 
 def thumbnail(grey: np.ndarray) -> np.ndarray:
