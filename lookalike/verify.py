@@ -139,9 +139,9 @@ MAX_LOCAL = 0.0
 # similarity reaches a floor: lookalike.duplicate_candidates.CANDIDATE_FLOORS.
 
 # A near-duplicate has at most this share of a side's bins where the other's content goes
-# on across its frame (:func:`crossing`, lookalike/frames.py): one bin, the tune half's
-# choice (docs/indexer.md).
-MAX_CROSSING = 1 / 32
+# on across its frame (:func:`crossing`, lookalike/frames.py): none, the tune half's choice
+# (no positive of the evaluation set reads one, docs/indexer.md).
+MAX_CROSSING = 0.0
 
 _HEADER = struct.Struct("<BH")
 _FRAME = struct.Struct("<HHBB")  # frame width, height; grid columns, rows
@@ -292,7 +292,8 @@ class Verdict:
     # :func:`local_difference` under the refined transform of the route that made the pair
     # near or a variant (1: not compared)
     local: float = 1.0
-    # :func:`crossing` under that transform (1: not compared)
+    # :func:`crossing` under that transform (1: not compared; 0 for a pair turned by
+    # lookalike.frames.CROSSING_MAX_TURN or more)
     crossing: float = 1.0
 
     def verified(self, threshold: float, min_inliers: int | None = None) -> bool:
@@ -318,7 +319,8 @@ class Verdict:
         changes its grey levels, unlike a tone edit), so it keeps the keypoints' stricter
         rule of before the pixel test (VARIANT_MIN_SCORE, VARIANT_MIN_INLIERS). Either way a
         near-duplicate may not have strokes of its own on both sides (``local``, at most
-        MAX_LOCAL)."""
+        MAX_LOCAL), nor be a cut-out lying on the other as its crop would (``crossing``, at
+        most MAX_CROSSING)."""
         most = MAX_DIFFERENCE if max_difference is None else max_difference
         aligned = self.aligned <= (MAX_ALIGNED_DIFFERENCE if max_aligned is None else max_aligned)
         alike = self.local <= (MAX_LOCAL if max_local is None else max_local) and (
@@ -370,7 +372,12 @@ def verify(
             transform = found
     if transform is not None and a.thumbnail is not None and b.thumbnail is not None:
         warp = _refined(a, b, *transform)
-        verdict = replace(verdict, local=_local(a, b, warp), crossing=_crossing(a, b, warp))
+        upright = abs(np.degrees(np.angle(transform[0]))) < frames.CROSSING_MAX_TURN
+        verdict = replace(
+            verdict,
+            local=_local(a, b, warp),
+            crossing=_crossing(a, b, warp) if upright else 0.0,
+        )
     return verdict
 
 

@@ -328,7 +328,8 @@ def test_a_cut_out_letter_is_not_its_longer_letters_crop_a_crop_through_one_is()
     copy's content touches its frame wherever the original's crosses it; the O's frame
     meets its bowl at a tangent while the Q's tail goes on past it, and the n's top meets
     its arch while the h's stem goes on past it. A crop of the Q stamp that cuts its tail
-    and side, kept transparent, stays near."""
+    and side, kept transparent, stays near; so does a crop through an A-umlaut's dots turned
+    by 7 degrees, whose line the turn moves off the copy's frame (a wedge of fill between)."""
     stamps = Path("/usr/share/tuxpaint/stamps/symbols/alphabets/english")
     pairs = [
         ("filled/uppercase/O_filled.png", "filled/uppercase/Q_filled.png"),
@@ -352,6 +353,16 @@ def test_a_cut_out_letter_is_not_its_longer_letters_crop_a_crop_through_one_is()
         letter.crop(box).save(out, "PNG")
         verdict = verify.verify(original, keypoints(out.getvalue()))
         assert verdict.relation(THRESHOLD) == "near", (box, verdict)
+    path = stamps.parent / "german/filled/uppercase/A_with_umlaut_filled.png"
+    umlaut = Image.open(path).convert("RGBA")
+    width, height = umlaut.size
+    turned = umlaut.crop((width // 10, height // 12, width, height - height // 10)).rotate(
+        7, resample=Image.Resampling.BICUBIC, fillcolor=(0, 0, 0, 0)
+    )
+    out = io.BytesIO()
+    turned.save(out, "PNG")
+    verdict = verify.verify(keypoints(path.read_bytes()), keypoints(out.getvalue()))
+    assert verdict.relation(THRESHOLD) == "near", verdict
 
 
 def test_a_call_verifies_each_candidate_as_a_fresh_pair_would(photos: list[bytes]) -> None:
