@@ -18,15 +18,15 @@ from PIL import Image
 # Per side, CONTACT_BINS bins along it, the darkest and lightest grey of its outermost row of
 # pixels there (:func:`frame_contact`).
 CONTACT_BINS = 32
-# A picture laid on the other (:func:`unexplained`): where the other's thumbnail, on this one's
-# edge row and CROSSING_REACH px (of the thumbnail) past it, is off by more than
+# A picture laid on the other (:func:`unexplained`): where the other's thumbnail, on this
+# one's edge row and CROSSING_REACH px (of the thumbnail) past it, is off by more than
 # CROSSING_LEVELS grey levels from every grey this one's edge holds within CROSSING_SLACK
 # bins (and past it, off the band's median: not a padding's flat border), the other's
 # content goes on across a frame this one's content does not touch there. The CROSSING_ENDS
 # bins at either end of a side are left out (and as many more as a rotation's fill takes).
-# A near-duplicate has at most lookalike.verify.MAX_CROSSING of a side's bins so. The tune
-# half's choice, docs/indexer.md; a tone edit moves a low-contrast picture's greys by more than a
-# share of its range would allow, so the levels are absolute: ink against paper.
+# A near-duplicate has at most lookalike.verify.MAX_CROSSING of a side's bins so (the tune
+# half's choice, docs/indexer.md). The levels are absolute, ink against paper: a tone edit
+# moves a low-contrast picture's greys by more than a share of its range would allow.
 CROSSING_REACH = 4
 CROSSING_SLACK = 2
 CROSSING_ENDS = 3
@@ -36,7 +36,7 @@ CROSSING_LEVELS = 96.0
 # length times the rotation's tangent deep), and the copy's edge row shows the fill where
 # the original's content goes on. The least rotation the evaluation set's edits make; every
 # positive of the set that read a crossing was turned by 1.98 degrees or more (its
-# keypoints' transform), the demo's cut-out letters by 0.1-1.7.
+# keypoints' transform); the demo's O ~ Q pairs by 0.1, h ~ n by 1.6.
 CROSSING_MAX_TURN = 2.0
 
 

@@ -372,11 +372,10 @@ def verify(
             transform = found
     if transform is not None and a.thumbnail is not None and b.thumbnail is not None:
         warp = _refined(a, b, *transform)
-        upright = abs(np.degrees(np.angle(transform[0]))) < frames.CROSSING_MAX_TURN
         verdict = replace(
             verdict,
             local=_local(a, b, warp),
-            crossing=_crossing(a, b, warp) if upright else 0.0,
+            crossing=_crossing(a, b, warp) if _upright(transform[0]) else 0.0,
         )
     return verdict
 
@@ -399,10 +398,17 @@ def crossing(a: Keypoints, b: Keypoints, scale: complex, shift: complex) -> floa
     the two ways round and of the sides. A crop's line cuts through what it takes away, so
     the copy's content touches its frame wherever the original's crosses it; a Q's tail
     crosses its O's frame where the O, cut out to its own outline, only touches it at the
-    bowl's tangent. 0 when either lacks a thumbnail or its contact."""
-    if a.thumbnail is None or b.thumbnail is None:
+    bowl's tangent. 0 when either lacks a thumbnail or its contact, or when the transform
+    turns by lookalike.frames.CROSSING_MAX_TURN or more (a rotated copy's crop line no
+    longer runs along its frame)."""
+    if a.thumbnail is None or b.thumbnail is None or not _upright(scale):
         return 0.0
     return _crossing(a, b, _refined(a, b, scale, shift))
+
+
+def _upright(scale: complex) -> bool:
+    """Whether a transform's rotation (``scale``'s angle) is under CROSSING_MAX_TURN."""
+    return bool(abs(np.degrees(np.angle(scale))) < frames.CROSSING_MAX_TURN)
 
 
 def _crossing(a: Keypoints, b: Keypoints, warp: np.ndarray) -> float:
