@@ -28,6 +28,16 @@ then refined by ECC and the two pictures' edges compared where they differ most
 (:func:`local_difference`): each of two different items has strokes of its own, while an
 edited copy's are all in its original (a watermark adds some to the copy only).
 
+A letter cut out to its own outline (a stamp on a transparent ground) can *be*, pixel for
+pixel, a longer letter cropped to its frame: an O is a Q without its tail, an n an h
+without its ascender, and every test above agrees. What tells them apart is where each
+picture's content meets its frame: a crop's line cuts through what it takes away, so the
+copy's content touches its frame wherever the original's goes on past it, while a cut-out
+meets its frame only at tangents. Each item stores its frame contact (the darkest and
+lightest grey of its outermost row, per bin of each side, at the decoded picture's own
+resolution), and :func:`crossing` is the share of a side's bins where the other picture
+shows, just past this one's frame, a grey this one's edge does not hold there.
+
 A verified pair whose colours changed is a **colour variant** (the same shot recoloured:
 "also in red"), not a duplicate. Two measures of the change, the larger counts against
 :data:`VARIANT_COLOR_DELTA`: the 75th percentile of the Lab (a, b) distance at the coloured
@@ -54,15 +64,17 @@ from typing import Any
 import cv2
 import numpy as np
 
-from lookalike import alignment, schema
+from lookalike import alignment, frames, schema
+from lookalike.frames import CONTACT_BINS
 
 # The payload field holding an item's keypoints (:func:`encode`).
 KEYPOINTS_FIELD = schema.KEYPOINTS_FIELD
 # Bump when what is stored changes in a way older points cannot be verified with: they then
 # read as "not yet computed" (needs_reindex). Formats 1 and 2 (no thumbnail) are not read:
 # without the pixel comparison a pair of glyphs is verified as readily as an edited copy, and
-# the threshold and least inliers below were chosen with it.
-FORMAT = 3
+# the threshold and least inliers below were chosen with it; nor is format 3 (no frame
+# contact: a cut-out O would be its Q's crop).
+FORMAT = 4
 SIDE = 512  # keypoints are found on the image scaled down to this longest side
 MAX_KEYPOINTS = 256
 MIN_KEYPOINTS = 24
@@ -126,6 +138,11 @@ MAX_LOCAL = 0.0
 # The candidates verified are the nearest neighbours in the vector index whose embedding
 # similarity reaches a floor: lookalike.duplicate_candidates.CANDIDATE_FLOORS.
 
+# A near-duplicate has at most this share of a side's bins where the other's content goes
+# on across its frame (:func:`crossing`, lookalike/frames.py): none, the tune half's choice
+# (no positive of the evaluation set reads one, docs/indexer.md).
+MAX_CROSSING = 0.0
+
 _HEADER = struct.Struct("<BH")
 _FRAME = struct.Struct("<HHBB")  # frame width, height; grid columns, rows
 _THUMBNAIL = struct.Struct("<H")  # the thumbnail's JPEG length
@@ -144,6 +161,9 @@ class Keypoints:
     frame: tuple[int, int] = (0, 0)  # width, height
     grid: np.ndarray | None = None  # (rows, columns, 2) float32, Lab a and b
     thumbnail: np.ndarray | None = None  # (rows, columns) uint8, grey
+    # (4, CONTACT_BINS, 2) uint8, the darkest and lightest grey per bin: top, bottom (left to
+    # right), left, right (top to bottom)
+    contact: np.ndarray | None = None
 
     def __len__(self) -> int:
         return int(self.xy.shape[0])
@@ -181,11 +201,23 @@ def _thumbnail_bytes(thumbnail: np.ndarray | None) -> bytes:
     return jpeg.tobytes() if ok else b""
 
 
+_CONTACT = 4 * CONTACT_BINS * 2
+
+
+def _contact_bytes(contact: np.ndarray | None) -> bytes:
+    """The frame contact's greys; black to white in every bin when unknown (content all
+    round: nothing a crossing could contradict)."""
+    if contact is None:
+        contact = np.zeros((4, CONTACT_BINS, 2), np.uint8)
+        contact[..., 1] = 255
+    return contact.astype(np.uint8).tobytes()
+
+
 def encode(points: Keypoints) -> str:
     """The compact payload form: header, frame, then per keypoint x, y (float16), a, b (int8)
     and the 32-byte descriptor, then the colour grid's a, b (int8), then the thumbnail as a
-    grey JPEG, base64 (about 50 bytes a keypoint, 300 for the grid, 3-4 KiB for the
-    thumbnail)."""
+    grey JPEG, then the frame contact (uint8), base64 (about 50 bytes a keypoint, 300 for the
+    grid, 3-4 KiB for the thumbnail, 256 bytes for the contact)."""
     n = len(points)
     grid = points.grid if points.grid is not None else np.zeros((0, 0, 2), np.float32)
     thumbnail = _thumbnail_bytes(points.thumbnail)
@@ -199,6 +231,7 @@ def encode(points: Keypoints) -> str:
             _ab_bytes(grid),
             _THUMBNAIL.pack(len(thumbnail)),
             thumbnail,
+            _contact_bytes(points.contact),
         ]
     )
     return base64.b64encode(body).decode("ascii")
@@ -220,7 +253,7 @@ def decode(value: Any) -> Keypoints | None:
         (length,) = _THUMBNAIL.unpack_from(raw, end)
     except (ValueError, TypeError, struct.error):
         return None
-    if len(raw) != end + _THUMBNAIL.size + length:
+    if len(raw) != end + _THUMBNAIL.size + length + _CONTACT:
         return None
     xy = np.frombuffer(raw, np.float16, 2 * n, at).reshape(n, 2).astype(np.float32)
     at += 4 * n
@@ -238,7 +271,9 @@ def decode(value: Any) -> Keypoints | None:
         thumbnail = cv2.imdecode(jpeg, cv2.IMREAD_GRAYSCALE)
         if thumbnail is None:
             return None
-    return Keypoints(xy, ab, descriptors, (width, height), grid, thumbnail)
+    contact = np.frombuffer(raw, np.uint8, _CONTACT, end + _THUMBNAIL.size + length)
+    contact = contact.reshape(4, CONTACT_BINS, 2)
+    return Keypoints(xy, ab, descriptors, (width, height), grid, thumbnail, contact)
 
 
 @dataclass(frozen=True)
@@ -257,6 +292,9 @@ class Verdict:
     # :func:`local_difference` under the refined transform of the route that made the pair
     # near or a variant (1: not compared)
     local: float = 1.0
+    # :func:`crossing` under that transform (1: not compared; 0 for a pair turned by
+    # lookalike.frames.CROSSING_MAX_TURN or more)
+    crossing: float = 1.0
 
     def verified(self, threshold: float, min_inliers: int | None = None) -> bool:
         """Whether one transform explains enough keypoints: the same shot, perhaps in
@@ -272,6 +310,7 @@ class Verdict:
         max_difference: float | None = None,
         max_aligned: float | None = None,
         max_local: float | None = None,
+        max_crossing: float | None = None,
     ) -> str | None:
         """``"near"``, ``"variant"`` or None (not the same shot). Neither may have structure
         beyond the other's frame on both sides (:func:`beyond`). A near-duplicate's
@@ -280,10 +319,13 @@ class Verdict:
         changes its grey levels, unlike a tone edit), so it keeps the keypoints' stricter
         rule of before the pixel test (VARIANT_MIN_SCORE, VARIANT_MIN_INLIERS). Either way a
         near-duplicate may not have strokes of its own on both sides (``local``, at most
-        MAX_LOCAL)."""
+        MAX_LOCAL), nor be a cut-out lying on the other as its crop would (``crossing``, at
+        most MAX_CROSSING)."""
         most = MAX_DIFFERENCE if max_difference is None else max_difference
         aligned = self.aligned <= (MAX_ALIGNED_DIFFERENCE if max_aligned is None else max_aligned)
-        alike = self.local <= (MAX_LOCAL if max_local is None else max_local)
+        alike = self.local <= (MAX_LOCAL if max_local is None else max_local) and (
+            self.crossing <= (MAX_CROSSING if max_crossing is None else max_crossing)
+        )
         if not self.verified(threshold, min_inliers) or self.beyond > most:
             return "near" if aligned and alike else None
         delta = VARIANT_COLOR_DELTA if variant_delta is None else variant_delta
@@ -328,9 +370,56 @@ def verify(
         verdict = replace(verdict, aligned=aligned)
         if transform is None and aligned <= MAX_ALIGNED_DIFFERENCE:
             transform = found
-    if transform is not None:
-        verdict = replace(verdict, local=local_difference(a, b, *transform))
+    if transform is not None and a.thumbnail is not None and b.thumbnail is not None:
+        warp = _refined(a, b, *transform)
+        verdict = replace(
+            verdict,
+            local=_local(a, b, warp),
+            crossing=_crossing(a, b, warp) if _upright(transform[0]) else 0.0,
+        )
     return verdict
+
+
+def _refined(a: Keypoints, b: Keypoints, scale: complex, shift: complex) -> np.ndarray:
+    """The transform ``w = scale z + shift`` (``a``'s frame to ``b``'s) as the 2 x 3 matrix
+    of ``a``'s thumbnail pixels to ``b``'s, refined by ECC (lookalike.alignment.refine) where
+    it converges."""
+    assert a.thumbnail is not None and b.thumbnail is not None
+    warp = _warp(a, b, scale, shift)
+    refined = alignment.refine(a.thumbnail, b.thumbnail, warp)
+    return warp if refined is None else refined
+
+
+def crossing(a: Keypoints, b: Keypoints, scale: complex, shift: complex) -> float:
+    """Whether one picture is cut out of the other along a line that cuts nothing: the
+    share of a side's bins where the other picture's content goes on across this one's
+    frame (lookalike.frames.unexplained: on its edge row and a few px past it) while this
+    one's content touches its frame nowhere near (its stored frame contact), the larger of
+    the two ways round and of the sides. A crop's line cuts through what it takes away, so
+    the copy's content touches its frame wherever the original's crosses it; a Q's tail
+    crosses its O's frame where the O, cut out to its own outline, only touches it at the
+    bowl's tangent. 0 when either lacks a thumbnail or its contact, or when the transform
+    turns by lookalike.frames.CROSSING_MAX_TURN or more (a rotated copy's crop line no
+    longer runs along its frame)."""
+    if a.thumbnail is None or b.thumbnail is None or not _upright(scale):
+        return 0.0
+    return _crossing(a, b, _refined(a, b, scale, shift))
+
+
+def _upright(scale: complex) -> bool:
+    """Whether a transform's rotation (``scale``'s angle) is under CROSSING_MAX_TURN."""
+    return bool(abs(np.degrees(np.angle(scale))) < frames.CROSSING_MAX_TURN)
+
+
+def _crossing(a: Keypoints, b: Keypoints, warp: np.ndarray) -> float:
+    """:func:`crossing` under ``warp`` (2 x 3, ``a``'s thumbnail pixels to ``b``'s)."""
+    assert a.thumbnail is not None and b.thumbnail is not None
+    if a.contact is None or b.contact is None:
+        return 0.0
+    return max(
+        frames.unexplained(a.thumbnail, a.contact, b.thumbnail, warp),
+        frames.unexplained(b.thumbnail, b.contact, a.thumbnail, cv2.invertAffineTransform(warp)),
+    )
 
 
 def local_difference(a: Keypoints, b: Keypoints, scale: complex, shift: complex) -> float:
@@ -349,10 +438,12 @@ def local_difference(a: Keypoints, b: Keypoints, scale: complex, shift: complex)
     polo's collar against a T-shirt's neckline) each have strokes of their own."""
     if a.thumbnail is None or b.thumbnail is None:
         return 1.0
-    warp = _warp(a, b, scale, shift)
-    refined = alignment.refine(a.thumbnail, b.thumbnail, warp)
-    if refined is not None:
-        warp = refined
+    return _local(a, b, _refined(a, b, scale, shift))
+
+
+def _local(a: Keypoints, b: Keypoints, warp: np.ndarray) -> float:
+    """:func:`local_difference` under ``warp`` (2 x 3, ``a``'s thumbnail pixels to ``b``'s)."""
+    assert a.thumbnail is not None and b.thumbnail is not None
     back = cv2.invertAffineTransform(warp)
     return min(
         _unmatched_edges(a.thumbnail, b.thumbnail, warp),

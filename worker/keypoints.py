@@ -25,6 +25,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
+from lookalike.frames import frame_contact
 from lookalike.images import decode_scaled
 from lookalike.verify import (
     GRID_CELL,
@@ -98,7 +99,9 @@ def find_keypoints(image: Image.Image) -> Keypoints:
     xy = np.array([k.pt for k in kept], dtype=np.float32)
     ab = _colours(rgb, xy)
     frame = (rgb.shape[1], rgb.shape[0])
-    return Keypoints(xy, ab, descriptors, frame, colour_grid(rgb), thumbnail(grey))
+    return Keypoints(
+        xy, ab, descriptors, frame, colour_grid(rgb), thumbnail(grey), frame_contact(image)
+    )
 
 
 def thumbnail(grey: np.ndarray) -> np.ndarray:

@@ -61,6 +61,10 @@ def test_the_payload_round_trips_and_a_damaged_one_reads_as_missing(photos: list
     assert back.thumbnail.shape == found.thumbnail.shape
     error = np.abs(back.thumbnail.astype(int) - found.thumbnail.astype(int))
     assert np.percentile(error, 99) <= 12
+    # The frame contact: each side's darkest and lightest grey per bin, as they were.
+    assert found.contact is not None and back.contact is not None
+    assert back.contact.shape == (4, verify.CONTACT_BINS, 2)
+    np.testing.assert_array_equal(back.contact, found.contact)
     for damaged in (text[:-8], "not base64!", None, 42, ""):
         assert verify.decode(damaged) is None
 
@@ -72,6 +76,16 @@ def test_a_point_from_before_the_thumbnails_needs_a_reindex(photos: list[bytes])
     old = format_2(keypoints(photos[2]))
     assert verify.decode(old) is None
     assert verify.decode(format_2(keypoints(photos[3]))) is None
+
+
+def test_a_point_from_before_the_frame_contact_needs_a_reindex(photos: list[bytes]) -> None:
+    """Format 3 (a thumbnail, no frame contact) is not read either: without the contact a
+    cut-out O would be its Q's crop."""
+    import base64
+
+    raw = bytearray(base64.b64decode(verify.encode(keypoints(photos[2]))))
+    raw[0] = 3
+    assert verify.decode(base64.b64encode(bytes(raw[: -4 * verify.CONTACT_BINS * 2]))) is None
 
 
 def test_an_edited_copy_is_near_a_hue_shift_a_variant_other_photos_neither(
@@ -305,6 +319,50 @@ def test_a_letter_is_not_near_its_accented_form_a_crop_through_it_is() -> None:
     for edit, box in crops.items():
         verdict = verify.verify(original, keypoints(jpeg(letter.crop(box))))
         assert verdict.relation(THRESHOLD) == "near", (edit, verdict)
+
+
+def test_a_cut_out_letter_is_not_its_longer_letters_crop_a_crop_through_one_is() -> None:
+    """The demo's alphabet stamps (tuxpaint, transparent, cut to their own outline): an O
+    lies on a Q pixel for pixel, as the Q cropped to the O's frame would, and an n on an h;
+    every pixel test agrees. But a crop's line cuts through what it takes away, so the
+    copy's content touches its frame wherever the original's crosses it; the O's frame
+    meets its bowl at a tangent while the Q's tail goes on past it, and the n's top meets
+    its arch while the h's stem goes on past it. A crop of the Q stamp that cuts its tail
+    and side, kept transparent, stays near; so does a crop through an A-umlaut's dots turned
+    by 7 degrees, whose line the turn moves off the copy's frame (a wedge of fill between)."""
+    stamps = Path("/usr/share/tuxpaint/stamps/symbols/alphabets/english")
+    pairs = [
+        ("filled/uppercase/O_filled.png", "filled/uppercase/Q_filled.png"),
+        ("outlined/uppercase/O_outline.png", "outlined/uppercase/Q_outline.png"),
+        ("filled/lowercase/n_filled.png", "filled/lowercase/h_filled.png"),
+    ]
+    for short, longer in pairs:
+        one = keypoints((stamps / short).read_bytes())
+        other = keypoints((stamps / longer).read_bytes())
+        verdict = verify.verify(one, other)
+        # Every other test takes them for a crop: only the frame crossing tells.
+        assert verdict.verified(THRESHOLD) and verdict.local <= verify.MAX_LOCAL, verdict
+        assert verdict.crossing > verify.MAX_CROSSING, (short, verdict)
+        assert verdict.relation(THRESHOLD) is None, (short, verdict)
+    path = stamps / "filled/uppercase/Q_filled.png"
+    letter = Image.open(path).convert("RGBA")
+    width, height = letter.size
+    original = keypoints(path.read_bytes())
+    for box in [(0, 0, width - width // 6, height - height // 8), (width // 8, 0, width, height)]:
+        out = io.BytesIO()
+        letter.crop(box).save(out, "PNG")
+        verdict = verify.verify(original, keypoints(out.getvalue()))
+        assert verdict.relation(THRESHOLD) == "near", (box, verdict)
+    path = stamps.parent / "german/filled/uppercase/A_with_umlaut_filled.png"
+    umlaut = Image.open(path).convert("RGBA")
+    width, height = umlaut.size
+    turned = umlaut.crop((width // 10, height // 12, width, height - height // 10)).rotate(
+        7, resample=Image.Resampling.BICUBIC, fillcolor=(0, 0, 0, 0)
+    )
+    out = io.BytesIO()
+    turned.save(out, "PNG")
+    verdict = verify.verify(keypoints(path.read_bytes()), keypoints(out.getvalue()))
+    assert verdict.relation(THRESHOLD) == "near", verdict
 
 
 def test_a_call_verifies_each_candidate_as_a_fresh_pair_would(photos: list[bytes]) -> None:
