@@ -48,8 +48,8 @@ if TYPE_CHECKING:
 
 PAGE_SIZE = 100
 # At most this many of the items without a value are kept for pseudo-labels (a random
-# sample of them): 59 MB of 1472-d vectors. The learning curve measured up to 1900
-# unlabelled items beside 200 labelled ones (docs/quality.md).
+# sample of them): 59 MB of 1472-d vectors. The learning curve measured up to 2000
+# unlabelled items beside 100 labelled ones (docs/quality.md).
 UNLABELLED_MAX = 10_000
 
 
