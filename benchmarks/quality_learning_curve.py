@@ -15,7 +15,10 @@ draws and queries; ``--reference`` picks another). ``--per-class 5,10,20,0`` pic
 sizes. A kind's variants: ``KIND+aug`` also trains on each labelled image's augmented copies
 (``--augment flip,crop``, embedded once and cached, as ``train-head --augment`` does),
 ``KIND+unlabelled`` gives the head the training split's other images as unlabelled vectors
-to pseudo-label (as ``train-head --from-catalog --unlabelled``); never a held-out image.
+to pseudo-label (as ``train-head --from-catalog --unlabelled``); never a held-out image,
+except in ``KIND+unlabelled+heldout`` (transductive: the held-out images are in the
+unlabelled pool too, their labels unused, as a catalog's unlabelled items are the ones it
+later searches; a figure to report beside the others, never instead of them).
 
     python -m indexer.quality.datasets tuxpaint && python -m indexer.quality.datasets openclipart
     python -m indexer.quality.datasets fashion-mnist && python -m indexer.quality.datasets shop
@@ -53,6 +56,10 @@ from lookalike.settings import Settings
 PER_CLASS = (5, 10, 20, 50, 0)  # 0: every labelled image of the training split
 KINDS = ("standardise", "classifier", "triplet", "lda", "combined")
 AUGMENTED, UNLABELLED = "aug", "unlabelled"  # variants: combined+aug, lda+unlabelled, ...
+# combined+unlabelled+heldout: the held-out images are in the unlabelled pool too (their
+# labels never used). Transductive: a catalog's items without a label are the ones later
+# searched, but the held-out queries are then no longer unseen; reported beside, never instead.
+HELD_OUT = "heldout"
 REFERENCE = "classifier"  # the kind the others are paired against, where both ran
 BACKBONE, HEAD = "backbone", "head"
 TARGET = 0.10  # issue #23: +0.10 P@5 on held-out images at 20 labelled images a class
@@ -88,13 +95,16 @@ def labelled_subset(train: list[LabelledImage], per_class: int, seed: int) -> li
     return chosen
 
 
-def parse_variant(variant: str) -> tuple[str, bool, bool]:
-    """``combined+aug+unlabelled`` -> (``combined``, augmented copies, unlabelled vectors)."""
+def parse_variant(variant: str) -> tuple[str, bool, bool, bool]:
+    """``combined+aug+unlabelled`` -> (``combined``, augmented copies, unlabelled vectors,
+    the held-out images among the unlabelled ones too)."""
     kind, *extras = variant.split("+")
-    unknown = set(extras) - {AUGMENTED, UNLABELLED}
-    if unknown or kind not in KINDS:
-        raise SystemExit(f"unknown kind {variant!r}: KIND[+{AUGMENTED}][+{UNLABELLED}]")
-    return kind, AUGMENTED in extras, UNLABELLED in extras
+    unknown = set(extras) - {AUGMENTED, UNLABELLED, HELD_OUT}
+    if unknown or kind not in KINDS or (HELD_OUT in extras and UNLABELLED not in extras):
+        raise SystemExit(
+            f"unknown kind {variant!r}: KIND[+{AUGMENTED}][+{UNLABELLED}[+{HELD_OUT}]]"
+        )
+    return kind, AUGMENTED in extras, UNLABELLED in extras, HELD_OUT in extras
 
 
 def augmented_vectors(
@@ -158,8 +168,9 @@ def curve(
     rows = []
     for per_class in sizes:
         per_query: dict[str, np.ndarray] = {}
+        per_draw: dict[str, list[float]] = {}  # each draw's mean P@5, seed by seed
         for variant in kinds:
-            kind, augment, semi = parse_variant(variant)
+            kind, augment, semi, transductive = parse_variant(variant)
             heads, seconds, labelled = [], 0.0, []
             for seed in range(seeds):
                 chosen = labelled_subset(train, per_class, seed)
@@ -174,7 +185,8 @@ def curve(
                 unlabelled = None
                 if semi:
                     ids = {i.id for i in chosen}
-                    unlabelled = vectors[[position[i.id] for i in train if i.id not in ids]]
+                    pool = [i for i in train if i.id not in ids] + (test if transductive else [])
+                    unlabelled = vectors[[position[i.id] for i in pool]]
                 started = time.process_time()
                 got = head_vectors(kind, x, y, test_x, seed, unlabelled)
                 seconds += time.process_time() - started
@@ -183,6 +195,7 @@ def curve(
             # Each held-out query's P@5 averaged over the draws, then paired with the
             # backbone's: the spread left is the queries' (a fixed held-out set).
             per_query[variant] = np.mean(heads, axis=0)
+            per_draw[variant] = [float(np.mean(h)) for h in heads]
             mean, two_se = paired_difference(base.per_query["P@5"], per_query[variant])
             row = {
                 "set": name,
@@ -196,16 +209,24 @@ def curve(
                 "two_se": two_se,
                 "draws": seeds,
                 "train_cpu_s": seconds / seeds,
+                # The draws' own spread, which the queries' ± leaves out: each draw's gain.
+                "draw_gains": [p5 - base.summary["P@5"] for p5 in per_draw[variant]],
             }
             if variant != reference and reference in per_query:
                 # The same draws and queries: this kind's P@5 less the reference's.
                 versus, versus_se = paired_difference(per_query[reference], per_query[variant])
                 row["reference"] = reference
                 row["vs_reference"], row["vs_reference_two_se"] = versus, versus_se
+                # Draw by draw (the same labelled images for both): is the sign steady?
+                row["draw_vs_reference"] = [
+                    mine - theirs
+                    for mine, theirs in zip(per_draw[variant], per_draw[reference], strict=True)
+                ]
             rows.append(row)
+            draws = " ".join(f"{g:+.3f}" for g in row["draw_gains"])
             print(
                 f"  {name} {row['per_class']}/class {variant}: {mean:+.3f} ± {row['two_se']:.3f}"
-                f" ({row['train_cpu_s']:.0f} CPU-s)",
+                f" (draws {draws}; {row['train_cpu_s']:.0f} CPU-s)",
                 file=sys.stderr,
             )
     return rows

@@ -3,9 +3,10 @@ catalog's own labels, from the vectors the service already stores.
 
 1. Page through ``GET /v1/vectors?field=FIELD``: the active version's vectors (every
    tenant), each with its item's value of that keyword field of the catalog schema (e.g.
-   ``category``). Items without a value are skipped and counted (with ``--unlabelled``, read
-   too: the head pseudo-labels the confident share of them, worker/model/heads.py
-   ``pseudo_labelled``). No image is read or embedded again, and nothing is exported.
+   ``category``). Items without a value are counted, and read too (unless
+   ``--no-unlabelled``; a random sample of ``--unlabelled-max`` where there are more): the
+   head pseudo-labels the confident share of them and trains on it (worker/model/heads.py
+   ``with_pseudo_labels``). No image is read or embedded again, and nothing is exported.
 2. Refuse vectors of several embedder versions (an upgrade not finished), or of a version
    embedded with a head already: a head is trained on a backbone's own vectors, and runs on
    them (worker/model/heads.py refuses vectors of another backbone version).
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import random
 import sys
 from collections import Counter
 from dataclasses import dataclass
@@ -45,6 +47,10 @@ if TYPE_CHECKING:
     from lookalike.settings import Settings
 
 PAGE_SIZE = 100
+# At most this many of the items without a value are kept for pseudo-labels (a random
+# sample of them): 59 MB of 1472-d vectors. The learning curve measured up to 2000
+# unlabelled items beside 100 labelled ones (docs/quality.md).
+UNLABELLED_MAX = 10_000
 
 
 class CatalogHeadError(ValueError):
@@ -64,7 +70,8 @@ class CatalogVectors:
     model_version: str
     skipped: int
     version: str | None
-    # The items without a value (read only when asked for): for pseudo-labels.
+    # The items without a value (read only when asked for): for pseudo-labels; a random
+    # sample of them where there were more than the fetch's ``unlabelled_max``.
     unlabelled: np.ndarray | None = None
 
 
@@ -75,12 +82,19 @@ def fetch_vectors(
     page_size: int = PAGE_SIZE,
     progress: TextIO | None = None,
     unlabelled: bool = False,
+    unlabelled_max: int = UNLABELLED_MAX,
+    seed: int = 0,
 ) -> CatalogVectors:
     """Every stored vector with a value of ``field`` (GET /v1/vectors, page by page), and
-    with ``unlabelled`` those of the items without one too."""
+    with ``unlabelled`` those of the items without one too: all of them, or a uniform
+    random sample of ``unlabelled_max`` (reservoir sampling, seeded) where there are more."""
     cursor: str | None = None
     rows: list[dict[str, Any]] = []
-    bare: list[dict[str, Any]] = []
+    vectors: list[np.ndarray] = []  # rows' vectors, float32 as soon as they are read
+    bare: list[np.ndarray] = []
+    bare_seen = 0
+    sample = random.Random(seed)
+    made_by: Counter[tuple[str, str]] = Counter()
     skipped = 0
     version = None
     while True:
@@ -91,7 +105,17 @@ def fetch_vectors(
             params["unlabelled"] = "true"
         page = client.get("/v1/vectors", **params)
         for row in page["items"]:
-            (rows if row["value"] is not None else bare).append(row)
+            made_by[row["model"], row["model_version"]] += 1
+            vector = np.asarray(row.pop("vector"), dtype=np.float32)
+            if row["value"] is not None:
+                rows.append(row)
+                vectors.append(vector)
+                continue
+            bare_seen += 1
+            if len(bare) < unlabelled_max:
+                bare.append(vector)
+            elif (slot := sample.randrange(bare_seen)) < unlabelled_max:
+                bare[slot] = vector
         skipped += int(page["skipped"]) + sum(row["value"] is None for row in page["items"])
         version = page.get("version")
         cursor = page.get("next_cursor")
@@ -105,7 +129,6 @@ def fetch_vectors(
         raise CatalogHeadError(
             f"no item of the catalog has a value of {field!r} ({skipped} items without one)"
         )
-    made_by = Counter((row["model"], row["model_version"]) for row in rows + bare)
     if len(made_by) > 1:
         listed = "; ".join(f"{n} by {m} ({v})" for (m, v), n in made_by.most_common())
         raise CatalogHeadError(
@@ -126,14 +149,14 @@ def fetch_vectors(
         field=field,
         ids=[f"{row['tenant']}:{row['id']}" for row in rows],
         labels=[row["value"] for row in rows],
-        vectors=np.asarray([row["vector"] for row in rows], dtype=np.float32),
+        vectors=np.stack(vectors),
         model=model,
         model_version=model_version,
         skipped=skipped,
         version=version,
-        unlabelled=(
-            np.asarray([row["vector"] for row in bare], dtype=np.float32) if unlabelled else None
-        ),
+        unlabelled=(np.stack(bare) if bare else np.zeros((0, len(vectors[0])), np.float32))
+        if unlabelled
+        else None,
     )
 
 
@@ -207,9 +230,18 @@ def add_catalog_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--page-size", type=int, default=PAGE_SIZE, help="vectors per request")
     group.add_argument(
         "--unlabelled",
-        action="store_true",
+        action=argparse.BooleanOptionalAction,
+        default=None,
         help="also read the items without a value, and train on the confident share of them "
-        "with the class the head's discriminant gives them (pseudo-labels)",
+        "with the class the head's discriminant gives them (pseudo-labels); the default with "
+        "--from-catalog, --no-unlabelled leaves them out",
+    )
+    group.add_argument(
+        "--unlabelled-max",
+        type=int,
+        default=UNLABELLED_MAX,
+        metavar="N",
+        help=f"a random sample of N of them where there are more ({UNLABELLED_MAX})",
     )
 
 
@@ -237,7 +269,9 @@ def run_catalog_head(args: argparse.Namespace) -> int:
             args.label,
             page_size=args.page_size,
             progress=sys.stderr,
-            unlabelled=args.unlabelled,
+            unlabelled=args.unlabelled is not False,  # on unless --no-unlabelled
+            unlabelled_max=args.unlabelled_max,
+            seed=args.seed,
         )
         report = train_from_vectors(
             data,
@@ -270,6 +304,15 @@ def run_catalog_head(args: argparse.Namespace) -> int:
         f"{len(data.ids)} items with a {data.field!r} ({data.skipped} without one), "
         f"{report.classes} values, vectors of {data.model_version}"
     )
+    if report.unlabelled:
+        sampled = (
+            f" (a random sample of the {data.skipped})" if data.skipped > report.unlabelled else ""
+        )
+        print(
+            f"{report.pseudo_labelled} of the {report.unlabelled} items without one{sampled} "
+            "trained on with the value the head's discriminant guesses (--no-unlabelled leaves "
+            "them out)"
+        )
     print(report.verdict())
     print(f"saved head {report.version} in {settings.model_dir / 'heads'}")
     print(f"serve it: indexer reindex --head {args.name}")

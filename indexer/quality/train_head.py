@@ -66,6 +66,10 @@ class HeadReport:
     seconds: dict[str, float]
     # The held-out images' labels, in the order of the scores' per-query values.
     test_labels: list[str]
+    # Vectors without a label given to the head (None: none asked for), and how many of
+    # them it trained on with a guessed label (pseudo-labels).
+    unlabelled: int | None = None
+    pseudo_labelled: int | None = None
 
     @property
     def gain(self) -> float:
@@ -128,6 +132,11 @@ class HeadReport:
                 "train_images": self.train_images,
                 "test_images": self.test_images,
                 "classes": self.classes,
+                **(
+                    {"unlabelled": self.unlabelled, "pseudo_labelled": self.pseudo_labelled}
+                    if self.unlabelled is not None
+                    else {}
+                ),
             },
             "held_out": {k: _rounded(v.summary) for k, v in self.test.items()},
             "training_split": {k: _rounded(v.summary) for k, v in self.train.items()},
@@ -246,6 +255,7 @@ def fit_and_score(
         resolve_kind,
         save_head,
         train_head,
+        with_pseudo_labels,
     )
 
     check_name(name)
@@ -272,8 +282,12 @@ def fit_and_score(
             y = np.concatenate([y, np.repeat(y, extra.shape[1])])
             added["augmented_copies"] = len(extra) * extra.shape[1]
         if unlabelled is not None:
+            labelled = len(x)
+            x, y = with_pseudo_labels(x, y, unlabelled, options)
             added["unlabelled_vectors"] = len(unlabelled)
-        return train_head(x, y, options, unlabelled=unlabelled)
+            # The confident share of them, trained on with the label guessed for each.
+            added["pseudo_labelled"] = len(x) - labelled
+        return train_head(x, y, options)
 
     started = time.monotonic()
     model = fit(train_items, train_x, train_y)
@@ -335,6 +349,8 @@ def fit_and_score(
         fit_all=fit_all,
         seconds=seconds,
         test_labels=[item.label for item in test_items],
+        unlabelled=added.get("unlabelled_vectors"),
+        pseudo_labelled=added.get("pseudo_labelled"),
     )
     # The manifest carries its own evaluation, for whoever picks the head later.
     manifest = json.loads(files.manifest.read_text())
@@ -377,6 +393,13 @@ def write_head_report(report: HeadReport, out_dir: Path, dataset: str) -> dict[s
         f"Dataset `{dataset}`: {report.train_images} training and {report.test_images} held-out "
         f"images, {report.classes} classes. Saved as `{report.version}` "
         f"({report.dim}-d); the embedder version is `{report.embedder_version}`."
+        + (
+            f" Also given {report.unlabelled} items without a label: "
+            f"{report.pseudo_labelled} of them trained on with the label the discriminant "
+            "guesses (pseudo-labels; `--no-unlabelled` leaves them out)."
+            if report.unlabelled is not None
+            else ""
+        )
         + (" Then trained again on all images (--fit-all)." if report.fit_all else ""),
         "",
         "## Held-out images (queries and gallery)",

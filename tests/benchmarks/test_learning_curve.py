@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from benchmarks.quality_learning_curve import curve, labelled_subset, table
+from benchmarks.quality_learning_curve import curve, labelled_subset, parse_variant, table
 from indexer.quality.datasets import LabelledImage, by_label
 
 
@@ -34,9 +34,10 @@ def test_a_classifier_head_gains_where_a_nuisance_drowns_the_classes() -> None:
     x[:, 4:6] += rng.normal(0, 5.0, (len(labels), 2))
     items = [LabelledImage(f"i{n}", Path(f"i{n}"), f"c{c}") for n, c in enumerate(labels)]
 
-    rows = curve("toy", items, x, ["classifier", "lda", "lda+unlabelled"], seeds=1, sizes=(20,))
+    kinds = ["classifier", "lda", "lda+unlabelled", "lda+unlabelled+heldout"]
+    rows = curve("toy", items, x, kinds, seeds=1, sizes=(20,))
 
-    classifier, lda, semi = rows
+    classifier, lda, semi, transductive = rows
     for row in rows:
         assert (row["per_class"], row["labelled_images"], row["held_out"]) == (20, 80, 72)
         assert row["gain"] > row["two_se"] > 0, row
@@ -44,9 +45,23 @@ def test_a_classifier_head_gains_where_a_nuisance_drowns_the_classes() -> None:
     # The closed-form head is paired with the classifier on the same draws and queries.
     assert lda["vs_reference"] == pytest.approx(lda["head_p5"] - classifier["head_p5"])
     assert lda["reference"] == "classifier" and "vs_reference" not in classifier
+    # Each draw's own figures (one draw here: the same as the mean).
+    assert lda["draw_gains"] == [pytest.approx(lda["gain"])]
+    assert lda["draw_vs_reference"] == [pytest.approx(lda["vs_reference"])]
     # +unlabelled: the training split's 88 other vectors pseudo-labelled, a variant of its own.
     assert semi["kind"] == "lda+unlabelled" and semi["labelled_images"] == 80
+    # +heldout: the 72 held-out vectors in the unlabelled pool too (transductive), a row of
+    # its own beside the standard one.
+    assert transductive["kind"] == "lda+unlabelled+heldout" and transductive["held_out"] == 72
     text = table(rows)
     assert "| toy | 20 | 80 | 72 |" in text
     assert "lda vs classifier" in text.splitlines()[0]
     assert "lda+unlabelled vs classifier" in text.splitlines()[0]
+
+
+def test_variants_parse_and_heldout_needs_unlabelled() -> None:
+    assert parse_variant("combined+unlabelled+heldout") == ("combined", False, True, True)
+    assert parse_variant("lda+aug") == ("lda", True, False, False)
+    for bad in ("lda+heldout", "lda+nothing", "knn"):
+        with pytest.raises(SystemExit):
+            parse_variant(bad)

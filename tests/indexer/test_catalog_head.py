@@ -16,12 +16,16 @@ import numpy as np
 import pytest
 
 from indexer.cli import main as indexer_main
+from indexer.client import APIClient
+from indexer.quality.catalog_head import fetch_vectors
 from support import labelled_images, served_embedded
 
 # Real photos of 4 categories, and one with 3 items: too few to hold out, kept in training.
 CATEGORIES = ("animals", "food", "plants", "vehicles")
 PER_CATEGORY = 14
 SMALL = "town"
+# Two more photos of each category, posted without a category: what pseudo-labels are for.
+UNLABELLED = 2
 
 
 @pytest.fixture(scope="module")
@@ -35,9 +39,15 @@ def service(model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterat
     with served_embedded(root, model_dir) as (url, _):
         ingest = ["ingest", str(folder), "--no-duplicates", "--state", str(root / "ingest.json")]
         assert indexer_main(["--api", url, *ingest]) == 0
-        # One item with no category: skipped by the training, and counted.
-        _wait(url, _post(url, "unlabelled", photos[0][1].read_bytes(), None))
+        # Items with no category: counted as skipped, and given to the head as unlabelled.
+        for n, (_, path) in enumerate(_unlabelled_photos()):
+            _wait(url, _post(url, f"unlabelled-{n}", path.read_bytes(), None))
         yield url
+
+
+def _unlabelled_photos() -> list[tuple[str, Path]]:
+    every = labelled_images(PER_CATEGORY + UNLABELLED, CATEGORIES)
+    return [photo for photo in every if photo not in labelled_images(PER_CATEGORY, CATEGORIES)]
 
 
 def _post(url: str, item_id: str, data: bytes, metadata: dict | None) -> str:
@@ -86,25 +96,61 @@ def test_the_vectors_route_takes_a_keyword_field_only(service: str) -> None:
         assert "keyword field of the catalog: category, brand" in bad.json()["error"]["message"]
 
 
-def test_unlabelled_items_are_read_and_pseudo_labelled_with_unlabelled(
-    service: str, model_dir: Path, tmp_path: Path
+def test_unlabelled_items_are_pseudo_labelled_unless_no_unlabelled(
+    service: str, model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    # The route returns the item without a category only when asked, its value null; the
-    # training then reads it, and the head is trained on it with the class it guesses.
+    # The route returns the items without a category only when asked, their value null; the
+    # training reads them by default, and trains on the confident half of them with the
+    # class the discriminant guesses; the report says how many.
+    unlabelled = len(_unlabelled_photos())
     params = {"field": "category", "limit": 100}
     plain = httpx.get(f"{service}/v1/vectors", params=params).json()
     every = httpx.get(f"{service}/v1/vectors", params={**params, "unlabelled": "true"}).json()
     assert [row for row in plain["items"] if row["value"] is None] == []
-    bare = [row for row in every["items"] if row["value"] is None]
-    assert [row["id"] for row in bare] == ["unlabelled"] and every["skipped"] == 0
-    assert plain["skipped"] == 1 and len(every["items"]) == len(plain["items"]) + 1
+    bare = [row["id"] for row in every["items"] if row["value"] is None]
+    assert sorted(bare) == [f"unlabelled-{n}" for n in range(unlabelled)]
+    assert every["skipped"] == 0 and plain["skipped"] == unlabelled
+    assert len(every["items"]) == len(plain["items"]) + unlabelled
 
-    assert _train(service, model_dir, tmp_path / "semi", "semi", "--unlabelled") == 0
+    assert _train(service, model_dir, tmp_path / "semi", "semi") == 0
     report = json.loads((tmp_path / "semi" / "report.json").read_text())
-    assert report["catalog"]["unlabelled_read"] == 1
-    assert report["catalog"]["skipped_without_value"] == 1
+    assert report["catalog"]["unlabelled_read"] == unlabelled
+    assert report["catalog"]["skipped_without_value"] == unlabelled
+    used = report["split"]["pseudo_labelled"]
+    # Half of each guessed class's, rounded: more items than classes leave at least one.
+    assert report["split"]["unlabelled"] == unlabelled and 0 < used < unlabelled
     training = json.loads((model_dir / "heads" / "semi.json").read_text())["training"]
-    assert training["unlabelled_vectors"] == 1 and training["options"]["pseudo_labels"] == 0.5
+    assert training["unlabelled_vectors"] == unlabelled and training["pseudo_labelled"] == used
+    assert training["options"]["pseudo_labels"] == 0.5
+    assert f"{used} of the {unlabelled} items without one trained on" in capsys.readouterr().out
+    markdown = (tmp_path / "semi" / "report.md").read_text()
+    assert f"Also given {unlabelled} items without a label: {used} of them" in markdown
+
+    # More of them than --unlabelled-max: a seeded random sample of that many, page after page.
+    vectors = {row["id"]: row["vector"] for row in every["items"] if row["value"] is None}
+    samples = []
+    for _ in range(2):
+        client = APIClient(service)
+        data = fetch_vectors(client, "category", page_size=10, unlabelled=True, unlabelled_max=3)
+        client.close()
+        assert data.unlabelled is not None and data.unlabelled.shape == (3, 1472)
+        assert data.skipped == unlabelled and len(data.ids) == len(plain["items"])
+        picked = {
+            next(i for i, v in vectors.items() if np.allclose(v, row, atol=1e-6))
+            for row in data.unlabelled
+        }
+        samples.append(picked)
+    assert len(samples[0]) == 3 and samples[0] == samples[1]
+
+    # --no-unlabelled: the items without a category are skipped and counted, no more.
+    assert _train(service, model_dir, tmp_path / "plain", "plain", "--no-unlabelled") == 0
+    report = json.loads((tmp_path / "plain" / "report.json").read_text())
+    assert report["catalog"]["unlabelled_read"] is None
+    assert report["catalog"]["skipped_without_value"] == unlabelled
+    assert "unlabelled" not in report["split"]
+    training = json.loads((model_dir / "heads" / "plain.json").read_text())["training"]
+    assert "unlabelled_vectors" not in training and "pseudo_labelled" not in training
+    assert "items without one trained on" not in capsys.readouterr().out
 
 
 def test_a_head_from_the_catalog_is_served_by_reindex_and_rolled_back(
@@ -118,7 +164,8 @@ def test_a_head_from_the_catalog_is_served_by_reindex_and_rolled_back(
     report = json.loads((tmp_path / "shop" / "report.json").read_text())
     items = len(labelled_images(PER_CATEGORY, CATEGORIES)) + 3
     catalog = report["catalog"]
-    assert catalog["items"] == items and catalog["skipped_without_value"] == 1
+    unlabelled = len(_unlabelled_photos())
+    assert catalog["items"] == items and catalog["skipped_without_value"] == unlabelled
     assert catalog["field"] == "category" and catalog["model"] == "efficientnet-lite0"
     split = report["split"]
     assert split["train_images"] + split["test_images"] == items
@@ -144,7 +191,7 @@ def test_a_head_from_the_catalog_is_served_by_reindex_and_rolled_back(
     assert indexer_main(["--api", service, "reindex", "--head", "shop", "--state", str(state)]) == 0
     status = httpx.get(f"{service}/v1/reindex").json()
     assert status["active"]["model"] == "efficientnet-lite0-head-shop"
-    assert status["active"]["head"] == "shop" and status["active"]["count"] == items + 1
+    assert status["active"]["head"] == "shop" and status["active"]["count"] == items + unlabelled
     assert (
         status["previous"]["model"] == "efficientnet-lite0" and status["previous"]["head"] is None
     )

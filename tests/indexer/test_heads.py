@@ -326,3 +326,31 @@ def test_pseudo_labels_go_to_the_confident_unlabelled_vectors_of_each_class() ->
     assert 140 <= len(chosen) <= 160
     assert sorted(np.bincount(guessed).tolist()) == pytest.approx([50, 50, 50], abs=5)
     assert (guessed == truth[chosen]).mean() > 0.95
+
+
+def test_with_pseudo_labels_appends_the_guesses_as_labels_where_a_kind_uses_them() -> None:
+    # The labelled vectors first, then the confident unlabelled ones with their guessed
+    # label's name; a head without labels (standardise) or one label gets nothing added.
+    from worker.model.heads import TrainOptions, with_pseudo_labels
+
+    rng = np.random.default_rng(1)
+    centres = rng.normal(0, 1.0, (2, 16))
+    names = np.array(["shirt", "shoe"])
+    y = np.repeat([0, 1], 6)
+    x = (centres[y] + rng.normal(0, 0.4, (12, 16))).astype(np.float32)
+    truth = np.repeat([0, 1], 20)
+    unlabelled = centres[truth] + rng.normal(0, 0.4, (40, 16))
+    more_x, more_labels = with_pseudo_labels(x, names[y], unlabelled, TrainOptions(kind="lda"))
+    assert len(more_x) == len(more_labels) == 12 + 20
+    np.testing.assert_array_equal(more_x[:12], x)
+    assert more_labels[:12].tolist() == names[y].tolist()
+    added = more_labels[12:]
+    # Each added vector is one of the unlabelled ones, labelled with its true class's name.
+    rows = [int(np.argmin(np.abs(unlabelled - v).sum(axis=1))) for v in more_x[12:]]
+    assert (added == names[truth[rows]]).mean() > 0.95
+    for options, labels in (
+        (TrainOptions(kind="standardise"), names[y]),
+        (TrainOptions(kind="lda"), np.full(12, "shirt")),
+        (TrainOptions(kind="lda", pseudo_labels=0.0), names[y]),
+    ):
+        assert len(with_pseudo_labels(x, labels, unlabelled, options)[0]) == 12

@@ -254,13 +254,11 @@ def train_head(
         return keras.Model(inputs, {OUTPUT_NAME: standardised}, name="head")
     if labels is None:
         raise HeadError(f"a {options.kind} head needs labels")
+    if unlabelled is not None:
+        x, labels = with_pseudo_labels(x, labels, unlabelled, options)
     classes, y = np.unique(np.asarray(labels), return_inverse=True)
     if len(classes) < 2:
         raise HeadError("training a head needs at least two labels")
-    if unlabelled is not None and len(unlabelled) and options.pseudo_labels > 0:
-        unlabelled = np.asarray(unlabelled, dtype=np.float32)
-        chosen, guessed = pseudo_labelled(x, y, unlabelled, options.pseudo_labels, options)
-        x, y = np.concatenate([x, unlabelled[chosen]]), np.concatenate([y, guessed])
     if options.kind == "lda":
         return _lda_model(keras, inputs, fit_lda(x, y, options.shrinkage), options)
     if options.kind == "classifier":
@@ -288,6 +286,25 @@ def train_head(
         verbose=0,
     )
     return keras.Model(inputs, {OUTPUT_NAME: embedding}, name="head")
+
+
+def with_pseudo_labels(
+    x: np.ndarray, labels: np.ndarray, unlabelled: np.ndarray, options: TrainOptions
+) -> tuple[np.ndarray, np.ndarray]:
+    """``x`` and ``labels`` with the ``options.pseudo_labels`` share of ``unlabelled`` added,
+    each with the label :func:`pseudo_labelled` guesses for it (``len(result) - len(x)`` of
+    them). Unchanged for a kind that does not use labels, with no unlabelled vector, or with
+    fewer than two labels (nothing to guess from)."""
+    x = np.asarray(x, dtype=np.float32)
+    labels = np.asarray(labels)
+    classes, y = np.unique(labels, return_inverse=True)
+    if options.kind == "standardise" or len(classes) < 2:
+        return x, labels
+    if not len(unlabelled) or options.pseudo_labels <= 0:
+        return x, labels
+    unlabelled = np.asarray(unlabelled, dtype=np.float32)
+    chosen, guessed = pseudo_labelled(x, y, unlabelled, options.pseudo_labels, options)
+    return np.concatenate([x, unlabelled[chosen]]), np.concatenate([labels, classes[guessed]])
 
 
 def pseudo_labelled(
