@@ -8,6 +8,9 @@ wherever the original's goes on past it; a cut-out meets its frame only at tange
 ingest each picture's frame contact is kept (:func:`frame_contact`, at the decoded
 picture's own resolution: the 128 px thumbnail blurs a tangent and a cut alike), and a
 verified pair's other thumbnail is read along this picture's frame (:func:`unexplained`).
+Each picture's gap lines are kept too (:func:`gap_profile`: which rows and columns of plain
+ground run right across it), for lookalike.verify.gap_beyond: an umlaut's dots stand past a
+gap of ground that the thumbnail blurs shut.
 """
 
 from __future__ import annotations
@@ -38,6 +41,12 @@ CROSSING_LEVELS = 96.0
 # positive of the set that read a crossing was turned by 1.98 degrees or more (its
 # keypoints' transform); the demo's O ~ Q pairs by 0.1, h ~ n by 1.6.
 CROSSING_MAX_TURN = 2.0
+# Per axis (rows top to bottom, columns left to right), GAP_BINS bins across the picture, the
+# darkest and lightest grey of the band of rows (columns) in each (:func:`gap_profile`): where
+# a row of plain ground runs right across the picture. Read at the picture's own resolution
+# (at most lookalike.verify.SIDE): an umlaut's dots stand 3-5 px from a 139 px letter stamp,
+# which the 128 px thumbnail blurs into its letter.
+GAP_BINS = 128
 
 
 def frame_contact(image: Image.Image) -> np.ndarray:
@@ -61,6 +70,25 @@ def frame_contact(image: Image.Image) -> np.ndarray:
         contact[k, :, 0] = [row[s:e].min() for s, e in zip(starts, ends, strict=True)]
         contact[k, :, 1] = [row[s:e].max() for s, e in zip(starts, ends, strict=True)]
     return contact
+
+
+def gap_profile(grey: np.ndarray) -> np.ndarray:
+    """Where a plain row or column runs right across the picture (``grey``, 2-D uint8):
+    (2, GAP_BINS, 2) uint8, per axis (rows top to bottom, columns left to right) and bin
+    along it the darkest and lightest grey of the band of whole rows (columns) in it. A
+    bin whose two greys agree is a gap line: nothing crosses it, so what lies beyond it is
+    a blob of its own (an umlaut's dots, a tilde). Which grey is the ground is told at
+    verification, against the other picture's frame contact."""
+    profile = np.zeros((2, GAP_BINS, 2), np.uint8)
+    for axis, (darkest, lightest) in enumerate(
+        [(grey.min(axis=1), grey.max(axis=1)), (grey.min(axis=0), grey.max(axis=0))]
+    ):
+        # A bin of a short axis is one row, as often as it takes (reduceat reads a single
+        # element where the next start is not past this one).
+        starts = np.arange(GAP_BINS) * len(darkest) // GAP_BINS
+        profile[axis, :, 0] = np.minimum.reduceat(darkest, starts)
+        profile[axis, :, 1] = np.maximum.reduceat(lightest, starts)
+    return profile
 
 
 def unexplained(

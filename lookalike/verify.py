@@ -36,7 +36,12 @@ copy's content touches its frame wherever the original's goes on past it, while 
 meets its frame only at tangents. Each item stores its frame contact (the darkest and
 lightest grey of its outermost row, per bin of each side, at the decoded picture's own
 resolution), and :func:`crossing` is the share of a side's bins where the other picture
-shows, just past this one's frame, a grey this one's edge does not hold there.
+shows, just past this one's frame, a grey this one's edge does not hold there. Nor may a
+picture end where the other's ground begins while the other goes on past it in blobs of its
+own (an a-umlaut's dots past an a): :func:`beyond` reads that gap on the 128 px thumbnail,
+where an umlaut 3-5 px from a 139 px letter stamp blurs into its letter, so each item also
+stores its gap profile (which rows and columns of plain ground run right across it, at its
+own resolution, lookalike.frames.gap_profile), and :func:`gap_beyond` reads the gap there.
 
 A verified pair whose colours changed is a **colour variant** (the same shot recoloured:
 "also in red"), not a duplicate. Two measures of the change, the larger counts against
@@ -65,7 +70,7 @@ import cv2
 import numpy as np
 
 from lookalike import alignment, frames, schema
-from lookalike.frames import CONTACT_BINS
+from lookalike.frames import CONTACT_BINS, GAP_BINS
 
 # The payload field holding an item's keypoints (:func:`encode`).
 KEYPOINTS_FIELD = schema.KEYPOINTS_FIELD
@@ -73,7 +78,7 @@ KEYPOINTS_FIELD = schema.KEYPOINTS_FIELD
 # read as "not yet computed" (needs_reindex). Formats 1 and 2 (no thumbnail) are not read:
 # without the pixel comparison a pair of glyphs is verified as readily as an edited copy, and
 # the threshold and least inliers below were chosen with it; nor is format 3 (no frame
-# contact: a cut-out O would be its Q's crop).
+# contact and gap profile: a cut-out O would be its Q's crop, an A its A-umlaut's).
 FORMAT = 4
 SIDE = 512  # keypoints are found on the image scaled down to this longest side
 MAX_KEYPOINTS = 256
@@ -122,6 +127,22 @@ _MARGIN = 3  # px of the thumbnail around the other's frame that still count as 
 _DETACHED_MARGIN = 1
 _DETACHED_GAP = 2
 MAX_DETACHED = 0.15
+# The same at the pictures' own resolution (:func:`gap_beyond`, lookalike.frames.gap_profile):
+# a gap line is a bin of the profile whose greys differ by GAP_LEVELS or less, found within
+# GAP_SLACK bins inside the other's frame side or GAP_REACH bins beyond it; of its edges
+# more than GAP_MARGIN px (of the thumbnail) past it, a near-duplicate has at most
+# MAX_GAPPED: none, the tune half's choice (every limit up to 0.15 removes as many hard
+# negatives there and loses the same one positive, a crop along an umlaut's gap, which is
+# the plain letter; docs/indexer.md).
+GAP_LEVELS = 16.0
+GAP_SLACK = 1
+GAP_REACH = 3
+GAP_MARGIN = 2
+MAX_GAPPED = 0.0
+# The gap's grey must be the larger picture's ground: held by this share of its frame
+# contact's bins or more (an outlined N stamp's white, 0.40; a flag's middle stripe meets
+# the frame at its two ends only).
+GROUND_SHARE = 0.25
 # The refined comparison (:func:`local_difference`): under the pair's transform refined by
 # ECC (lookalike.alignment.refine), an edge of one thumbnail (a grey step of LOCAL_EDGE of
 # its range) is matched when the other has one (LOCAL_MATCH of its range) within
@@ -164,6 +185,9 @@ class Keypoints:
     # (4, CONTACT_BINS, 2) uint8, the darkest and lightest grey per bin: top, bottom (left to
     # right), left, right (top to bottom)
     contact: np.ndarray | None = None
+    # (2, GAP_BINS, 2) uint8, the darkest and lightest grey per bin of whole rows (top to
+    # bottom) and of whole columns (left to right): lookalike.frames.gap_profile
+    gaps: np.ndarray | None = None
 
     def __len__(self) -> int:
         return int(self.xy.shape[0])
@@ -202,6 +226,7 @@ def _thumbnail_bytes(thumbnail: np.ndarray | None) -> bytes:
 
 
 _CONTACT = 4 * CONTACT_BINS * 2
+_GAPS = 2 * GAP_BINS * 2
 
 
 def _contact_bytes(contact: np.ndarray | None) -> bytes:
@@ -213,11 +238,20 @@ def _contact_bytes(contact: np.ndarray | None) -> bytes:
     return contact.astype(np.uint8).tobytes()
 
 
+def _gaps_bytes(gaps: np.ndarray | None) -> bytes:
+    """The gap profile's greys; black to white in every bin when unknown (no gap line)."""
+    if gaps is None:
+        gaps = np.zeros((2, GAP_BINS, 2), np.uint8)
+        gaps[..., 1] = 255
+    return gaps.astype(np.uint8).tobytes()
+
+
 def encode(points: Keypoints) -> str:
     """The compact payload form: header, frame, then per keypoint x, y (float16), a, b (int8)
     and the 32-byte descriptor, then the colour grid's a, b (int8), then the thumbnail as a
     grey JPEG, then the frame contact (uint8), base64 (about 50 bytes a keypoint, 300 for the
-    grid, 3-4 KiB for the thumbnail, 256 bytes for the contact)."""
+    grid, 3-4 KiB for the thumbnail, 256 bytes for the contact), then the gap profile
+    (uint8, 512 bytes)."""
     n = len(points)
     grid = points.grid if points.grid is not None else np.zeros((0, 0, 2), np.float32)
     thumbnail = _thumbnail_bytes(points.thumbnail)
@@ -232,6 +266,7 @@ def encode(points: Keypoints) -> str:
             _THUMBNAIL.pack(len(thumbnail)),
             thumbnail,
             _contact_bytes(points.contact),
+            _gaps_bytes(points.gaps),
         ]
     )
     return base64.b64encode(body).decode("ascii")
@@ -253,7 +288,8 @@ def decode(value: Any) -> Keypoints | None:
         (length,) = _THUMBNAIL.unpack_from(raw, end)
     except (ValueError, TypeError, struct.error):
         return None
-    if len(raw) != end + _THUMBNAIL.size + length + _CONTACT:
+    size = end + _THUMBNAIL.size + length + _CONTACT
+    if len(raw) != size + _GAPS:
         return None
     xy = np.frombuffer(raw, np.float16, 2 * n, at).reshape(n, 2).astype(np.float32)
     at += 4 * n
@@ -273,7 +309,8 @@ def decode(value: Any) -> Keypoints | None:
             return None
     contact = np.frombuffer(raw, np.uint8, _CONTACT, end + _THUMBNAIL.size + length)
     contact = contact.reshape(4, CONTACT_BINS, 2)
-    return Keypoints(xy, ab, descriptors, (width, height), grid, thumbnail, contact)
+    gaps = np.frombuffer(raw, np.uint8, _GAPS, size).reshape(2, GAP_BINS, 2)
+    return Keypoints(xy, ab, descriptors, (width, height), grid, thumbnail, contact, gaps)
 
 
 @dataclass(frozen=True)
@@ -295,6 +332,9 @@ class Verdict:
     # :func:`crossing` under that transform (1: not compared; 0 for a pair turned by
     # lookalike.frames.CROSSING_MAX_TURN or more)
     crossing: float = 1.0
+    # :func:`gap_beyond` under the keypoints' (or the alignment's) transform of that route
+    # (1: not compared)
+    gapped: float = 1.0
 
     def verified(self, threshold: float, min_inliers: int | None = None) -> bool:
         """Whether one transform explains enough keypoints: the same shot, perhaps in
@@ -311,6 +351,7 @@ class Verdict:
         max_aligned: float | None = None,
         max_local: float | None = None,
         max_crossing: float | None = None,
+        max_gapped: float | None = None,
     ) -> str | None:
         """``"near"``, ``"variant"`` or None (not the same shot). Neither may have structure
         beyond the other's frame on both sides (:func:`beyond`). A near-duplicate's
@@ -320,11 +361,14 @@ class Verdict:
         rule of before the pixel test (VARIANT_MIN_SCORE, VARIANT_MIN_INLIERS). Either way a
         near-duplicate may not have strokes of its own on both sides (``local``, at most
         MAX_LOCAL), nor be a cut-out lying on the other as its crop would (``crossing``, at
-        most MAX_CROSSING)."""
+        most MAX_CROSSING), nor end where the other's ground begins with blobs of its own
+        past it (``gapped``, at most MAX_GAPPED)."""
         most = MAX_DIFFERENCE if max_difference is None else max_difference
         aligned = self.aligned <= (MAX_ALIGNED_DIFFERENCE if max_aligned is None else max_aligned)
-        alike = self.local <= (MAX_LOCAL if max_local is None else max_local) and (
-            self.crossing <= (MAX_CROSSING if max_crossing is None else max_crossing)
+        alike = (
+            self.local <= (MAX_LOCAL if max_local is None else max_local)
+            and (self.crossing <= (MAX_CROSSING if max_crossing is None else max_crossing))
+            and self.gapped <= (MAX_GAPPED if max_gapped is None else max_gapped)
         )
         if not self.verified(threshold, min_inliers) or self.beyond > most:
             return "near" if aligned and alike else None
@@ -376,6 +420,7 @@ def verify(
             verdict,
             local=_local(a, b, warp),
             crossing=_crossing(a, b, warp) if _upright(transform[0]) else 0.0,
+            gapped=gap_beyond(a, b, *transform),
         )
     return verdict
 
@@ -651,6 +696,90 @@ def _detached(a: Keypoints, b: Keypoints, scale: complex, shift: complex) -> flo
     joined[np.unique(labels[edges & touching])] = True
     joined[0] = True  # the background label
     return float(stats[~joined, cv2.CC_STAT_AREA].sum()) / total
+
+
+def gap_beyond(a: Keypoints, b: Keypoints, scale: complex, shift: complex) -> float:
+    """Whether one picture ends where the other's ground begins, the other going on past
+    it in blobs of its own: :func:`_gapped` (``w = scale z + shift``, ``a``'s frame to
+    ``b``'s), the larger of the two ways round. The gap rule of :func:`beyond` reads a
+    band of the 128 px thumbnail; an umlaut's dots and a tilde stand 3-5 px from a 139 px
+    letter stamp, 2-3 px of the thumbnail, which that band cannot tell from touching."""
+    return max(_gapped(a, b, scale, shift), _gapped(b, a, 1 / scale, -shift / scale))
+
+
+def _gapped(a: Keypoints, b: Keypoints, scale: complex, shift: complex) -> float:
+    """:func:`_detached` at the pictures' own resolution: the share of ``a``'s edges beyond
+    a gap line of ``a`` (a plain row or column right across it, its stored gap profile)
+    that lies just past a side of ``b``'s frame laid on ``a`` (within GAP_SLACK bins of it,
+    or up to GAP_REACH bins beyond), where the gap's grey is ``a``'s ground (:func:`_grounded`)
+    and ``b``'s edge row holds it too: ``b`` ends in ``a``'s ground, and ``a`` goes on past
+    it in blobs of its own (an umlaut's dots, a tilde). A crop's line cuts through what it
+    takes away, so no gap lies at it. 0 when either lacks the data, or when the transform
+    turns by lookalike.frames.CROSSING_MAX_TURN or more."""
+    edges = a.edges
+    if edges is None or a.gaps is None or a.contact is None or b.contact is None:
+        return 0.0
+    if not _upright(scale):
+        return 0.0
+    total = int(edges.sum())
+    if total == 0:
+        return 0.0
+    # b's frame corners on a's frame: z = (w - shift) / scale.
+    width, height = b.frame
+    corners = (np.array([0, width, 1j * height, width + 1j * height]) - shift) / scale
+    a_width, a_height = max(1, a.frame[0]), max(1, a.frame[1])
+    rows, columns = edges.shape
+    worst = 0.0
+    # (contact side, gap axis, b's edge along that axis as a share of a's, outward +1/-1)
+    sides = [
+        (0, 0, float(corners[:2].imag.mean()) / a_height, -1),
+        (1, 0, float(corners[2:].imag.mean()) / a_height, 1),
+        (2, 1, float(corners[::2].real.mean()) / a_width, -1),
+        (3, 1, float(corners[1::2].real.mean()) / a_width, 1),
+    ]
+    for side, axis, at, outward in sides:
+        edge = at * GAP_BINS
+        if edge < GAP_REACH or edge > GAP_BINS - GAP_REACH:
+            continue  # b's side lies at a's own: nothing beyond it
+        nearest = int(np.floor(edge))
+        found = None
+        for k in range(nearest - outward * GAP_SLACK, nearest + outward * (GAP_REACH + 1), outward):
+            if not 0 <= k < GAP_BINS:
+                break
+            darkest, lightest = (float(v) for v in a.gaps[axis, k])
+            if lightest - darkest <= GAP_LEVELS:
+                found = k, (darkest + lightest) / 2
+                break
+        if found is None:
+            continue
+        k, ground = found
+        if not (_holds(b.contact[side], ground).any() and _grounded(a, ground)):
+            continue
+        # a's edges wholly beyond the gap line, on its thumbnail, GAP_MARGIN px past it (an
+        # edge of what ends at the gap spreads over a pixel or two of the thumbnail).
+        across = rows if axis == 0 else columns
+        if outward < 0:
+            limit = max(0, int(np.floor(k * across / GAP_BINS)) - GAP_MARGIN)
+            share = edges[:limit].sum() if axis == 0 else edges[:, :limit].sum()
+        else:
+            limit = int(np.ceil((k + 1) * across / GAP_BINS)) + GAP_MARGIN
+            share = edges[limit:].sum() if axis == 0 else edges[:, limit:].sum()
+        worst = max(worst, float(share) / total)
+    return worst
+
+
+def _holds(contact: np.ndarray, grey: float) -> np.ndarray:
+    """Which bins of a frame contact (``(bins, 2)``: darkest, lightest) hold ``grey``, within
+    GAP_LEVELS."""
+    touch = contact.astype(np.float32)
+    return (touch[:, 0] - GAP_LEVELS <= grey) & (touch[:, 1] + GAP_LEVELS >= grey)
+
+
+def _grounded(a: Keypoints, grey: float) -> bool:
+    """Whether ``grey`` is ``a``'s ground: held by GROUND_SHARE or more of the bins of its frame
+    contact, all four sides together (a stamp's paper, not a stripe's colour)."""
+    assert a.contact is not None
+    return bool(_holds(a.contact.reshape(-1, 2), grey).mean() >= GROUND_SHARE)
 
 
 def _warp(a: Keypoints, b: Keypoints, scale: complex, shift: complex) -> np.ndarray:

@@ -25,7 +25,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from lookalike.frames import frame_contact
+from lookalike.frames import frame_contact, gap_profile
 from lookalike.images import decode_scaled
 from lookalike.verify import (
     GRID_CELL,
@@ -99,8 +99,18 @@ def find_keypoints(image: Image.Image) -> Keypoints:
     xy = np.array([k.pt for k in kept], dtype=np.float32)
     ab = _colours(rgb, xy)
     frame = (rgb.shape[1], rgb.shape[0])
+    # The gap lines at the picture's own resolution where it was enlarged for the keypoints
+    # (a stamp), otherwise at SIDE: a larger picture's gaps keep their share of it.
+    own = np.asarray(image.convert("L")) if max(image.size) < MIN_SIDE else grey
     return Keypoints(
-        xy, ab, descriptors, frame, colour_grid(rgb), thumbnail(grey), frame_contact(image)
+        xy,
+        ab,
+        descriptors,
+        frame,
+        colour_grid(rgb),
+        thumbnail(grey),
+        frame_contact(image),
+        gap_profile(own),
     )
 
 

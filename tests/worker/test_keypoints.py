@@ -65,6 +65,10 @@ def test_the_payload_round_trips_and_a_damaged_one_reads_as_missing(photos: list
     assert found.contact is not None and back.contact is not None
     assert back.contact.shape == (4, verify.CONTACT_BINS, 2)
     np.testing.assert_array_equal(back.contact, found.contact)
+    # The gap profile: per axis and bin the darkest and lightest grey of its rows (columns).
+    assert found.gaps is not None and back.gaps is not None
+    assert back.gaps.shape == (2, verify.GAP_BINS, 2)
+    np.testing.assert_array_equal(back.gaps, found.gaps)
     for damaged in (text[:-8], "not base64!", None, 42, ""):
         assert verify.decode(damaged) is None
 
@@ -85,7 +89,8 @@ def test_a_point_from_before_the_frame_contact_needs_a_reindex(photos: list[byte
 
     raw = bytearray(base64.b64decode(verify.encode(keypoints(photos[2]))))
     raw[0] = 3
-    assert verify.decode(base64.b64encode(bytes(raw[: -4 * verify.CONTACT_BINS * 2]))) is None
+    stored = 4 * verify.CONTACT_BINS * 2 + 2 * verify.GAP_BINS * 2  # the contact and gaps
+    assert verify.decode(base64.b64encode(bytes(raw[:-stored]))) is None
 
 
 def test_an_edited_copy_is_near_a_hue_shift_a_variant_other_photos_neither(
@@ -363,6 +368,62 @@ def test_a_cut_out_letter_is_not_its_longer_letters_crop_a_crop_through_one_is()
     turned.save(out, "PNG")
     verdict = verify.verify(keypoints(path.read_bytes()), keypoints(out.getvalue()))
     assert verdict.relation(THRESHOLD) == "near", verdict
+
+
+def test_a_letter_is_not_near_its_accent_that_stands_close_a_transparent_crop_is() -> None:
+    """The demo's alphabet stamps (tuxpaint, transparent, cut to their own outline) whose
+    umlaut or tilde stands 3-5 px from a 139 px letter: 2-3 px of the 128 px thumbnail, too
+    close for the thumbnail's gap band (lookalike.verify._detached), so every pixel test
+    took the plain letter for a crop of the accented one. At the stamp's own resolution a
+    row of plain white runs right across it between the two (its stored gap profile), just
+    past the plain letter's frame: the accent is a blob of its own. A crop of the
+    A-umlaut kept transparent, whether it keeps the dots or its line cuts through them,
+    stays near: no gap line lies at a crop's line."""
+    stamps = Path("/usr/share/tuxpaint/stamps/symbols/alphabets")
+    pairs = [
+        (
+            "english/filled/uppercase/A_filled.png",
+            "german/filled/uppercase/A_with_umlaut_filled.png",
+        ),
+        (
+            "english/outlined/uppercase/A_outline.png",
+            "german/outlined/uppercase/A_with_umlaut_outline.png",
+        ),
+        (
+            "english/filled/uppercase/O_filled.png",
+            "german/filled/uppercase/O_with_umlaut_filled.png",
+        ),
+        (
+            "english/filled/lowercase/u_filled.png",
+            "german/filled/lowercase/u_with_umlaut_filled.png",
+        ),
+        (
+            "english/outlined/uppercase/N_outline.png",
+            "spanish/outlined/uppercase/N_with_tilda_outline.png",
+        ),
+    ]
+    for plain, accented in pairs:
+        one = keypoints((stamps / plain).read_bytes())
+        other = keypoints((stamps / accented).read_bytes())
+        verdict = verify.verify(one, other)
+        assert verdict.verified(THRESHOLD) and verdict.crossing <= verify.MAX_CROSSING, verdict
+        assert verdict.gapped > verify.MAX_GAPPED, (plain, verdict)
+        assert verdict.relation(THRESHOLD) is None, (plain, verdict)
+    path = stamps / pairs[0][1]
+    umlaut = Image.open(path).convert("RGBA")
+    width, height = umlaut.size
+    original = keypoints(path.read_bytes())
+    crops = {
+        "left and bottom, keeping the dots": (width // 5, 0, width, height - height // 8),
+        "top through the dots, and right": (0, height // 10, width - width // 6, height),
+        "top through the dots, left and bottom": (width // 8, height // 14, width, height - 13),
+    }
+    for edit, box in crops.items():
+        out = io.BytesIO()
+        umlaut.crop(box).save(out, "PNG")
+        verdict = verify.verify(original, keypoints(out.getvalue()))
+        assert verdict.gapped <= verify.MAX_GAPPED, (edit, verdict)
+        assert verdict.relation(THRESHOLD) == "near", (edit, verdict)
 
 
 def test_a_call_verifies_each_candidate_as_a_fresh_pair_would(photos: list[bytes]) -> None:
