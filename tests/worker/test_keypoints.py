@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import io
+from collections.abc import Iterator
 from itertools import combinations
 from pathlib import Path
 
@@ -38,6 +39,30 @@ def jpeg(image: Image.Image) -> bytes:
     out = io.BytesIO()
     image.save(out, "JPEG", quality=90)
     return out.getvalue()
+
+
+def png(image: Image.Image) -> bytes:
+    """A transparent stamp's edited copy, kept transparent."""
+    out = io.BytesIO()
+    image.save(out, "PNG")
+    return out.getvalue()
+
+
+STAMPS = Path("/usr/share/tuxpaint/stamps")  # Debian's tuxpaint-stamps-default
+
+
+def stamp_verdicts(
+    pairs: list[tuple[str, str]], under: Path = STAMPS
+) -> Iterator[tuple[str, verify.Verdict]]:
+    """Each pair of stamps (paths under ``under``) verified as the worker stores them: the
+    first's name and the pair's verdict."""
+    for one, other in pairs:
+        yield (
+            one,
+            verify.verify(
+                keypoints((under / one).read_bytes()), keypoints((under / other).read_bytes())
+            ),
+        )
 
 
 @pytest.fixture(scope="module")
@@ -156,7 +181,7 @@ def test_a_recoloured_flat_fill_is_a_variant_either_way_round() -> None:
     """The demo catalog's white and green flags (tuxpaint): one drawing, one filled white,
     one green. The keypoints sit on the black outline, where colour barely changes; the
     colour grid sees the fill. Asked either way round, the same answer."""
-    flags = Path("/usr/share/tuxpaint/stamps/town/flags")
+    flags = STAMPS / "town/flags"
     white = keypoints((flags / "whiteflag.png").read_bytes())
     green = keypoints((flags / "greenflag.png").read_bytes())
     assert verify.verify(white, green) == verify.verify(green, white)
@@ -291,7 +316,7 @@ def test_a_letter_is_not_near_its_accented_form_a_crop_through_it_is() -> None:
     a-umlaut pixel for pixel, as a crop of it would, but the umlaut's dots stand beyond the
     a's frame across a gap of background; a crop's line cuts through what it takes away, so
     the original's strokes go on right past the copy's edge."""
-    stamps = Path("/usr/share/tuxpaint/stamps/symbols/alphabets")
+    stamps = STAMPS / "symbols/alphabets"
     pairs = [
         (
             "english/filled/lowercase/a_filled.png",
@@ -306,10 +331,7 @@ def test_a_letter_is_not_near_its_accented_form_a_crop_through_it_is() -> None:
             "spanish/filled/lowercase/n_with_tilda_filled.png",
         ),
     ]
-    for plain, accented in pairs:
-        one = keypoints((stamps / plain).read_bytes())
-        other = keypoints((stamps / accented).read_bytes())
-        verdict = verify.verify(one, other)
+    for plain, verdict in stamp_verdicts(pairs, stamps):
         assert verdict.verified(THRESHOLD), (plain, verdict)
         assert verdict.relation(THRESHOLD) is None, (plain, verdict)
     umlaut = Image.open(stamps / pairs[0][1]).convert("RGBA")
@@ -335,16 +357,13 @@ def test_a_cut_out_letter_is_not_its_longer_letters_crop_a_crop_through_one_is()
     its arch while the h's stem goes on past it. A crop of the Q stamp that cuts its tail
     and side, kept transparent, stays near; so does a crop through an A-umlaut's dots turned
     by 7 degrees, whose line the turn moves off the copy's frame (a wedge of fill between)."""
-    stamps = Path("/usr/share/tuxpaint/stamps/symbols/alphabets/english")
+    stamps = STAMPS / "symbols/alphabets/english"
     pairs = [
         ("filled/uppercase/O_filled.png", "filled/uppercase/Q_filled.png"),
         ("outlined/uppercase/O_outline.png", "outlined/uppercase/Q_outline.png"),
         ("filled/lowercase/n_filled.png", "filled/lowercase/h_filled.png"),
     ]
-    for short, longer in pairs:
-        one = keypoints((stamps / short).read_bytes())
-        other = keypoints((stamps / longer).read_bytes())
-        verdict = verify.verify(one, other)
+    for short, verdict in stamp_verdicts(pairs, stamps):
         # Every other test takes them for a crop: only the frame crossing tells.
         assert verdict.verified(THRESHOLD) and verdict.local <= verify.MAX_LOCAL, verdict
         assert verdict.crossing > verify.MAX_CROSSING, (short, verdict)
@@ -354,9 +373,7 @@ def test_a_cut_out_letter_is_not_its_longer_letters_crop_a_crop_through_one_is()
     width, height = letter.size
     original = keypoints(path.read_bytes())
     for box in [(0, 0, width - width // 6, height - height // 8), (width // 8, 0, width, height)]:
-        out = io.BytesIO()
-        letter.crop(box).save(out, "PNG")
-        verdict = verify.verify(original, keypoints(out.getvalue()))
+        verdict = verify.verify(original, keypoints(png(letter.crop(box))))
         assert verdict.relation(THRESHOLD) == "near", (box, verdict)
     path = stamps.parent / "german/filled/uppercase/A_with_umlaut_filled.png"
     umlaut = Image.open(path).convert("RGBA")
@@ -364,9 +381,7 @@ def test_a_cut_out_letter_is_not_its_longer_letters_crop_a_crop_through_one_is()
     turned = umlaut.crop((width // 10, height // 12, width, height - height // 10)).rotate(
         7, resample=Image.Resampling.BICUBIC, fillcolor=(0, 0, 0, 0)
     )
-    out = io.BytesIO()
-    turned.save(out, "PNG")
-    verdict = verify.verify(keypoints(path.read_bytes()), keypoints(out.getvalue()))
+    verdict = verify.verify(keypoints(path.read_bytes()), keypoints(png(turned)))
     assert verdict.relation(THRESHOLD) == "near", verdict
 
 
@@ -379,7 +394,7 @@ def test_a_letter_is_not_near_its_accent_that_stands_close_a_transparent_crop_is
     past the plain letter's frame: the accent is a blob of its own. A crop of the
     A-umlaut kept transparent, whether it keeps the dots or its line cuts through them,
     stays near: no gap line lies at a crop's line."""
-    stamps = Path("/usr/share/tuxpaint/stamps/symbols/alphabets")
+    stamps = STAMPS / "symbols/alphabets"
     pairs = [
         (
             "english/filled/uppercase/A_filled.png",
@@ -402,10 +417,7 @@ def test_a_letter_is_not_near_its_accent_that_stands_close_a_transparent_crop_is
             "spanish/outlined/uppercase/N_with_tilda_outline.png",
         ),
     ]
-    for plain, accented in pairs:
-        one = keypoints((stamps / plain).read_bytes())
-        other = keypoints((stamps / accented).read_bytes())
-        verdict = verify.verify(one, other)
+    for plain, verdict in stamp_verdicts(pairs, stamps):
         assert verdict.verified(THRESHOLD) and verdict.crossing <= verify.MAX_CROSSING, verdict
         assert verdict.gapped > verify.MAX_GAPPED, (plain, verdict)
         assert verdict.relation(THRESHOLD) is None, (plain, verdict)
@@ -419,9 +431,7 @@ def test_a_letter_is_not_near_its_accent_that_stands_close_a_transparent_crop_is
         "top through the dots, left and bottom": (width // 8, height // 14, width, height - 13),
     }
     for edit, box in crops.items():
-        out = io.BytesIO()
-        umlaut.crop(box).save(out, "PNG")
-        verdict = verify.verify(original, keypoints(out.getvalue()))
+        verdict = verify.verify(original, keypoints(png(umlaut.crop(box))))
         assert verdict.gapped <= verify.MAX_GAPPED, (edit, verdict)
         assert verdict.relation(THRESHOLD) == "near", (edit, verdict)
 
@@ -493,24 +503,20 @@ def test_items_that_differ_in_a_small_region_are_not_near_duplicates_their_copie
     let through). Laid on each other precisely (ECC), each has edges the other lacks, where
     the numeral, the letter or the collar is. An edited copy's edges are all in the
     original, and a watermark adds edges to the copy only."""
-    stamps = Path("/usr/share/tuxpaint/stamps")
     pairs = [
         ("symbols/money/euro/coins/002.png", "symbols/money/euro/coins/005.png"),
         ("symbols/money/euro/coins/010.png", "symbols/money/euro/coins/050.png"),
         ("seasonal/hanukkah/dreydl-nun.png", "seasonal/hanukkah/dreydl-shin.png"),
         ("clothes/t_poloshirt.png", "clothes/t_tshirt.png"),
     ]
-    for one, other in pairs:
-        verdict = verify.verify(
-            keypoints((stamps / one).read_bytes()), keypoints((stamps / other).read_bytes())
-        )
+    for one, verdict in stamp_verdicts(pairs):
         # The keypoints and the pixel test of before would say "the same shot".
         assert verdict.verified(THRESHOLD), (one, verdict)
         assert verdict.difference <= verify.MAX_DIFFERENCE, (one, verdict)
         assert verdict.local > verify.MAX_LOCAL, (one, verdict)
         assert verdict.relation(THRESHOLD) is None, (one, verdict)
     for name in ("symbols/money/euro/coins/005.png", "clothes/t_poloshirt.png"):
-        picture = on_white(stamps / name)
+        picture = on_white(STAMPS / name)
         original = keypoints(jpeg(picture))
         width, height = picture.size
         copies = {
