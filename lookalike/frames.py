@@ -65,10 +65,7 @@ def frame_contact(image: Image.Image) -> np.ndarray:
     contact = np.zeros((4, CONTACT_BINS, 2), np.uint8)
     for k, box in enumerate(boxes):
         row = np.asarray(image.crop(box).convert("L")).reshape(-1)
-        starts = np.arange(CONTACT_BINS) * len(row) // CONTACT_BINS
-        ends = np.maximum(starts + 1, (np.arange(CONTACT_BINS) + 1) * len(row) // CONTACT_BINS)
-        contact[k, :, 0] = [row[s:e].min() for s, e in zip(starts, ends, strict=True)]
-        contact[k, :, 1] = [row[s:e].max() for s, e in zip(starts, ends, strict=True)]
+        contact[k] = _binned(row, row, CONTACT_BINS)
     return contact
 
 
@@ -80,15 +77,19 @@ def gap_profile(grey: np.ndarray) -> np.ndarray:
     a blob of its own (an umlaut's dots, a tilde). Which grey is the ground is told at
     verification, against the other picture's frame contact."""
     profile = np.zeros((2, GAP_BINS, 2), np.uint8)
-    for axis, (darkest, lightest) in enumerate(
-        [(grey.min(axis=1), grey.max(axis=1)), (grey.min(axis=0), grey.max(axis=0))]
-    ):
-        # A bin of a short axis is one row, as often as it takes (reduceat reads a single
-        # element where the next start is not past this one).
-        starts = np.arange(GAP_BINS) * len(darkest) // GAP_BINS
-        profile[axis, :, 0] = np.minimum.reduceat(darkest, starts)
-        profile[axis, :, 1] = np.maximum.reduceat(lightest, starts)
+    profile[0] = _binned(grey.min(axis=1), grey.max(axis=1), GAP_BINS)
+    profile[1] = _binned(grey.min(axis=0), grey.max(axis=0), GAP_BINS)
     return profile
+
+
+def _binned(darkest: np.ndarray, lightest: np.ndarray, bins: int) -> np.ndarray:
+    """(bins, 2): the least of ``darkest`` and the most of ``lightest`` over each of ``bins``
+    equal runs along them. A bin of an array shorter than ``bins`` is one element, as often
+    as it takes (reduceat reads a single element where the next start is not past this one)."""
+    starts = np.arange(bins) * len(darkest) // bins
+    return np.stack(
+        [np.minimum.reduceat(darkest, starts), np.maximum.reduceat(lightest, starts)], axis=-1
+    )
 
 
 def unexplained(
