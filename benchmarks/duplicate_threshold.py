@@ -395,16 +395,18 @@ def _jpeg(image: Image.Image, quality: int) -> Shot:
     # A JPEG holds no transparency: a cut-out's copy is flattened onto white first.
     flat = flatten_on_white(image) if image.mode == "RGBA" else image.convert("RGB")
     flat.save(buffer, "JPEG", quality=quality)
-    data = buffer.getvalue()
-    decoded = service_decode(data)
-    return Shot(decoded, _keypoints(data, decoded))
+    return _shot(buffer.getvalue())
 
 
 def _png(image: Image.Image) -> Shot:
     """A cut-out (RGBA) as a transparent PNG, as the demo's stamps are."""
     buffer = io.BytesIO()
     image.save(buffer, "PNG")
-    data = buffer.getvalue()
+    return _shot(buffer.getvalue())
+
+
+def _shot(data: bytes) -> Shot:
+    """A file's bytes as the worker decodes them, with their keypoints."""
     decoded = service_decode(data)
     return Shot(decoded, _keypoints(data, decoded))
 
@@ -751,6 +753,18 @@ CROSSINGS = (0.0, 0.03125, 0.0625, 0.09375, 0.125, 0.15625, 0.1875, 0.21875, 0.2
 GAPS = (0.0, 0.02, 0.05, 0.1, 0.15, 0.2, 1.0)
 
 
+def verified_at(
+    half: Half, rule: Rule, floor: float, name: str, limit: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Under ``rule`` with its field ``name`` at ``limit`` (1.0: not applied): which of the
+    half's positives are found near, and which of its hard-negative pairs are verified
+    (near or variant)."""
+    at = replace(rule, **{name: limit})
+    found, _ = relations(half.positives, at, floor)
+    near, variant = relations(half.negatives, at, floor)
+    return found, near | variant
+
+
 def choose_limit(
     half: Half, rule: Rule, floor: float, name: str, limits: tuple[float, ...]
 ) -> float:
@@ -771,14 +785,11 @@ def choose_net(half: Half, rule: Rule, floor: float, name: str, limits: tuple[fl
     the strictest of equals (as :func:`choose`). For the gap past a frame (max_gapped) no
     limit loses none: a crop whose line runs through an accented letter's gap *is* the
     plain letter."""
-    found, _ = relations(half.positives, replace(rule, **{name: 1.0}), floor)
-    near, variant = relations(half.negatives, replace(rule, **{name: 1.0}), floor)
-    verified = near | variant
+    found, verified = verified_at(half, rule, floor, name, 1.0)
 
     def net(limit: float) -> int:
-        kept, _ = relations(half.positives, replace(rule, **{name: limit}), floor)
-        near, variant = relations(half.negatives, replace(rule, **{name: limit}), floor)
-        return int((verified & ~(near | variant)).sum()) - int((found & ~kept).sum())
+        kept, still = verified_at(half, rule, floor, name, limit)
+        return int((verified & ~still).sum()) - int((found & ~kept).sum())
 
     return max(limits, key=lambda limit: (net(limit), -limit))
 
@@ -791,16 +802,13 @@ def limit_table(
     ones."""
     for extra in (False, True):
         part = groups_of(half, extra)
-        base_p, _ = relations(part.positives, replace(rule, **{name: 1.0}), floor)
-        near, variant = relations(part.negatives, replace(rule, **{name: 1.0}), floor)
-        base_n = near | variant
+        base_p, base_n = verified_at(part, rule, floor, name, 1.0)
         cells = []
         for limit in limits:
-            kept, _ = relations(part.positives, replace(rule, **{name: limit}), floor)
-            near, variant = relations(part.negatives, replace(rule, **{name: limit}), floor)
+            kept, still = verified_at(part, rule, floor, name, limit)
             cells.append(
                 f"{limit:.3f}: -{int((base_p & ~kept).sum())}/{int(base_p.sum())} pos, "
-                f"-{int((base_n & ~(near | variant)).sum())}/{int(base_n.sum())} neg"
+                f"-{int((base_n & ~still).sum())}/{int(base_n.sum())} neg"
             )
         groups = "extra groups" if extra else "first set"
         what = name.removeprefix("max_")
