@@ -17,7 +17,7 @@ verifies them geometrically (lookalike/verify.py). This script builds:
   upscaled to 896 px, each with its own fabric (a tint and a woven texture).
 
 Beside them (:data:`EXTRA_GROUPS`, reported apart, not in the rule's choice but for the
-frame crossing's and the gap's): letters cut out to their own outline in two fonts, coins
+frame crossing's, the gap's and the displaced edges'): letters cut out to their own outline in two fonts, coins
 by numeral, products by a printed letter, and transparent cut-outs (tuxpaint letter and
 animal stamps, RGBA: their copies are saved as transparent PNGs where the edit allows).
 
@@ -629,6 +629,7 @@ class Rule:
     max_local: float = verify.MAX_LOCAL
     max_crossing: float = verify.MAX_CROSSING
     max_gapped: float = verify.MAX_GAPPED
+    max_displaced: float = verify.MAX_DISPLACED
 
 
 @dataclass(frozen=True)
@@ -667,6 +668,7 @@ def _columns(pairs: list[Any]) -> dict[str, np.ndarray]:
         "local": np.array([v.local for v in verdicts]),
         "crossing": np.array([v.crossing for v in verdicts]),
         "gapped": np.array([v.gapped for v in verdicts]),
+        "displaced": np.array([v.displaced for v in verdicts]),
     }
     _COLUMNS[id(pairs)] = (pairs, columns)
     return columns
@@ -686,7 +688,7 @@ def relations(pairs: list[Any], rule: Rule, floor: float) -> tuple[np.ndarray, n
     agree = c["difference"] <= rule.max_difference
     aligned = c["aligned"] <= rule.max_aligned
     alike = (c["local"] <= rule.max_local) & (c["crossing"] <= rule.max_crossing)
-    alike &= c["gapped"] <= rule.max_gapped
+    alike &= (c["gapped"] <= rule.max_gapped) & (c["displaced"] <= rule.max_displaced)
     strict = (c["inliers"] >= verify.VARIANT_MIN_INLIERS) & (
         c["score"] >= max(rule.threshold, verify.VARIANT_MIN_SCORE)
     )
@@ -731,6 +733,7 @@ def shipped_rule() -> Rule:
         verify.MAX_LOCAL,
         verify.MAX_CROSSING,
         verify.MAX_GAPPED,
+        verify.MAX_DISPLACED,
     )
 
 
@@ -753,6 +756,11 @@ CROSSINGS = (0.0, 0.03125, 0.0625, 0.09375, 0.125, 0.15625, 0.1875, 0.21875, 0.2
 GAPS = (0.0, 0.02, 0.05, 0.1, 0.15, 0.2, 1.0)
 
 
+# The shares of sharp edges displaced from one fitted similarity (lookalike.verify.
+# shape_difference) tried, after the gap (1.0: not applied).
+DISPLACEMENTS = (0.0, 0.01, 0.02, 0.03, 0.04, 0.05, 0.075, 0.1, 0.2, 1.0)
+
+
 def verified_at(
     half: Half, rule: Rule, floor: float, name: str, limit: float
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -769,7 +777,7 @@ def choose_limit(
     half: Half, rule: Rule, floor: float, name: str, limits: tuple[float, ...]
 ) -> float:
     """On the tune half, every group (the cut-out letters' crops are the EXTRA_GROUPS'
-    positives): the least limit on ``rule``'s field ``name`` (max_crossing, max_gapped) a
+    positives): the least limit on ``rule``'s field ``name`` (max_crossing, max_displaced) a
     near-duplicate may show that loses none of the positives ``rule`` finds without it."""
     found, _ = relations(half.positives, replace(rule, **{name: 1.0}), floor)
     for limit in limits:
@@ -908,7 +916,7 @@ def report(name: str, r: Result) -> None:
         f"{name}: threshold {r.rule.threshold:.2f}, {r.rule.min_inliers} inliers, "
         f"pixel difference {r.rule.max_difference:.3f}, aligned {r.rule.max_aligned:.3f}, "
         f"unmatched edges {r.rule.max_local:.2f}, frame crossing {r.rule.max_crossing:.3f}, "
-        f"past a gap {r.rule.max_gapped:.2f}, "
+        f"past a gap {r.rule.max_gapped:.2f}, displaced edges {r.rule.max_displaced:.2f}, "
         f"variant colour distance {r.rule.variant_delta:.0f}: "
         f"near-dup recall {r.recall:.3f}, precision {r.precision:.3f} ({r.false_near} "
         f"hard-negative pairs verified); variants found {r.variants_found:.3f}, reported as "
@@ -1052,12 +1060,14 @@ def main() -> None:
     chosen = choose(groups_of(tune, False), floor)
     limit = choose_limit(tune, chosen.rule, floor, "max_crossing", CROSSINGS)
     rule = replace(chosen.rule, max_crossing=limit)
-    gaps = choose_net(tune, rule, floor, "max_gapped", GAPS)
-    chosen = evaluate(groups_of(tune, False), replace(rule, max_gapped=gaps), floor)
+    rule = replace(rule, max_gapped=choose_net(tune, rule, floor, "max_gapped", GAPS))
+    displaced = choose_limit(tune, rule, floor, "max_displaced", DISPLACEMENTS)
+    chosen = evaluate(groups_of(tune, False), replace(rule, max_displaced=displaced), floor)
     report("tune half (chosen here)", chosen)
     for half_name, half in (("tune", tune), ("test", test)):
         limit_table(half_name, half, chosen.rule, floor, "max_crossing", CROSSINGS)
         limit_table(half_name, half, chosen.rule, floor, "max_gapped", GAPS)
+        limit_table(half_name, half, chosen.rule, floor, "max_displaced", DISPLACEMENTS)
     held = evaluate(groups_of(test, False), chosen.rule, floor)
     report("test half (held out)", held)
     shipped = evaluate(groups_of(test, False), shipped_rule(), floor)

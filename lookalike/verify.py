@@ -42,6 +42,11 @@ own (an a-umlaut's dots past an a): :func:`beyond` reads that gap on the 128 px 
 where an umlaut 3-5 px from a 139 px letter stamp blurs into its letter, so each item also
 stores its gap profile (which rows and columns of plain ground run right across it, at its
 own resolution, lookalike.frames.gap_profile), and :func:`gap_beyond` reads the gap there.
+Last, an edit moves a whole picture by one similarity, so every sharp edge of one lies,
+to a pixel, where the similarity fitted to them all puts the other's; two drawings of one
+design do not (a lowercase x on an uppercase X, its strokes a pixel steeper; a dreidel's
+nun on its gimel, the letter two pixels off): :func:`shape_difference`,
+lookalike/edge_fit.py, reads that on the stored thumbnails.
 
 A verified pair whose colours changed is a **colour variant** (the same shot recoloured:
 "also in red"), not a duplicate. Two measures of the change, the larger counts against
@@ -69,7 +74,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from lookalike import alignment, frames, schema
+from lookalike import alignment, edge_fit, frames, schema
 from lookalike.frames import CONTACT_BINS, GAP_BINS
 
 # The payload field holding an item's keypoints (:func:`encode`).
@@ -163,6 +168,11 @@ MAX_LOCAL = 0.0
 # on across its frame (:func:`crossing`, lookalike/frames.py): none, the tune half's choice
 # (no positive of the evaluation set reads one, docs/indexer.md).
 MAX_CROSSING = 0.0
+# A near-duplicate has at most this share of its sharp edges displaced from where one
+# similarity, fitted to them, puts them (:func:`shape_difference`, lookalike/edge_fit.py), the
+# smaller way round: the least limit that loses none of the tune half's positives
+# (docs/indexer.md).
+MAX_DISPLACED = 0.04
 
 _HEADER = struct.Struct("<BH")
 _FRAME = struct.Struct("<HHBB")  # frame width, height; grid columns, rows
@@ -335,6 +345,9 @@ class Verdict:
     # :func:`gap_beyond` under the keypoints' (or the alignment's) transform of that route
     # (1: not compared)
     gapped: float = 1.0
+    # :func:`shape_difference` under the refined transform of that route (1: not compared;
+    # 0 when neither thumbnail has enough sharp edges to tell)
+    displaced: float = 1.0
 
     def verified(self, threshold: float, min_inliers: int | None = None) -> bool:
         """Whether one transform explains enough keypoints: the same shot, perhaps in
@@ -352,6 +365,7 @@ class Verdict:
         max_local: float | None = None,
         max_crossing: float | None = None,
         max_gapped: float | None = None,
+        max_displaced: float | None = None,
     ) -> str | None:
         """``"near"``, ``"variant"`` or None (not the same shot). Neither may have structure
         beyond the other's frame on both sides (:func:`beyond`). A near-duplicate's
@@ -362,13 +376,16 @@ class Verdict:
         near-duplicate may not have strokes of its own on both sides (``local``, at most
         MAX_LOCAL), nor be a cut-out lying on the other as its crop would (``crossing``, at
         most MAX_CROSSING), nor end where the other's ground begins with blobs of its own
-        past it (``gapped``, at most MAX_GAPPED)."""
+        past it (``gapped``, at most MAX_GAPPED), nor have its sharp edges where no one
+        similarity puts the other's (``displaced``, at most MAX_DISPLACED)."""
         most = MAX_DIFFERENCE if max_difference is None else max_difference
+        shifted = MAX_DISPLACED if max_displaced is None else max_displaced
         aligned = self.aligned <= (MAX_ALIGNED_DIFFERENCE if max_aligned is None else max_aligned)
         alike = (
             self.local <= (MAX_LOCAL if max_local is None else max_local)
             and (self.crossing <= (MAX_CROSSING if max_crossing is None else max_crossing))
             and self.gapped <= (MAX_GAPPED if max_gapped is None else max_gapped)
+            and self.displaced <= shifted
         )
         if not self.verified(threshold, min_inliers) or self.beyond > most:
             return "near" if aligned and alike else None
@@ -421,6 +438,7 @@ def verify(
             local=_local(a, b, warp),
             crossing=_crossing(a, b, warp) if _upright(transform[0]) else 0.0,
             gapped=gap_beyond(a, b, *transform),
+            displaced=_displaced(a, b, warp),
         )
     return verdict
 
@@ -465,6 +483,34 @@ def _crossing(a: Keypoints, b: Keypoints, warp: np.ndarray) -> float:
         frames.unexplained(a.thumbnail, a.contact, b.thumbnail, warp),
         frames.unexplained(b.thumbnail, b.contact, a.thumbnail, cv2.invertAffineTransform(warp)),
     )
+
+
+def shape_difference(a: Keypoints, b: Keypoints, scale: complex, shift: complex) -> float:
+    """Whether the two pictures' sharp edges lie where one similarity puts them: under the
+    transform ``w = scale z + shift`` (``a``'s frame to ``b``'s) refined by ECC, as the
+    similarity nearest it, the share of one thumbnail's sharp edges that lie more than
+    lookalike.edge_fit.OFFSET px off in the other once a similarity is fitted to them all
+    (lookalike.edge_fit.displaced), the smaller of the two ways round. An edit moves a whole
+    picture by one similarity; a lowercase x laid on an uppercase X, or a dreidel's nun on
+    its gimel, leaves strokes a pixel or two off. 0 when neither thumbnail has enough sharp
+    edges on the overlap to tell (a soft photograph); 1 when either has no thumbnail."""
+    if a.thumbnail is None or b.thumbnail is None:
+        return 1.0
+    return _displaced(a, b, _refined(a, b, scale, shift))
+
+
+def _displaced(a: Keypoints, b: Keypoints, warp: np.ndarray) -> float:
+    """:func:`shape_difference` under ``warp`` (2 x 3, ``a``'s thumbnail pixels to ``b``'s)."""
+    assert a.thumbnail is not None and b.thumbnail is not None
+    size = (a.thumbnail.shape[1], a.thumbnail.shape[0])
+    there = edge_fit.similar(warp, size)
+    back = cv2.invertAffineTransform(there)
+    ways = [
+        edge_fit.displaced(a.thumbnail, b.thumbnail, there),
+        edge_fit.displaced(b.thumbnail, a.thumbnail, back),
+    ]
+    found = [share for share in ways if share is not None]
+    return min(found) if found else 0.0
 
 
 def local_difference(a: Keypoints, b: Keypoints, scale: complex, shift: complex) -> float:

@@ -16,8 +16,8 @@ from lookalike.duplicate_candidates import candidate_floor
 
 def test_the_benchmarks_rule_is_the_services() -> None:
     verdicts = [
-        verify.Verdict(inliers, score, delta, difference, beyond, aligned, local, crossing, gap)
-        for inliers, score, delta, difference, beyond, aligned, local, crossing, gap in product(
+        verify.Verdict(*figures)
+        for figures in product(
             (0, 4, 12),
             (0.01, 0.05, 0.2),
             (0.0, 30.0),
@@ -25,6 +25,7 @@ def test_the_benchmarks_rule_is_the_services() -> None:
             (0.0, 0.1),
             (0.0, 1.0),
             (0.0, 0.03, 1.0),
+            (0.0, 0.5, 1.0),
             (0.0, 0.5, 1.0),
             (0.0, 0.5, 1.0),
         )
@@ -51,6 +52,12 @@ def test_the_benchmarks_rule_is_the_services() -> None:
     assert any(
         v.relation(rule.threshold) is None
         and replace(v, gapped=0.0).relation(rule.threshold) == "near"
+        for v in verdicts
+    )
+    # And the edges off one similarity: a lowercase x lying on an uppercase X.
+    assert any(
+        v.relation(rule.threshold) is None
+        and replace(v, displaced=0.0).relation(rule.threshold) == "near"
         for v in verdicts
     )
     assert "near" in expected and "variant" in expected

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image, ImageOps
+from PIL import Image, ImageEnhance, ImageOps
 
 from lookalike import verify
 from lookalike.images import DECODE_SCALED, decode_image, decode_scaled, decode_with_larger
@@ -433,6 +433,62 @@ def test_a_letter_is_not_near_its_accent_that_stands_close_a_transparent_crop_is
     for edit, box in crops.items():
         verdict = verify.verify(original, keypoints(png(umlaut.crop(box))))
         assert verdict.gapped <= verify.MAX_GAPPED, (edit, verdict)
+        assert verdict.relation(THRESHOLD) == "near", (edit, verdict)
+
+
+def test_drawings_whose_edges_lie_a_pixel_off_are_not_near_duplicates_their_copies_are() -> None:
+    """The demo's look-alikes that every coarser test takes for one shot: a lowercase x lies
+    on an uppercase X as its crop would (its strokes steeper by a pixel), a dreidel's nun on
+    its gimel (the letter drawn two pixels off, its foot taken away, in both orientations),
+    the sign for O on the sign for 0 (one hand redrawn). Under the one similarity fitted to
+    their sharp edges, some of those edges lie more than a pixel off. An edited copy's edges
+    all lie where one similarity puts them: the x stamp enlarged, turned and cropped (kept
+    transparent), the gimel dreidel watermarked, turned, cropped and retoned."""
+    pairs = [
+        (
+            "symbols/alphabets/english/filled/lowercase/x_filled.png",
+            "symbols/alphabets/english/filled/uppercase/X_filled.png",
+        ),
+        ("seasonal/hanukkah/dreydl-gimmel.png", "seasonal/hanukkah/dreydl-nun.png"),
+        ("seasonal/hanukkah/dreydl-gimmel_mirror.png", "seasonal/hanukkah/dreydl-nun_mirror.png"),
+        ("symbols/alphabets/asl/asl_o.png", "symbols/alphabets/asl/asl_zzz_0.png"),
+    ]
+    for one, verdict in stamp_verdicts(pairs):
+        # Every earlier step lets them through.
+        assert verdict.verified(THRESHOLD) and verdict.local <= verify.MAX_LOCAL, (one, verdict)
+        assert verdict.crossing <= verify.MAX_CROSSING, (one, verdict)
+        assert verdict.gapped <= verify.MAX_GAPPED, (one, verdict)
+        assert verdict.displaced > verify.MAX_DISPLACED, (one, verdict)
+        assert verdict.relation(THRESHOLD) is None, (one, verdict)
+    path = STAMPS / pairs[0][0]
+    letter = Image.open(path).convert("RGBA")
+    width, height = letter.size
+    copies = {
+        "rescaled": letter.resize((width * 3 // 2, height * 3 // 2), Image.Resampling.LANCZOS),
+        "turned": letter.rotate(
+            5, resample=Image.Resampling.BICUBIC, expand=True, fillcolor=(0, 0, 0, 0)
+        ),
+        "cropped": letter.crop((width // 8, 0, width, height - height // 9)),
+    }
+    original = keypoints(path.read_bytes())
+    for edit, copy in copies.items():
+        verdict = verify.verify(original, keypoints(png(copy)))
+        assert verdict.displaced <= verify.MAX_DISPLACED, (edit, verdict)
+        assert verdict.relation(THRESHOLD) == "near", (edit, verdict)
+    picture = on_white(STAMPS / pairs[1][0])
+    width, height = picture.size
+    copies = {
+        "watermarked": watermarked(picture),
+        "turned": picture.rotate(4, resample=Image.Resampling.BICUBIC, fillcolor="white"),
+        "cropped": picture.crop((width // 12, height // 10, width, height)),
+        "retoned": ImageEnhance.Contrast(ImageEnhance.Brightness(picture).enhance(1.15)).enhance(
+            0.85
+        ),
+    }
+    original = keypoints(jpeg(picture))
+    for edit, copy in copies.items():
+        verdict = verify.verify(original, keypoints(jpeg(copy)))
+        assert verdict.displaced <= verify.MAX_DISPLACED, (edit, verdict)
         assert verdict.relation(THRESHOLD) == "near", (edit, verdict)
 
 
