@@ -17,9 +17,10 @@ verifies them geometrically (lookalike/verify.py). This script builds:
   upscaled to 896 px, each with its own fabric (a tint and a woven texture).
 
 Beside them (:data:`EXTRA_GROUPS`, reported apart, not in the rule's choice but for the
-frame crossing's, the gap's and the displaced edges'): letters cut out to their own outline in two fonts, coins
-by numeral, products by a printed letter, and transparent cut-outs (tuxpaint letter and
-animal stamps, RGBA: their copies are saved as transparent PNGs where the edit allows).
+frame crossing's, the gap's and the displaced edges'): letters cut out to their own outline
+in two fonts, coins by numeral, products by a printed letter, and transparent cut-outs
+(tuxpaint letter and animal stamps, RGBA: their copies are saved as transparent PNGs where
+the edit allows).
 
 **Edited copies** of every original, one per edit type (:data:`EDITS`): crop (keep 70-95 %
 of each side), rescale (30-80 %), recompression (JPEG quality 15-40), rotation (2-10

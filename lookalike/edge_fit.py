@@ -170,11 +170,11 @@ def _moved(warp: np.ndarray, fitted: np.ndarray, centre: tuple[float, float]) ->
     return np.hstack([matrix @ (np.eye(2) + field), (warp[:, 2] + matrix @ shift)[:, None]])
 
 
-def displaced(mine: np.ndarray, theirs: np.ndarray, warp: np.ndarray) -> float | None:
-    """The share of ``mine``'s sharp edges found in ``theirs`` (laid on it by ``warp``, 2 x 3,
-    ``mine``'s pixels to ``theirs``', a similarity) that lie more than OFFSET px from where
-    the similarity refined on them puts them; None when fewer than MIN_EDGES are found."""
-    edges = sharp_edges(mine)
+def displaced(mine: np.ndarray, edges: Edges, theirs: np.ndarray, warp: np.ndarray) -> float | None:
+    """The share of ``mine``'s sharp ``edges`` (:func:`sharp_edges`) found in ``theirs`` (laid
+    on it by ``warp``, 2 x 3, ``mine``'s pixels to ``theirs``', a similarity) that lie more
+    than OFFSET px from where the similarity refined on them puts them; None when fewer than
+    MIN_EDGES are found."""
     size = (mine.shape[1], mine.shape[0])
     centre = (size[0] / 2, size[1] / 2)
     for _ in range(ROUNDS):
