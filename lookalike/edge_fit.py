@@ -68,8 +68,9 @@ def _gradients(grey: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return cv2.Sobel(blurred, cv2.CV_32F, 1, 0) / 8, cv2.Sobel(blurred, cv2.CV_32F, 0, 1) / 8
 
 
-def _range(values: np.ndarray) -> float:
-    """A picture's grey range (2nd to 98th percentile), at least 30 levels."""
+def grey_range(values: np.ndarray) -> float:
+    """A picture's grey range (2nd to 98th percentile), at least 30 levels (lookalike/verify.py
+    scales its pixel tests by it too)."""
     low, high = np.percentile(values, [2, 98])
     return max(30.0, float(high - low))
 
@@ -96,7 +97,7 @@ def sharp_edges(thumbnail: np.ndarray) -> Edges:
     magnitude = np.hypot(gx, gy)
     square = np.ones((5, 5), np.uint8)
     step = cv2.dilate(grey, square) - cv2.erode(grey, square)
-    y, x = np.nonzero((magnitude > EDGE * _range(grey)) & (magnitude > SHARP * step))
+    y, x = np.nonzero((magnitude > EDGE * grey_range(grey)) & (magnitude > SHARP * step))
     strength = magnitude[y, x]
     nx, ny = gx[y, x] / strength, gy[y, x] / strength
     ridge = (strength >= _at(magnitude, x + nx, y + ny)) & (
@@ -131,7 +132,7 @@ def _offsets(
     across = _at(gx, x, y) * edges.nx + _at(gy, x, y) * edges.ny
     rows = np.arange(len(edges))
     best = np.argmax(across, axis=0)
-    found = (across[best, rows] > FOUND * _range(laid[inside])) & (best > 0)
+    found = (across[best, rows] > FOUND * grey_range(laid[inside])) & (best > 0)
     found &= best < len(_STEPS) - 1
     peak = np.clip(best, 1, len(_STEPS) - 2)
     before, at, after = across[peak - 1, rows], across[peak, rows], across[peak + 1, rows]

@@ -441,8 +441,8 @@ def verify(
         warp = _refined(a, b, *transform)
         verdict = replace(
             verdict,
-            local=_local(a, b, warp),
-            crossing=_crossing(a, b, warp) if _upright(transform[0]) else 0.0,
+            local=local_difference(a, b, warp),
+            crossing=crossing(a, b, warp) if _upright(transform[0]) else 0.0,
             gapped=gap_beyond(a, b, *transform),
         )
         # Step 11 costs the most of these: where steps 8-10 already tell the two apart (no
@@ -454,7 +454,7 @@ def verify(
             or verdict.gapped > MAX_GAPPED
         )
         if align or not told:
-            verdict = replace(verdict, displaced=_displaced(a, b, warp))
+            verdict = replace(verdict, displaced=shape_difference(a, b, warp))
     return verdict
 
 
@@ -468,29 +468,23 @@ def _refined(a: Keypoints, b: Keypoints, scale: complex, shift: complex) -> np.n
     return warp if refined is None else refined
 
 
-def crossing(a: Keypoints, b: Keypoints, scale: complex, shift: complex) -> float:
-    """Whether one picture is cut out of the other along a line that cuts nothing: the
-    share of a side's bins where the other picture's content goes on across this one's
-    frame (lookalike.frames.unexplained: on its edge row and a few px past it) while this
-    one's content touches its frame nowhere near (its stored frame contact), the larger of
-    the two ways round and of the sides. A crop's line cuts through what it takes away, so
-    the copy's content touches its frame wherever the original's crosses it; a Q's tail
-    crosses its O's frame where the O, cut out to its own outline, only touches it at the
-    bowl's tangent. 0 when either lacks a thumbnail or its contact, or when the transform
-    turns by lookalike.frames.CROSSING_MAX_TURN or more (a rotated copy's crop line no
-    longer runs along its frame)."""
-    if a.thumbnail is None or b.thumbnail is None or not _upright(scale):
-        return 0.0
-    return _crossing(a, b, _refined(a, b, scale, shift))
-
-
 def _upright(scale: complex) -> bool:
     """Whether a transform's rotation (``scale``'s angle) is under CROSSING_MAX_TURN."""
     return bool(abs(np.degrees(np.angle(scale))) < frames.CROSSING_MAX_TURN)
 
 
-def _crossing(a: Keypoints, b: Keypoints, warp: np.ndarray) -> float:
-    """:func:`crossing` under ``warp`` (2 x 3, ``a``'s thumbnail pixels to ``b``'s)."""
+def crossing(a: Keypoints, b: Keypoints, warp: np.ndarray) -> float:
+    """Whether one picture is cut out of the other along a line that cuts nothing: under
+    ``warp`` (2 x 3, ``a``'s thumbnail pixels to ``b``'s), the share of a side's bins where
+    the other picture's content goes on across this one's frame
+    (lookalike.frames.unexplained: on its edge row and a few px past it) while this one's
+    content touches its frame nowhere near (its stored frame contact), the larger of the two
+    ways round and of the sides. A crop's line cuts through what it takes away, so the
+    copy's content touches its frame wherever the original's crosses it; a Q's tail crosses
+    its O's frame where the O, cut out to its own outline, only touches it at the bowl's
+    tangent. 0 when either lacks its contact. verify() reads it only for a transform turned
+    by less than lookalike.frames.CROSSING_MAX_TURN (a rotated copy's crop line no longer
+    runs along its frame)."""
     assert a.thumbnail is not None and b.thumbnail is not None
     if a.contact is None or b.contact is None:
         return 0.0
@@ -500,22 +494,15 @@ def _crossing(a: Keypoints, b: Keypoints, warp: np.ndarray) -> float:
     )
 
 
-def shape_difference(a: Keypoints, b: Keypoints, scale: complex, shift: complex) -> float:
-    """Whether the two pictures' sharp edges lie where one similarity puts them: under the
-    transform ``w = scale z + shift`` (``a``'s frame to ``b``'s) refined by ECC, as the
+def shape_difference(a: Keypoints, b: Keypoints, warp: np.ndarray) -> float:
+    """Whether the two pictures' sharp edges lie where one similarity puts them: under
+    ``warp`` (2 x 3, ``a``'s thumbnail pixels to ``b``'s, refined by ECC) taken as the
     similarity nearest it, the share of one thumbnail's sharp edges that lie more than
     lookalike.edge_fit.OFFSET px off in the other once a similarity is fitted to them all
     (lookalike.edge_fit.displaced), the smaller of the two ways round. An edit moves a whole
     picture by one similarity; a lowercase x laid on an uppercase X, or a dreidel's nun on
     its gimel, leaves strokes a pixel or two off. 0 when neither thumbnail has enough sharp
-    edges on the overlap to tell (a soft photograph); 1 when either has no thumbnail."""
-    if a.thumbnail is None or b.thumbnail is None:
-        return 1.0
-    return _displaced(a, b, _refined(a, b, scale, shift))
-
-
-def _displaced(a: Keypoints, b: Keypoints, warp: np.ndarray) -> float:
-    """:func:`shape_difference` under ``warp`` (2 x 3, ``a``'s thumbnail pixels to ``b``'s)."""
+    edges on the overlap to tell (a soft photograph)."""
     assert a.thumbnail is not None and b.thumbnail is not None
     assert a.sharp_edges is not None and b.sharp_edges is not None
     size = (a.thumbnail.shape[1], a.thumbnail.shape[0])
@@ -529,27 +516,20 @@ def _displaced(a: Keypoints, b: Keypoints, warp: np.ndarray) -> float:
     return min(found) if found else 0.0
 
 
-def local_difference(a: Keypoints, b: Keypoints, scale: complex, shift: complex) -> float:
-    """Whether each picture holds strokes the other lacks, where it holds most of them: the
-    transform ``w = scale z + shift`` (``a``'s frame to ``b``'s) refined by ECC
-    (lookalike.alignment.refine), then, each way round, the share of a LOCAL_WINDOW px
+def local_difference(a: Keypoints, b: Keypoints, warp: np.ndarray) -> float:
+    """Whether each picture holds strokes the other lacks, where it holds most of them:
+    under ``warp`` (2 x 3, ``a``'s thumbnail pixels to ``b``'s, refined by ECC,
+    lookalike.alignment.refine), each way round, the share of a LOCAL_WINDOW px
     window of one thumbnail taken by its edges (steps of LOCAL_EDGE of its range) with no
     edge of the other (LOCAL_MATCH of its range: a blurred copy's weaker step still counts)
     within LOCAL_REACH px, in the window where that share is largest; the smaller of the
-    two ways round. 1 when either has no thumbnail or they do not overlap.
+    two ways round. 1 when they do not overlap.
 
     Structure, not grey levels: a colour-balance edit moves a red region's grey and a blue
     one's apart (no one brightness-and-contrast fit undoes it) but leaves every edge where
     it was. The smaller way round: an overlay (a watermark's text) adds strokes to the copy
     only, while two different items (a coin's other numeral, a dreidel's other letter, a
     polo's collar against a T-shirt's neckline) each have strokes of their own."""
-    if a.thumbnail is None or b.thumbnail is None:
-        return 1.0
-    return _local(a, b, _refined(a, b, scale, shift))
-
-
-def _local(a: Keypoints, b: Keypoints, warp: np.ndarray) -> float:
-    """:func:`local_difference` under ``warp`` (2 x 3, ``a``'s thumbnail pixels to ``b``'s)."""
     assert a.thumbnail is not None and b.thumbnail is not None
     back = cv2.invertAffineTransform(warp)
     return min(
@@ -591,19 +571,13 @@ def _unmatched_edges(mine: np.ndarray, theirs: np.ndarray, warp: np.ndarray) -> 
     if int(inside.sum()) < _MIN_OVERLAP * mine.size:
         return 1.0
     grey = mine.astype(np.float32)
-    edges = (_gradient(grey) > LOCAL_EDGE * _range(grey[inside])) & inside
-    found = (_gradient(laid) > LOCAL_MATCH * _range(laid[inside])).astype(np.uint8)
+    edges = (_gradient(grey) > LOCAL_EDGE * edge_fit.grey_range(grey[inside])) & inside
+    found = (_gradient(laid) > LOCAL_MATCH * edge_fit.grey_range(laid[inside])).astype(np.uint8)
     reach = np.ones((2 * LOCAL_REACH + 1, 2 * LOCAL_REACH + 1), np.uint8)
     unmatched = (edges & ~cv2.dilate(found, reach).astype(bool)).astype(np.float32)
     window = (LOCAL_WINDOW, LOCAL_WINDOW)
     share = cv2.boxFilter(unmatched, -1, window, normalize=True, borderType=cv2.BORDER_CONSTANT)
     return float(share.max())
-
-
-def _range(values: np.ndarray) -> float:
-    """A picture's grey range (2nd to 98th percentile), at least 30 levels."""
-    low, high = np.percentile(values, [2, 98])
-    return max(30.0, float(high - low))
 
 
 def _aligned_difference(
@@ -702,7 +676,7 @@ def _edges(thumbnail: np.ndarray) -> np.ndarray:
     """A thumbnail's edges: grey steps of PIXEL_TOLERANCE of its range (its own border
     left out)."""
     grey = thumbnail.astype(np.float32)
-    edges = _gradient(grey) > PIXEL_TOLERANCE * _range(grey)
+    edges = _gradient(grey) > PIXEL_TOLERANCE * edge_fit.grey_range(grey)
     edges[[0, -1], :] = False
     edges[:, [0, -1]] = False
     return edges
