@@ -245,21 +245,14 @@ _CONTACT = 4 * CONTACT_BINS * 2
 _GAPS = 2 * GAP_BINS * 2
 
 
-def _contact_bytes(contact: np.ndarray | None) -> bytes:
-    """The frame contact's greys; black to white in every bin when unknown (content all
-    round: nothing a crossing could contradict)."""
-    if contact is None:
-        contact = np.zeros((4, CONTACT_BINS, 2), np.uint8)
-        contact[..., 1] = 255
-    return contact.astype(np.uint8).tobytes()
-
-
-def _gaps_bytes(gaps: np.ndarray | None) -> bytes:
-    """The gap profile's greys; black to white in every bin when unknown (no gap line)."""
-    if gaps is None:
-        gaps = np.zeros((2, GAP_BINS, 2), np.uint8)
-        gaps[..., 1] = 255
-    return gaps.astype(np.uint8).tobytes()
+def _greys_bytes(greys: np.ndarray | None, shape: tuple[int, ...]) -> bytes:
+    """Darkest and lightest greys per bin (the frame contact, the gap profile); black to
+    white in every bin of ``shape`` when unknown: a contact of content all round, which no
+    crossing contradicts, and a profile without a gap line."""
+    if greys is None:
+        greys = np.zeros(shape, np.uint8)
+        greys[..., 1] = 255
+    return greys.astype(np.uint8).tobytes()
 
 
 def encode(points: Keypoints) -> str:
@@ -281,8 +274,8 @@ def encode(points: Keypoints) -> str:
             _ab_bytes(grid),
             _THUMBNAIL.pack(len(thumbnail)),
             thumbnail,
-            _contact_bytes(points.contact),
-            _gaps_bytes(points.gaps),
+            _greys_bytes(points.contact, (4, CONTACT_BINS, 2)),
+            _greys_bytes(points.gaps, (2, GAP_BINS, 2)),
         ]
     )
     return base64.b64encode(body).decode("ascii")
