@@ -307,7 +307,11 @@ def test_labels_tenant_link_and_find_by_id(page, catalog, named_catalog) -> None
     with page.expect_response(lambda r: "q=run" in r.url):
         page.fill("#find-id", "run")
         page.press("#find-id", "Enter")
-    page.wait_for_function("document.querySelectorAll('#catalog .card').length === 1")
+    # The catalog held one card before too (the item found by its id): wait for the new one.
+    page.wait_for_function(
+        "document.querySelectorAll('#catalog .card').length === 1"
+        " && document.querySelector('#catalog .card').dataset.id === 'shop.shoes.red-runner'"
+    )
     assert card_ids(page, "#catalog .card") == ["shop.shoes.red-runner"]
     assert "q=run" in page.url
     shot(page, "11-search-by-name")
