@@ -492,6 +492,27 @@ def test_drawings_whose_edges_lie_a_pixel_off_are_not_near_duplicates_their_copi
         assert verdict.relation(THRESHOLD) == "near", (edit, verdict)
 
 
+def test_the_y_cut_at_its_baseline_is_its_near_duplicate_and_the_vs() -> None:
+    """Why the demo's v ~ y stays a near pair (docs/indexer.md): the tuxpaint v (95 x 84 px)
+    is the y (95 x 115 px) cut at its baseline, to within a pixel of stroke on the 95 px
+    stamp. That cut takes 27 % off the y, a crop the issue asks the service to find: it is
+    the y's near-duplicate, and it is the v's near-duplicate too, so no test that finds the
+    crop can tell the v from it."""
+    letters = STAMPS / "symbols/alphabets/english/filled/lowercase"
+    v = Image.open(letters / "v_filled.png").convert("RGBA")
+    y = Image.open(letters / "y_filled.png").convert("RGBA")
+    assert v.width == y.width and v.height < y.height
+    cut = y.crop((0, 0, v.width, v.height))
+    alpha = np.asarray(cut.getchannel("A"), np.float64)
+    # The same coverage to a few per cent of the stamp: the v's arms are at most ~2 px wider
+    # near its foot.
+    assert np.mean(np.abs(alpha - np.asarray(v.getchannel("A"), np.float64))) < 0.04 * 255
+    crop = keypoints(png(cut))
+    for name, other in [("y", letters / "y_filled.png"), ("v", letters / "v_filled.png")]:
+        verdict = verify.verify(keypoints(other.read_bytes()), crop)
+        assert verdict.relation(THRESHOLD) == "near", (name, verdict)
+
+
 def test_a_call_verifies_each_candidate_as_a_fresh_pair_would(photos: list[bytes]) -> None:
     """A /duplicates call decodes the asked item once and verifies every candidate against
     it, so what the pixel tests derive from its thumbnail alone (the spectra the alignment
