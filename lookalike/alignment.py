@@ -86,6 +86,8 @@ def align(
     if abs(angle) > max_rotation:
         return None
     m = complex(np.exp(1j * np.radians(angle)) / np.exp(dx / _LOG_BASE))
+    if not (np.isfinite(m) and 1e-3 < abs(m) < 1e3):
+        return None  # a flat spectrum's peak is anywhere: no scale an edit makes
     turned = cv2.warpAffine(
         a.square,
         np.array([[m.real, -m.imag, 0.0], [m.imag, m.real, 0.0]], np.float32),
