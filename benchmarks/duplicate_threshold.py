@@ -345,6 +345,7 @@ def rootsift_keypoints(picture: Image.Image) -> verify.Keypoints:
         (width, height),
         orb.colour_grid(rgb),
         orb.thumbnail(grey),
+        colour=orb.thumbnail(rgb),
     )
 
 
@@ -631,6 +632,7 @@ class Rule:
     max_crossing: float = verify.MAX_CROSSING
     max_gapped: float = verify.MAX_GAPPED
     max_displaced: float = verify.MAX_DISPLACED
+    max_reshaped: float = verify.MAX_RESHAPED
 
 
 @dataclass(frozen=True)
@@ -670,6 +672,7 @@ def _columns(pairs: list[Any]) -> dict[str, np.ndarray]:
         "crossing": np.array([v.crossing for v in verdicts]),
         "gapped": np.array([v.gapped for v in verdicts]),
         "displaced": np.array([v.displaced for v in verdicts]),
+        "reshaped": np.array([v.reshaped for v in verdicts]),
     }
     _COLUMNS[id(pairs)] = (pairs, columns)
     return columns
@@ -693,6 +696,7 @@ def relations(pairs: list[Any], rule: Rule, floor: float) -> tuple[np.ndarray, n
     strict = (c["inliers"] >= verify.VARIANT_MIN_INLIERS) & (
         c["score"] >= max(rule.threshold, verify.VARIANT_MIN_SCORE)
     )
+    strict &= c["reshaped"] <= rule.max_reshaped
     near = ((same & ~variant & (agree | aligned)) | (~same & aligned)) & alike
     return candidate & near, candidate & variant & strict
 
@@ -735,6 +739,7 @@ def shipped_rule() -> Rule:
         verify.MAX_CROSSING,
         verify.MAX_GAPPED,
         verify.MAX_DISPLACED,
+        verify.MAX_RESHAPED,
     )
 
 
@@ -762,6 +767,11 @@ GAPS = (0.0, 0.02, 0.05, 0.1, 0.15, 0.2, 1.0)
 DISPLACEMENTS = (0.0, 0.01, 0.02, 0.03, 0.04, 0.05, 0.075, 0.1, 0.2, 1.0)
 
 
+# The shares of a variant's densest window taken by colour edges the other lacks
+# (lookalike.verify.colour_structure) tried, last (1.0: not applied).
+RESHAPINGS = (0.0, 0.01, 0.02, 0.03, 0.05, 0.1, 1.0)
+
+
 def verified_at(
     half: Half, rule: Rule, floor: float, name: str, limit: float
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -786,6 +796,37 @@ def choose_limit(
         if not (found & ~kept).any():
             return limit
     return 1.0
+
+
+def choose_variant_limit(half: Half, rule: Rule, floor: float) -> float:
+    """On the tune half, every group: the least limit on a variant's colour edges of its own
+    (max_reshaped) that loses none of the variants ``rule`` finds without it."""
+    _, found = relations(half.variants, replace(rule, max_reshaped=1.0), floor)
+    for limit in RESHAPINGS:
+        _, kept = relations(half.variants, replace(rule, max_reshaped=limit), floor)
+        if not (found & ~kept).any():
+            return limit
+    return 1.0
+
+
+def variant_table(label: str, half: Half, rule: Rule, floor: float) -> None:
+    """What each limit on max_reshaped does under ``rule`` on a half: variants lost, and
+    hard-negative pairs no longer reported as variants, in the first set and the extra
+    groups."""
+    for extra in (False, True):
+        part = groups_of(half, extra)
+        _, base_v = relations(part.variants, replace(rule, max_reshaped=1.0), floor)
+        _, base_n = relations(part.negatives, replace(rule, max_reshaped=1.0), floor)
+        cells = []
+        for limit in RESHAPINGS:
+            _, kept = relations(part.variants, replace(rule, max_reshaped=limit), floor)
+            _, still = relations(part.negatives, replace(rule, max_reshaped=limit), floor)
+            cells.append(
+                f"{limit:.3f}: -{int((base_v & ~kept).sum())}/{int(base_v.sum())} variants, "
+                f"-{int((base_n & ~still).sum())}/{int(base_n.sum())} neg"
+            )
+        groups = "extra groups" if extra else "first set"
+        print(f"  reshaped on the {label} half, {groups}: " + "; ".join(cells))
 
 
 def choose_net(half: Half, rule: Rule, floor: float, name: str, limits: tuple[float, ...]) -> float:
@@ -918,7 +959,8 @@ def report(name: str, r: Result) -> None:
         f"pixel difference {r.rule.max_difference:.3f}, aligned {r.rule.max_aligned:.3f}, "
         f"unmatched edges {r.rule.max_local:.2f}, frame crossing {r.rule.max_crossing:.3f}, "
         f"past a gap {r.rule.max_gapped:.2f}, displaced edges {r.rule.max_displaced:.2f}, "
-        f"variant colour distance {r.rule.variant_delta:.0f}: "
+        f"variant colour distance {r.rule.variant_delta:.0f}, variant colour edges "
+        f"{r.rule.max_reshaped:.2f}: "
         f"near-dup recall {r.recall:.3f}, precision {r.precision:.3f} ({r.false_near} "
         f"hard-negative pairs verified); variants found {r.variants_found:.3f}, reported as "
         f"near {r.variants_as_near:.3f}; positives below the candidate floor "
@@ -1062,13 +1104,17 @@ def main() -> None:
     limit = choose_limit(tune, chosen.rule, floor, "max_crossing", CROSSINGS)
     rule = replace(chosen.rule, max_crossing=limit)
     rule = replace(rule, max_gapped=choose_net(tune, rule, floor, "max_gapped", GAPS))
-    displaced = choose_limit(tune, rule, floor, "max_displaced", DISPLACEMENTS)
-    chosen = evaluate(groups_of(tune, False), replace(rule, max_displaced=displaced), floor)
+    rule = replace(
+        rule, max_displaced=choose_limit(tune, rule, floor, "max_displaced", DISPLACEMENTS)
+    )
+    rule = replace(rule, max_reshaped=choose_variant_limit(tune, rule, floor))
+    chosen = evaluate(groups_of(tune, False), rule, floor)
     report("tune half (chosen here)", chosen)
     for half_name, half in (("tune", tune), ("test", test)):
         limit_table(half_name, half, chosen.rule, floor, "max_crossing", CROSSINGS)
         limit_table(half_name, half, chosen.rule, floor, "max_gapped", GAPS)
         limit_table(half_name, half, chosen.rule, floor, "max_displaced", DISPLACEMENTS)
+        variant_table(half_name, half, chosen.rule, floor)
     held = evaluate(groups_of(test, False), chosen.rule, floor)
     report("test half (held out)", held)
     shipped = evaluate(groups_of(test, False), shipped_rule(), floor)

@@ -16,9 +16,11 @@ alpha), CPU milliseconds per photo (process CPU: OpenCV may use several threads)
   docs/indexer.md), and on the full decode (what the worker did before shrink-on-load),
   that decode included.
 
-Then the same for 200 tiny images (28 px Fashion-MNIST items, which get no keypoints: under
-worker.keypoints.MIN_SOURCE). Every figure is the median of ``--repeat`` passes. CPU time,
-not wall time, because the development VM is shared. ``--profile``: where a /duplicates
+Then what a colour variant's verification costs (the first 10 photos against hue-shifted
+copies), step 12's colour edges within it; then the same for 200 tiny images (28 px
+Fashion-MNIST items, which get no keypoints: under worker.keypoints.MIN_SOURCE). Every
+figure is the median of ``--repeat`` passes. CPU time, not wall time, because the
+development VM is shared. ``--profile``: where a /duplicates
 call's time goes (cProfile of one more pass of its calls, the functions that take the most).
 """
 
@@ -129,6 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     plain = sum(not k.verifiable for k in found)
     print(f"  payload {kib:.1f} KiB per item; too plain to verify: {plain} of {len(found)}")
     duplicates_call(files, sources, found, args.repeat, profile=args.profile)
+    variant_pairs(sources, found, args.repeat)
     small(args.repeat)
     return 0
 
@@ -191,6 +194,56 @@ def duplicates_call(
         for (path, line, name), (_, calls_n, own, _cumulative, _) in rows:
             where = f"{Path(path).name}:{line}" if line else "built-in"
             print(f"    {own / total:6.1%} own  {calls_n:6d} calls  {name} ({where})")
+
+
+def variant_pairs(sources: list[Any], found: list[Any], repeat: int) -> None:
+    """What a colour variant costs to verify: the first 10 photos against their hue-shifted
+    copies (the hue turned by 85 degrees, a JPEG of quality 90), each pair's payloads
+    decoded; the whole verification, and within it lookalike.verify.colour_structure (step
+    12, which only such pairs reach) under the pair's refined transform."""
+    pairs = []
+    for source, points in zip(sources[:10], found[:10], strict=False):
+        hsv = np.asarray(source.convert("RGB").convert("HSV")).copy()
+        hsv[..., 0] = (hsv[..., 0].astype(int) + 60) % 256
+        out = io.BytesIO()
+        Image.fromarray(hsv, "HSV").convert("RGB").save(out, "JPEG", quality=90)
+        shifted = find_keypoints(Image.open(io.BytesIO(out.getvalue())))
+        pairs.append((verify.encode(points), verify.encode(shifted)))
+    threshold = Settings().duplicate_threshold
+
+    def decoded(pair: tuple[str, str]) -> tuple[Any, Any]:
+        a, b = verify.decode(pair[0]), verify.decode(pair[1])
+        assert a is not None and b is not None
+        return a, b
+
+    def whole(pair: tuple[str, str]) -> str | None:
+        return verify.verify(*decoded(pair)).relation(threshold)
+
+    warps = []
+    for pair in pairs:
+        a, b = decoded(pair)
+        if (len(b), b.descriptors.tobytes()) < (len(a), a.descriptors.tobytes()):
+            a, b = b, a
+        _, transform = verify._by_keypoints(a, b, verify.MIN_INLIERS)
+        if transform is not None:
+            warps.append((pair, a, b, verify._refined(a, b, *transform)))
+
+    def step_12(item: tuple[Any, ...]) -> float:
+        pair, *_, warp = item
+        a, b = decoded(pair)  # the gradients are made per call, as for a fresh pair
+        return verify.colour_structure(a, b, warp)
+
+    ms = per_photo(whole, pairs, repeat)  # type: ignore[arg-type]
+    colour_ms = per_photo(step_12, warps, repeat) if warps else 0.0  # type: ignore[arg-type]
+    decode_ms = per_photo(decoded, pairs, repeat)  # type: ignore[arg-type]
+    relations = [whole(p) for p in pairs]
+    print(
+        f"  variants: {ms:.2f} CPU-ms to decode and verify a photo and its hue-shifted copy "
+        f"({relations.count('variant')} of {len(pairs)} found as variants, "
+        f"{relations.count('near')} as near: a greyish photo's hue barely moves); within it "
+        f"{max(0.0, colour_ms - decode_ms):.2f} for the colour edges (step 12, "
+        f"{len(warps)} pairs with a transform)"
+    )
 
 
 def keypoint_payload_source(data: bytes, image: Any, larger: Any) -> Any:

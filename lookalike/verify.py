@@ -56,6 +56,11 @@ compared where the pair's transform overlays one on the other. Keypoints sit on 
 outlines, so a flat coloured fill (a flag, a T-shirt) shows in the grid only: found on the
 keypoints alone, a green flag was a white one's near-duplicate. Brightness, contrast and
 colour-balance edits move both less.
+A variant's grey levels change (a recolour is no brightness-and-contrast edit), so none of
+the grey tests above holds it; but a recolour moves no boundary, and two products on one
+chassis (a cement mixer and a tow truck) have outlines of their own. The stored thumbnail is
+in colour, and :func:`colour_structure` reads its Lab edges as :func:`local_difference`
+reads the grey ones: a variant has no colour edge of its own on both sides.
 
 An image with fewer than :data:`MIN_KEYPOINTS` keypoints (tiny, or plain: a flat colour, a
 thin line) cannot be verified: it is nobody's near-duplicate or variant (only exact copies,
@@ -84,7 +89,7 @@ KEYPOINTS_FIELD = schema.KEYPOINTS_FIELD
 # without the pixel comparison a pair of glyphs is verified as readily as an edited copy, and
 # the threshold and least inliers below were chosen with it; nor is format 3 (no frame
 # contact and gap profile: a cut-out O would be its Q's crop, an A its A-umlaut's).
-FORMAT = 4
+FORMAT = 5
 SIDE = 512  # keypoints are found on the image scaled down to this longest side
 MAX_KEYPOINTS = 256
 MIN_KEYPOINTS = 24
@@ -173,6 +178,15 @@ MAX_CROSSING = 0.0
 # smaller way round: the least limit that loses none of the tune half's positives
 # (docs/indexer.md).
 MAX_DISPLACED = 0.04
+# A variant's colour edges (:func:`colour_structure`): the thumbnails' Lab gradient (L 0-100,
+# a and b) per px, an edge from COLOUR_EDGE, matched by one of COLOUR_MATCH within
+# LOCAL_REACH px, each way round the LOCAL_WINDOW px window with the most unmatched; at most
+# MAX_RESHAPED of it the smaller way round (the least limit that loses none of the tune
+# half's variants, docs/indexer.md). A recolour keeps every boundary between two colours,
+# where the grey's can vanish (two hues of one lightness).
+COLOUR_EDGE = 10.0
+COLOUR_MATCH = 2.0
+MAX_RESHAPED = 0.0
 
 _HEADER = struct.Struct("<BH")
 _FRAME = struct.Struct("<HHBB")  # frame width, height; grid columns, rows
@@ -184,7 +198,8 @@ _DESCRIPTOR = 32  # ORB: 256 bits
 class Keypoints:
     """An image's keypoints: positions (SIDE-scaled pixels), Lab (a, b) around each,
     ORB descriptors; and the picture's frame (its size in those pixels), coarse colour
-    grid (Lab (a, b) per cell) and grey thumbnail (THUMBNAIL_SIDE px on the longer side)."""
+    grid (Lab (a, b) per cell), grey thumbnail (THUMBNAIL_SIDE px on the longer side) and
+    the same thumbnail in colour."""
 
     xy: np.ndarray  # (n, 2) float32
     ab: np.ndarray  # (n, 2) float32, Lab a and b, 0 = grey
@@ -198,6 +213,8 @@ class Keypoints:
     # (2, GAP_BINS, 2) uint8, the darkest and lightest grey per bin of whole rows (top to
     # bottom) and of whole columns (left to right): lookalike.frames.gap_profile
     gaps: np.ndarray | None = None
+    # (rows, columns, 3) uint8, RGB: the thumbnail in colour (its grey is ``thumbnail``)
+    colour: np.ndarray | None = None
 
     def __len__(self) -> int:
         return int(self.xy.shape[0])
@@ -221,6 +238,15 @@ class Keypoints:
         return None if self.thumbnail is None else edge_fit.sharp_edges(self.thumbnail)
 
     @cached_property
+    def colour_edges(self) -> np.ndarray | None:
+        """The colour thumbnail's Lab gradient (:func:`_colour_gradient`)."""
+        if self.colour is None:
+            return None
+        gradient = _colour_gradient(self.colour)
+        gradient.setflags(write=False)
+        return gradient
+
+    @cached_property
     def edges(self) -> np.ndarray | None:
         """The thumbnail's edges (:func:`_edges`)."""
         if self.thumbnail is None:
@@ -234,10 +260,16 @@ def _ab_bytes(ab: np.ndarray) -> bytes:
     return np.clip(np.round(ab), -127, 127).astype(np.int8).tobytes()
 
 
-def _thumbnail_bytes(thumbnail: np.ndarray | None) -> bytes:
-    if thumbnail is None or thumbnail.size == 0:
+def _thumbnail_bytes(thumbnail: np.ndarray | None, colour: np.ndarray | None) -> bytes:
+    """The thumbnail as a JPEG: in colour where known (its luma is the grey, as a grey
+    JPEG's would be; the chroma costs about a fifth more), otherwise grey."""
+    if colour is not None and colour.size:
+        picture = cv2.cvtColor(colour, cv2.COLOR_RGB2BGR)
+    elif thumbnail is not None and thumbnail.size:
+        picture = thumbnail
+    else:
         return b""
-    ok, jpeg = cv2.imencode(".jpg", thumbnail, [cv2.IMWRITE_JPEG_QUALITY, THUMBNAIL_QUALITY])
+    ok, jpeg = cv2.imencode(".jpg", picture, [cv2.IMWRITE_JPEG_QUALITY, THUMBNAIL_QUALITY])
     return jpeg.tobytes() if ok else b""
 
 
@@ -258,12 +290,12 @@ def _greys_bytes(greys: np.ndarray | None, shape: tuple[int, ...]) -> bytes:
 def encode(points: Keypoints) -> str:
     """The compact payload form: header, frame, then per keypoint x, y (float16), a, b (int8)
     and the 32-byte descriptor, then the colour grid's a, b (int8), then the thumbnail as a
-    grey JPEG, then the frame contact (uint8), base64 (about 50 bytes a keypoint, 300 for the
-    grid, 3-4 KiB for the thumbnail, 256 bytes for the contact), then the gap profile
+    colour JPEG, then the frame contact (uint8), base64 (about 50 bytes a keypoint, 300 for the
+    grid, 4-5 KiB for the thumbnail, 256 bytes for the contact), then the gap profile
     (uint8, 512 bytes)."""
     n = len(points)
     grid = points.grid if points.grid is not None else np.zeros((0, 0, 2), np.float32)
-    thumbnail = _thumbnail_bytes(points.thumbnail)
+    thumbnail = _thumbnail_bytes(points.thumbnail, points.colour)
     body = b"".join(
         [
             _HEADER.pack(FORMAT, n),
@@ -310,16 +342,21 @@ def decode(value: Any) -> Keypoints | None:
     if rows and columns:
         cells = np.frombuffer(raw, np.int8, 2 * rows * columns, at)
         grid = cells.reshape(rows, columns, 2).astype(np.float32)
-    thumbnail = None
+    thumbnail = colour = None
     if length:
         jpeg = np.frombuffer(raw, np.uint8, length, end + _THUMBNAIL.size)
-        thumbnail = cv2.imdecode(jpeg, cv2.IMREAD_GRAYSCALE)
-        if thumbnail is None:
+        picture = cv2.imdecode(jpeg, cv2.IMREAD_UNCHANGED)
+        if picture is None:
             return None
+        if picture.ndim == 3:
+            colour = cv2.cvtColor(picture, cv2.COLOR_BGR2RGB)
+            thumbnail = cv2.cvtColor(picture, cv2.COLOR_BGR2GRAY)
+        else:
+            thumbnail = picture
     contact = np.frombuffer(raw, np.uint8, _CONTACT, end + _THUMBNAIL.size + length)
     contact = contact.reshape(4, CONTACT_BINS, 2)
     gaps = np.frombuffer(raw, np.uint8, _GAPS, size).reshape(2, GAP_BINS, 2)
-    return Keypoints(xy, ab, descriptors, (width, height), grid, thumbnail, contact, gaps)
+    return Keypoints(xy, ab, descriptors, (width, height), grid, thumbnail, contact, gaps, colour)
 
 
 @dataclass(frozen=True)
@@ -347,6 +384,9 @@ class Verdict:
     # :func:`shape_difference` under the refined transform of that route (1: not compared;
     # 0 when neither thumbnail has enough sharp edges to tell)
     displaced: float = 1.0
+    # :func:`colour_structure` under the keypoints' transform, refined, of a pair whose
+    # colours changed (1: not compared)
+    reshaped: float = 1.0
 
     def verified(self, threshold: float, min_inliers: int | None = None) -> bool:
         """Whether one transform explains enough keypoints: the same shot, perhaps in
@@ -365,6 +405,7 @@ class Verdict:
         max_crossing: float | None = None,
         max_gapped: float | None = None,
         max_displaced: float | None = None,
+        max_reshaped: float | None = None,
     ) -> str | None:
         """``"near"``, ``"variant"`` or None (not the same shot). Neither may have structure
         beyond the other's frame on both sides (:func:`beyond`). A near-duplicate's
@@ -376,7 +417,8 @@ class Verdict:
         MAX_LOCAL), nor be a cut-out lying on the other as its crop would (``crossing``, at
         most MAX_CROSSING), nor end where the other's ground begins with blobs of its own
         past it (``gapped``, at most MAX_GAPPED), nor have its sharp edges where no one
-        similarity puts the other's (``displaced``, at most MAX_DISPLACED)."""
+        similarity puts the other's (``displaced``, at most MAX_DISPLACED). A variant may not
+        have colour edges of its own on both sides (``reshaped``, at most MAX_RESHAPED)."""
         most = MAX_DIFFERENCE if max_difference is None else max_difference
         shifted = MAX_DISPLACED if max_displaced is None else max_displaced
         aligned = self.aligned <= (MAX_ALIGNED_DIFFERENCE if max_aligned is None else max_aligned)
@@ -391,7 +433,8 @@ class Verdict:
         delta = VARIANT_COLOR_DELTA if variant_delta is None else variant_delta
         if self.color_delta >= delta:
             strict = self.verified(max(threshold, VARIANT_MIN_SCORE), VARIANT_MIN_INLIERS)
-            return "variant" if strict else None
+            recoloured = self.reshaped <= (MAX_RESHAPED if max_reshaped is None else max_reshaped)
+            return "variant" if strict and recoloured else None
         return "near" if (self.difference <= most or aligned) and alike else None
 
 
@@ -417,6 +460,15 @@ def verify(
     if (len(b), b.descriptors.tobytes()) < (len(a), a.descriptors.tobytes()):
         a, b = b, a
     verdict, transform = _by_keypoints(a, b, min_inliers)
+    if (
+        transform is not None
+        and verdict.color_delta >= VARIANT_COLOR_DELTA
+        and verdict.inliers >= (VARIANT_MIN_INLIERS if align is None else min_inliers)
+        and a.colour is not None
+        and b.colour is not None
+    ):
+        # Perhaps a variant: the grey tests below do not hold it, its colour edges do.
+        verdict = replace(verdict, reshaped=colour_structure(a, b, _refined(a, b, *transform)))
     settled = (
         verdict.inliers >= MIN_INLIERS and max(verdict.difference, verdict.beyond) <= MAX_DIFFERENCE
     ) or verdict.color_delta >= VARIANT_COLOR_DELTA
@@ -509,6 +561,46 @@ def shape_difference(a: Keypoints, b: Keypoints, warp: np.ndarray) -> float:
     return min(found) if found else 0.0
 
 
+def colour_structure(a: Keypoints, b: Keypoints, warp: np.ndarray) -> float:
+    """Whether each picture has colour edges the other lacks: under ``warp`` (2 x 3, ``a``'s
+    thumbnail pixels to ``b``'s), as :func:`local_difference` but on the colour thumbnails'
+    Lab gradient (an edge from COLOUR_EDGE, matched by COLOUR_MATCH within LOCAL_REACH px),
+    the smaller way round. A recolour changes which boundaries show in grey (a red and a
+    green of one lightness have none) but moves none of them; a cement mixer's drum and a
+    tow truck's boom on one chassis, a police car's stripe and its mirrored stamp's, are
+    boundaries of their own. 1 when either lacks its colour thumbnail."""
+    if a.colour is None or b.colour is None:
+        return 1.0
+    back = cv2.invertAffineTransform(warp)
+    return min(_unmatched_colour(a, b, warp), _unmatched_colour(b, a, back))
+
+
+def _unmatched_colour(mine: Keypoints, theirs: Keypoints, warp: np.ndarray) -> float:
+    """:func:`_unmatched_edges` on the colour thumbnails' Lab gradient."""
+    assert mine.colour_edges is not None and theirs.colour is not None
+    height, width = mine.colour_edges.shape
+    laid, covered = _laid(theirs.colour, warp, (width, height))
+    inside = _inside(covered)
+    if inside is None:
+        return 1.0
+    edges = (mine.colour_edges > COLOUR_EDGE) & inside
+    found = _colour_gradient(np.clip(laid + 0.5, 0, 255).astype(np.uint8)) > COLOUR_MATCH
+    return _densest(edges, found)
+
+
+def _colour_gradient(rgb: np.ndarray) -> np.ndarray:
+    """The Lab gradient's magnitude per px (L 0-100, a and b as they are), each channel
+    blurred a little first (the thumbnail's JPEG chroma is coarse)."""
+    lab = cv2.cvtColor(rgb.astype(np.float32) / 255, cv2.COLOR_RGB2LAB)
+    total = np.zeros(rgb.shape[:2], np.float32)
+    for channel in cv2.split(lab):
+        blurred = cv2.GaussianBlur(channel, (0, 0), 0.7)
+        total += (
+            cv2.Sobel(blurred, cv2.CV_32F, 1, 0) ** 2 + cv2.Sobel(blurred, cv2.CV_32F, 0, 1) ** 2
+        )
+    return np.sqrt(total) / 4
+
+
 def local_difference(a: Keypoints, b: Keypoints, warp: np.ndarray) -> float:
     """Whether each picture holds strokes the other lacks, where it holds most of them:
     under ``warp`` (2 x 3, ``a``'s thumbnail pixels to ``b``'s, refined by ECC,
@@ -539,7 +631,7 @@ def _laid(
     flags = cv2.WARP_INVERSE_MAP
     laid = cv2.warpAffine(theirs.astype(np.float32), warp, size, flags=flags)
     covered = cv2.warpAffine(
-        np.ones(theirs.shape, np.uint8),
+        np.ones(theirs.shape[:2], np.uint8),
         warp,
         size,
         flags=flags | cv2.INTER_NEAREST,
@@ -558,16 +650,30 @@ def _unmatched_edges(mine: np.ndarray, theirs: np.ndarray, warp: np.ndarray) -> 
     edge near; 1 when they overlap too little."""
     height, width = mine.shape
     laid, covered = _laid(theirs, warp, (width, height))
-    # The other's frame edge and a margin: a crop's line is an edge of neither picture.
-    inside = cv2.erode(covered, np.ones((7, 7), np.uint8)).astype(bool)
-    inside[:3], inside[-3:], inside[:, :3], inside[:, -3:] = False, False, False, False
-    if int(inside.sum()) < _MIN_OVERLAP * mine.size:
+    inside = _inside(covered)
+    if inside is None:
         return 1.0
     grey = mine.astype(np.float32)
     edges = (_gradient(grey) > LOCAL_EDGE * edge_fit.grey_range(grey[inside])) & inside
-    found = (_gradient(laid) > LOCAL_MATCH * edge_fit.grey_range(laid[inside])).astype(np.uint8)
+    found = _gradient(laid) > LOCAL_MATCH * edge_fit.grey_range(laid[inside])
+    return _densest(edges, found)
+
+
+def _inside(covered: np.ndarray) -> np.ndarray | None:
+    """Where a frame's edges are compared with the other picture laid on it (``covered``,
+    uint8): off the other's frame edge and a margin (a crop's line is an edge of neither
+    picture) and off this frame's own; None when that is too little of the frame."""
+    inside = cv2.erode(covered, np.ones((7, 7), np.uint8)).astype(bool)
+    inside[:3], inside[-3:], inside[:, :3], inside[:, -3:] = False, False, False, False
+    return inside if int(inside.sum()) >= _MIN_OVERLAP * inside.size else None
+
+
+def _densest(edges: np.ndarray, found: np.ndarray) -> float:
+    """The largest share of a LOCAL_WINDOW px window taken by ``edges`` with none of
+    ``found`` within LOCAL_REACH px."""
     reach = np.ones((2 * LOCAL_REACH + 1, 2 * LOCAL_REACH + 1), np.uint8)
-    unmatched = (edges & ~cv2.dilate(found, reach).astype(bool)).astype(np.float32)
+    near = cv2.dilate(found.astype(np.uint8), reach).astype(bool)
+    unmatched = (edges & ~near).astype(np.float32)
     window = (LOCAL_WINDOW, LOCAL_WINDOW)
     share = cv2.boxFilter(unmatched, -1, window, normalize=True, borderType=cv2.BORDER_CONSTANT)
     return float(share.max())

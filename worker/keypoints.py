@@ -111,16 +111,19 @@ def find_keypoints(image: Image.Image) -> Keypoints:
         thumbnail(grey),
         frame_contact(image),
         gap_profile(own),
+        thumbnail(rgb),
     )
 
 
-def thumbnail(grey: np.ndarray) -> np.ndarray:
-    """The grey picture reduced to THUMBNAIL_SIDE on its longer side: what a verified pair is
-    compared on pixel by pixel (lookalike/verify.py difference)."""
-    height, width = grey.shape[:2]
+def thumbnail(picture: np.ndarray) -> np.ndarray:
+    """The picture (grey, or RGB) reduced to THUMBNAIL_SIDE on its longer side: what a
+    verified pair is compared on pixel by pixel (lookalike/verify.py difference; a variant's
+    colour edges, colour_structure). The payload keeps one colour JPEG, whose luma is the
+    grey one."""
+    height, width = picture.shape[:2]
     factor = THUMBNAIL_SIDE / max(height, width)
     size = (max(1, round(width * factor)), max(1, round(height * factor)))
-    return cv2.resize(grey, size, interpolation=cv2.INTER_AREA)
+    return cv2.resize(picture, size, interpolation=cv2.INTER_AREA)
 
 
 def _colours(rgb: np.ndarray, xy: np.ndarray) -> np.ndarray:

@@ -28,6 +28,7 @@ def test_the_benchmarks_rule_is_the_services() -> None:
             (0.0, 0.5, 1.0),
             (0.0, 0.5, 1.0),
             (0.0, 0.5, 1.0),
+            (0.0, 1.0),
         )
     ]
     pairs = [("group", 1.0, v) for v in verdicts]
@@ -58,6 +59,12 @@ def test_the_benchmarks_rule_is_the_services() -> None:
     assert any(
         v.relation(rule.threshold) is None
         and replace(v, displaced=0.0).relation(rule.threshold) == "near"
+        for v in verdicts
+    )
+    # And a variant's colour edges: a cement mixer on a tow truck's chassis.
+    assert any(
+        v.relation(rule.threshold) is None
+        and replace(v, reshaped=0.0).relation(rule.threshold) == "variant"
         for v in verdicts
     )
     assert "near" in expected and "variant" in expected

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 from collections.abc import Iterator
+from dataclasses import replace
 from itertools import combinations
 from pathlib import Path
 
@@ -86,6 +87,11 @@ def test_the_payload_round_trips_and_a_damaged_one_reads_as_missing(photos: list
     assert back.thumbnail.shape == found.thumbnail.shape
     error = np.abs(back.thumbnail.astype(int) - found.thumbnail.astype(int))
     assert np.percentile(error, 99) <= 12
+    # In colour: one JPEG holds both, its luma the grey.
+    assert found.colour is not None and back.colour is not None
+    assert back.colour.shape == (*found.thumbnail.shape, 3)
+    error = np.abs(back.colour.astype(int) - found.colour.astype(int))
+    assert np.percentile(error, 99) <= 24
     # The frame contact: each side's darkest and lightest grey per bin, as they were.
     assert found.contact is not None and back.contact is not None
     assert back.contact.shape == (4, verify.CONTACT_BINS, 2)
@@ -116,6 +122,20 @@ def test_a_point_from_before_the_frame_contact_needs_a_reindex(photos: list[byte
     raw[0] = 3
     stored = 4 * verify.CONTACT_BINS * 2 + 2 * verify.GAP_BINS * 2  # the contact and gaps
     assert verify.decode(base64.b64encode(bytes(raw[:-stored]))) is None
+
+
+def test_a_point_from_before_the_colour_thumbnail_needs_a_reindex(photos: list[bytes]) -> None:
+    """Format 4 (a grey thumbnail) is not read either: without the colour a cement mixer
+    would be a tow truck's variant."""
+    import base64
+
+    found = keypoints(photos[2])
+    grey = replace(found, colour=None)
+    raw = bytearray(base64.b64decode(verify.encode(grey)))
+    assert verify.decode(bytes(raw).decode("latin-1")) is None  # not base64 text
+    raw[0] = 4
+    assert verify.decode(base64.b64encode(bytes(raw)).decode("ascii")) is None
+    assert verify.decode(verify.encode(found)) is not None
 
 
 def test_an_edited_copy_is_near_a_hue_shift_a_variant_other_photos_neither(
@@ -186,6 +206,46 @@ def test_a_recoloured_flat_fill_is_a_variant_either_way_round() -> None:
     green = keypoints((flags / "greenflag.png").read_bytes())
     assert verify.verify(white, green) == verify.verify(green, white)
     assert verify.verify(white, green).relation(THRESHOLD) == "variant"
+
+
+def test_products_on_one_chassis_are_not_variants_a_recoloured_copy_is() -> None:
+    """The demo's cement mixer and tow truck (tuxpaint): one cartoon chassis, the cab in
+    another colour, a drum on the one and a boom on the other; and the police car beside its
+    mirrored stamp (the lettering kept readable, the stripe and lights turned round). Their
+    keypoints match on what they share and their colours differ: variants to every test
+    but the colour edges, where each has boundaries of its own. The mixer hue-shifted
+    whole, or with its drum alone recoloured, is its variant."""
+    pairs = [
+        (
+            "vehicles/construction/cartoon/cementMixer.png",
+            "vehicles/construction/cartoon/towTruck.png",
+        ),
+        ("vehicles/emergency/sedan_police.png", "vehicles/emergency/sedan_police_mirror.png"),
+    ]
+    for one, verdict in stamp_verdicts(pairs):
+        assert verdict.color_delta >= verify.VARIANT_COLOR_DELTA, (one, verdict)
+        assert replace(verdict, reshaped=0.0).relation(THRESHOLD) == "variant", (one, verdict)
+        assert verdict.reshaped > verify.MAX_RESHAPED, (one, verdict)
+        assert verdict.relation(THRESHOLD) is None, (one, verdict)
+    path = STAMPS / pairs[0][0]
+    mixer = Image.open(path).convert("RGBA")
+    pixels = np.asarray(mixer).copy()
+    hsv = np.asarray(mixer.convert("RGB").convert("HSV")).copy()
+    hsv[..., 0] = (hsv[..., 0].astype(int) + 60) % 256
+    shifted = np.asarray(Image.fromarray(hsv, "HSV").convert("RGB"))
+    whole = pixels.copy()
+    whole[..., :3] = shifted
+    # The drum alone: the mixer's green.
+    green = (pixels[..., 1] > pixels[..., 0] + 40) & (pixels[..., 1] > pixels[..., 2] + 40)
+    assert green.mean() > 0.05
+    drum = pixels.copy()
+    drum[green, :3] = shifted[green]
+    original = keypoints(path.read_bytes())
+    for name, copy in [("hue-shifted", whole), ("drum recoloured", drum)]:
+        points = keypoints(png(Image.fromarray(copy, "RGBA")))
+        for verdict in (verify.verify(original, points), verify.verify(points, original)):
+            assert verdict.reshaped <= verify.MAX_RESHAPED, (name, verdict)
+            assert verdict.relation(THRESHOLD) == "variant", (name, verdict)
 
 
 def test_the_models_decode_gives_the_keypoints_picture_when_it_holds_it() -> None:
