@@ -88,7 +88,8 @@ KEYPOINTS_FIELD = schema.KEYPOINTS_FIELD
 # read as "not yet computed" (needs_reindex). Formats 1 and 2 (no thumbnail) are not read:
 # without the pixel comparison a pair of glyphs is verified as readily as an edited copy, and
 # the threshold and least inliers below were chosen with it; nor is format 3 (no frame
-# contact and gap profile: a cut-out O would be its Q's crop, an A its A-umlaut's).
+# contact and gap profile: a cut-out O would be its Q's crop, an A its A-umlaut's), nor
+# format 4 (a grey thumbnail: a cement mixer would be its tow truck's variant).
 FORMAT = 5
 SIDE = 512  # keypoints are found on the image scaled down to this longest side
 MAX_KEYPOINTS = 256
