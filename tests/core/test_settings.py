@@ -104,6 +104,30 @@ def test_every_setting_is_in_the_readme() -> None:
             assert f"`LOOKALIKE_{name.upper()}`" in readme, name
 
 
+def test_the_readme_gives_each_settings_default() -> None:
+    """The settings table's default column says what the code does: a number as the number,
+    a switch as true or false, an unset text as "empty" (a default derived from another
+    setting is described in words and not read here). The duplicate threshold's row once
+    said 0.04 after the default had become 0.02."""
+    readme = (REPO / "README.md").read_text()
+    rows = dict(re.findall(r"^\| `LOOKALIKE_([A-Z0-9_]+)` \| ([^|]*) \|", readme, re.M))
+    checked = 0
+    for name, field in Settings.model_fields.items():
+        default, cell = field.default, rows[name.upper()].strip()
+        if isinstance(default, bool):
+            assert cell == f"`{str(default).lower()}`", name
+        elif isinstance(default, int | float):
+            assert float(cell.strip("`")) == default, name
+        elif default in ("", None):
+            continue  # "empty", or what unset means (the catalog schema's four fields)
+        elif isinstance(default, str):
+            assert cell == f"`{default}`", name
+        else:
+            continue
+        checked += 1
+    assert checked >= 30
+
+
 def test_input_size_and_pooling_default_to_the_backbones_and_are_checked() -> None:
     # 0 and "": the backbone's own defaults (lookalike/models.py), Lite0 at 320 px with GeM.
     assert (Settings().input_size, Settings().pooling) == (0, "")
