@@ -16,11 +16,11 @@ for multiscale vectors, a search by their pooled head alone:
 lookalike.duplicate_candidates.candidate_query), then each is verified with both items' stored
 keypoints: no image is decoded. ``verification`` says what could be checked: ``verified``;
 ``too_plain`` (the item's image has too few keypoints: it has no near-duplicates or variants,
-only exact copies); ``needs_reindex`` (indexed before keypoints, or their thumbnails, were
-stored: nothing but exact copies is reported until ``indexer reindex``); ``disabled`` (the
-service computes no keypoints, ``LOOKALIKE_DUPLICATE_KEYPOINTS=false``: exact copies only,
-for every item). Candidates indexed before keypoints existed are counted in
-``unverified``, never guessed.
+only exact copies); ``needs_reindex`` (indexed before keypoints were stored, or in an older
+keypoint format, lookalike.verify.FORMAT: nothing but exact copies is reported until
+``indexer reindex``); ``disabled`` (the service computes no keypoints,
+``LOOKALIKE_DUPLICATE_KEYPOINTS=false``: exact copies only, for every item). Candidates
+in the same state are counted in ``unverified``, never guessed.
 """
 
 from __future__ import annotations

@@ -266,10 +266,10 @@ class DuplicateGroup(Answer):
     id: str
     verification: Literal["verified", "too_plain", "needs_reindex", "disabled"] = Field(
         description="too_plain: the image has too few keypoints to verify, so it has exact "
-        "copies only; needs_reindex: indexed before keypoints were stored, exact copies only "
-        "until `indexer reindex`; disabled: the service computes no keypoints "
-        "(LOOKALIKE_DUPLICATE_KEYPOINTS=false), so near-duplicates and variants are not looked "
-        "for: exact copies only"
+        "copies only; needs_reindex: indexed before keypoints were stored (or in an older "
+        "keypoint format), exact copies only until `indexer reindex`; disabled: the service "
+        "computes no keypoints (LOOKALIKE_DUPLICATE_KEYPOINTS=false), so near-duplicates and "
+        "variants are not looked for: exact copies only"
     )
     exact: list[ExactCopy]
     near: list[DuplicateMatch]

@@ -102,8 +102,8 @@ class DuplicateReport:
 
 
 UNVERIFIABLE = {
-    "needs_reindex": "indexed before keypoints were stored, exact copies only until "
-    "`indexer reindex`",
+    "needs_reindex": "indexed before keypoints were stored (or in an older keypoint format), "
+    "exact copies only until `indexer reindex`",
     "too_plain": "too plain to verify (too few keypoints): exact copies only",
 }
 # The service's switch, not the items': said once, without listing the whole catalog.
