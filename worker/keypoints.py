@@ -102,28 +102,30 @@ def find_keypoints(image: Image.Image) -> Keypoints:
     # The gap lines at the picture's own resolution where it was enlarged for the keypoints
     # (a stamp), otherwise at SIDE: a larger picture's gaps keep their share of it.
     own = np.asarray(image.convert("L")) if max(image.size) < MIN_SIDE else grey
+    # One thumbnail: the payload keeps it as a colour JPEG, whose luma is its grey.
+    small = thumbnail(rgb)
     return Keypoints(
         xy,
         ab,
         descriptors,
         frame,
         colour_grid(rgb),
-        thumbnail(grey),
+        cv2.cvtColor(small, cv2.COLOR_RGB2GRAY),
         frame_contact(image),
         gap_profile(own),
-        thumbnail(rgb),
+        small,
     )
 
 
-def thumbnail(picture: np.ndarray) -> np.ndarray:
-    """The picture (grey, or RGB) reduced to THUMBNAIL_SIDE on its longer side: what a
-    verified pair is compared on pixel by pixel (lookalike/verify.py difference; a variant's
-    colour edges, colour_structure). The payload keeps one colour JPEG, whose luma is the
-    grey one."""
-    height, width = picture.shape[:2]
+def thumbnail(rgb: np.ndarray) -> np.ndarray:
+    """The RGB picture reduced to THUMBNAIL_SIDE on its longer side: what a verified pair is
+    compared on, its grey pixel by pixel (lookalike/verify.py difference), its colour by the
+    variants' colour edges (colour_structure). The payload keeps it as one colour JPEG, whose
+    luma is that grey."""
+    height, width = rgb.shape[:2]
     factor = THUMBNAIL_SIDE / max(height, width)
     size = (max(1, round(width * factor)), max(1, round(height * factor)))
-    return cv2.resize(picture, size, interpolation=cv2.INTER_AREA)
+    return cv2.resize(rgb, size, interpolation=cv2.INTER_AREA)
 
 
 def _colours(rgb: np.ndarray, xy: np.ndarray) -> np.ndarray:
