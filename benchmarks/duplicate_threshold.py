@@ -338,14 +338,15 @@ def rootsift_keypoints(picture: Image.Image) -> verify.Keypoints:
     root = np.sqrt(raw / np.maximum(raw.sum(axis=1, keepdims=True), 1e-7))
     descriptors = np.clip(np.round(root * 512), 0, 255).astype(np.uint8)
     xy = np.array([k.pt for k in kept], dtype=np.float32)
+    small = orb.thumbnail(rgb)
     return verify.Keypoints(
         xy,
         orb._colours(rgb, xy),
         descriptors,
         (width, height),
         orb.colour_grid(rgb),
-        orb.thumbnail(grey),
-        colour=orb.thumbnail(rgb),
+        cv2.cvtColor(small, cv2.COLOR_RGB2GRAY),
+        colour=small,
     )
 
 
@@ -774,59 +775,30 @@ RESHAPINGS = (0.0, 0.01, 0.02, 0.03, 0.05, 0.1, 1.0)
 
 def verified_at(
     half: Half, rule: Rule, floor: float, name: str, limit: float
-) -> tuple[np.ndarray, np.ndarray]:
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Under ``rule`` with its field ``name`` at ``limit`` (1.0: not applied): which of the
-    half's positives are found near, and which of its hard-negative pairs are verified
-    (near or variant)."""
+    half's positives are found near, which of its variants are found as variants, and which
+    of its hard-negative pairs are verified (near or variant)."""
     at = replace(rule, **{name: limit})
     found, _ = relations(half.positives, at, floor)
+    _, varied = relations(half.variants, at, floor)
     near, variant = relations(half.negatives, at, floor)
-    return found, near | variant
+    return found, varied, near | variant
 
 
 def choose_limit(
     half: Half, rule: Rule, floor: float, name: str, limits: tuple[float, ...]
 ) -> float:
     """On the tune half, every group (the cut-out letters' crops are the EXTRA_GROUPS'
-    positives): the least limit on ``rule``'s field ``name`` (max_crossing, max_displaced) a
-    near-duplicate may show that loses none of the positives ``rule`` finds without it."""
-    found, _ = relations(half.positives, replace(rule, **{name: 1.0}), floor)
+    positives): the least limit on ``rule``'s field ``name`` (max_crossing, max_displaced
+    for a near-duplicate; max_reshaped for a variant) that loses none of the positives and
+    none of the variants ``rule`` finds without it."""
+    found, varied, _ = verified_at(half, rule, floor, name, 1.0)
     for limit in limits:
-        kept, _ = relations(half.positives, replace(rule, **{name: limit}), floor)
-        if not (found & ~kept).any():
+        kept, still_varied, _ = verified_at(half, rule, floor, name, limit)
+        if not ((found & ~kept).any() or (varied & ~still_varied).any()):
             return limit
     return 1.0
-
-
-def choose_variant_limit(half: Half, rule: Rule, floor: float) -> float:
-    """On the tune half, every group: the least limit on a variant's colour edges of its own
-    (max_reshaped) that loses none of the variants ``rule`` finds without it."""
-    _, found = relations(half.variants, replace(rule, max_reshaped=1.0), floor)
-    for limit in RESHAPINGS:
-        _, kept = relations(half.variants, replace(rule, max_reshaped=limit), floor)
-        if not (found & ~kept).any():
-            return limit
-    return 1.0
-
-
-def variant_table(label: str, half: Half, rule: Rule, floor: float) -> None:
-    """What each limit on max_reshaped does under ``rule`` on a half: variants lost, and
-    hard-negative pairs no longer reported as variants, in the first set and the extra
-    groups."""
-    for extra in (False, True):
-        part = groups_of(half, extra)
-        _, base_v = relations(part.variants, replace(rule, max_reshaped=1.0), floor)
-        _, base_n = relations(part.negatives, replace(rule, max_reshaped=1.0), floor)
-        cells = []
-        for limit in RESHAPINGS:
-            _, kept = relations(part.variants, replace(rule, max_reshaped=limit), floor)
-            _, still = relations(part.negatives, replace(rule, max_reshaped=limit), floor)
-            cells.append(
-                f"{limit:.3f}: -{int((base_v & ~kept).sum())}/{int(base_v.sum())} variants, "
-                f"-{int((base_n & ~still).sum())}/{int(base_n.sum())} neg"
-            )
-        groups = "extra groups" if extra else "first set"
-        print(f"  reshaped on the {label} half, {groups}: " + "; ".join(cells))
 
 
 def choose_net(half: Half, rule: Rule, floor: float, name: str, limits: tuple[float, ...]) -> float:
@@ -835,10 +807,10 @@ def choose_net(half: Half, rule: Rule, floor: float, name: str, limits: tuple[fl
     the strictest of equals (as :func:`choose`). For the gap past a frame (max_gapped) no
     limit loses none: a crop whose line runs through an accented letter's gap *is* the
     plain letter."""
-    found, verified = verified_at(half, rule, floor, name, 1.0)
+    found, _, verified = verified_at(half, rule, floor, name, 1.0)
 
     def net(limit: float) -> int:
-        kept, still = verified_at(half, rule, floor, name, limit)
+        kept, _, still = verified_at(half, rule, floor, name, limit)
         return int((verified & ~still).sum()) - int((found & ~kept).sum())
 
     return max(limits, key=lambda limit: (net(limit), -limit))
@@ -848,16 +820,17 @@ def limit_table(
     label: str, half: Half, rule: Rule, floor: float, name: str, limits: tuple[float, ...]
 ) -> None:
     """What each limit on ``rule``'s field ``name`` does under ``rule`` on a half: positives
-    lost and hard-negative pairs no longer verified, in the first set's groups and the extra
-    ones."""
+    and variants lost, and hard-negative pairs no longer verified, in the first set's groups
+    and the extra ones."""
     for extra in (False, True):
         part = groups_of(half, extra)
-        base_p, base_n = verified_at(part, rule, floor, name, 1.0)
+        base_p, base_v, base_n = verified_at(part, rule, floor, name, 1.0)
         cells = []
         for limit in limits:
-            kept, still = verified_at(part, rule, floor, name, limit)
+            kept, varied, still = verified_at(part, rule, floor, name, limit)
             cells.append(
                 f"{limit:.3f}: -{int((base_p & ~kept).sum())}/{int(base_p.sum())} pos, "
+                f"-{int((base_v & ~varied).sum())}/{int(base_v.sum())} variants, "
                 f"-{int((base_n & ~still).sum())}/{int(base_n.sum())} neg"
             )
         groups = "extra groups" if extra else "first set"
@@ -1107,14 +1080,14 @@ def main() -> None:
     rule = replace(
         rule, max_displaced=choose_limit(tune, rule, floor, "max_displaced", DISPLACEMENTS)
     )
-    rule = replace(rule, max_reshaped=choose_variant_limit(tune, rule, floor))
+    rule = replace(rule, max_reshaped=choose_limit(tune, rule, floor, "max_reshaped", RESHAPINGS))
     chosen = evaluate(groups_of(tune, False), rule, floor)
     report("tune half (chosen here)", chosen)
     for half_name, half in (("tune", tune), ("test", test)):
         limit_table(half_name, half, chosen.rule, floor, "max_crossing", CROSSINGS)
         limit_table(half_name, half, chosen.rule, floor, "max_gapped", GAPS)
         limit_table(half_name, half, chosen.rule, floor, "max_displaced", DISPLACEMENTS)
-        variant_table(half_name, half, chosen.rule, floor)
+        limit_table(half_name, half, chosen.rule, floor, "max_reshaped", RESHAPINGS)
     held = evaluate(groups_of(test, False), chosen.rule, floor)
     report("test half (held out)", held)
     shipped = evaluate(groups_of(test, False), shipped_rule(), floor)
